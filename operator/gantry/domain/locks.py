@@ -1,0 +1,185 @@
+"""EnvironmentLock arbitration: one holder, a FIFO queue, and leases so nothing is stuck.
+
+Every function takes the lock's current state and returns the next one; the caller writes it
+back with optimistic concurrency (resourceVersion), so two operators or two Releases racing
+can never both win: the loser gets 409 Conflict, re-reads, and decides again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from gantry.domain.timefmt import from_rfc3339, to_rfc3339
+
+HISTORY_LIMIT = 20
+
+
+@dataclass(frozen=True)
+class Claimant:
+    release: str  # namespace/name, for people
+    uid: str  # identity: a Release re-created under the same name is a new claimant
+
+
+@dataclass(frozen=True)
+class Holder:
+    claimant: Claimant
+    since: datetime
+    renew_time: datetime
+
+
+@dataclass(frozen=True)
+class Waiter:
+    claimant: Claimant
+    enqueued_at: datetime
+    renew_time: datetime
+
+
+@dataclass(frozen=True)
+class Tenure:
+    """A past holder, kept so an SRE can see who had the environment and why they let go."""
+
+    claimant: Claimant
+    acquired_at: datetime
+    released_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class LockState:
+    holder: Holder | None = None
+    queue: tuple[Waiter, ...] = ()
+    history: tuple[Tenure, ...] = ()
+
+
+@dataclass(frozen=True)
+class Granted:
+    since: datetime
+
+
+@dataclass(frozen=True)
+class Waiting:
+    position: int  # 1 = next in line
+    holder: Claimant | None
+
+
+Outcome = Granted | Waiting
+
+
+def expire(state: LockState, now: datetime, lease: timedelta) -> LockState:
+    """Drop a holder and waiters whose lease ran out: they crashed or were deleted."""
+    holder, history = state.holder, state.history
+    if holder is not None and now - holder.renew_time > lease:
+        history = _remember(history, Tenure(holder.claimant, holder.since, now, "LeaseExpired"))
+        holder = None
+    queue = tuple(w for w in state.queue if now - w.renew_time <= lease)
+    return LockState(holder, queue, history)
+
+
+def acquire(
+    state: LockState, claimant: Claimant, now: datetime, lease: timedelta
+) -> tuple[LockState, Outcome]:
+    """Take the lock, renew it, or join (and stay alive in) the queue."""
+    state = expire(state, now, lease)
+    if state.holder is not None and state.holder.claimant.uid == claimant.uid:
+        holder = replace(state.holder, renew_time=now)
+        return replace(state, holder=holder), Granted(holder.since)
+    head = state.queue[0] if state.queue else None
+    if state.holder is None and (head is None or head.claimant.uid == claimant.uid):
+        queue = tuple(w for w in state.queue if w.claimant.uid != claimant.uid)
+        return replace(state, holder=Holder(claimant, now, now), queue=queue), Granted(now)
+    queue = _join(state.queue, claimant, now)
+    position = next(i for i, w in enumerate(queue, start=1) if w.claimant.uid == claimant.uid)
+    current = state.holder.claimant if state.holder else None
+    return replace(state, queue=queue), Waiting(position, current)
+
+
+def release(state: LockState, claimant: Claimant, now: datetime, reason: str) -> LockState:
+    """Let go of the lock and leave the queue; a no-op for someone who holds neither."""
+    history = state.history
+    holder = state.holder
+    if holder is not None and holder.claimant.uid == claimant.uid:
+        history = _remember(history, Tenure(holder.claimant, holder.since, now, reason))
+        holder = None
+    queue = tuple(w for w in state.queue if w.claimant.uid != claimant.uid)
+    return LockState(holder, queue, history)
+
+
+def renewal_due(holder: Holder, now: datetime, lease: timedelta) -> bool:
+    """Renew at a third of the lease: often enough to survive two missed ticks, rarely enough not to storm."""
+    return now - holder.renew_time >= lease / 3
+
+
+def _join(queue: tuple[Waiter, ...], claimant: Claimant, now: datetime) -> tuple[Waiter, ...]:
+    for i, waiter in enumerate(queue):
+        if waiter.claimant.uid == claimant.uid:
+            return (*queue[:i], replace(waiter, renew_time=now), *queue[i + 1 :])
+    return (*queue, Waiter(claimant, now, now))
+
+
+def _remember(history: tuple[Tenure, ...], tenure: Tenure) -> tuple[Tenure, ...]:
+    return (*history, tenure)[-HISTORY_LIMIT:]
+
+
+# --- the status subresource of an EnvironmentLock <-> LockState ---------------------------------
+
+
+def from_status(status: Mapping[str, Any] | None) -> LockState:
+    status = status or {}
+    raw_holder = status.get("holder")
+    holder = None
+    if raw_holder:
+        holder = Holder(
+            Claimant(raw_holder["release"], raw_holder["uid"]),
+            from_rfc3339(raw_holder["since"]),
+            from_rfc3339(raw_holder["renewTime"]),
+        )
+    queue = tuple(
+        Waiter(Claimant(w["release"], w["uid"]), from_rfc3339(w["enqueuedAt"]), from_rfc3339(w["renewTime"]))
+        for w in status.get("queue") or ()
+    )
+    history = tuple(
+        Tenure(
+            Claimant(h["release"], h["uid"]),
+            from_rfc3339(h["acquiredAt"]),
+            from_rfc3339(h["releasedAt"]),
+            h.get("reason", ""),
+        )
+        for h in status.get("history") or ()
+    )
+    return LockState(holder, queue, history)
+
+
+def to_status(state: LockState) -> dict[str, Any]:
+    status: dict[str, Any] = {
+        "queue": [
+            {
+                "release": w.claimant.release,
+                "uid": w.claimant.uid,
+                "enqueuedAt": to_rfc3339(w.enqueued_at),
+                "renewTime": to_rfc3339(w.renew_time),
+            }
+            for w in state.queue
+        ],
+        "queueLength": len(state.queue),
+        "history": [
+            {
+                "release": t.claimant.release,
+                "uid": t.claimant.uid,
+                "acquiredAt": to_rfc3339(t.acquired_at),
+                "releasedAt": to_rfc3339(t.released_at),
+                "reason": t.reason,
+            }
+            for t in state.history
+        ],
+    }
+    if state.holder is not None:
+        status["holder"] = {
+            "release": state.holder.claimant.release,
+            "uid": state.holder.claimant.uid,
+            "since": to_rfc3339(state.holder.since),
+            "renewTime": to_rfc3339(state.holder.renew_time),
+        }
+    return status

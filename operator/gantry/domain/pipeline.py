@@ -1,0 +1,190 @@
+"""The Pipeline: an application's ordered stages and the workloads each stage re-pins."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gantry.domain.problems import Problem
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+DEFAULT_ROLLOUT_TIMEOUT = 600
+DEFAULT_TEST_TIMEOUT = 1800
+
+
+@dataclass(frozen=True)
+class Target:
+    """Workloads in one namespace: one by name, or all matching a label selector."""
+
+    index: int
+    namespace: str
+    kind: str = "Deployment"
+    name: str | None = None
+    match_labels: Mapping[str, str] = field(default_factory=dict)
+    containers: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.name:
+            return f"{self.kind} {self.namespace}/{self.name}"
+        labels = ",".join(f"{k}={v}" for k, v in sorted(self.match_labels.items()))
+        return f"{self.kind}s in {self.namespace} with labels {labels}"
+
+
+@dataclass(frozen=True)
+class TestSpec:
+    job_template: Mapping[str, Any]
+    namespace: str | None = None
+    timeout_seconds: int = DEFAULT_TEST_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Stage:
+    index: int
+    name: str
+    environment: str
+    targets: tuple[Target, ...]
+    lock: bool = False
+    production: bool = False
+    rollback_on_failure: bool = True
+    rollout_timeout_seconds: int = DEFAULT_ROLLOUT_TIMEOUT
+    test: TestSpec | None = None
+
+    @property
+    def field(self) -> str:
+        return f"spec.stages[{self.index}]"
+
+    @property
+    def test_namespace(self) -> str:
+        if self.test is not None and self.test.namespace:
+            return self.test.namespace
+        return self.targets[0].namespace
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    application: str
+    stages: tuple[Stage, ...]
+
+    def pre_production(self) -> tuple[Stage, ...]:
+        """The stages a Release must pass to be Verified (everything before production)."""
+        return tuple(s for s in self.stages if not s.production)
+
+    def summary(self) -> str:
+        return " → ".join(s.name + (" (lock)" if s.lock else "") for s in self.stages)
+
+
+def parse_pipeline(name: str, spec: Mapping[str, Any]) -> Pipeline | Problem:
+    """Build a Pipeline from its spec, or say which field is wrong and how to fix it."""
+    raw_stages = spec.get("stages") or []
+    if not isinstance(raw_stages, list) or not raw_stages:
+        return Problem(
+            "InvalidPipeline",
+            "spec.stages",
+            "a Pipeline needs at least one stage",
+            "list the stages in order",
+        )
+    stages: list[Stage] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_stages):
+        stage = _parse_stage(index, raw)
+        if isinstance(stage, Problem):
+            return stage
+        if stage.name in seen:
+            return Problem(
+                "InvalidPipeline",
+                f"spec.stages[{index}].name",
+                f"stage name {stage.name!r} is used twice",
+                "give every stage a unique name",
+            )
+        seen.add(stage.name)
+        stages.append(stage)
+    production = [s for s in stages if s.production]
+    if len(production) > 1 or (production and production[0] is not stages[-1]):
+        return Problem(
+            "InvalidPipeline",
+            "spec.stages",
+            "only the last stage may be the production stage",
+            "set production: true on the last stage only",
+        )
+    return Pipeline(name=name, application=str(spec.get("application") or name), stages=tuple(stages))
+
+
+def _parse_stage(index: int, raw: Any) -> Stage | Problem:
+    where = f"spec.stages[{index}]"
+    if not isinstance(raw, Mapping) or not raw.get("name"):
+        return Problem("InvalidPipeline", f"{where}.name", "a stage needs a name", "add name: <stage>")
+    raw_targets = raw.get("targets") or []
+    if not raw_targets:
+        return Problem(
+            "InvalidPipeline",
+            f"{where}.targets",
+            "a stage needs at least one target workload",
+            "add targets: [{namespace: ..., name: ...}]",
+        )
+    targets: list[Target] = []
+    for t_index, raw_target in enumerate(raw_targets):
+        target = _parse_target(f"{where}.targets[{t_index}]", t_index, raw_target)
+        if isinstance(target, Problem):
+            return target
+        targets.append(target)
+    test = None
+    raw_test = raw.get("test")
+    if raw_test:
+        template = raw_test.get("jobTemplate")
+        if not isinstance(template, Mapping):
+            return Problem(
+                "InvalidTestJobTemplate",
+                f"{where}.test.jobTemplate",
+                "the test has no Job template",
+                "set test.jobTemplate to a Job's metadata and spec",
+            )
+        test = TestSpec(
+            job_template=template,
+            namespace=raw_test.get("namespace"),
+            timeout_seconds=int(raw_test.get("timeoutSeconds", DEFAULT_TEST_TIMEOUT)),
+        )
+    return Stage(
+        index=index,
+        name=str(raw["name"]),
+        environment=str(raw.get("environment") or raw["name"]),
+        targets=tuple(targets),
+        lock=bool(raw.get("lock", False)),
+        production=bool(raw.get("production", False)),
+        rollback_on_failure=bool(raw.get("rollbackOnFailure", True)),
+        rollout_timeout_seconds=int(raw.get("rolloutTimeoutSeconds", DEFAULT_ROLLOUT_TIMEOUT)),
+        test=test,
+    )
+
+
+def _parse_target(where: str, index: int, raw: Any) -> Target | Problem:
+    if not isinstance(raw, Mapping) or not raw.get("namespace"):
+        return Problem(
+            "InvalidPipeline", f"{where}.namespace", "a target needs a namespace", "add namespace:"
+        )
+    kind = raw.get("kind", "Deployment")
+    if kind not in WORKLOAD_KINDS:
+        return Problem(
+            "InvalidPipeline",
+            f"{where}.kind",
+            f"unsupported workload kind {kind!r}",
+            "use Deployment or StatefulSet",
+        )
+    name = raw.get("name")
+    labels = (raw.get("selector") or {}).get("matchLabels") or {}
+    if bool(name) == bool(labels):
+        return Problem(
+            "InvalidPipeline",
+            where,
+            "a target names exactly one of name or selector.matchLabels",
+            "keep either name: <workload> or selector: {matchLabels: {...}}",
+        )
+    return Target(
+        index=index,
+        namespace=str(raw["namespace"]),
+        kind=str(kind),
+        name=str(name) if name else None,
+        match_labels={str(k): str(v) for k, v in labels.items()},
+        containers=tuple(str(c) for c in raw.get("containers") or ()),
+    )

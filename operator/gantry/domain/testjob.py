@@ -1,0 +1,90 @@
+"""The integration-test Job a stage runs after its rollout, built from the Pipeline's template."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from gantry.domain.problems import Problem
+
+LABEL_RELEASE = "gantry.dev/release"
+LABEL_RELEASE_UID = "gantry.dev/release-uid"
+LABEL_STAGE = "gantry.dev/stage"
+LABEL_APPLICATION = "gantry.dev/application"
+
+
+def job_name(release: str, stage: str, uid: str) -> str:
+    """Deterministic, so a restarted operator finds the Job it created instead of making a second."""
+    suffix = hashlib.sha256(uid.encode()).hexdigest()[:8]
+    return f"{release}-{stage}"[:54].rstrip("-") + f"-{suffix}"
+
+
+def check_template(template: Mapping[str, Any], field: str) -> Problem | None:
+    spec = template.get("spec")
+    pod = spec.get("template", {}).get("spec") if isinstance(spec, Mapping) else None
+    containers = pod.get("containers") if isinstance(pod, Mapping) else None
+    if not isinstance(containers, list) or not containers:
+        return Problem(
+            "InvalidTestJobTemplate",
+            f"{field}.spec.template.spec.containers",
+            "the Job template has no containers",
+            "give jobTemplate.spec.template.spec.containers at least one container with name and image",
+        )
+    for index, container in enumerate(containers):
+        if not isinstance(container, Mapping) or not container.get("name") or not container.get("image"):
+            return Problem(
+                "InvalidTestJobTemplate",
+                f"{field}.spec.template.spec.containers[{index}]",
+                "a test container needs a name and an image",
+                "set name: and image: on every container",
+            )
+    restart = pod.get("restartPolicy", "Never") if isinstance(pod, Mapping) else "Never"
+    if restart not in ("Never", "OnFailure"):
+        return Problem(
+            "InvalidTestJobTemplate",
+            f"{field}.spec.template.spec.restartPolicy",
+            f"restartPolicy {restart!r} is not allowed for a Job",
+            "use Never (or OnFailure)",
+        )
+    return None
+
+
+def build_job(
+    template: Mapping[str, Any],
+    *,
+    name: str,
+    namespace: str,
+    release: str,
+    release_uid: str,
+    application: str,
+    version: str,
+    stage: str,
+) -> dict[str, Any]:
+    """A Job manifest: the template plus Gantry's labels and GANTRY_* variables for the test code."""
+    labels = {
+        LABEL_RELEASE: release,
+        LABEL_RELEASE_UID: release_uid,
+        LABEL_STAGE: stage,
+        LABEL_APPLICATION: application,
+    }
+    metadata = copy.deepcopy(dict(template.get("metadata") or {}))
+    metadata.update(name=name, namespace=namespace)
+    metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
+    spec = copy.deepcopy(dict(template["spec"]))
+    spec.setdefault("backoffLimit", 0)  # a flaky test is a failed test; retries hide regressions
+    pod_template = spec.setdefault("template", {})
+    pod_template.setdefault("metadata", {})
+    pod_template["metadata"]["labels"] = {**(pod_template["metadata"].get("labels") or {}), **labels}
+    pod_spec = pod_template["spec"]
+    pod_spec.setdefault("restartPolicy", "Never")
+    env = [
+        {"name": "GANTRY_RELEASE", "value": release},
+        {"name": "GANTRY_APPLICATION", "value": application},
+        {"name": "GANTRY_VERSION", "value": version},
+        {"name": "GANTRY_STAGE", "value": stage},
+    ]
+    for container in pod_spec["containers"]:
+        container["env"] = [*(container.get("env") or []), *env]
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}
