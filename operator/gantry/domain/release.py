@@ -312,6 +312,7 @@ class _Draft:
     message: str
     effects: list[Effect] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    error_handled: bool = False
 
     @property
     def now(self) -> str:
@@ -537,6 +538,10 @@ def _deploy(d: _Draft) -> None:
         d.run = replace(d.run, changes=changes)
         d.message = f"recorded the images stage {d.run.name} runs now; deploying"
         return
+    refusal = _rejected(d, "SetImages")
+    if refusal is not None:
+        _start_rollback(d, "DeployRejected", f"the API server refused the new images: {refusal}")
+        return
     images = tuple((c.workload, c.container, c.after) for c in d.run.changes)
     d.effects.append(SetImages(images))
     workloads = sorted({str(c.workload) for c in d.run.changes})
@@ -566,6 +571,15 @@ def _rollout_pending(d: _Draft, want: str) -> list[str]:
     return pending
 
 
+def _rejected(d: _Draft, effect: str) -> str | None:
+    """The API server's refusal of an effect this tick tried, if any; each refusal is acted on once."""
+    error = d.obs.error
+    if error is None or error.effect != effect or d.error_handled:
+        return None
+    d.error_handled = True
+    return error.message
+
+
 def _elapsed(d: _Draft, since: str | None) -> timedelta:
     return d.obs.now - from_rfc3339(since) if since else timedelta(0)
 
@@ -574,9 +588,6 @@ def _roll_out(d: _Draft) -> None:
     assert d.run is not None
     if not _holds_lock(d):
         _lock_lost(d)
-        return
-    if d.obs.error is not None and d.obs.error.effect == "SetImages":
-        _start_rollback(d, "DeployRejected", f"the API server refused the new images: {d.obs.error.message}")
         return
     pending = _rollout_pending(d, "after")
     stage = d.run.stage(d.release.pipeline)
@@ -603,8 +614,9 @@ def _test(d: _Draft) -> None:
         return
     stage = d.run.stage(d.release.pipeline)
     assert stage.test is not None
-    if d.obs.error is not None and d.obs.error.effect == "CreateJob":
-        _start_rollback(d, "TestJobRejected", f"the API server refused the test Job: {d.obs.error.message}")
+    refusal = _rejected(d, "CreateJob")
+    if refusal is not None:
+        _start_rollback(d, "TestJobRejected", f"the API server refused the test Job: {refusal}")
         return
     job = d.obs.job
     if job is None:
@@ -660,6 +672,12 @@ def _start_rollback(d: _Draft, reason: str, detail: str) -> None:
 def _roll_back(d: _Draft) -> None:
     assert d.run is not None and d.run.changes is not None
     reason, detail = d.run.reason or "RolledBack", d.run.message or ""
+    refusal = _rejected(d, "SetImages")
+    if refusal is not None:
+        d.move(
+            Step.FAILED, reason, f"{detail}; the rollback itself was refused: {refusal}", finished_at=d.now
+        )
+        return
     if d.run.rolled_back_at is None:
         d.effects.append(SetImages(tuple((c.workload, c.container, c.before) for c in d.run.changes)))
         d.run = replace(d.run, rolled_back_at=d.now)

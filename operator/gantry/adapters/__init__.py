@@ -1,0 +1,1 @@
+"""One module per outside system; each turns the domain's effects into calls on that system."""

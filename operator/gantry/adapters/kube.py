@@ -1,0 +1,146 @@
+"""The Kubernetes API, as Gantry uses it: a few verbs over plain JSON.
+
+Built on the official client's ApiClient (auth, TLS and kubeconfig handling) but speaking raw
+paths, because Gantry needs exact control of patch content types (merge vs JSON patch with
+`test` ops) and of resourceVersion preconditions, which the typed wrappers hide.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+log = logging.getLogger(__name__)
+
+GROUP = "gantry.dev"
+VERSION = "v1alpha1"
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+WORKLOAD_PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets"}
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the API server, with the server's own reason and message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying as is: conflicts, throttling, server trouble."""
+        return self.status in (409, 429) or self.status >= 500
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+
+def load_api_client() -> k8s_client.ApiClient:
+    """In-cluster credentials when running in a Pod, the kubeconfig otherwise (as kubectl does)."""
+    try:
+        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+    return k8s_client.ApiClient()
+
+
+def custom_path(plural: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{plural}"
+    if name is not None:
+        path += f"/{quote(name)}"
+    if subresource is not None:
+        path += f"/{subresource}"
+    return path
+
+
+def workload_path(kind: str, namespace: str, name: str | None = None) -> str:
+    path = f"/apis/apps/v1/namespaces/{quote(namespace)}/{WORKLOAD_PLURALS[kind]}"
+    return f"{path}/{quote(name)}" if name is not None else path
+
+
+def job_path(namespace: str, name: str | None = None) -> str:
+    path = f"/apis/batch/v1/namespaces/{quote(namespace)}/jobs"
+    return f"{path}/{quote(name)}" if name is not None else path
+
+
+class Kube:
+    """Synchronous JSON verbs; the operator calls them from Kopf's worker threads."""
+
+    def __init__(self, api_client: k8s_client.ApiClient, timeout: float = 30.0) -> None:
+        self.api_client = api_client
+        self.timeout = timeout
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: Mapping[str, str] | None = None,
+    ) -> Any:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        method, url, headers, serialized, _ = self.api_client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=list((query or {}).items()),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api_client.call_api(
+            method, url, header_params=headers, body=serialized, _request_timeout=self.timeout
+        )
+        raw = response.read()  # type: ignore[no-untyped-call]
+        text = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+        if not 200 <= response.status < 300:
+            try:
+                status = json.loads(text)
+                raise ApiError(response.status, status.get("reason", ""), status.get("message", text))
+            except ValueError:
+                raise ApiError(response.status, response.reason or "", text) from None
+        return json.loads(text) if text else None
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = self.request("GET", path)
+            return result
+        except ApiError as error:
+            if error.not_found:
+                return None
+            raise
+
+    def list_items(self, path: str, label_selector: str | None = None) -> list[dict[str, Any]]:
+        query = {"labelSelector": label_selector} if label_selector else None
+        result = self.request("GET", path, query=query)
+        return list(result.get("items") or [])
+
+    def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", path, body=dict(body))
+        return result
+
+    def replace(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("PUT", path, body=dict(body))
+        return result
+
+    def merge_patch(self, path: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("PATCH", path, body=dict(patch), content_type=MERGE_PATCH)
+        return result
+
+    def json_patch(self, path: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("PATCH", path, body=ops, content_type=JSON_PATCH)
+        return result

@@ -1,0 +1,229 @@
+"""Gantry's objects and the workloads it touches, read and written through `Kube`.
+
+Translates between API objects and the domain's plain data; decides nothing itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from gantry.adapters.kube import ApiError, Kube, custom_path, job_path, workload_path
+from gantry.domain import locks
+from gantry.domain.pipeline import Pipeline, Target, parse_pipeline
+from gantry.domain.problems import Problem
+from gantry.domain.release import ObservedJob, ObservedLock
+from gantry.domain.workloads import ObservedWorkload, Rollout, WorkloadRef
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_SECONDS = 300
+CONFLICT_RETRIES = 12
+
+LockUpdate = Callable[[locks.LockState, timedelta], tuple[locks.LockState, Any]]
+
+
+class Resources:
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    # --- Releases and Pipelines ------------------------------------------------------------------
+
+    def get_release(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.kube.get(custom_path("releases", namespace, name))
+
+    def patch_release_status(
+        self, namespace: str, name: str, resource_version: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch status; the resourceVersion makes a stale writer fail with 409 instead of winning."""
+        patch = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
+        return self.kube.merge_patch(custom_path("releases", namespace, name, "status"), patch)
+
+    def get_pipeline(self, namespace: str, name: str) -> Pipeline | Problem:
+        body = self.kube.get(custom_path("pipelines", namespace, name))
+        if body is None:
+            return Problem(
+                "PipelineNotFound",
+                "spec.pipeline",
+                f"Pipeline {name!r} does not exist in namespace {namespace!r}",
+                f"create it (kubectl apply -f pipeline.yaml -n {namespace}) or set spec.pipeline "
+                "to an existing Pipeline",
+            )
+        return parse_pipeline(name, body.get("spec") or {})
+
+    def patch_pipeline_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.kube.merge_patch(custom_path("pipelines", namespace, name, "status"), {"status": dict(status)})
+
+    # --- workloads -------------------------------------------------------------------------------
+
+    def find_workloads(self, target: Target) -> tuple[ObservedWorkload, ...]:
+        if target.name:
+            body = self.kube.get(workload_path(target.kind, target.namespace, target.name))
+            bodies = [body] if body is not None else []
+        else:
+            selector = ",".join(f"{k}={v}" for k, v in sorted(target.match_labels.items()))
+            bodies = self.kube.list_items(
+                workload_path(target.kind, target.namespace), label_selector=selector
+            )
+        return tuple(observe_workload(target.kind, b) for b in bodies)
+
+    def get_workload(self, ref: WorkloadRef) -> ObservedWorkload | None:
+        body = self.kube.get(workload_path(ref.kind, ref.namespace, ref.name))
+        return observe_workload(ref.kind, body) if body is not None else None
+
+    def set_images(self, ref: WorkloadRef, images: Mapping[str, str]) -> bool:
+        """Set only the named containers' images; True if anything had to change.
+
+        A JSON patch with a `test` on each container's name: if someone reordered the containers
+        since we read them, the patch fails (422) instead of re-pinning the wrong container.
+        """
+        path = workload_path(ref.kind, ref.namespace, ref.name)
+        body = self.kube.get(path)
+        if body is None:
+            raise ApiError(404, "NotFound", f"{ref} does not exist")
+        containers = body["spec"]["template"]["spec"]["containers"]
+        ops: list[dict[str, Any]] = []
+        for index, container in enumerate(containers):
+            wanted = images.get(container["name"])
+            if wanted is not None and container.get("image") != wanted:
+                where = f"/spec/template/spec/containers/{index}"
+                ops.append({"op": "test", "path": f"{where}/name", "value": container["name"]})
+                ops.append({"op": "replace", "path": f"{where}/image", "value": wanted})
+        missing = set(images) - {c["name"] for c in containers}
+        if missing:
+            raise ApiError(422, "Invalid", f"{ref} has no container(s) {', '.join(sorted(missing))}")
+        if not ops:
+            return False
+        self.kube.json_patch(path, ops)
+        return True
+
+    # --- Jobs ------------------------------------------------------------------------------------
+
+    def get_job(self, namespace: str, name: str) -> ObservedJob | None:
+        body = self.kube.get(job_path(namespace, name))
+        return observe_job(body) if body is not None else None
+
+    def create_job(self, manifest: Mapping[str, Any]) -> None:
+        namespace = manifest["metadata"]["namespace"]
+        try:
+            self.kube.create(job_path(namespace), manifest)
+        except ApiError as error:
+            if error.status != 409:  # AlreadyExists: created by an earlier attempt of this very tick
+                raise
+
+    # --- EnvironmentLocks ------------------------------------------------------------------------
+
+    def observe_lock(
+        self, namespace: str, environment: str, claimant: locks.Claimant, now: datetime
+    ) -> ObservedLock:
+        body = self.kube.get(custom_path("environmentlocks", namespace, environment))
+        if body is None:
+            return ObservedLock(held=False)
+        lease = lease_of(body)
+        state = locks.expire(locks.from_status(body.get("status")), now, lease)
+        if state.holder is not None and state.holder.claimant.uid == claimant.uid:
+            return ObservedLock(held=True, renewal_due=locks.renewal_due(state.holder, now, lease))
+        position = next((i for i, w in enumerate(state.queue, 1) if w.claimant.uid == claimant.uid), None)
+        holder = state.holder.claimant.release if state.holder else None
+        return ObservedLock(held=False, position=position, holder=holder)
+
+    def update_lock(self, namespace: str, environment: str, change: LockUpdate) -> Any:
+        """Read-decide-write the lock's status until no one else wrote in between (409 = try again)."""
+        path = custom_path("environmentlocks", namespace, environment)
+        for attempt in range(CONFLICT_RETRIES):
+            body = self.kube.get(path) or self._create_lock(namespace, environment)
+            state, result = change(locks.from_status(body.get("status")), lease_of(body))
+            new_status = locks.to_status(state)
+            if new_status == _comparable(body.get("status")):
+                return result
+            replacement = {**body, "status": new_status}
+            try:
+                self.kube.replace(f"{path}/status", replacement)
+                return result
+            except ApiError as error:
+                if not error.conflict:
+                    raise
+                log.debug(
+                    "EnvironmentLock %s/%s changed under us (attempt %d)", namespace, environment, attempt
+                )
+                time.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # jitter: racing peers spread out
+        raise ApiError(
+            409, "Conflict", f"EnvironmentLock {namespace}/{environment} kept changing; will retry"
+        )
+
+    def _create_lock(self, namespace: str, environment: str) -> dict[str, Any]:
+        body = {
+            "apiVersion": "gantry.dev/v1alpha1",
+            "kind": "EnvironmentLock",
+            "metadata": {
+                "name": environment,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": "gantry"},
+            },
+            "spec": {},
+        }
+        try:
+            return self.kube.create(custom_path("environmentlocks", namespace), body)
+        except ApiError as error:
+            if not error.conflict:
+                raise
+            existing = self.kube.get(custom_path("environmentlocks", namespace, environment))
+            if existing is None:
+                raise
+            return existing
+
+
+def _comparable(status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A stored status in the shape to_status writes, so an unchanged lock is not rewritten."""
+    return locks.to_status(locks.from_status(status)) if status else {}
+
+
+def lease_of(body: Mapping[str, Any]) -> timedelta:
+    return timedelta(seconds=int((body.get("spec") or {}).get("leaseSeconds") or DEFAULT_LEASE_SECONDS))
+
+
+def observe_workload(kind: str, body: Mapping[str, Any]) -> ObservedWorkload:
+    meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
+    ref = WorkloadRef(kind, meta["namespace"], meta["name"])
+    containers = {c["name"]: c.get("image", "") for c in spec["template"]["spec"]["containers"]}
+    return ObservedWorkload(ref, containers, rollout_of(kind, meta, spec, status))
+
+
+def rollout_of(
+    kind: str, meta: Mapping[str, Any], spec: Mapping[str, Any], status: Mapping[str, Any]
+) -> Rollout:
+    """Is the newest spec fully rolled out? The same checks `kubectl rollout status` makes."""
+    wanted = int(spec.get("replicas", 1))
+    observed = int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    total = int(status.get("replicas") or 0)
+    if kind == "StatefulSet":
+        ready = int(status.get("readyReplicas") or 0)
+        same_revision = status.get("currentRevision") == status.get("updateRevision")
+        done = observed and updated >= wanted and ready >= wanted and (same_revision or updated == wanted)
+        return Rollout(done, f"{updated}/{wanted} updated, {ready} ready")
+    available = int(status.get("availableReplicas") or 0)
+    done = observed and updated >= wanted and available >= wanted and total <= wanted
+    detail = f"{updated}/{wanted} updated, {available} available"
+    if not observed:
+        detail = "controller has not seen the new spec yet; " + detail
+    elif total > wanted:
+        detail += f", {total - updated} old replica(s) terminating"
+    return Rollout(done, detail)
+
+
+def observe_job(body: Mapping[str, Any]) -> ObservedJob:
+    name = body["metadata"]["name"]
+    for condition in (body.get("status") or {}).get("conditions") or ():
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") in ("Complete", "SuccessCriteriaMet"):
+            return ObservedJob(name, finished=True, succeeded=True)
+        if condition.get("type") == "Failed":
+            message = condition.get("message") or condition.get("reason") or ""
+            return ObservedJob(name, finished=True, succeeded=False, message=message)
+    return ObservedJob(name, finished=False, succeeded=False)

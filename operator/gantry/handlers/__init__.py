@@ -1,0 +1,1 @@
+"""Kopf handlers: thin translations of watch events and timers into reconciler calls."""

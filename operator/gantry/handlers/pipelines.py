@@ -1,0 +1,43 @@
+"""Pipelines: validate on every spec change and say so in status, before any Release uses it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from gantry.adapters.kube import GROUP, VERSION
+from gantry.domain.conditions import set_condition
+from gantry.domain.pipeline import parse_pipeline
+from gantry.domain.problems import Problem
+from gantry.domain.timefmt import to_rfc3339
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    @kopf.on.resume(GROUP, VERSION, "pipelines", registry=registry)
+    @kopf.on.create(GROUP, VERSION, "pipelines", registry=registry)
+    @kopf.on.update(GROUP, VERSION, "pipelines", field="spec", registry=registry)
+    def validate_pipeline(
+        name: str,
+        spec: kopf.Spec,
+        status: kopf.Status,
+        meta: kopf.Meta,
+        patch: kopf.Patch,
+        **_: Any,
+    ) -> None:
+        parsed = parse_pipeline(name, dict(spec))
+        now = to_rfc3339(datetime.now(UTC))
+        generation = int(meta.get("generation") or 1)
+        conditions = list(status.get("conditions") or [])
+        if isinstance(parsed, Problem):
+            conditions = set_condition(
+                conditions, "Ready", False, parsed.reason, parsed.describe(), now, generation
+            )
+            patch.status["stageSummary"] = "invalid"
+        else:
+            message = f"{len(parsed.stages)} stage(s) for application {parsed.application}"
+            conditions = set_condition(conditions, "Ready", True, "Valid", message, now, generation)
+            patch.status["stageSummary"] = parsed.summary()
+        patch.status["conditions"] = conditions
+        patch.status["observedGeneration"] = generation

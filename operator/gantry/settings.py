@@ -1,0 +1,27 @@
+"""Operator settings: command-line flags override GANTRY_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Config:
+    reconcile_interval: float = 5.0  # seconds between looks at a Release that is in flight
+    lock_sweep_interval: float = 30.0  # seconds between clearing expired EnvironmentLock leases
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    peering: str | None = None  # a Kopf peering name for HA; None runs standalone
+    workers: int = 20  # concurrent handler threads
+
+    @classmethod
+    def from_env(cls) -> Config:
+        env = os.environ
+        namespaces = tuple(n for n in env.get("GANTRY_NAMESPACES", "").split(",") if n)
+        return cls(
+            reconcile_interval=float(env.get("GANTRY_RECONCILE_INTERVAL", cls.reconcile_interval)),
+            lock_sweep_interval=float(env.get("GANTRY_LOCK_SWEEP_INTERVAL", cls.lock_sweep_interval)),
+            namespaces=namespaces,
+            peering=env.get("GANTRY_PEERING") or None,
+            workers=int(env.get("GANTRY_WORKERS", cls.workers)),
+        )

@@ -1,0 +1,528 @@
+"""A faithful-enough Kubernetes API server for end-to-end tests, built on kmock.
+
+kmock's `KubernetesEmulator` gives the HTTP server, request parsing and API discovery; it
+stores objects as plain merged dicts. This subclass replaces the object semantics with the
+ones operators depend on:
+
+- server-managed metadata on create (uid, resourceVersion, generation, creationTimestamp);
+  resourceVersion bumps on every real change (a no-op write changes nothing, like etcd);
+  generation bumps on spec changes only;
+- optimistic concurrency: a PUT or merge patch carrying a stale metadata.resourceVersion gets
+  409 Conflict; a JSON patch whose `test` op fails gets 422, which is what kube-apiserver
+  answers and what Kopf expects;
+- status subresource: writes to /status change only status, writes to the main resource
+  leave status alone, and status is dropped on create;
+- merge patch (RFC 7386), JSON patch (RFC 6902), strategic merge patch (approximated as
+  a merge patch that merges lists of named items, e.g. containers, by name);
+- list and watch with label selectors, watch from a resourceVersion (replaying the event log,
+  410 Gone when it is too old), timeoutSeconds, finalizers and deletionTimestamp;
+- admission for custom resources from their CRDs (see admission.py): creating a CRD object
+  registers its resource in discovery, exactly as `kubectl apply -f crds/` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import copy
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp.web
+import attrs
+import jsonpatch
+import kmock
+from kmock._internal import rendering
+
+from tests.harness.admission import admit
+
+EVENT_LOG_LIMIT = 20_000
+
+Key = tuple[str, str, str]  # group, version, plural
+
+
+class ApiStatus(Exception):
+    """An error answer in the shape of a metav1.Status."""
+
+    def __init__(self, code: int, reason: str, message: str, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message, self.details = code, reason, message, dict(details or {})
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Status",
+            "metadata": {},
+            "status": "Failure",
+            "code": self.code,
+            "reason": self.reason,
+            "message": self.message,
+            "details": self.details,
+        }
+
+
+@dataclass
+class Watcher:
+    key: Key
+    namespace: str | None
+    selector: Callable[[Mapping[str, str]], bool]
+    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+
+
+@dataclass
+class Schema:
+    kind: str
+    namespaced: bool
+    openapi: Mapping[str, Any] | None
+    status_subresource: bool
+
+
+# --- label selectors -----------------------------------------------------------------------------
+
+_SET_RE = re.compile(r"^\s*([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
+
+
+def parse_selector(text: str | None) -> Callable[[Mapping[str, str]], bool]:
+    """Equality (a=b, a==b, a!=b), set (a in (x,y), a notin (x)) and existence (a, !a) requirements."""
+    if not text:
+        return lambda labels: True
+    requirements: list[Callable[[Mapping[str, str]], bool]] = []
+    for part in _split_selector(text):
+        match = _SET_RE.match(part)
+        if match:
+            name, op, values = match[1], match[2], {v.strip() for v in match[3].split(",") if v.strip()}
+            if op == "in":
+                requirements.append(lambda labels, n=name, vs=values: labels.get(n) in vs)
+            else:
+                requirements.append(lambda labels, n=name, vs=values: labels.get(n) not in vs)
+        elif "!=" in part:
+            name, value = (s.strip() for s in part.split("!=", 1))
+            requirements.append(lambda labels, n=name, v=value: labels.get(n) != v)
+        elif "=" in part:
+            name, value = (s.strip() for s in part.replace("==", "=").split("=", 1))
+            requirements.append(lambda labels, n=name, v=value: labels.get(n) == v)
+        elif part.strip().startswith("!"):
+            requirements.append(lambda labels, n=part.strip()[1:]: n not in labels)
+        else:
+            requirements.append(lambda labels, n=part.strip(): n in labels)
+    return lambda labels: all(r(labels) for r in requirements)
+
+
+def _split_selector(text: str) -> Iterator[str]:
+    depth, current = 0, ""
+    for char in text:
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        if char == "," and depth == 0:
+            yield current
+            current = ""
+        else:
+            current += char
+    if current.strip():
+        yield current
+
+
+# --- patches -------------------------------------------------------------------------------------
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def strategic_merge_patch(target: Any, patch: Any) -> Any:
+    """Merge patch, except that lists of objects with `name` merge item by item (containers, env, ports)."""
+    if isinstance(patch, list) and isinstance(target, list) and all(isinstance(i, dict) and "name" in i for i in patch):
+        by_name = {i.get("name"): i for i in target if isinstance(i, dict)}
+        merged = [strategic_merge_patch(by_name.get(i["name"]), i) for i in patch]
+        names = {i["name"] for i in patch}
+        return [*merged, *(copy.deepcopy(i) for i in target if i.get("name") not in names)]
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = strategic_merge_patch(result.get(key), value)
+    return result
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- the server ----------------------------------------------------------------------------------
+
+
+@attrs.define(kw_only=True)
+class ApiServer(kmock.KubernetesEmulator):
+    store: dict[tuple[Key, str | None, str], dict[str, Any]] = attrs.field(factory=dict, init=False)
+    schemas: dict[Key, Schema] = attrs.field(factory=dict, init=False)
+    event_log: collections.deque[tuple[int, Key, dict[str, Any]]] = attrs.field(
+        factory=lambda: collections.deque(maxlen=EVENT_LOG_LIMIT), init=False
+    )
+    watchers: list[Watcher] = attrs.field(factory=list, init=False)
+    change_hooks: list[Callable[[str, Key, dict[str, Any]], None]] = attrs.field(factory=list, init=False)
+    fault_hooks: list[Callable[[str, Key, str | None], ApiStatus | None]] = attrs.field(factory=list, init=False)
+    write_counts: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
+    revision: int = attrs.field(default=1000, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.resources.load_bundled()
+        for key, info in list(self._resource_items()):
+            if info.kind:
+                self.schemas[key] = Schema(info.kind, bool(info.namespaced), None, "status" in info.subresources)
+
+    def _resource_items(self) -> Iterator[tuple[Key, Any]]:
+        for resource in self.resources:
+            yield (resource.group or "", resource.version or "", resource.plural or ""), self.resources[resource]
+
+    # --- HTTP entry ------------------------------------------------------------------------------
+
+    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        resource = request.resource
+        if resource is None or not resource.plural:
+            return await super()._handle(request)  # discovery, /version, ...
+        key: Key = (resource.group or "", resource.version or "", resource.plural)
+        try:
+            if key not in self.schemas:
+                raise ApiStatus(404, "NotFound", f"the server could not find the requested resource ({key[2]})")
+            method = str(request.method.value).upper()
+            for hook in self.fault_hooks:
+                fault = hook(method, key, request.name)
+                if fault is not None:
+                    raise fault
+            params = dict(request.params)
+            if method == "GET" and params.get("watch") in ("true", "1"):
+                return await self._watch(request, key, params)
+            body = json.loads(request.body) if request.body else None
+            result = self._dispatch(method, key, request, body, params)
+            return aiohttp.web.json_response(result[1], status=result[0])
+        except ApiStatus as status:
+            return aiohttp.web.json_response(status.body(), status=status.code)
+
+    def _dispatch(
+        self, method: str, key: Key, request: rendering.Request, body: Any, params: Mapping[str, str]
+    ) -> tuple[int, Any]:
+        namespace, name, sub = request.namespace, request.name, request.subresource
+        if method == "GET" and name is None:
+            return 200, self.list_objects(key, namespace, params.get("labelSelector"), params.get("fieldSelector"))
+        if method == "GET":
+            return 200, self.get_object(key, namespace, name)
+        if method == "POST" and name is None:
+            return 201, self.create(key, namespace, body)
+        if method == "PUT" and name is not None:
+            return 200, self.replace(key, namespace, name, body, sub)
+        if method == "PATCH" and name is not None:
+            content_type = request.headers.get("Content-Type", "application/merge-patch+json").split(";")[0]
+            return 200, self.patch(key, namespace, name, body, content_type, sub)
+        if method == "DELETE" and name is not None:
+            return 200, self.delete(key, namespace, name)
+        raise ApiStatus(405, "MethodNotAllowed", f"{method} is not supported on this path")
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def get_object(self, key: Key, namespace: str | None, name: str) -> dict[str, Any]:
+        obj = self.store.get((key, namespace, name))
+        if obj is None:
+            raise ApiStatus(
+                404, "NotFound", f'{key[2]}.{key[0] or "core"} "{name}" not found', {"name": name, "kind": key[2]}
+            )
+        return copy.deepcopy(obj)
+
+    def list_objects(
+        self, key: Key, namespace: str | None, label_selector: str | None = None, field_selector: str | None = None
+    ) -> dict[str, Any]:
+        matches = parse_selector(label_selector)
+        fields = dict(p.split("=", 1) for p in (field_selector or "").split(",") if "=" in p)
+        items = []
+        for (k, ns, name), obj in sorted(self.store.items(), key=lambda kv: (kv[0][1] or "", kv[0][2])):
+            if k != key or (namespace is not None and ns != namespace):
+                continue
+            if not matches(obj["metadata"].get("labels") or {}):
+                continue
+            if fields.get("metadata.name", name) != name or fields.get("metadata.namespace", ns) != ns:
+                continue
+            items.append(copy.deepcopy(obj))
+        kind = self.schemas[key].kind
+        return {
+            "apiVersion": _api_version(key),
+            "kind": f"{kind}List",
+            "metadata": {"resourceVersion": str(self.revision)},
+            "items": items,
+        }
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def create(self, key: Key, namespace: str | None, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise ApiStatus(400, "BadRequest", "the body of the request was not a JSON object")
+        schema = self.schemas[key]
+        obj = copy.deepcopy(body)
+        meta = obj.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        name = meta.get("name")
+        if not name:
+            raise ApiStatus(422, "Invalid", "metadata.name: Required value: name or generateName is required")
+        if schema.namespaced:
+            namespace = namespace or meta.get("namespace") or "default"
+            meta["namespace"] = namespace
+        else:
+            namespace = None
+        if (key, namespace, name) in self.store:
+            raise ApiStatus(
+                409, "AlreadyExists", f'{key[2]}.{key[0] or "core"} "{name}" already exists', {"name": name}
+            )
+        if schema.status_subresource:
+            obj.pop("status", None)
+        obj.setdefault("apiVersion", _api_version(key))
+        obj.setdefault("kind", schema.kind)
+        self._admit(key, obj, None)
+        meta.update(
+            uid=str(uuid.uuid4()),
+            creationTimestamp=now_rfc3339(),
+            generation=1,
+        )
+        for server_owned in ("resourceVersion", "deletionTimestamp"):
+            meta.pop(server_owned, None)
+        self._commit("ADDED", key, namespace, name, obj)
+        if key == ("apiextensions.k8s.io", "v1", "customresourcedefinitions"):
+            self.register_crd(obj)
+        return copy.deepcopy(obj)
+
+    def replace(self, key: Key, namespace: str | None, name: str, body: Any, sub: str | None) -> dict[str, Any]:
+        old = self.get_object(key, namespace, name)
+        wanted = body.get("metadata", {}).get("resourceVersion") if isinstance(body, dict) else None
+        if wanted and wanted != old["metadata"]["resourceVersion"]:
+            raise self._conflict(key, name)
+        return self._update(key, namespace, name, old, copy.deepcopy(body), sub)
+
+    def patch(
+        self, key: Key, namespace: str | None, name: str, body: Any, content_type: str, sub: str | None
+    ) -> dict[str, Any]:
+        old = self.get_object(key, namespace, name)
+        if content_type == "application/json-patch+json":
+            if not isinstance(body, list):
+                raise ApiStatus(400, "BadRequest", "a JSON patch must be a list of operations")
+            try:
+                new = jsonpatch.apply_patch(old, body)
+            except jsonpatch.JsonPatchTestFailed as error:
+                raise ApiStatus(422, "Invalid", f"the server rejected our request due to an error: {error}") from None
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
+                raise ApiStatus(422, "Invalid", f"the server rejected our request due to an error: {error}") from None
+        elif content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+            if not isinstance(body, dict):
+                raise ApiStatus(400, "BadRequest", "a merge patch must be a JSON object")
+            wanted = (body.get("metadata") or {}).get("resourceVersion")
+            if wanted and wanted != old["metadata"]["resourceVersion"]:
+                raise self._conflict(key, name)
+            merge = merge_patch if content_type == "application/merge-patch+json" else strategic_merge_patch
+            new = merge(old, body)
+        else:
+            raise ApiStatus(415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {content_type}")
+        return self._update(key, namespace, name, old, new, sub)
+
+    def delete(self, key: Key, namespace: str | None, name: str) -> dict[str, Any]:
+        old = self.get_object(key, namespace, name)
+        if old["metadata"].get("finalizers"):
+            if not old["metadata"].get("deletionTimestamp"):
+                new = copy.deepcopy(old)
+                new["metadata"]["deletionTimestamp"] = now_rfc3339()
+                new["metadata"]["generation"] = int(old["metadata"].get("generation", 1)) + 1
+                self._commit("MODIFIED", key, namespace, name, new)
+                return copy.deepcopy(new)
+            return old
+        del self.store[(key, namespace, name)]
+        self._commit("DELETED", key, namespace, name, old, store=False)
+        return {"apiVersion": "v1", "kind": "Status", "status": "Success", "details": {"name": name}}
+
+    def _update(
+        self, key: Key, namespace: str | None, name: str, old: dict[str, Any], new: Any, sub: str | None
+    ) -> dict[str, Any]:
+        if not isinstance(new, dict):
+            raise ApiStatus(400, "BadRequest", "the body of the request was not a JSON object")
+        schema = self.schemas[key]
+        if sub == "status":
+            merged = copy.deepcopy(old)
+            if "status" in new:
+                merged["status"] = new["status"]
+            else:
+                merged.pop("status", None)
+            new = merged
+        elif sub is not None:
+            raise ApiStatus(404, "NotFound", f"subresource {sub} is not served")
+        else:
+            if schema.status_subresource:
+                if "status" in old:
+                    new["status"] = copy.deepcopy(old["status"])
+                else:
+                    new.pop("status", None)
+            meta = new.setdefault("metadata", {})
+            for immutable in ("uid", "creationTimestamp", "name", "namespace", "deletionTimestamp"):
+                if immutable in old["metadata"]:
+                    meta[immutable] = old["metadata"][immutable]
+        new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+        new["metadata"]["generation"] = old["metadata"].get("generation", 1)
+        if new == old:
+            return old  # a no-op write: no new resourceVersion, no watch event
+        self._admit(key, new, old)
+        if _spec_of(new) != _spec_of(old):
+            new["metadata"]["generation"] = int(old["metadata"].get("generation", 1)) + 1
+        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+            del self.store[(key, namespace, name)]
+            self._commit("DELETED", key, namespace, name, new, store=False)
+            return copy.deepcopy(new)
+        self._commit("MODIFIED", key, namespace, name, new)
+        return copy.deepcopy(new)
+
+    def _admit(self, key: Key, obj: dict[str, Any], old: Mapping[str, Any] | None) -> None:
+        schema = self.schemas[key]
+        if schema.openapi is None:
+            return
+        errors = admit(schema.openapi, obj, old)
+        if errors:
+            name = obj.get("metadata", {}).get("name", "")
+            listed = [str(e) for e in errors]
+            text = listed[0] if len(listed) == 1 else "[" + ", ".join(listed) + "]"
+            raise ApiStatus(
+                422,
+                "Invalid",
+                f'{schema.kind}.{key[0]} "{name}" is invalid: {text}',
+                {
+                    "name": name,
+                    "group": key[0],
+                    "kind": schema.kind,
+                    "causes": [{"reason": "FieldValueInvalid", "message": str(e), "field": e.field} for e in errors],
+                },
+            )
+
+    def _conflict(self, key: Key, name: str) -> ApiStatus:
+        return ApiStatus(
+            409,
+            "Conflict",
+            f'Operation cannot be fulfilled on {key[2]}.{key[0]} "{name}": the object has been modified; '
+            "please apply your changes to the latest version and try again",
+            {"name": name},
+        )
+
+    def _commit(
+        self, kind: str, key: Key, namespace: str | None, name: str, obj: dict[str, Any], store: bool = True
+    ) -> None:
+        self.revision += 1
+        obj["metadata"]["resourceVersion"] = str(self.revision)
+        if store:
+            self.store[(key, namespace, name)] = obj
+        event = {"type": kind, "object": copy.deepcopy(obj)}
+        self.event_log.append((self.revision, key, event))
+        self.write_counts[key[2]] += 1
+        for watcher in self.watchers:
+            if watcher.key == key and watcher.namespace in (None, namespace):
+                if watcher.selector(obj["metadata"].get("labels") or {}):
+                    watcher.queue.put_nowait(event)
+        for hook in self.change_hooks:
+            hook(kind, key, obj)
+
+    # --- watch -----------------------------------------------------------------------------------
+
+    async def _watch(self, request: rendering.Request, key: Key, params: Mapping[str, str]) -> aiohttp.web.StreamResponse:
+        raw = request._raw_request
+        assert raw is not None
+        selector = parse_selector(params.get("labelSelector"))
+        watcher = Watcher(key, request.namespace, selector)
+        since = params.get("resourceVersion")
+        backlog: list[dict[str, Any]] = []
+        if since and since != "0":
+            oldest = self.event_log[0][0] if self.event_log else self.revision
+            if int(since) < oldest - 1:
+                gone = ApiStatus(410, "Expired", f"too old resource version: {since} ({oldest})")
+                backlog.append({"type": "ERROR", "object": gone.body()})
+            else:
+                for revision, k, event in self.event_log:
+                    if revision > int(since) and k == key and watcher.namespace in (None, event["object"]["metadata"].get("namespace")):
+                        if selector(event["object"]["metadata"].get("labels") or {}):
+                            backlog.append(event)
+        else:
+            listing = self.list_objects(key, request.namespace, params.get("labelSelector"))
+            backlog = [{"type": "ADDED", "object": obj} for obj in listing["items"]]
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(raw)
+        self.watchers.append(watcher)
+        timeout = float(params.get("timeoutSeconds") or 0) or None
+        try:
+            for event in backlog:
+                await response.write(json.dumps(event).encode() + b"\n")
+            if backlog and backlog[-1]["type"] == "ERROR":
+                return response
+            async with asyncio.timeout(timeout):
+                while True:
+                    event = await watcher.queue.get()
+                    await response.write(json.dumps(event).encode() + b"\n")
+        except (TimeoutError, ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.watchers.remove(watcher)
+        try:
+            await response.write_eof()
+        except (ConnectionResetError, RuntimeError):
+            pass
+        return response
+
+    # --- CRDs ------------------------------------------------------------------------------------
+
+    def register_crd(self, crd: Mapping[str, Any]) -> None:
+        spec = crd["spec"]
+        names = spec["names"]
+        for version in spec["versions"]:
+            if not version.get("served", True):
+                continue
+            key = (spec["group"], version["name"], names["plural"])
+            subresources = set(version.get("subresources") or {})
+            self.resources[f"{spec['group']}/{version['name']}/{names['plural']}"] = kmock.ResourceInfo(
+                kind=names["kind"],
+                singular=names.get("singular"),
+                namespaced=spec.get("scope") == "Namespaced",
+                verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
+                shortnames=set(names.get("shortNames") or ()),
+                categories=set(names.get("categories") or ()),
+                subresources=subresources,
+            )
+            openapi = (version.get("schema") or {}).get("openAPIV3Schema")
+            self.schemas[key] = Schema(names["kind"], spec.get("scope") == "Namespaced", openapi, "status" in subresources)
+
+    # --- for tests playing controllers -----------------------------------------------------------
+
+    def write_status(self, key: Key, namespace: str | None, name: str, status: Mapping[str, Any]) -> None:
+        """What a controller (kubelet, deployment controller, job controller) does: set status."""
+        old = self.store.get((key, namespace, name))
+        if old is None:
+            return
+        new = copy.deepcopy(old)
+        new["status"] = merge_patch(old.get("status") or {}, dict(status))
+        self._update(key, namespace, name, copy.deepcopy(old), new, "status")
+
+
+def _api_version(key: Key) -> str:
+    return f"{key[0]}/{key[1]}" if key[0] else key[1]
+
+
+def _spec_of(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything but metadata and status: what bumps generation when it changes."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}

@@ -1,0 +1,303 @@
+"""A cluster for tests: the emulated API server in its own thread, or a real one.
+
+With GANTRY_TEST_KUBECONFIG pointing at a kubeconfig, tests talk to that cluster and the
+real controllers do the work; otherwise an `ApiServer` runs on 127.0.0.1 and `Controllers`
+play the deployment controller, kubelet and job controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import kmock
+import yaml
+from kubernetes import config as k8s_config
+
+from gantry.adapters.kube import ApiError, Kube, custom_path, job_path, workload_path
+from tests.harness.apiserver import ApiServer, Key
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_DIR = ROOT / "crds"
+REAL_CLUSTER_ENV = "GANTRY_TEST_KUBECONFIG"
+
+DEPLOYMENTS: Key = ("apps", "v1", "deployments")
+STATEFULSETS: Key = ("apps", "v1", "statefulsets")
+JOBS: Key = ("batch", "v1", "jobs")
+
+PLURALS = {
+    "Release": ("gantry.dev", "v1alpha1", "releases"),
+    "Pipeline": ("gantry.dev", "v1alpha1", "pipelines"),
+    "EnvironmentLock": ("gantry.dev", "v1alpha1", "environmentlocks"),
+    "Deployment": DEPLOYMENTS,
+    "StatefulSet": STATEFULSETS,
+    "Job": JOBS,
+    "Namespace": ("", "v1", "namespaces"),
+    "CustomResourceDefinition": ("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
+}
+
+
+def object_path(kind: str, namespace: str | None, name: str | None = None) -> str:
+    group, version, plural = PLURALS[kind]
+    base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    if namespace is not None:
+        base += f"/namespaces/{namespace}"
+    base += f"/{plural}"
+    return f"{base}/{name}" if name is not None else base
+
+
+class Controllers:
+    """The built-in controllers, reduced to what Gantry observes.
+
+    - Deployments and StatefulSets roll out after `delay` seconds, unless a container image
+      is in `unpullable` (like a digest no registry has) or the workload is `held`.
+    - Jobs run their first container's command: `exit N` finishes with code N,
+      `sleep infinity` never finishes. That is what a busybox Job does on a real cluster.
+    """
+
+    def __init__(self, server: ApiServer, loop: asyncio.AbstractEventLoop, delay: float = 0.05) -> None:
+        self.server, self.loop, self.delay = server, loop, delay
+        self.unpullable: set[str] = set()
+        self.held: set[tuple[str, str]] = set()
+        server.change_hooks.append(self._on_change)
+
+    def _on_change(self, kind: str, key: Key, obj: dict[str, Any]) -> None:
+        if kind == "DELETED":
+            return
+        if key in (DEPLOYMENTS, STATEFULSETS):
+            self.loop.call_later(self.delay, self._roll_out, key, obj["metadata"]["namespace"], obj["metadata"]["name"])
+        elif key == JOBS and kind == "ADDED":
+            self.loop.call_later(self.delay, self._run_job, obj["metadata"]["namespace"], obj["metadata"]["name"])
+
+    def _roll_out(self, key: Key, namespace: str, name: str) -> None:
+        obj = self.server.store.get((key, namespace, name))
+        if obj is None:
+            return
+        generation = obj["metadata"]["generation"]
+        status = obj.get("status") or {}
+        replicas = int(obj["spec"].get("replicas", 1))
+        images = {c.get("image") for c in obj["spec"]["template"]["spec"]["containers"]}
+        stuck = bool(images & self.unpullable) or (namespace, name) in self.held
+        if status.get("observedGeneration") == generation and not stuck and status.get("availableReplicas") == replicas:
+            return
+        if stuck:
+            new = {"observedGeneration": generation, "replicas": replicas + 1, "updatedReplicas": 1, "availableReplicas": replicas - 1 if replicas > 1 else 0, "readyReplicas": 0}
+        else:
+            new = {"observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas, "availableReplicas": replicas, "readyReplicas": replicas}
+            if key == STATEFULSETS:
+                new["currentRevision"] = new["updateRevision"] = f"{name}-{generation}"
+        self.server.write_status(key, namespace, name, new)
+
+    def release(self, namespace: str, name: str) -> None:
+        """Let a held workload finish its rollout."""
+        def go() -> None:
+            self.held.discard((namespace, name))
+            for key in (DEPLOYMENTS, STATEFULSETS):
+                self._roll_out(key, namespace, name)
+        self.loop.call_soon_threadsafe(go)
+
+    def _run_job(self, namespace: str, name: str) -> None:
+        obj = self.server.store.get((JOBS, namespace, name))
+        if obj is None:
+            return
+        container = obj["spec"]["template"]["spec"]["containers"][0]
+        script = " ".join([*(container.get("command") or []), *(container.get("args") or [])])
+        if "sleep infinity" in script:
+            self.server.write_status(JOBS, namespace, name, {"active": 1, "startTime": _now()})
+            return
+        match = re.search(r"exit (\d+)", script)
+        code = int(match[1]) if match else 0
+        if code == 0:
+            status = {"succeeded": 1, "completionTime": _now(), "conditions": [
+                {"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}]}
+        else:
+            status = {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                                   "message": f"Job has reached the specified backoff limit (exit code {code})"}]}
+        self.server.write_status(JOBS, namespace, name, status)
+
+
+class Cluster:
+    """What a test needs from a cluster, the same whether it is emulated or real."""
+
+    def __init__(self, kubeconfig: Path, server: ApiServer | None, controllers: Controllers | None) -> None:
+        self.kubeconfig = kubeconfig
+        self.server = server
+        self.controllers = controllers
+        self.kube = Kube(k8s_config.new_client_from_config(config_file=str(kubeconfig)))  # type: ignore[no-untyped-call]
+
+    @property
+    def emulated(self) -> bool:
+        return self.server is not None
+
+    # --- objects ---
+
+    def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        kind, meta = manifest["kind"], manifest["metadata"]
+        namespace = meta.get("namespace") if kind not in ("Namespace", "CustomResourceDefinition") else None
+        existing = self.kube.get(object_path(kind, namespace, meta["name"]))
+        if existing is None:
+            return self.kube.create(object_path(kind, namespace), manifest)
+        body = dict(manifest)
+        body["metadata"] = {**meta, "resourceVersion": existing["metadata"]["resourceVersion"]}
+        return self.kube.replace(object_path(kind, namespace, meta["name"]), body)
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        return self.kube.get(object_path(kind, namespace, name))
+
+    def must_get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
+        obj = self.get(kind, namespace, name)
+        assert obj is not None, f"{kind} {namespace}/{name} does not exist"
+        return obj
+
+    def list(self, kind: str, namespace: str | None, label_selector: str | None = None) -> list[dict[str, Any]]:
+        return self.kube.list_items(object_path(kind, namespace), label_selector)
+
+    def delete(self, kind: str, namespace: str | None, name: str) -> None:
+        try:
+            self.kube.request("DELETE", object_path(kind, namespace, name))
+        except ApiError as error:
+            if not error.not_found:
+                raise
+
+    def release(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.must_get("Release", namespace, name)
+
+    def images(self, kind: str, namespace: str, name: str) -> dict[str, str]:
+        body = self.must_get(kind, namespace, name)
+        return {c["name"]: c["image"] for c in body["spec"]["template"]["spec"]["containers"]}
+
+    def events(self, namespace: str, involved_name: str) -> list[dict[str, Any]]:
+        return [e for e in self.kube.list_items(f"/api/v1/namespaces/{namespace}/events")
+                if e.get("involvedObject", {}).get("name") == involved_name]
+
+    # --- waiting ---
+
+    def wait_for(self, what: str, predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            last = predicate()
+            if last:
+                return last
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+    def wait_for_phase(self, namespace: str, name: str, *phases: str, timeout: float = 20.0) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            body = self.get("Release", namespace, name)
+            return body if body and (body.get("status") or {}).get("phase") in phases else None
+        try:
+            result: dict[str, Any] = self.wait_for(f"Release {namespace}/{name} to be {'/'.join(phases)}", reached, timeout)
+            return result
+        except AssertionError:
+            body = self.get("Release", namespace, name) or {}
+            status = body.get("status") or {}
+            raise AssertionError(
+                f"Release {namespace}/{name} did not reach {phases}: phase={status.get('phase')} "
+                f"reason={status.get('reason')} message={status.get('message')}"
+            ) from None
+
+    # --- controller knobs (no-ops on a real cluster, where real controllers decide) ---
+
+    def make_unpullable(self, image: str) -> None:
+        if self.controllers is not None:
+            self.controllers.unpullable.add(image)
+
+    def hold_rollouts(self, namespace: str, name: str) -> None:
+        assert self.controllers is not None, "holding a rollout needs the emulated cluster"
+        self.controllers.held.add((namespace, name))
+
+    def release_rollouts(self, namespace: str, name: str) -> None:
+        assert self.controllers is not None
+        self.controllers.release(namespace, name)
+
+
+def install_crds(cluster: Cluster) -> None:
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        cluster.apply(yaml.safe_load(path.read_text()))
+
+
+def write_kubeconfig(path: Path, url: str) -> Path:
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "emulated", "cluster": {"server": url}}],
+        "users": [{"name": "tester", "user": {"token": "emulated"}}],
+        "contexts": [{"name": "emulated", "context": {"cluster": "emulated", "user": "tester"}}],
+        "current-context": "emulated",
+    }))
+    return path
+
+
+class ServerThread:
+    """The emulated API server on 127.0.0.1, in a thread with its own event loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.server: ApiServer | None = None
+        self.url = ""
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="apiserver", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        async with ApiServer() as server, kmock.Server(server) as http:
+            self.server = server
+            self.url = str(http.url).rstrip("/")
+            self._ready.set()
+            await self._stop.wait()
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the emulated API server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run fn in the server's loop (its state is not thread-safe) and return the result."""
+        async def wrapper() -> Any:
+            return fn()
+        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(10)
+
+
+@contextmanager
+def cluster_for_tests(tmp: Path) -> Iterator[Cluster]:
+    real = os.environ.get(REAL_CLUSTER_ENV)
+    if real:
+        cluster = Cluster(Path(real), None, None)
+        install_crds(cluster)
+        yield cluster
+        return
+    thread = ServerThread().start()
+    assert thread.server is not None
+    controllers = Controllers(thread.server, thread.loop)
+    try:
+        cluster = Cluster(write_kubeconfig(tmp / "kubeconfig", thread.url), thread.server, controllers)
+        install_crds(cluster)
+        yield cluster
+    finally:
+        thread.stop()
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+__all__ = ["Cluster", "Controllers", "ServerThread", "cluster_for_tests", "custom_path", "job_path", "workload_path"]
