@@ -9,6 +9,7 @@ from typing import Any
 
 import kopf
 
+from gantry.adapters.kube import load_configuration
 from gantry.handlers import locks as lock_handlers
 from gantry.handlers import pipelines as pipeline_handlers
 from gantry.handlers import releases as release_handlers
@@ -22,8 +23,8 @@ def build_registry(config: Config) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_via_client(**kwargs)  # the same kubeconfig / in-cluster rules as kubectl
+    def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+        return connection_info(load_configuration(), settings)
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None:
@@ -44,6 +45,27 @@ def build_registry(config: Config) -> kopf.OperatorRegistry:
     pipeline_handlers.register(registry)
     lock_handlers.register(registry, config)
     return registry
+
+
+def connection_info(config: Any, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
+    """Kopf's credentials from the same Configuration the adapters use (kubeconfig or in-cluster)."""
+    header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix("authorization")
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (
+        (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    )
+    return kopf.ConnectionInfo(
+        server=config.host,
+        ca_path=config.ssl_ca_cert,
+        insecure=not config.verify_ssl,
+        username=config.username or None,
+        password=config.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+        trust_env=settings.networking.trust_env,
+    )
 
 
 async def run_async(

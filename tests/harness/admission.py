@@ -34,7 +34,11 @@ class FieldError:
             return f"{self.field}: Required value" + (f": {self.detail}" if self.detail else "")
         if self.kind == "Duplicate":
             return f"{self.field}: Duplicate value: {json.dumps(self.value)}"
-        shown = json.dumps(self.value) if isinstance(self.value, str | int | float | bool) else f'"{_type_name(self.value)}"'
+        shown = (
+            json.dumps(self.value)
+            if isinstance(self.value, str | int | float | bool)
+            else f'"{_type_name(self.value)}"'
+        )
         return f"{self.field}: {self.kind}: {shown}: {self.detail}"
 
 
@@ -101,7 +105,9 @@ def structural_errors(schema: Mapping[str, Any], obj: Any) -> list[FieldError]:
             errors.append(FieldError(_join(field, missing), "Required", None, ""))
         elif error.validator == "enum":
             allowed = ", ".join(json.dumps(v) for v in error.validator_value)
-            errors.append(FieldError(field, "Unsupported value", error.instance, f"supported values: {allowed}"))
+            errors.append(
+                FieldError(field, "Unsupported value", error.instance, f"supported values: {allowed}")
+            )
         else:
             errors.append(FieldError(field, "Invalid value", error.instance, error.message))
     return errors
@@ -111,7 +117,9 @@ def structural_errors(schema: Mapping[str, Any], obj: Any) -> list[FieldError]:
 def _json_schema_cached(text: str) -> dict[str, Any]:
     def strip(node: Any) -> Any:
         if isinstance(node, dict):
-            out = {k: strip(v) for k, v in node.items() if not k.startswith("x-kubernetes-") and k != "default"}
+            out = {
+                k: strip(v) for k, v in node.items() if not k.startswith("x-kubernetes-") and k != "default"
+            }
             if out.get("nullable"):
                 out["type"] = [out["type"], "null"] if "type" in out else out.get("type")
             out.pop("nullable", None)
@@ -147,7 +155,9 @@ def list_map_errors(schema: Mapping[str, Any], value: Any, path: str) -> list[Fi
             for index, item in enumerate(value):
                 key = json.dumps({k: item.get(k) for k in keys}, sort_keys=True)
                 if key in seen:
-                    errors.append(FieldError(f"{path}[{index}]", "Duplicate", {k: item.get(k) for k in keys}, ""))
+                    errors.append(
+                        FieldError(f"{path}[{index}]", "Duplicate", {k: item.get(k) for k in keys}, "")
+                    )
                 seen.add(key)
         for index, item in enumerate(value):
             errors += list_map_errors(items, item, f"{path}[{index}]")
@@ -177,7 +187,9 @@ def cel_errors(schema: Mapping[str, Any], value: Any, old: Any, path: str) -> li
         try:
             ok = _program(rule).evaluate(activation)
         except Exception as error:  # the real server reports evaluation failures as invalid too
-            errors.append(FieldError(path or "<root>", "Invalid value", value, f"rule evaluation error: {error}"))
+            errors.append(
+                FieldError(path or "<root>", "Invalid value", value, f"rule evaluation error: {error}")
+            )
             continue
         if isinstance(ok, celpy.CELEvalError) or not bool(ok):
             message = validation.get("message") or f"failed rule: {rule}"
@@ -186,13 +198,19 @@ def cel_errors(schema: Mapping[str, Any], value: Any, old: Any, path: str) -> li
         properties = schema.get("properties") or {}
         extra = schema.get("additionalProperties")
         for key, item in value.items():
-            sub = properties.get(key) if key in properties else (extra if isinstance(extra, Mapping) else None)
+            sub = (
+                properties.get(key) if key in properties else (extra if isinstance(extra, Mapping) else None)
+            )
             if sub is None:
                 continue
             old_item = old.get(key, MISSING) if isinstance(old, dict) else MISSING
             errors += cel_errors(sub, item, old_item, _join(path, key))
     elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
-        keys = schema.get("x-kubernetes-list-map-keys") if schema.get("x-kubernetes-list-type") == "map" else None
+        keys = (
+            schema.get("x-kubernetes-list-map-keys")
+            if schema.get("x-kubernetes-list-type") == "map"
+            else None
+        )
         old_by_key = {}
         if keys and isinstance(old, list):
             old_by_key = {json.dumps([o.get(k) for k in keys]): o for o in old if isinstance(o, dict)}

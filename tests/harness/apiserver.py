@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import copy
 import json
 import re
@@ -49,7 +50,9 @@ Key = tuple[str, str, str]  # group, version, plural
 class ApiStatus(Exception):
     """An error answer in the shape of a metav1.Status."""
 
-    def __init__(self, code: int, reason: str, message: str, details: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, code: int, reason: str, message: str, details: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.code, self.reason, self.message, self.details = code, reason, message, dict(details or {})
 
@@ -107,9 +110,11 @@ def parse_selector(text: str | None) -> Callable[[Mapping[str, str]], bool]:
             name, value = (s.strip() for s in part.replace("==", "=").split("=", 1))
             requirements.append(lambda labels, n=name, v=value: labels.get(n) == v)
         elif part.strip().startswith("!"):
-            requirements.append(lambda labels, n=part.strip()[1:]: n not in labels)
+            absent = part.strip()[1:]
+            requirements.append(lambda labels, n=absent: n not in labels)
         else:
-            requirements.append(lambda labels, n=part.strip(): n in labels)
+            present = part.strip()
+            requirements.append(lambda labels, n=present: n in labels)
     return lambda labels: all(r(labels) for r in requirements)
 
 
@@ -147,7 +152,11 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 def strategic_merge_patch(target: Any, patch: Any) -> Any:
     """Merge patch, except that lists of objects with `name` merge item by item (containers, env, ports)."""
-    if isinstance(patch, list) and isinstance(target, list) and all(isinstance(i, dict) and "name" in i for i in patch):
+    if (
+        isinstance(patch, list)
+        and isinstance(target, list)
+        and all(isinstance(i, dict) and "name" in i for i in patch)
+    ):
         by_name = {i.get("name"): i for i in target if isinstance(i, dict)}
         merged = [strategic_merge_patch(by_name.get(i["name"]), i) for i in patch]
         names = {i["name"] for i in patch}
@@ -179,7 +188,9 @@ class ApiServer(kmock.KubernetesEmulator):
     )
     watchers: list[Watcher] = attrs.field(factory=list, init=False)
     change_hooks: list[Callable[[str, Key, dict[str, Any]], None]] = attrs.field(factory=list, init=False)
-    fault_hooks: list[Callable[[str, Key, str | None], ApiStatus | None]] = attrs.field(factory=list, init=False)
+    fault_hooks: list[Callable[[str, Key, str | None], ApiStatus | None]] = attrs.field(
+        factory=list, init=False
+    )
     write_counts: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
     revision: int = attrs.field(default=1000, init=False)
 
@@ -188,11 +199,16 @@ class ApiServer(kmock.KubernetesEmulator):
         self.resources.load_bundled()
         for key, info in list(self._resource_items()):
             if info.kind:
-                self.schemas[key] = Schema(info.kind, bool(info.namespaced), None, "status" in info.subresources)
+                self.schemas[key] = Schema(
+                    info.kind, bool(info.namespaced), None, "status" in info.subresources
+                )
 
     def _resource_items(self) -> Iterator[tuple[Key, Any]]:
         for resource in self.resources:
-            yield (resource.group or "", resource.version or "", resource.plural or ""), self.resources[resource]
+            yield (
+                (resource.group or "", resource.version or "", resource.plural or ""),
+                self.resources[resource],
+            )
 
     # --- HTTP entry ------------------------------------------------------------------------------
 
@@ -203,7 +219,9 @@ class ApiServer(kmock.KubernetesEmulator):
         key: Key = (resource.group or "", resource.version or "", resource.plural)
         try:
             if key not in self.schemas:
-                raise ApiStatus(404, "NotFound", f"the server could not find the requested resource ({key[2]})")
+                raise ApiStatus(
+                    404, "NotFound", f"the server could not find the requested resource ({key[2]})"
+                )
             method = str(request.method.value).upper()
             for hook in self.fault_hooks:
                 fault = hook(method, key, request.name)
@@ -223,7 +241,9 @@ class ApiServer(kmock.KubernetesEmulator):
     ) -> tuple[int, Any]:
         namespace, name, sub = request.namespace, request.name, request.subresource
         if method == "GET" and name is None:
-            return 200, self.list_objects(key, namespace, params.get("labelSelector"), params.get("fieldSelector"))
+            return 200, self.list_objects(
+                key, namespace, params.get("labelSelector"), params.get("fieldSelector")
+            )
         if method == "GET":
             return 200, self.get_object(key, namespace, name)
         if method == "POST" and name is None:
@@ -243,12 +263,19 @@ class ApiServer(kmock.KubernetesEmulator):
         obj = self.store.get((key, namespace, name))
         if obj is None:
             raise ApiStatus(
-                404, "NotFound", f'{key[2]}.{key[0] or "core"} "{name}" not found', {"name": name, "kind": key[2]}
+                404,
+                "NotFound",
+                f'{key[2]}.{key[0] or "core"} "{name}" not found',
+                {"name": name, "kind": key[2]},
             )
         return copy.deepcopy(obj)
 
     def list_objects(
-        self, key: Key, namespace: str | None, label_selector: str | None = None, field_selector: str | None = None
+        self,
+        key: Key,
+        namespace: str | None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> dict[str, Any]:
         matches = parse_selector(label_selector)
         fields = dict(p.split("=", 1) for p in (field_selector or "").split(",") if "=" in p)
@@ -308,7 +335,9 @@ class ApiServer(kmock.KubernetesEmulator):
             self.register_crd(obj)
         return copy.deepcopy(obj)
 
-    def replace(self, key: Key, namespace: str | None, name: str, body: Any, sub: str | None) -> dict[str, Any]:
+    def replace(
+        self, key: Key, namespace: str | None, name: str, body: Any, sub: str | None
+    ) -> dict[str, Any]:
         old = self.get_object(key, namespace, name)
         wanted = body.get("metadata", {}).get("resourceVersion") if isinstance(body, dict) else None
         if wanted and wanted != old["metadata"]["resourceVersion"]:
@@ -325,9 +354,13 @@ class ApiServer(kmock.KubernetesEmulator):
             try:
                 new = jsonpatch.apply_patch(old, body)
             except jsonpatch.JsonPatchTestFailed as error:
-                raise ApiStatus(422, "Invalid", f"the server rejected our request due to an error: {error}") from None
+                raise ApiStatus(
+                    422, "Invalid", f"the server rejected our request due to an error: {error}"
+                ) from None
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
-                raise ApiStatus(422, "Invalid", f"the server rejected our request due to an error: {error}") from None
+                raise ApiStatus(
+                    422, "Invalid", f"the server rejected our request due to an error: {error}"
+                ) from None
         elif content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
             if not isinstance(body, dict):
                 raise ApiStatus(400, "BadRequest", "a merge patch must be a JSON object")
@@ -337,7 +370,11 @@ class ApiServer(kmock.KubernetesEmulator):
             merge = merge_patch if content_type == "application/merge-patch+json" else strategic_merge_patch
             new = merge(old, body)
         else:
-            raise ApiStatus(415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {content_type}")
+            raise ApiStatus(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format: {content_type}",
+            )
         return self._update(key, namespace, name, old, new, sub)
 
     def delete(self, key: Key, namespace: str | None, name: str) -> dict[str, Any]:
@@ -410,7 +447,9 @@ class ApiServer(kmock.KubernetesEmulator):
                     "name": name,
                     "group": key[0],
                     "kind": schema.kind,
-                    "causes": [{"reason": "FieldValueInvalid", "message": str(e), "field": e.field} for e in errors],
+                    "causes": [
+                        {"reason": "FieldValueInvalid", "message": str(e), "field": e.field} for e in errors
+                    ],
                 },
             )
 
@@ -434,15 +473,17 @@ class ApiServer(kmock.KubernetesEmulator):
         self.event_log.append((self.revision, key, event))
         self.write_counts[key[2]] += 1
         for watcher in self.watchers:
-            if watcher.key == key and watcher.namespace in (None, namespace):
-                if watcher.selector(obj["metadata"].get("labels") or {}):
-                    watcher.queue.put_nowait(event)
+            wanted = watcher.key == key and watcher.namespace in (None, namespace)
+            if wanted and watcher.selector(obj["metadata"].get("labels") or {}):
+                watcher.queue.put_nowait(event)
         for hook in self.change_hooks:
             hook(kind, key, obj)
 
     # --- watch -----------------------------------------------------------------------------------
 
-    async def _watch(self, request: rendering.Request, key: Key, params: Mapping[str, str]) -> aiohttp.web.StreamResponse:
+    async def _watch(
+        self, request: rendering.Request, key: Key, params: Mapping[str, str]
+    ) -> aiohttp.web.StreamResponse:
         raw = request._raw_request
         assert raw is not None
         selector = parse_selector(params.get("labelSelector"))
@@ -456,9 +497,12 @@ class ApiServer(kmock.KubernetesEmulator):
                 backlog.append({"type": "ERROR", "object": gone.body()})
             else:
                 for revision, k, event in self.event_log:
-                    if revision > int(since) and k == key and watcher.namespace in (None, event["object"]["metadata"].get("namespace")):
-                        if selector(event["object"]["metadata"].get("labels") or {}):
-                            backlog.append(event)
+                    if (
+                        revision > int(since)
+                        and k == key
+                        and watcher.namespace in (None, event["object"]["metadata"].get("namespace"))
+                    ) and selector(event["object"]["metadata"].get("labels") or {}):
+                        backlog.append(event)
         else:
             listing = self.list_objects(key, request.namespace, params.get("labelSelector"))
             backlog = [{"type": "ADDED", "object": obj} for obj in listing["items"]]
@@ -479,10 +523,8 @@ class ApiServer(kmock.KubernetesEmulator):
             pass
         finally:
             self.watchers.remove(watcher)
-        try:
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
             await response.write_eof()
-        except (ConnectionResetError, RuntimeError):
-            pass
         return response
 
     # --- CRDs ------------------------------------------------------------------------------------
@@ -505,7 +547,9 @@ class ApiServer(kmock.KubernetesEmulator):
                 subresources=subresources,
             )
             openapi = (version.get("schema") or {}).get("openAPIV3Schema")
-            self.schemas[key] = Schema(names["kind"], spec.get("scope") == "Namespaced", openapi, "status" in subresources)
+            self.schemas[key] = Schema(
+                names["kind"], spec.get("scope") == "Namespaced", openapi, "status" in subresources
+            )
 
     # --- for tests playing controllers -----------------------------------------------------------
 

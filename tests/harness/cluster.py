@@ -72,9 +72,13 @@ class Controllers:
         if kind == "DELETED":
             return
         if key in (DEPLOYMENTS, STATEFULSETS):
-            self.loop.call_later(self.delay, self._roll_out, key, obj["metadata"]["namespace"], obj["metadata"]["name"])
+            self.loop.call_later(
+                self.delay, self._roll_out, key, obj["metadata"]["namespace"], obj["metadata"]["name"]
+            )
         elif key == JOBS and kind == "ADDED":
-            self.loop.call_later(self.delay, self._run_job, obj["metadata"]["namespace"], obj["metadata"]["name"])
+            self.loop.call_later(
+                self.delay, self._run_job, obj["metadata"]["namespace"], obj["metadata"]["name"]
+            )
 
     def _roll_out(self, key: Key, namespace: str, name: str) -> None:
         obj = self.server.store.get((key, namespace, name))
@@ -85,22 +89,40 @@ class Controllers:
         replicas = int(obj["spec"].get("replicas", 1))
         images = {c.get("image") for c in obj["spec"]["template"]["spec"]["containers"]}
         stuck = bool(images & self.unpullable) or (namespace, name) in self.held
-        if status.get("observedGeneration") == generation and not stuck and status.get("availableReplicas") == replicas:
+        if (
+            status.get("observedGeneration") == generation
+            and not stuck
+            and status.get("availableReplicas") == replicas
+        ):
             return
         if stuck:
-            new = {"observedGeneration": generation, "replicas": replicas + 1, "updatedReplicas": 1, "availableReplicas": replicas - 1 if replicas > 1 else 0, "readyReplicas": 0}
+            new = {
+                "observedGeneration": generation,
+                "replicas": replicas + 1,
+                "updatedReplicas": 1,
+                "availableReplicas": replicas - 1 if replicas > 1 else 0,
+                "readyReplicas": 0,
+            }
         else:
-            new = {"observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas, "availableReplicas": replicas, "readyReplicas": replicas}
+            new = {
+                "observedGeneration": generation,
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "availableReplicas": replicas,
+                "readyReplicas": replicas,
+            }
             if key == STATEFULSETS:
                 new["currentRevision"] = new["updateRevision"] = f"{name}-{generation}"
         self.server.write_status(key, namespace, name, new)
 
     def release(self, namespace: str, name: str) -> None:
         """Let a held workload finish its rollout."""
+
         def go() -> None:
             self.held.discard((namespace, name))
             for key in (DEPLOYMENTS, STATEFULSETS):
                 self._roll_out(key, namespace, name)
+
         self.loop.call_soon_threadsafe(go)
 
     def _run_job(self, namespace: str, name: str) -> None:
@@ -115,11 +137,26 @@ class Controllers:
         match = re.search(r"exit (\d+)", script)
         code = int(match[1]) if match else 0
         if code == 0:
-            status = {"succeeded": 1, "completionTime": _now(), "conditions": [
-                {"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}]}
+            status = {
+                "succeeded": 1,
+                "completionTime": _now(),
+                "conditions": [
+                    {"type": "SuccessCriteriaMet", "status": "True"},
+                    {"type": "Complete", "status": "True"},
+                ],
+            }
         else:
-            status = {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                                                   "message": f"Job has reached the specified backoff limit (exit code {code})"}]}
+            status = {
+                "failed": 1,
+                "conditions": [
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "BackoffLimitExceeded",
+                        "message": f"Job has reached the specified backoff limit (exit code {code})",
+                    }
+                ],
+            }
         self.server.write_status(JOBS, namespace, name, status)
 
 
@@ -156,7 +193,9 @@ class Cluster:
         assert obj is not None, f"{kind} {namespace}/{name} does not exist"
         return obj
 
-    def list(self, kind: str, namespace: str | None, label_selector: str | None = None) -> list[dict[str, Any]]:
+    def list(
+        self, kind: str, namespace: str | None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
         return self.kube.list_items(object_path(kind, namespace), label_selector)
 
     def delete(self, kind: str, namespace: str | None, name: str) -> None:
@@ -174,12 +213,17 @@ class Cluster:
         return {c["name"]: c["image"] for c in body["spec"]["template"]["spec"]["containers"]}
 
     def events(self, namespace: str, involved_name: str) -> list[dict[str, Any]]:
-        return [e for e in self.kube.list_items(f"/api/v1/namespaces/{namespace}/events")
-                if e.get("involvedObject", {}).get("name") == involved_name]
+        return [
+            e
+            for e in self.kube.list_items(f"/api/v1/namespaces/{namespace}/events")
+            if e.get("involvedObject", {}).get("name") == involved_name
+        ]
 
     # --- waiting ---
 
-    def wait_for(self, what: str, predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    def wait_for(
+        self, what: str, predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05
+    ) -> Any:
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
@@ -189,12 +233,17 @@ class Cluster:
             time.sleep(interval)
         raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
-    def wait_for_phase(self, namespace: str, name: str, *phases: str, timeout: float = 20.0) -> dict[str, Any]:
+    def wait_for_phase(
+        self, namespace: str, name: str, *phases: str, timeout: float = 20.0
+    ) -> dict[str, Any]:
         def reached() -> dict[str, Any] | None:
             body = self.get("Release", namespace, name)
             return body if body and (body.get("status") or {}).get("phase") in phases else None
+
         try:
-            result: dict[str, Any] = self.wait_for(f"Release {namespace}/{name} to be {'/'.join(phases)}", reached, timeout)
+            result: dict[str, Any] = self.wait_for(
+                f"Release {namespace}/{name} to be {'/'.join(phases)}", reached, timeout
+            )
             return result
         except AssertionError:
             body = self.get("Release", namespace, name) or {}
@@ -225,14 +274,18 @@ def install_crds(cluster: Cluster) -> None:
 
 
 def write_kubeconfig(path: Path, url: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "emulated", "cluster": {"server": url}}],
-        "users": [{"name": "tester", "user": {"token": "emulated"}}],
-        "contexts": [{"name": "emulated", "context": {"cluster": "emulated", "user": "tester"}}],
-        "current-context": "emulated",
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "emulated", "cluster": {"server": url}}],
+                "users": [{"name": "tester", "user": {"token": "emulated"}}],
+                "contexts": [{"name": "emulated", "context": {"cluster": "emulated", "user": "tester"}}],
+                "current-context": "emulated",
+            }
+        )
+    )
     return path
 
 
@@ -272,8 +325,10 @@ class ServerThread:
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run fn in the server's loop (its state is not thread-safe) and return the result."""
+
         async def wrapper() -> Any:
             return fn()
+
         return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(10)
 
 
@@ -300,4 +355,12 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-__all__ = ["Cluster", "Controllers", "ServerThread", "cluster_for_tests", "custom_path", "job_path", "workload_path"]
+__all__ = [
+    "Cluster",
+    "Controllers",
+    "ServerThread",
+    "cluster_for_tests",
+    "custom_path",
+    "job_path",
+    "workload_path",
+]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -50,13 +51,24 @@ class ApiError(Exception):
         return self.status == 404
 
 
-def load_api_client() -> k8s_client.ApiClient:
-    """In-cluster credentials when running in a Pod, the kubeconfig otherwise (as kubectl does)."""
+def load_configuration() -> k8s_client.Configuration:
+    """In-cluster credentials when running in a Pod, the kubeconfig otherwise (as kubectl does).
+
+    KUBECONFIG is read now, not when the kubernetes package was imported, and the result is a
+    private Configuration rather than the process-wide default.
+    """
+    configuration = k8s_client.Configuration()
     try:
-        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except k8s_config.ConfigException:
-        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
-    return k8s_client.ApiClient()
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration
+        )
+    return configuration
+
+
+def load_api_client() -> k8s_client.ApiClient:
+    return k8s_client.ApiClient(load_configuration())
 
 
 def custom_path(plural: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:

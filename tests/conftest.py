@@ -1,0 +1,41 @@
+"""Shared fixtures: a cluster (emulated unless GANTRY_TEST_KUBECONFIG is set) and the operator."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gantry.settings import Config
+from tests.harness.cluster import Cluster, cluster_for_tests
+from tests.harness.operator import OperatorThread, RecordingAlerter
+
+FAST = Config(reconcile_interval=0.2, lock_sweep_interval=0.5)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    with cluster_for_tests(tmp_path) as cluster:
+        monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+        yield cluster
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A fresh namespace name per test, so runs against a real cluster do not collide."""
+    return f"gantry-test-{uuid.uuid4().hex[:6]}" if os.environ.get("GANTRY_TEST_KUBECONFIG") else "team"
+
+
+@pytest.fixture
+def alerts() -> RecordingAlerter:
+    return RecordingAlerter()
+
+
+@pytest.fixture
+def operator(cluster: Cluster, alerts: RecordingAlerter) -> Iterator[OperatorThread]:
+    running = OperatorThread(FAST, alerts).start()
+    yield running
+    running.stop()

@@ -1,0 +1,129 @@
+"""Manifests the e2e tests apply: a two-stage pipeline (dev, staging under a lock) and its workloads."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+REGISTRY = "registry.example.com/shop"
+
+
+def digest(seed: str) -> str:
+    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
+
+
+def image(name: str, seed: str) -> str:
+    return f"{REGISTRY}/{name}@{digest(seed)}"
+
+
+def deployment(
+    namespace: str,
+    name: str,
+    containers: dict[str, str],
+    replicas: int = 2,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": name}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": c, "image": i} for c, i in containers.items()]},
+            },
+        },
+    }
+
+
+def test_job_template(script: str = "exit 0") -> dict[str, Any]:
+    return {
+        "metadata": {"labels": {"suite": "integration"}},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "tests", "image": "busybox:1.36", "command": ["sh", "-c", script]}
+                    ]
+                }
+            }
+        },
+    }
+
+
+def pipeline(
+    namespace: str,
+    name: str = "shop",
+    *,
+    app_namespace: str | None = None,
+    script: str = "exit 0",
+    lease_env: str = "staging",
+    rollout_timeout: int = 30,
+    test_timeout: int = 30,
+) -> dict[str, Any]:
+    target_ns = app_namespace or namespace
+    return {
+        "apiVersion": "gantry.dev/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "application": "shop",
+            "stages": [
+                {
+                    "name": "staging",
+                    "environment": lease_env,
+                    "lock": True,
+                    "rolloutTimeoutSeconds": rollout_timeout,
+                    "targets": [
+                        {"namespace": target_ns, "name": "web"},
+                        {"namespace": target_ns, "name": "worker"},
+                    ],
+                    "test": {"jobTemplate": test_job_template(script), "timeoutSeconds": test_timeout},
+                },
+                {
+                    "name": "production",
+                    "production": True,
+                    "targets": [{"namespace": target_ns, "name": "web"}],
+                },
+            ],
+        },
+    }
+
+
+def release(
+    namespace: str,
+    name: str,
+    seed: str,
+    version: str = "v1.0.0",
+    pipeline_name: str = "shop",
+    artifacts: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    artifacts = artifacts or {"web": image("web", seed), "worker": image("worker", seed)}
+    return {
+        "apiVersion": "gantry.dev/v1alpha1",
+        "kind": "Release",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "application": "shop",
+            "pipeline": pipeline_name,
+            "version": version,
+            "source": {
+                "repository": "https://git.example.com/shop.git",
+                "revision": hashlib.sha1(seed.encode()).hexdigest(),
+            },
+            "artifacts": [{"name": k, "image": v} for k, v in artifacts.items()],
+        },
+    }
+
+
+OLD_WEB = image("web", "old")
+OLD_WORKER = image("worker", "old")
+
+
+def workloads(namespace: str) -> list[dict[str, Any]]:
+    return [
+        deployment(namespace, "web", {"web": OLD_WEB, "istio-proxy": "istio/proxyv2@" + digest("istio")}),
+        deployment(namespace, "worker", {"worker": OLD_WORKER}, replicas=1),
+    ]

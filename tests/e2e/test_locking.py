@@ -1,0 +1,121 @@
+"""Releases contending for the staging EnvironmentLock, and leases that outlive their holder."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.e2e import manifests as m
+from tests.e2e.test_staging_flow import setup_app
+from tests.harness.cluster import Cluster
+from tests.harness.operator import OperatorThread
+
+pytestmark = pytest.mark.e2e
+
+
+def record_lock_states(cluster: Cluster) -> list[dict[str, Any]]:
+    """Every state the lock's status passes through, as the API server committed them."""
+    states: list[dict[str, Any]] = []
+    assert cluster.server is not None
+
+    def hook(kind: str, key: tuple[str, str, str], obj: dict[str, Any]) -> None:
+        if key[2] == "environmentlocks":
+            states.append(obj.get("status") or {})
+
+    cluster.server.change_hooks.append(hook)
+    return states
+
+
+def staging_runs(cluster: Cluster, namespace: str, names: list[str]) -> list[dict[str, Any]]:
+    runs = []
+    for name in names:
+        status = cluster.release(namespace, name)["status"]
+        assert status["phase"] == "Verified", (name, status.get("message"))
+        runs.append({"release": name, **status["stages"][0]})
+    return sorted(runs, key=lambda r: r["lockAcquiredAt"])
+
+
+@pytest.mark.parametrize("contenders", [2, 10])
+def test_racing_releases_take_turns_in_queue_order(
+    cluster: Cluster, operator: OperatorThread, namespace: str, contenders: int
+) -> None:
+    if not cluster.emulated:
+        pytest.skip("observes every committed lock state through the emulator")
+    setup_app(cluster, namespace)
+    states = record_lock_states(cluster)
+    names = [f"shop-r{i}" for i in range(contenders)]
+    for name in names:
+        cluster.apply(m.release(namespace, name, name))
+    for name in names:
+        cluster.wait_for_phase(namespace, name, "Verified", "Failed", timeout=60)
+
+    runs = staging_runs(cluster, namespace, names)
+    # Never two holders: each stage run ended before the next one acquired the lock.
+    for earlier, later in itertools.pairwise(runs):
+        assert earlier["finishedAt"] <= later["lockAcquiredAt"], (earlier["release"], later["release"])
+    # Each deploy's "before" is exactly the previous holder's "after": no interleaving, exact records.
+    for earlier, later in itertools.pairwise(runs):
+        after = {(i["workload"], i["container"]): i["after"] for i in earlier["images"]}
+        before = {(i["workload"], i["container"]): i["before"] for i in later["images"]}
+        assert before == after
+    # Queue order kept: the lock went to waiters in the order they joined the queue.
+    joined: list[str] = []
+    for state in states:
+        for waiter in state.get("queue") or ():
+            if waiter["release"] not in joined:
+                joined.append(waiter["release"])
+    acquired = [f"{namespace}/{r['release']}" for r in runs]
+    queued_acquisitions = [r for r in acquired if r in joined]
+    assert queued_acquisitions == joined
+    assert len(joined) >= contenders - 1
+    # At no committed moment was a holder also waiting, or anyone queued twice.
+    for state in states:
+        queue = [w["uid"] for w in state.get("queue") or ()]
+        assert len(queue) == len(set(queue))
+        holder = state.get("holder")
+        assert holder is None or holder["uid"] not in queue
+    final = cluster.must_get("EnvironmentLock", namespace, "staging")["status"]
+    assert "holder" not in final and final["queueLength"] == 0
+    assert cluster.images("Deployment", namespace, "web")["web"] == runs[-1]["images"][0]["after"]
+
+
+def test_a_crashed_holder_loses_the_lock_when_its_lease_expires(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    setup_app(cluster, namespace)
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    lock = cluster.apply(
+        {
+            "apiVersion": "gantry.dev/v1alpha1",
+            "kind": "EnvironmentLock",
+            "metadata": {"name": "staging", "namespace": namespace},
+            "spec": {"leaseSeconds": 2},
+        }
+    )
+    ghost = {"release": f"{namespace}/ghost", "uid": "ghost-uid", "since": now, "renewTime": now}
+    cluster.kube.replace(
+        f"/apis/gantry.dev/v1alpha1/namespaces/{namespace}/environmentlocks/staging/status",
+        {**lock, "status": {"holder": ghost, "queue": [], "queueLength": 0, "history": []}},
+    )
+
+    cluster.apply(m.release(namespace, "shop-v3", "v3"))
+    cluster.wait_for(
+        "the Release to say whom it waits for",
+        lambda: (
+            f"behind {namespace}/ghost"
+            in (cluster.release(namespace, "shop-v3").get("status") or {}).get("message", "")
+        ),
+    )
+    assert cluster.release(namespace, "shop-v3")["status"]["phase"] == "Queued"
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB  # nothing deployed while queued
+
+    verified = cluster.wait_for_phase(namespace, "shop-v3", "Verified", "Failed", timeout=20)
+    assert verified["status"]["phase"] == "Verified"
+    history = cluster.must_get("EnvironmentLock", namespace, "staging")["status"]["history"]
+    assert [(h["release"], h["reason"]) for h in history] == [
+        (f"{namespace}/ghost", "LeaseExpired"),
+        (f"{namespace}/shop-v3", "Passed"),
+    ]
