@@ -87,7 +87,7 @@ def plan_changes(
             return Problem(
                 "ArtifactUnmatched",
                 f"spec.artifacts[{index}].name",
-                f"artifact {name!r} matches no container of stage {stage.name!r}'s targets",
+                f"artifact {name!r} matches no container in the targets of stage {stage.name!r}",
                 f"name the artifact after a container in {where}.targets, or add that workload as a target",
             )
     return tuple(changes)
