@@ -352,7 +352,14 @@ def _advance(d: _Draft) -> None:
         _start_stage(d)
         return
     step = d.run.step
-    if step == Step.WAITING_FOR_LOCK:
+    # A stage's outcome is recorded before the lock is let go (on the next tick): were the lock
+    # released first and that write lost in a crash, the restarted operator would see a stage
+    # in progress without its lock and take it for a lost lock.
+    if step == Step.PASSED:
+        _pass_stage(d)
+    elif step == Step.FAILED:
+        _fail_release(d)
+    elif step == Step.WAITING_FOR_LOCK:
         _wait_for_lock(d)
     elif step == Step.DEPLOYING:
         _deploy(d)
@@ -362,10 +369,6 @@ def _advance(d: _Draft) -> None:
         _test(d)
     elif step == Step.ROLLING_BACK:
         _roll_back(d)
-    if d.run is not None and d.run.step == Step.PASSED:
-        _pass_stage(d)
-    elif d.run is not None and d.run.step == Step.FAILED:
-        _fail_release(d)
 
 
 def _pipeline_stage(d: _Draft) -> Stage | Problem:
@@ -634,10 +637,10 @@ def _test(d: _Draft) -> None:
         )
         d.effects.append(CreateJob(manifest))
         if d.run.test_job is None:
-            message = f"stage {d.run.name}: started test Job {stage.test_namespace}/{name}"
-            d.run = replace(d.run, test_job=f"{stage.test_namespace}/{name}", test_started_at=d.now)
-            d.event("Normal", "TestStarted", message)
-            d.message = message
+            job = f"{stage.test_namespace}/{name}"
+            d.run = replace(d.run, test_job=job, test_started_at=d.now)
+            d.event("Normal", "TestStarted", f"stage {d.run.name}: started test Job {job}")
+            d.message = f"stage {d.run.name}: test Job {job} running"
         return
     if job.finished and job.succeeded:
         message = f"stage {d.run.name}: test Job {d.run.test_job} succeeded"
@@ -751,16 +754,13 @@ def _finish(release: ReleaseView, d: _Draft) -> Plan:
         status["stage"] = stage_name
     if current is not None:
         status["step"] = str(current.step)
+    working = (Step.DEPLOYING, Step.ROLLING_OUT, Step.TESTING, Step.ROLLING_BACK, Step.PASSED, Step.FAILED)
     held = (
         current is not None
         and current.lock
-        and current.step
-        in (
-            Step.DEPLOYING,
-            Step.ROLLING_OUT,
-            Step.TESTING,
-            Step.ROLLING_BACK,
-        )
+        and current.step in working
+        and d.phase not in TERMINAL
+        and current.reason != "LockLost"
     )
     if held and current is not None:
         status["lock"] = {"name": current.environment, "acquiredAt": current.lock_acquired_at or d.now}

@@ -1,0 +1,142 @@
+"""Lock arbitration: one holder, FIFO queue, leases; checked case by case and by property."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gantry.domain import locks
+from gantry.domain.locks import Claimant, Granted, LockState, Waiting
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+LEASE = timedelta(seconds=60)
+A, B, C = Claimant("ns/a", "uid-a"), Claimant("ns/b", "uid-b"), Claimant("ns/c", "uid-c")
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def test_first_claimant_gets_a_free_lock() -> None:
+    state, outcome = locks.acquire(LockState(), A, at(0), LEASE)
+    assert outcome == Granted(at(0))
+    assert state.holder is not None and state.holder.claimant == A and state.queue == ()
+
+
+def test_second_claimant_waits_behind_the_holder() -> None:
+    state, _ = locks.acquire(LockState(), A, at(0), LEASE)
+    state, outcome = locks.acquire(state, B, at(1), LEASE)
+    assert outcome == Waiting(position=1, holder=A)
+    assert [w.claimant for w in state.queue] == [B]
+
+
+def test_holder_renewing_keeps_its_since_and_moves_renew_time() -> None:
+    state, _ = locks.acquire(LockState(), A, at(0), LEASE)
+    state, outcome = locks.acquire(state, A, at(30), LEASE)
+    assert outcome == Granted(at(0))
+    assert state.holder is not None and state.holder.renew_time == at(30)
+
+
+def test_release_hands_over_in_queue_order_not_to_whoever_asks_first() -> None:
+    state, _ = locks.acquire(LockState(), A, at(0), LEASE)
+    state, _ = locks.acquire(state, B, at(1), LEASE)
+    state, _ = locks.acquire(state, C, at(2), LEASE)
+    state = locks.release(state, A, at(3), "Passed")
+    state, outcome_c = locks.acquire(state, C, at(4), LEASE)
+    assert outcome_c == Waiting(position=2, holder=None)
+    state, outcome_b = locks.acquire(state, B, at(5), LEASE)
+    assert outcome_b == Granted(at(5))
+    assert [w.claimant for w in state.queue] == [C]
+    assert [(t.claimant, t.reason) for t in state.history] == [(A, "Passed")]
+
+
+def test_a_holder_that_stops_renewing_expires_and_is_recorded() -> None:
+    state, _ = locks.acquire(LockState(), A, at(0), LEASE)
+    state, outcome = locks.acquire(state, B, at(61), LEASE)
+    assert outcome == Granted(at(61))
+    assert [(t.claimant, t.reason, t.released_at) for t in state.history] == [(A, "LeaseExpired", at(61))]
+
+
+def test_a_dead_waiter_at_the_head_of_the_queue_does_not_block_the_rest() -> None:
+    state, _ = locks.acquire(LockState(), A, at(0), LEASE)
+    state, _ = locks.acquire(state, B, at(1), LEASE)  # B then dies and never renews
+    state, _ = locks.acquire(state, C, at(2), LEASE)
+    state = locks.release(state, A, at(50), "Passed")
+    state, outcome = locks.acquire(state, C, at(62), LEASE)
+    assert outcome == Granted(at(62))
+
+
+def test_releasing_a_lock_you_do_not_hold_only_leaves_the_queue() -> None:
+    state, _ = locks.acquire(LockState(), A, at(0), LEASE)
+    state, _ = locks.acquire(state, B, at(1), LEASE)
+    after = locks.release(state, B, at(2), "Blocked")
+    assert after.holder == state.holder and after.queue == () and after.history == ()
+
+
+def test_renewal_is_due_at_a_third_of_the_lease() -> None:
+    state, _ = locks.acquire(LockState(), A, at(0), LEASE)
+    assert state.holder is not None
+    assert not locks.renewal_due(state.holder, at(19), LEASE)
+    assert locks.renewal_due(state.holder, at(20), LEASE)
+
+
+def test_history_is_bounded() -> None:
+    state = LockState()
+    for i in range(locks.HISTORY_LIMIT + 5):
+        who = Claimant(f"ns/r{i}", f"uid-{i}")
+        state, _ = locks.acquire(state, who, at(i), LEASE)
+        state = locks.release(state, who, at(i), "Passed")
+    assert len(state.history) == locks.HISTORY_LIMIT
+    assert state.history[-1].claimant.uid == f"uid-{locks.HISTORY_LIMIT + 4}"
+
+
+def test_status_round_trip() -> None:
+    state, _ = locks.acquire(LockState(), A, at(0), LEASE)
+    state, _ = locks.acquire(state, B, at(1.5), LEASE)
+    state = locks.release(state, A, at(2), "Passed")
+    assert locks.from_status(locks.to_status(state)) == state
+    assert "holder" not in locks.to_status(state)
+
+
+# --- properties ----------------------------------------------------------------------------------
+
+CLAIMANTS = [Claimant(f"ns/r{i}", f"uid-{i}") for i in range(5)]
+operations = st.lists(
+    st.tuples(st.sampled_from(["acquire", "release"]), st.integers(0, 4), st.integers(0, 40)),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations)
+def test_any_interleaving_keeps_one_holder_a_unique_queue_and_fifo_grants(
+    ops: list[tuple[str, int, int]],
+) -> None:
+    state = LockState()
+    now = T0
+    first_queued: dict[str, datetime] = {}
+    grants: list[str] = []
+    for op, who, step in ops:
+        now += timedelta(seconds=step)
+        claimant = CLAIMANTS[who]
+        if op == "acquire":
+            before = state
+            state, outcome = locks.acquire(state, claimant, now, LEASE)
+            if isinstance(outcome, Granted) and (before.holder is None or before.holder.claimant != claimant):
+                grants.append(claimant.uid)
+                # Whoever gets a free lock was at the head of the live queue, or the queue was empty.
+                live = locks.expire(before, now, LEASE).queue
+                assert not live or live[0].claimant == claimant
+            if isinstance(outcome, Waiting):
+                first_queued.setdefault(claimant.uid, now)
+                assert state.queue[outcome.position - 1].claimant == claimant
+        else:
+            state = locks.release(state, claimant, now, "Passed")
+        uids = [w.claimant.uid for w in state.queue]
+        assert len(uids) == len(set(uids)), "nobody is queued twice"
+        assert state.holder is None or state.holder.claimant.uid not in uids, "the holder does not also wait"
+        enqueued = [w.enqueued_at for w in state.queue]
+        assert enqueued == sorted(enqueued), "the queue stays in arrival order"
+    assert len(state.history) <= locks.HISTORY_LIMIT

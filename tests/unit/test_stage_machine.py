@@ -1,0 +1,400 @@
+"""The stage machine (`domain.release.decide`), step by step and as a simulated world."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gantry.domain.pipeline import Pipeline, parse_pipeline
+from gantry.domain.problems import Problem
+from gantry.domain.release import (
+    AcquireLock,
+    Alert,
+    CreateJob,
+    EffectError,
+    Observation,
+    ObservedJob,
+    ObservedLock,
+    Plan,
+    ReleaseLock,
+    ReleaseView,
+    SetImages,
+    decide,
+)
+from gantry.domain.workloads import ObservedWorkload, Rollout, WorkloadRef
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+OLD = "reg.io/shop/web@sha256:" + "0" * 64
+NEW = "reg.io/shop/web@sha256:" + "1" * 64
+WEB = WorkloadRef("Deployment", "shop", "web")
+JOB_TEMPLATE = {"spec": {"template": {"spec": {"containers": [{"name": "t", "image": "busybox"}]}}}}
+
+
+def pipeline(lock: bool = True, test: bool = True, rollback: bool = True, dev: bool = False) -> Pipeline:
+    staging: dict[str, Any] = {
+        "name": "staging",
+        "lock": lock,
+        "rollbackOnFailure": rollback,
+        "rolloutTimeoutSeconds": 60,
+        "targets": [{"namespace": "shop", "name": "web"}],
+    }
+    if test:
+        staging["test"] = {"jobTemplate": JOB_TEMPLATE, "timeoutSeconds": 120}
+    stages = [
+        staging,
+        {"name": "prod", "production": True, "targets": [{"namespace": "prod", "name": "web"}]},
+    ]
+    if dev:
+        stages.insert(0, {"name": "dev", "targets": [{"namespace": "shop", "name": "web"}]})
+    parsed = parse_pipeline("shop", {"application": "shop", "stages": stages})
+    assert isinstance(parsed, Pipeline)
+    return parsed
+
+
+def release(status: dict[str, Any] | None = None) -> ReleaseView:
+    return ReleaseView("team", "shop-v1", "uid-1", 1, "shop", "shop", "v1.0.0", {"web": NEW}, status or {})
+
+
+def web(image: str, done: bool = True) -> ObservedWorkload:
+    return ObservedWorkload(
+        WEB, {"web": image}, Rollout(done, "1/2 updated, 0 available" if not done else "")
+    )
+
+
+def observe(
+    seconds: float = 0,
+    pipe: Pipeline | Problem | None = None,
+    image: str = OLD,
+    done: bool = True,
+    lock: ObservedLock | None = ObservedLock(held=True),
+    job: ObservedJob | None = None,
+    error: EffectError | None = None,
+) -> Observation:
+    seen = web(image, done)
+    return Observation(
+        now=T0 + timedelta(seconds=seconds),
+        pipeline=pipe if pipe is not None else pipeline(),
+        targets={0: (seen,)},
+        workloads={WEB: seen},
+        lock=lock,
+        job=job,
+        error=error,
+    )
+
+
+def step(status: dict[str, Any], obs: Observation) -> Plan:
+    return decide(release(status), obs)
+
+
+def run_of(plan: Plan) -> dict[str, Any]:
+    runs: list[dict[str, Any]] = plan.status["stages"]
+    return runs[-1]
+
+
+def settle(plan: Plan, obs: Observation) -> Plan:
+    """One more tick: a stage's outcome is recorded first, its lock let go on the next tick."""
+    assert run_of(plan)["step"] in ("Passed", "Failed"), run_of(plan)["step"]
+    return step(plan.status, obs)
+
+
+def to_rolling_out() -> dict[str, Any]:
+    plan = step({}, observe(lock=ObservedLock(held=False)))
+    plan = step(plan.status, observe(1))
+    plan = step(plan.status, observe(2))
+    plan = step(plan.status, observe(3))
+    assert run_of(plan)["step"] == "RollingOut"
+    return plan.status
+
+
+# --- one tick at a time ---------------------------------------------------------------------------
+
+
+def test_a_new_release_asks_for_the_lock_first() -> None:
+    plan = step({}, observe(lock=ObservedLock(held=False)))
+    assert plan.status["phase"] == "Queued"
+    assert plan.effects == (AcquireLock("staging"),)
+    assert [e.reason for e in plan.events] == ["LockRequested"]
+    assert run_of(plan)["step"] == "WaitingForLock"
+
+
+def test_waiting_keeps_the_queue_place_alive_and_says_where_it_stands() -> None:
+    queued = step({}, observe(lock=ObservedLock(held=False))).status
+    plan = step(queued, observe(1, lock=ObservedLock(held=False, position=2, holder="team/shop-v0")))
+    assert plan.effects == (AcquireLock("staging"),)
+    assert plan.status["message"] == "waiting for EnvironmentLock staging: position 2 behind team/shop-v0"
+    again = step(plan.status, observe(2, lock=ObservedLock(held=False, position=2, holder="team/shop-v0")))
+    assert not again.changed and again.idle  # nothing new: no status write, no event
+
+
+def test_with_the_lock_the_previous_images_are_recorded_before_anything_is_patched() -> None:
+    queued = step({}, observe(lock=ObservedLock(held=False))).status
+    deploying = step(queued, observe(1))
+    assert deploying.status["phase"] == "Deploying" and deploying.effects == ()
+    recorded = step(deploying.status, observe(2))
+    assert recorded.effects == ()
+    assert run_of(recorded)["images"] == [
+        {"workload": "Deployment/shop/web", "container": "web", "before": OLD, "after": NEW}
+    ]
+    patched = step(recorded.status, observe(3))
+    assert patched.effects == (SetImages(((WEB, "web", NEW),)),)
+    assert run_of(patched)["step"] == "RollingOut"
+    assert patched.status["lock"] == {"name": "staging", "acquiredAt": run_of(patched)["lockAcquiredAt"]}
+
+
+def test_a_finished_rollout_starts_the_test_job_once() -> None:
+    status = to_rolling_out()
+    plan = step(status, observe(4, image=NEW))
+    assert run_of(plan)["step"] == "Testing"
+    [create] = [e for e in plan.effects if isinstance(e, CreateJob)]
+    assert create.manifest["metadata"]["labels"]["gantry.dev/release"] == "shop-v1"
+    running = ObservedJob(create.manifest["metadata"]["name"], finished=False, succeeded=False)
+    later = step(plan.status, observe(5, image=NEW, job=running))
+    assert later.effects == () and not later.changed
+
+
+def test_a_vanished_test_job_is_created_again_under_the_same_name() -> None:
+    tested = step(to_rolling_out(), observe(4, image=NEW))
+    [first] = [e for e in tested.effects if isinstance(e, CreateJob)]
+    again = step(tested.status, observe(5, image=NEW, job=None))
+    [second] = [e for e in again.effects if isinstance(e, CreateJob)]
+    assert second.manifest["metadata"]["name"] == first.manifest["metadata"]["name"]
+
+
+def test_a_passing_test_verifies_and_gives_the_lock_back() -> None:
+    tested = step(to_rolling_out(), observe(4, image=NEW))
+    passed = ObservedJob("job", finished=True, succeeded=True)
+    recorded = step(tested.status, observe(5, image=NEW, job=passed))
+    assert recorded.status["phase"] == "Testing" and recorded.effects == ()
+    assert recorded.status["lock"]["name"] == "staging"  # still held until the outcome is on record
+    plan = settle(recorded, observe(6, image=NEW, job=passed))
+    assert plan.status["phase"] == "Verified"
+    assert ReleaseLock("staging", "Passed") in plan.effects
+    assert "lock" not in plan.status or plan.status.get("lock") is None
+    conditions = {c["type"]: c["status"] for c in plan.status["conditions"]}
+    assert conditions == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+    assert decide(release(plan.status), observe(6)).effects == ()  # terminal: nothing more happens
+
+
+def test_a_failing_test_rolls_back_to_the_recorded_images_then_fails_and_alerts() -> None:
+    tested = step(to_rolling_out(), observe(4, image=NEW))
+    failed = ObservedJob("job", finished=True, succeeded=False, message="exit code 1")
+    rolling_back = step(tested.status, observe(5, image=NEW, job=failed))
+    assert rolling_back.status["phase"] == "RollingBack"
+    assert rolling_back.effects == (SetImages(((WEB, "web", OLD),)),)
+    still = step(rolling_back.status, observe(6, image=OLD, done=False, job=failed))
+    assert still.status["phase"] == "RollingBack" and still.effects == ()
+    done = settle(step(still.status, observe(7, image=OLD, job=failed)), observe(8, image=OLD, job=failed))
+    assert done.status["phase"] == "Failed" and done.status["reason"] == "TestFailed"
+    assert "exit code 1" in done.status["message"] and "rolled back" in done.status["message"]
+    assert ReleaseLock("staging", "Failed") in done.effects
+    assert any(isinstance(e, Alert) and e.reason == "TestFailed" for e in done.effects)
+
+
+def test_rollout_timeout_rolls_back() -> None:
+    status = to_rolling_out()
+    waiting = step(status, observe(30, image=NEW, done=False))
+    assert "waiting for rollout: Deployment shop/web: 1/2 updated" in waiting.status["message"]
+    timed_out = step(waiting.status, observe(64, image=NEW, done=False))
+    assert timed_out.status["reason"] == "RolloutTimeout"
+    assert timed_out.effects == (SetImages(((WEB, "web", OLD),)),)
+
+
+def test_someone_else_changing_the_image_mid_rollout_is_not_taken_for_success() -> None:
+    status = to_rolling_out()
+    other = "reg.io/shop/web@sha256:" + "9" * 64
+    plan = step(status, observe(4, image=other))
+    assert run_of(plan)["step"] == "RollingOut"
+    assert "changed by someone else" in plan.status["message"]
+
+
+def test_test_timeout_rolls_back() -> None:
+    tested = step(to_rolling_out(), observe(4, image=NEW))
+    hanging = ObservedJob("job", finished=False, succeeded=False)
+    plan = step(tested.status, observe(200, image=NEW, job=hanging))
+    assert plan.status["reason"] == "TestTimeout" and run_of(plan)["testResult"] == "TimedOut"
+
+
+def test_losing_the_lock_mid_rollout_fails_without_touching_the_new_holders_environment() -> None:
+    lost = observe(4, image=NEW, lock=ObservedLock(held=False, holder="team/other"))
+    plan = settle(step(to_rolling_out(), lost), lost)
+    assert plan.status["phase"] == "Failed" and plan.status["reason"] == "LockLost"
+    assert not any(isinstance(e, SetImages | ReleaseLock) for e in plan.effects)
+
+
+def test_losing_the_lock_before_recording_anything_just_queues_again() -> None:
+    queued = step({}, observe(lock=ObservedLock(held=False))).status
+    deploying = step(queued, observe(1)).status
+    plan = step(deploying, observe(2, lock=ObservedLock(held=False, position=1)))
+    assert plan.status["phase"] == "Queued" and plan.effects == (AcquireLock("staging"),)
+
+
+def test_lock_renewal_while_working() -> None:
+    plan = step(
+        to_rolling_out(), observe(4, image=NEW, done=False, lock=ObservedLock(held=True, renewal_due=True))
+    )
+    assert AcquireLock("staging") in plan.effects
+
+
+def test_refused_new_images_roll_back_what_may_have_changed() -> None:
+    queued = step({}, observe(lock=ObservedLock(held=False))).status
+    recorded = step(step(queued, observe(1)).status, observe(2)).status
+    plan = step(recorded, observe(3, error=EffectError("SetImages", "admission webhook denied it")))
+    assert plan.status["reason"] == "DeployRejected"
+    assert plan.effects == (SetImages(((WEB, "web", OLD),)),)
+
+
+def test_a_refused_rollback_fails_loudly() -> None:
+    tested = step(to_rolling_out(), observe(4, image=NEW))
+    failed = ObservedJob("job", finished=True, succeeded=False)
+    rolling_back = step(tested.status, observe(5, image=NEW, job=failed)).status
+    refused = observe(6, image=NEW, job=failed, error=EffectError("SetImages", "forbidden"))
+    plan = settle(step(rolling_back, refused), observe(7, image=NEW, job=failed))
+    assert (
+        plan.status["phase"] == "Failed"
+        and "rollback itself was refused: forbidden" in plan.status["message"]
+    )
+
+
+def test_a_refused_test_job_rolls_back() -> None:
+    plan = step(
+        to_rolling_out(), observe(4, image=NEW, error=EffectError("CreateJob", "namespace qa not found"))
+    )
+    assert plan.status["reason"] == "TestJobRejected"
+    assert SetImages(((WEB, "web", OLD),)) in plan.effects
+
+
+def test_without_rollback_a_failure_leaves_the_stage_as_it_is() -> None:
+    pipe = pipeline(rollback=False)
+    plan = step({}, observe(pipe=pipe, lock=ObservedLock(held=False)))
+    for seconds in (1, 2, 3):
+        plan = step(plan.status, observe(seconds, pipe=pipe))
+    tested = step(plan.status, observe(4, pipe=pipe, image=NEW))
+    outcome = observe(5, pipe=pipe, image=NEW, job=ObservedJob("j", True, False))
+    failed = settle(step(tested.status, outcome), outcome)
+    assert failed.status["phase"] == "Failed" and "rollback disabled" in failed.status["message"]
+    assert not any(isinstance(e, SetImages) for e in failed.effects)
+
+
+def test_a_problem_blocks_without_effects_and_is_announced_once() -> None:
+    problem = Problem("PipelineNotFound", "spec.pipeline", "Pipeline 'x' does not exist", "create it")
+    first = step({}, observe(pipe=problem))
+    assert first.status["phase"] == "Blocked" and first.effects == ()
+    assert first.status["message"] == "spec.pipeline: Pipeline 'x' does not exist; fix: create it"
+    assert [e.type for e in first.events] == ["Warning"]
+    second = step(first.status, observe(1, pipe=problem))
+    assert second.events == () and not second.changed
+
+
+def test_a_problem_found_while_queued_leaves_the_queue() -> None:
+    queued = step({}, observe(lock=ObservedLock(held=False))).status
+    gone = Observation(T0, pipeline(), targets={0: ()}, lock=ObservedLock(held=False, position=1))
+    plan = step(queued, gone)
+    assert plan.status["phase"] == "Blocked" and plan.status["reason"] == "WorkloadNotFound"
+    assert plan.effects == (ReleaseLock("staging", "Blocked"),)
+
+
+def test_stages_run_in_order_and_only_locked_stages_take_the_lock() -> None:
+    pipe = pipeline(dev=True, test=False)
+    plan = step({}, observe(pipe=pipe, lock=None))
+    assert plan.status["stage"] == "dev" and plan.effects == ()
+    plan = step(plan.status, observe(1, pipe=pipe, lock=None))  # record
+    plan = step(plan.status, observe(2, pipe=pipe, lock=None))  # patch
+    rolled_out = observe(3, pipe=pipe, image=NEW, lock=None)
+    plan = settle(step(plan.status, rolled_out), rolled_out)  # rolled out: passed
+    assert plan.status["phase"] == "Pending" and plan.status["stageIndex"] == 1
+    assert not any(isinstance(e, ReleaseLock) for e in plan.effects)
+    plan = step(plan.status, observe(4, pipe=pipe, image=NEW, lock=ObservedLock(held=False)))
+    assert plan.status["stage"] == "staging" and plan.effects == (AcquireLock("staging"),)
+
+
+def test_history_records_each_transition_once() -> None:
+    tested = step(to_rolling_out(), observe(4, image=NEW))
+    passed = observe(5, image=NEW, job=ObservedJob("j", True, True))
+    plan = settle(step(tested.status, passed), passed)
+    history = [(h["phase"], h["reason"]) for h in plan.status["history"]]
+    assert history == [
+        ("Queued", "WaitingForLock"),
+        ("Deploying", "LockAcquired"),
+        ("Deploying", "RollingOut"),
+        ("Testing", "RolledOut"),
+        ("Testing", "TestPassed"),
+        ("Verified", "Verified"),
+    ]
+
+
+# --- a simulated world: effects applied, controllers progressing, writes lost on crashes ----------
+
+
+@dataclass
+class World:
+    image: str = OLD
+    generation: int = 1
+    rolled_out_generation: int = 1
+    jobs: dict[str, str] = field(default_factory=dict)  # name -> running/succeeded/failed
+    lock_holder: str | None = None
+
+    def apply(self, effects: tuple[Any, ...], job_outcome: str) -> None:
+        for effect in effects:
+            if isinstance(effect, SetImages):
+                for _, _, image in effect.images:
+                    if image != self.image:
+                        self.image, self.generation = image, self.generation + 1
+            elif isinstance(effect, CreateJob):
+                self.jobs.setdefault(effect.manifest["metadata"]["name"], job_outcome)
+            elif isinstance(effect, AcquireLock):
+                self.lock_holder = self.lock_holder or "me"
+            elif isinstance(effect, ReleaseLock):
+                self.lock_holder = None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    job_outcome=st.sampled_from(["succeeded", "failed", "running"]),
+    controller_works=st.booleans(),
+    lost_writes=st.lists(st.booleans(), min_size=40, max_size=40),
+)
+def test_any_run_ends_verified_with_new_images_or_failed_with_old_ones(
+    job_outcome: str, controller_works: bool, lost_writes: list[bool]
+) -> None:
+    world = World()
+    status: dict[str, Any] = {}
+    for tick in range(200):
+        seen = ObservedWorkload(
+            WEB, {"web": world.image}, Rollout(world.rolled_out_generation == world.generation, "")
+        )
+        run = (status.get("stages") or [{}])[-1]
+        job_name = (run.get("testJob") or "/").split("/", 1)[1]
+        job = None
+        if job_name in world.jobs:
+            outcome = world.jobs[job_name]
+            job = ObservedJob(job_name, outcome != "running", outcome == "succeeded")
+        obs = Observation(
+            T0 + timedelta(seconds=tick * 5),
+            pipeline(),
+            {0: (seen,)},
+            {WEB: seen},
+            ObservedLock(held=world.lock_holder == "me"),
+            job,
+        )
+        plan = decide(release(status), obs)
+        world.apply(plan.effects, job_outcome)
+        # A crash between acting and recording loses the status write; the next tick must cope.
+        if plan.changed and not lost_writes[tick % 40]:
+            status = plan.status
+        # The deployment controller rolls out whatever is current, or the image never pulls.
+        if controller_works or world.image == OLD:
+            world.rolled_out_generation = world.generation
+        if status.get("phase") in ("Verified", "Failed"):
+            break
+    assert status.get("phase") in ("Verified", "Failed"), status.get("message")
+    if status["phase"] == "Verified":
+        assert controller_works and job_outcome == "succeeded"
+        assert world.image == NEW and world.generation == 2  # deployed exactly once
+    else:
+        assert world.image == OLD and world.generation <= 3  # deployed at most once, rolled back once
+    assert len(world.jobs) <= 1  # the test ran at most once
+    assert world.lock_holder is None
