@@ -31,6 +31,7 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 OLD = "reg.io/shop/web@sha256:" + "0" * 64
 NEW = "reg.io/shop/web@sha256:" + "1" * 64
 WEB = WorkloadRef("Deployment", "shop", "web")
+HELD = ObservedLock(held=True)
 JOB_TEMPLATE = {"spec": {"template": {"spec": {"containers": [{"name": "t", "image": "busybox"}]}}}}
 
 
@@ -70,7 +71,7 @@ def observe(
     pipe: Pipeline | Problem | None = None,
     image: str = OLD,
     done: bool = True,
-    lock: ObservedLock | None = ObservedLock(held=True),
+    lock: ObservedLock | None = HELD,
     job: ObservedJob | None = None,
     error: EffectError | None = None,
 ) -> Observation:

@@ -637,10 +637,10 @@ def _test(d: _Draft) -> None:
         )
         d.effects.append(CreateJob(manifest))
         if d.run.test_job is None:
-            job = f"{stage.test_namespace}/{name}"
-            d.run = replace(d.run, test_job=job, test_started_at=d.now)
-            d.event("Normal", "TestStarted", f"stage {d.run.name}: started test Job {job}")
-            d.message = f"stage {d.run.name}: test Job {job} running"
+            where = f"{stage.test_namespace}/{name}"
+            d.run = replace(d.run, test_job=where, test_started_at=d.now)
+            d.event("Normal", "TestStarted", f"stage {d.run.name}: started test Job {where}")
+            d.message = f"stage {d.run.name}: test Job {where} running"
         return
     if job.finished and job.succeeded:
         message = f"stage {d.run.name}: test Job {d.run.test_job} succeeded"
