@@ -1,0 +1,162 @@
+"""The emulated API server behaves like kube-apiserver where Gantry and Kopf depend on it.
+
+These run against a real cluster too (GANTRY_TEST_KUBECONFIG): the same assertions hold there,
+which is the point of having them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+import urllib3
+
+from gantry.adapters.kube import ApiError
+from tests.e2e import manifests as m
+from tests.harness.apiserver import parse_selector
+from tests.harness.cluster import Cluster
+
+pytestmark = pytest.mark.e2e
+
+RELEASES = "/apis/gantry.dev/v1alpha1/namespaces/{ns}/releases"
+
+
+def created(cluster: Cluster, namespace: str, name: str = "r1") -> dict[str, Any]:
+    return cluster.apply(m.release(namespace, name, name))
+
+
+def test_create_sets_server_managed_metadata_and_drops_status(cluster: Cluster, namespace: str) -> None:
+    body = m.release(namespace, "r1", "r1")
+    body["status"] = {"phase": "Verified"}
+    obj = cluster.apply(body)
+    meta = obj["metadata"]
+    assert meta["uid"] and meta["resourceVersion"] and meta["creationTimestamp"]
+    assert meta["generation"] == 1
+    assert "status" not in obj or obj["status"].get("phase") != "Verified"
+
+
+def test_writes_bump_resource_version_and_spec_changes_bump_generation(
+    cluster: Cluster, namespace: str
+) -> None:
+    deployment = cluster.apply(m.deployment(namespace, "web", {"web": m.OLD_WEB}))
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/web"
+    labelled = cluster.kube.merge_patch(path, {"metadata": {"labels": {"tier": "front"}}})
+    assert int(labelled["metadata"]["resourceVersion"]) > int(deployment["metadata"]["resourceVersion"])
+    assert labelled["metadata"]["generation"] == deployment["metadata"]["generation"]
+    scaled = cluster.kube.merge_patch(path, {"spec": {"replicas": 5}})
+    assert scaled["metadata"]["generation"] == deployment["metadata"]["generation"] + 1
+    same = cluster.kube.merge_patch(path, {"spec": {"replicas": 5}})
+    assert same["metadata"]["resourceVersion"] == scaled["metadata"]["resourceVersion"]  # no-op: nothing new
+
+
+def test_stale_resource_version_conflicts(cluster: Cluster, namespace: str) -> None:
+    obj = created(cluster, namespace)
+    path = RELEASES.format(ns=namespace) + "/r1"
+    cluster.kube.merge_patch(path, {"metadata": {"labels": {"a": "1"}}})
+    with pytest.raises(ApiError) as put:
+        cluster.kube.replace(path, obj)  # carries the old resourceVersion
+    assert put.value.status == 409
+    with pytest.raises(ApiError) as patch:
+        cluster.kube.merge_patch(
+            path, {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"], "labels": {"a": "2"}}}
+        )
+    assert patch.value.status == 409
+    with pytest.raises(ApiError) as test_op:
+        cluster.kube.json_patch(
+            path,
+            [
+                {
+                    "op": "test",
+                    "path": "/metadata/resourceVersion",
+                    "value": obj["metadata"]["resourceVersion"],
+                },
+                {"op": "add", "path": "/metadata/labels/b", "value": "x"},
+            ],
+        )
+    assert test_op.value.status == 422  # what kube-apiserver answers, and what Kopf handles
+    assert cluster.release(namespace, "r1")["metadata"]["labels"] == {"a": "1"}
+
+
+def test_status_subresource_separates_spec_and_status_writes(cluster: Cluster, namespace: str) -> None:
+    created(cluster, namespace)
+    path = RELEASES.format(ns=namespace) + "/r1"
+    cluster.kube.merge_patch(
+        path + "/status", {"status": {"phase": "Queued"}, "metadata": {"labels": {"x": "y"}}}
+    )
+    after_status = cluster.release(namespace, "r1")
+    assert after_status["status"]["phase"] == "Queued"
+    assert "x" not in (after_status["metadata"].get("labels") or {})  # /status ignores everything else
+    cluster.kube.merge_patch(path, {"status": {"phase": "Verified"}, "metadata": {"labels": {"x": "y"}}})
+    after_main = cluster.release(namespace, "r1")
+    assert after_main["status"]["phase"] == "Queued"  # the main resource ignores status
+    assert after_main["metadata"]["labels"] == {"x": "y"}
+
+
+def test_label_selectors_on_list(cluster: Cluster, namespace: str) -> None:
+    for name, labels in [("a", {"app": "web", "tier": "front"}), ("b", {"app": "web"}), ("c", {"app": "db"})]:
+        cluster.apply(m.deployment(namespace, name, {"main": m.OLD_WEB}, labels=labels))
+
+    def names(selector: str) -> list[str]:
+        return [d["metadata"]["name"] for d in cluster.list("Deployment", namespace, selector)]
+
+    assert names("app=web") == ["a", "b"]
+    assert names("app!=web") == ["c"]
+    assert names("app in (db, cache)") == ["c"]
+    assert names("app notin (db),tier") == ["a"]
+    assert names("!tier") == ["b", "c"]
+
+
+def test_selector_parser_units() -> None:
+    matches = parse_selector("env in (prod, staging),!canary,team=core")
+    assert matches({"env": "prod", "team": "core"})
+    assert not matches({"env": "prod", "team": "core", "canary": "1"})
+    assert not matches({"env": "dev", "team": "core"})
+
+
+def test_watch_replays_from_a_resource_version_then_streams(cluster: Cluster, namespace: str) -> None:
+    first = created(cluster, namespace, "w1")
+    created(cluster, namespace, "w2")
+    http = urllib3.PoolManager()
+    host = cluster.kube.api_client.configuration.host
+    url = f"{host}{RELEASES.format(ns=namespace)}?watch=true&resourceVersion={first['metadata']['resourceVersion']}&timeoutSeconds=2"
+    events: list[dict[str, Any]] = []
+
+    def consume() -> None:
+        response = http.request(
+            "GET", url, preload_content=False, headers={"Authorization": "Bearer emulated"}
+        )
+        for line in response.stream(1024 * 64):
+            for chunk in line.decode().splitlines():
+                if chunk.strip():
+                    events.append(json.loads(chunk))
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    cluster.wait_for("the backlog", lambda: len(events) >= 1, timeout=5)
+    created(cluster, namespace, "w3")
+    reader.join(10)
+    seen = [(e["type"], e["object"]["metadata"]["name"]) for e in events]
+    assert seen == [("ADDED", "w2"), ("ADDED", "w3")]  # w1 is older than the watch's resourceVersion
+
+
+def test_crd_defaults_and_prunes(cluster: Cluster, namespace: str) -> None:
+    pipeline = m.pipeline(namespace)
+    pipeline["spec"]["stages"][0].pop("rolloutTimeoutSeconds")
+    pipeline["spec"]["unknownField"] = "dropped"
+    stored = cluster.apply(pipeline)
+    stage = stored["spec"]["stages"][0]
+    assert stage["rolloutTimeoutSeconds"] == 600 and stage["rollbackOnFailure"] is True
+    assert "unknownField" not in stored["spec"]
+
+
+def test_finalizers_hold_deletion_until_removed(cluster: Cluster, namespace: str) -> None:
+    body = m.release(namespace, "fin", "fin")
+    body["metadata"]["finalizers"] = ["example.com/hold"]
+    cluster.apply(body)
+    cluster.delete("Release", namespace, "fin")
+    held = cluster.release(namespace, "fin")
+    assert held["metadata"]["deletionTimestamp"]
+    cluster.kube.merge_patch(RELEASES.format(ns=namespace) + "/fin", {"metadata": {"finalizers": None}})
+    assert cluster.get("Release", namespace, "fin") is None
