@@ -120,7 +120,8 @@ def test_watch_replays_from_a_resource_version_then_streams(cluster: Cluster, na
     created(cluster, namespace, "w2")
     http = urllib3.PoolManager()
     host = cluster.kube.api_client.configuration.host
-    url = f"{host}{RELEASES.format(ns=namespace)}?watch=true&resourceVersion={first['metadata']['resourceVersion']}&timeoutSeconds=2"
+    since = first["metadata"]["resourceVersion"]
+    url = f"{host}{RELEASES.format(ns=namespace)}?watch=true&resourceVersion={since}&timeoutSeconds=2"
     events: list[dict[str, Any]] = []
 
     def consume() -> None:

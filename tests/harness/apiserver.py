@@ -43,6 +43,7 @@ from kmock._internal import rendering
 from tests.harness.admission import admit
 
 EVENT_LOG_LIMIT = 20_000
+_NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces(?:/([^/]+))?(?:/(status|finalize))?/?$")
 
 Key = tuple[str, str, str]  # group, version, plural
 
@@ -211,6 +212,26 @@ class ApiServer(kmock.KubernetesEmulator):
             )
 
     # --- HTTP entry ------------------------------------------------------------------------------
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        # kmock's path parser reads "/api/v1/namespaces" as "a namespace with no name" and fails;
+        # Namespaces are cluster-scoped objects like any other, so parse those paths here.
+        match = _NAMESPACE_PATH.match(raw_request.path)
+        if match is None:
+            return await super().__call__(raw_request)
+        body = await raw_request.read()
+        request = rendering.Request(
+            raw_request=raw_request,
+            url=raw_request.url,
+            method=raw_request.method,
+            params=dict(raw_request.query),
+            headers=dict(raw_request.headers),
+            body=body,
+            resource=kmock.resource("", "v1", "namespaces"),
+            name=match[1],
+            subresource=match[2],
+        )
+        return await self._handle(request)
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         resource = request.resource

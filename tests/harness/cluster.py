@@ -66,6 +66,8 @@ class Controllers:
         self.server, self.loop, self.delay = server, loop, delay
         self.unpullable: set[str] = set()
         self.held: set[tuple[str, str]] = set()
+        # Decides a Job's exit code from the Job and the code its script says (the demo uses it).
+        self.job_exit_code: Callable[[dict[str, Any], int], int] | None = None
         server.change_hooks.append(self._on_change)
 
     def _on_change(self, kind: str, key: Key, obj: dict[str, Any]) -> None:
@@ -136,6 +138,8 @@ class Controllers:
             return
         match = re.search(r"exit (\d+)", script)
         code = int(match[1]) if match else 0
+        if self.job_exit_code is not None:
+            code = self.job_exit_code(obj, code)
         if code == 0:
             status = {
                 "succeeded": 1,

@@ -204,12 +204,22 @@ def test_rollout_timeout_rolls_back() -> None:
     assert timed_out.effects == (SetImages(((WEB, "web", OLD),)),)
 
 
-def test_someone_else_changing_the_image_mid_rollout_is_not_taken_for_success() -> None:
+def test_someone_else_changing_the_image_mid_rollout_supersedes_without_a_rollback() -> None:
     status = to_rolling_out()
     other = "reg.io/shop/web@sha256:" + "9" * 64
     plan = step(status, observe(4, image=other))
+    assert run_of(plan)["step"] == "Failed" and plan.status["reason"] == "Superseded"
+    assert f"now runs {other}" in plan.status["message"]
+    done = settle(plan, observe(5, image=other))
+    assert done.status["phase"] == "Failed"
+    assert not any(isinstance(e, SetImages) for e in plan.effects + done.effects)  # we do not fight them
+    assert ReleaseLock("staging", "Failed") in done.effects
+
+
+def test_a_container_still_on_the_previous_image_is_waited_for_not_passed() -> None:
+    plan = step(to_rolling_out(), observe(4, image=OLD))
     assert run_of(plan)["step"] == "RollingOut"
-    assert "changed by someone else" in plan.status["message"]
+    assert "container(s) web not yet set" in plan.status["message"]
 
 
 def test_test_timeout_rolls_back() -> None:

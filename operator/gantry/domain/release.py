@@ -553,6 +553,22 @@ def _deploy(d: _Draft) -> None:
     d.event("Normal", "Deployed", message)
 
 
+def _replaced(d: _Draft, want: str) -> list[str]:
+    """Containers that now run an image that is neither ours nor what we replaced: someone else's."""
+    assert d.run is not None and d.run.changes is not None
+    foreign: list[str] = []
+    for change in d.run.changes:
+        seen = d.obs.workloads.get(change.workload)
+        image = seen.containers.get(change.container) if seen is not None else None
+        if (
+            image is not None
+            and image != getattr(change, want)
+            and image not in (change.before, change.after)
+        ):
+            foreign.append(f"{change.workload} container {change.container} now runs {image}")
+    return foreign
+
+
 def _rollout_pending(d: _Draft, want: str) -> list[str]:
     """Workloads not yet fully rolled out to the wanted images ('after' or 'before')."""
     assert d.run is not None and d.run.changes is not None
@@ -562,16 +578,31 @@ def _rollout_pending(d: _Draft, want: str) -> list[str]:
         if seen is None:
             pending.append(f"{ref}: not found")
             continue
-        wrong = [
-            c.container
-            for c in d.run.changes
-            if c.workload == ref and seen.containers.get(c.container) != getattr(c, want)
-        ]
-        if wrong:
-            pending.append(f"{ref}: container(s) {', '.join(wrong)} changed by someone else")
+        changes = [c for c in d.run.changes if c.workload == ref]
+        images = [seen.containers.get(c.container) for c in changes]
+        if any(image not in (c.before, c.after) for c, image in zip(changes, images, strict=True)):
+            continue  # someone else's images: reported by _replaced, nothing of ours to wait for
+        behind = [c.container for c, image in zip(changes, images, strict=True) if image != getattr(c, want)]
+        if behind:
+            pending.append(f"{ref}: container(s) {', '.join(behind)} not yet set")
         elif not seen.rollout.done:
             pending.append(f"{ref}: {seen.rollout.detail}")
     return pending
+
+
+def _superseded(d: _Draft) -> bool:
+    """Another Release or a person re-pinned our containers mid-stage: stop, and do not fight them."""
+    assert d.run is not None
+    foreign = _replaced(d, "after")
+    if not foreign:
+        return False
+    message = (
+        f"stage {d.run.name}: images were replaced before the stage finished ({'; '.join(foreign)}); "
+        "not rolling back over someone else's change"
+    )
+    d.event("Warning", "Superseded", message)
+    d.move(Step.FAILED, "Superseded", message, finished_at=d.now)
+    return True
 
 
 def _rejected(d: _Draft, effect: str) -> str | None:
@@ -591,6 +622,8 @@ def _roll_out(d: _Draft) -> None:
     assert d.run is not None
     if not _holds_lock(d):
         _lock_lost(d)
+        return
+    if _superseded(d):
         return
     pending = _rollout_pending(d, "after")
     stage = d.run.stage(d.release.pipeline)
@@ -620,6 +653,8 @@ def _test(d: _Draft) -> None:
     refusal = _rejected(d, "CreateJob")
     if refusal is not None:
         _start_rollback(d, "TestJobRejected", f"the API server refused the test Job: {refusal}")
+        return
+    if _superseded(d):  # a test result would not be about this Release's images any more
         return
     job = d.obs.job
     if job is None:
@@ -688,6 +723,9 @@ def _roll_back(d: _Draft) -> None:
         d.message = f"{detail}; re-applied previous images"
         return
     pending = _rollout_pending(d, "before")
+    foreign = _replaced(d, "before")
+    if foreign:
+        detail += f"; left alone because someone changed them since: {'; '.join(foreign)}"
     stage = d.run.stage(d.release.pipeline)
     timed_out = _elapsed(d, d.run.rolled_back_at) > timedelta(seconds=stage.rollout_timeout_seconds)
     if pending and not timed_out:
