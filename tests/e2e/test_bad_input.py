@@ -102,8 +102,8 @@ def test_bad_input_blocks_the_release_names_the_field_and_touches_nothing(
     assert field in status["message"] and "fix:" in status["message"], status["message"]
     stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
     assert (stalled["status"], stalled["reason"]) == ("True", reason)
-    warning = [e for e in cluster.events(namespace, "shop-bad") if e["reason"] == reason]
-    assert warning and warning[0]["type"] == "Warning"
+    warning = [e for e in cluster.wait_for_events(namespace, "shop-bad", reason) if e["reason"] == reason]
+    assert [e["type"] for e in warning] == ["Warning"]  # announced once, not on every tick
     for name, old in before.items():
         now = cluster.must_get("Deployment", namespace, name)
         assert now["spec"] == old["spec"] and now["metadata"]["generation"] == old["metadata"]["generation"]

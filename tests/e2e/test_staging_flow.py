@@ -57,8 +57,7 @@ def test_happy_path_deploys_the_digests_once_tests_and_verifies(
     # kstatus conditions and Events say what happened.
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
-    reasons = [e["reason"] for e in cluster.events(namespace, "shop-v1")]
-    for expected in (
+    expected = (
         "LockRequested",
         "LockAcquired",
         "Deployed",
@@ -66,8 +65,8 @@ def test_happy_path_deploys_the_digests_once_tests_and_verifies(
         "TestStarted",
         "TestPassed",
         "Verified",
-    ):
-        assert expected in reasons
+    )
+    cluster.wait_for_events(namespace, "shop-v1", *expected)
     assert status["observedGeneration"] == body["metadata"]["generation"]
 
 
@@ -92,4 +91,4 @@ def test_failed_test_rolls_staging_back_exactly_and_alerts(
     conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
     assert conditions["Stalled"] == ("True", "TestFailed")
     assert conditions["Ready"][0] == "False"
-    assert "RollingBack" in [e["reason"] for e in cluster.events(namespace, "shop-v2")]
+    cluster.wait_for_events(namespace, "shop-v2", "TestFailed", "RollingBack", "Failed")

@@ -223,6 +223,16 @@ class Cluster:
             if e.get("involvedObject", {}).get("name") == involved_name
         ]
 
+    def wait_for_events(self, namespace: str, involved_name: str, *reasons: str) -> list[dict[str, Any]]:
+        """Events are posted asynchronously (Kopf queues them): wait until these reasons are there."""
+
+        def posted() -> list[dict[str, Any]] | None:
+            events = self.events(namespace, involved_name)
+            return events if set(reasons) <= {e.get("reason") for e in events} else None
+
+        found: list[dict[str, Any]] = self.wait_for(f"events {reasons} on {involved_name}", posted)
+        return found
+
     # --- waiting ---
 
     def wait_for(
