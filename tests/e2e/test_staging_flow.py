@@ -92,3 +92,35 @@ def test_failed_test_rolls_staging_back_exactly_and_alerts(
     assert conditions["Stalled"] == ("True", "TestFailed")
     assert conditions["Ready"][0] == "False"
     cluster.wait_for_events(namespace, "shop-v2", "TestFailed", "RollingBack", "Failed")
+
+
+def test_selector_targets_and_statefulsets_are_repinned_together(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    for region in ("eu", "us"):
+        cluster.apply(m.deployment(namespace, f"web-{region}", {"web": m.OLD_WEB}, labels={"app": "web"}))
+    statefulset = m.deployment(namespace, "ledger", {"ledger": m.image("ledger", "old")}, replicas=3)
+    statefulset["kind"] = "StatefulSet"
+    statefulset["spec"]["serviceName"] = "ledger"
+    cluster.apply(statefulset)
+    pipeline = m.pipeline(namespace)
+    pipeline["spec"]["stages"][0]["targets"] = [
+        {"namespace": namespace, "selector": {"matchLabels": {"app": "web"}}},
+        {"namespace": namespace, "kind": "StatefulSet", "name": "ledger"},
+    ]
+    cluster.apply(pipeline)
+
+    artifacts = {"web": m.image("web", "v5"), "ledger": m.image("ledger", "v5")}
+    cluster.apply(m.release(namespace, "shop-v5", "v5", artifacts=artifacts))
+    body = cluster.wait_for_phase(namespace, "shop-v5", "Verified", "Failed")
+
+    assert body["status"]["phase"] == "Verified", body["status"]["message"]
+    assert cluster.images("Deployment", namespace, "web-eu") == {"web": artifacts["web"]}
+    assert cluster.images("Deployment", namespace, "web-us") == {"web": artifacts["web"]}
+    assert cluster.images("StatefulSet", namespace, "ledger") == {"ledger": artifacts["ledger"]}
+    workloads = sorted(i["workload"] for i in body["status"]["stages"][0]["images"])
+    assert workloads == [
+        f"Deployment/{namespace}/web-eu",
+        f"Deployment/{namespace}/web-us",
+        f"StatefulSet/{namespace}/ledger",
+    ]
