@@ -1,0 +1,322 @@
+"""The Release's world in plain data: what the operator observes, the effects it may ask for,
+the per-stage record kept in status, and the draft a tick builds. No decisions here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from gantry.domain.pipeline import Pipeline, Stage, parse_pipeline
+from gantry.domain.problems import Problem
+from gantry.domain.timefmt import to_rfc3339
+from gantry.domain.workloads import ImageChange, ObservedWorkload, WorkloadRef
+
+HISTORY_LIMIT = 50
+# Keys of Release.status that `decide` owns; anything else there (e.g. Kopf's) is left alone.
+MANAGED_STATUS_KEYS = (
+    "phase",
+    "stage",
+    "stageIndex",
+    "step",
+    "reason",
+    "message",
+    "lock",
+    "observedGeneration",
+    "stages",
+    "history",
+    "conditions",
+)
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    BLOCKED = "Blocked"
+    QUEUED = "Queued"
+    DEPLOYING = "Deploying"
+    TESTING = "Testing"
+    ROLLING_BACK = "RollingBack"
+    VERIFIED = "Verified"
+    FAILED = "Failed"
+
+
+TERMINAL = frozenset({Phase.VERIFIED, Phase.FAILED})
+
+
+class Step(StrEnum):
+    PENDING = "Pending"
+    WAITING_FOR_LOCK = "WaitingForLock"
+    DEPLOYING = "Deploying"
+    ROLLING_OUT = "RollingOut"
+    TESTING = "Testing"
+    ROLLING_BACK = "RollingBack"
+    PASSED = "Passed"
+    FAILED = "Failed"
+
+
+PHASE_OF_STEP = {
+    Step.PENDING: Phase.PENDING,
+    Step.WAITING_FOR_LOCK: Phase.QUEUED,
+    Step.DEPLOYING: Phase.DEPLOYING,
+    Step.ROLLING_OUT: Phase.DEPLOYING,
+    Step.TESTING: Phase.TESTING,
+    Step.ROLLING_BACK: Phase.ROLLING_BACK,
+}
+
+
+# --- what the operator sees ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObservedLock:
+    held: bool
+    position: int | None = None  # in the queue, 1 = next
+    holder: str | None = None  # who holds it, when it is not us
+    renewal_due: bool = False
+
+
+@dataclass(frozen=True)
+class ObservedJob:
+    name: str
+    finished: bool
+    succeeded: bool
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class EffectError:
+    """A permanent refusal of an effect by the API server (e.g. 422 Invalid), not a blip."""
+
+    effect: str  # the Effect's class name
+    message: str
+
+
+@dataclass(frozen=True)
+class Observation:
+    now: datetime
+    pipeline: Pipeline | Problem
+    targets: Mapping[int, tuple[ObservedWorkload, ...]] = field(default_factory=dict)
+    workloads: Mapping[WorkloadRef, ObservedWorkload] = field(default_factory=dict)
+    lock: ObservedLock | None = None
+    job: ObservedJob | None = None
+    error: EffectError | None = None
+
+
+@dataclass(frozen=True)
+class ReleaseView:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    application: str
+    pipeline: str
+    version: str
+    artifacts: Mapping[str, str]
+    status: Mapping[str, Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ReleaseView:
+        meta, spec = body["metadata"], body.get("spec") or {}
+        return cls(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=meta["uid"],
+            generation=int(meta.get("generation") or 1),
+            application=spec.get("application", ""),
+            pipeline=spec.get("pipeline") or spec.get("application", ""),
+            version=spec.get("version", ""),
+            artifacts={a["name"]: a["image"] for a in spec.get("artifacts") or ()},
+            status=body.get("status") or {},
+        )
+
+
+# --- what the operator does ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AcquireLock:
+    environment: str
+
+
+@dataclass(frozen=True)
+class ReleaseLock:
+    environment: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SetImages:
+    images: tuple[tuple[WorkloadRef, str, str], ...]  # (workload, container, image)
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    manifest: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Alert:
+    severity: str
+    reason: str
+    message: str
+
+
+Effect = AcquireLock | ReleaseLock | SetImages | CreateJob | Alert
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    status: dict[str, Any]
+    effects: tuple[Effect, ...] = ()
+    events: tuple[Event, ...] = ()
+    changed: bool = False  # status differs from what is stored
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to do until the world changes: the caller can stop looping."""
+        return not self.changed and not any(isinstance(e, SetImages | CreateJob) for e in self.effects)
+
+
+# --- the stage run: one stage's record in status.stages ------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageRun:
+    index: int
+    name: str
+    environment: str
+    step: Step
+    started_at: str
+    spec: Mapping[str, Any]  # the Pipeline stage as it was when the stage began
+    lock: bool = False
+    changes: tuple[ImageChange, ...] | None = None
+    lock_acquired_at: str | None = None
+    deployed_at: str | None = None
+    rolled_out_at: str | None = None
+    test_job: str | None = None
+    test_started_at: str | None = None
+    test_result: str | None = None
+    rolled_back_at: str | None = None
+    finished_at: str | None = None
+    reason: str | None = None
+    message: str | None = None
+
+    def stage(self, pipeline_name: str) -> Stage:
+        parsed = parse_pipeline(pipeline_name, {"stages": [dict(self.spec, name=self.name)]})
+        assert not isinstance(parsed, Problem), parsed  # validated when the run started
+        return replace(parsed.stages[0], index=self.index)
+
+    def to_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "index": self.index,
+            "name": self.name,
+            "environment": self.environment,
+            "step": str(self.step),
+            "startedAt": self.started_at,
+            "lock": self.lock,
+            "spec": dict(self.spec),
+        }
+        if self.changes is not None:
+            out["images"] = [
+                {"workload": c.workload.key(), "container": c.container, "before": c.before, "after": c.after}
+                for c in self.changes
+            ]
+        optional = {
+            "lockAcquiredAt": self.lock_acquired_at,
+            "deployedAt": self.deployed_at,
+            "rolledOutAt": self.rolled_out_at,
+            "testJob": self.test_job,
+            "testStartedAt": self.test_started_at,
+            "testResult": self.test_result,
+            "rolledBackAt": self.rolled_back_at,
+            "finishedAt": self.finished_at,
+            "reason": self.reason,
+            "message": self.message,
+        }
+        out.update({k: v for k, v in optional.items() if v is not None})
+        return out
+
+    @classmethod
+    def from_status(cls, raw: Mapping[str, Any]) -> StageRun:
+        images = raw.get("images")
+        changes = None
+        if images is not None:
+            changes = tuple(
+                ImageChange(WorkloadRef.from_key(i["workload"]), i["container"], i["before"], i["after"])
+                for i in images
+            )
+        return cls(
+            index=int(raw["index"]),
+            name=raw["name"],
+            environment=raw["environment"],
+            step=Step(raw["step"]),
+            started_at=raw["startedAt"],
+            spec=raw.get("spec") or {},
+            lock=bool(raw.get("lock")),
+            changes=changes,
+            lock_acquired_at=raw.get("lockAcquiredAt"),
+            deployed_at=raw.get("deployedAt"),
+            rolled_out_at=raw.get("rolledOutAt"),
+            test_job=raw.get("testJob"),
+            test_started_at=raw.get("testStartedAt"),
+            test_result=raw.get("testResult"),
+            rolled_back_at=raw.get("rolledBackAt"),
+            finished_at=raw.get("finishedAt"),
+            reason=raw.get("reason"),
+            message=raw.get("message"),
+        )
+
+
+def current_run(status: Mapping[str, Any]) -> StageRun | None:
+    runs = status.get("stages") or []
+    if not runs:
+        return None
+    run = StageRun.from_status(runs[-1])
+    return run if run.index == int(status.get("stageIndex", 0)) else None
+
+
+# --- the decision --------------------------------------------------------------------------------
+
+
+@dataclass
+class Draft:
+    """The plan being built for one tick (mutable on purpose, local to `decide`)."""
+
+    release: ReleaseView
+    obs: Observation
+    phase: Phase
+    stage_index: int
+    run: StageRun | None
+    reason: str
+    message: str
+    effects: list[Effect] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    error_handled: bool = False
+
+    @property
+    def now(self) -> str:
+        return to_rfc3339(self.obs.now)
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+    def move(self, step: Step, reason: str, message: str, **fields: Any) -> None:
+        assert self.run is not None
+        self.run = replace(self.run, step=step, reason=reason, message=message, **fields)
+        self.reason, self.message = reason, message
+        if step in PHASE_OF_STEP:
+            self.phase = PHASE_OF_STEP[step]
