@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gantry.adapters.kube import ApiError, Kube, custom_path, job_path, workload_path
-from gantry.domain import locks
+from gantry.domain import ledger, locks
+from gantry.domain.model import ObservedJob, ObservedLock, Production
 from gantry.domain.pipeline import Pipeline, Target, parse_pipeline
 from gantry.domain.problems import Problem
-from gantry.domain.release import ObservedJob, ObservedLock
 from gantry.domain.workloads import ObservedWorkload, Rollout, WorkloadRef
 
 log = logging.getLogger(__name__)
@@ -44,16 +44,148 @@ class Resources:
         return self.kube.merge_patch(custom_path("releases", namespace, name, "status"), patch)
 
     def get_pipeline(self, namespace: str, name: str) -> Pipeline | Problem:
+        return self.get_pipeline_state(namespace, name)[0]
+
+    def get_pipeline_state(self, namespace: str, name: str) -> tuple[Pipeline | Problem, Production]:
+        """The Pipeline and the production ledger in its status."""
         body = self.kube.get(custom_path("pipelines", namespace, name))
         if body is None:
-            return Problem(
-                "PipelineNotFound",
-                "spec.pipeline",
-                f"Pipeline {name!r} does not exist in namespace {namespace!r}",
-                f"create it (kubectl apply -f pipeline.yaml -n {namespace}) or set spec.pipeline "
-                "to an existing Pipeline",
+            return self._missing_pipeline(namespace, name), Production()
+        status = body.get("status") or {}
+        production = Production(
+            history=tuple((status.get("production") or {}).get("history") or ()),
+            quarantine={q["digest"]: q for q in status.get("quarantine") or ()},
+        )
+        return parse_pipeline(name, body.get("spec") or {}), production
+
+    def update_ledger(
+        self, namespace: str, name: str, change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> None:
+        """Read-modify-write the Pipeline's production ledger (status.production, status.quarantine*)."""
+        path = custom_path("pipelines", namespace, name)
+        for attempt in range(CONFLICT_RETRIES):
+            body = self.kube.get(path)
+            if body is None:
+                log.warning("Pipeline %s/%s is gone; production ledger not written", namespace, name)
+                return
+            status = body.get("status") or {}
+            patch = change(status)
+            if all(status.get(k) == v for k, v in patch.items()):
+                return
+            try:
+                self.kube.merge_patch(
+                    f"{path}/status",
+                    {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": patch},
+                )
+                return
+            except ApiError as error:
+                if not error.conflict:
+                    raise
+                time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
+        raise ApiError(409, "Conflict", f"Pipeline {namespace}/{name} kept changing; will retry")
+
+    def record_production(self, namespace: str, name: str, entry: Mapping[str, Any]) -> None:
+        def change(status: dict[str, Any]) -> dict[str, Any]:
+            history = ledger.record(list((status.get("production") or {}).get("history") or []), entry)
+            now = ledger.current(history)
+            summary = (
+                {"release": now.get("release"), "version": now.get("version"), "since": now.get("deployedAt")}
+                if now
+                else {}
             )
-        return parse_pipeline(name, body.get("spec") or {})
+            return {"production": {**summary, "history": history}}
+
+        self.update_ledger(namespace, name, change)
+
+    def quarantine(
+        self,
+        namespace: str,
+        name: str,
+        digests: tuple[str, ...],
+        release: str,
+        version: str,
+        reason: str,
+        at: str,
+    ) -> None:
+        def change(status: dict[str, Any]) -> dict[str, Any]:
+            entries = ledger.quarantine(
+                list(status.get("quarantine") or []), digests, release, version, reason, at
+            )
+            if entries == list(status.get("quarantine") or []):
+                return {}
+            logged = list(status.get("quarantineLog") or [])
+            for digest in digests:
+                logged = ledger.log(
+                    logged,
+                    {
+                        "digest": digest,
+                        "action": "Quarantined",
+                        "release": release,
+                        "by": "gantry",
+                        "at": at,
+                        "reason": reason,
+                    },
+                )
+            return {"quarantine": entries, "quarantineLog": logged}
+
+        self.update_ledger(namespace, name, change)
+
+    def lift_quarantine(
+        self, namespace: str, name: str, digests: set[str], by: str, reason: str, at: str
+    ) -> int:
+        lifted: list[str] = []
+
+        def change(status: dict[str, Any]) -> dict[str, Any]:
+            entries = list(status.get("quarantine") or [])
+            lifted[:] = [e["digest"] for e in entries if e["digest"] in digests]
+            if not lifted:
+                return {}
+            logged = list(status.get("quarantineLog") or [])
+            for digest in lifted:
+                logged = ledger.log(
+                    logged, {"digest": digest, "action": "Lifted", "by": by, "at": at, "reason": reason}
+                )
+            return {"quarantine": ledger.lift(entries, digests), "quarantineLog": logged}
+
+        self.update_ledger(namespace, name, change)
+        return len(lifted)
+
+    def append_decision(
+        self, namespace: str, name: str, decision: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Copy a ReleaseDecision into the Release's status (once, by decision name)."""
+        path = custom_path("releases", namespace, name)
+        for attempt in range(CONFLICT_RETRIES):
+            body = self.kube.get(path)
+            if body is None:
+                return None
+            decisions = list((body.get("status") or {}).get("decisions") or [])
+            if any(d.get("name") == decision.get("name") for d in decisions):
+                return body
+            patch = {
+                "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+                "status": {"decisions": [*decisions, dict(decision)]},
+            }
+            try:
+                return self.kube.merge_patch(f"{path}/status", patch)
+            except ApiError as error:
+                if not error.conflict:
+                    raise
+                time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
+        raise ApiError(409, "Conflict", f"Release {namespace}/{name} kept changing; will retry")
+
+    def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        body = self.kube.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        return dict(body.get("data") or {}) if body else None
+
+    def _missing_pipeline(self, namespace: str, name: str) -> Problem:
+        return Problem(
+            "PipelineNotFound",
+            "spec.pipeline",
+            f"Pipeline {name!r} does not exist in namespace {namespace!r}",
+            f"create it (kubectl apply -f pipeline.yaml -n {namespace}) or set spec.pipeline "
+            "to an existing Pipeline",
+        )
 
     def patch_pipeline_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.kube.merge_patch(custom_path("pipelines", namespace, name, "status"), {"status": dict(status)})
@@ -118,7 +250,7 @@ class Resources:
     # --- EnvironmentLocks ------------------------------------------------------------------------
 
     def observe_lock(
-        self, namespace: str, environment: str, claimant: locks.Claimant, now: datetime
+        self, namespace: str, environment: str, claimant: locks.Claimant, now: datetime, hotfix: bool = False
     ) -> ObservedLock:
         body = self.kube.get(custom_path("environmentlocks", namespace, environment))
         if body is None:
@@ -129,7 +261,11 @@ class Resources:
             return ObservedLock(held=True, renewal_due=locks.renewal_due(state.holder, now, lease))
         position = next((i for i, w in enumerate(state.queue, 1) if w.claimant.uid == claimant.uid), None)
         holder = state.holder.claimant.release if state.holder else None
-        return ObservedLock(held=False, position=position, holder=holder)
+        frozen_by = state.frozen.by if state.frozen is not None and not hotfix else None
+        preempted = locks.was_preempted(state, claimant)
+        return ObservedLock(
+            held=False, position=position, holder=holder, preempted=preempted, frozen_by=frozen_by
+        )
 
     def update_lock(self, namespace: str, environment: str, change: LockUpdate) -> Any:
         """Read-decide-write the lock's status until no one else wrote in between (409 = try again)."""

@@ -135,7 +135,10 @@ def judge(sample: Sample, spec: AnalysisSpec) -> tuple[Verdict, str]:
         return Verdict.INCONCLUSIVE, "no request-rate data"
     if sample.request_rate < spec.min_request_rate:
         rate, minimum = sample.request_rate, spec.min_request_rate
-        return Verdict.INCONCLUSIVE, f"too little traffic to judge: {rate:.3g} req/s < minRequestRate {minimum:g}"
+        return (
+            Verdict.INCONCLUSIVE,
+            f"too little traffic to judge: {rate:.3g} req/s < minRequestRate {minimum:g}",
+        )
     if sample.error_rate is None or _nan(sample.error_rate):
         return Verdict.INCONCLUSIVE, "no error-rate data"
     if sample.error_rate > spec.threshold:

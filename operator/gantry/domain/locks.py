@@ -48,10 +48,20 @@ class Tenure:
 
 
 @dataclass(frozen=True)
+class Freeze:
+    """After an emergency: only hotfix Releases may take the lock until a hotfix reaches production."""
+
+    by: str  # the Release whose emergency froze it
+    reason: str
+    since: datetime
+
+
+@dataclass(frozen=True)
 class LockState:
     holder: Holder | None = None
     queue: tuple[Waiter, ...] = ()
     history: tuple[Tenure, ...] = ()
+    frozen: Freeze | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class Granted:
 class Waiting:
     position: int  # 1 = next in line
     holder: Claimant | None
+    frozen: Freeze | None = None
 
 
 Outcome = Granted | Waiting
@@ -75,25 +86,61 @@ def expire(state: LockState, now: datetime, lease: timedelta) -> LockState:
         history = _remember(history, Tenure(holder.claimant, holder.since, now, "LeaseExpired"))
         holder = None
     queue = tuple(w for w in state.queue if now - w.renew_time <= lease)
-    return LockState(holder, queue, history)
+    return LockState(holder, queue, history, state.frozen)
 
 
 def acquire(
-    state: LockState, claimant: Claimant, now: datetime, lease: timedelta
+    state: LockState, claimant: Claimant, now: datetime, lease: timedelta, hotfix: bool = False
 ) -> tuple[LockState, Outcome]:
-    """Take the lock, renew it, or join (and stay alive in) the queue."""
+    """Take the lock, renew it, or join (and stay alive in) the queue.
+
+    While the lock is frozen only hotfix claimants may take it, and they go before other waiters.
+    """
     state = expire(state, now, lease)
     if state.holder is not None and state.holder.claimant.uid == claimant.uid:
         holder = replace(state.holder, renew_time=now)
         return replace(state, holder=holder), Granted(holder.since)
+    allowed = state.frozen is None or hotfix
     head = state.queue[0] if state.queue else None
-    if state.holder is None and (head is None or head.claimant.uid == claimant.uid):
+    first = head is None or head.claimant.uid == claimant.uid or (state.frozen is not None and hotfix)
+    if state.holder is None and allowed and first:
         queue = tuple(w for w in state.queue if w.claimant.uid != claimant.uid)
         return replace(state, holder=Holder(claimant, now, now), queue=queue), Granted(now)
     queue = _join(state.queue, claimant, now)
     position = next(i for i, w in enumerate(queue, start=1) if w.claimant.uid == claimant.uid)
     current = state.holder.claimant if state.holder else None
-    return replace(state, queue=queue), Waiting(position, current)
+    return replace(state, queue=queue), Waiting(position, current, None if allowed else state.frozen)
+
+
+def preempt(
+    state: LockState, claimant: Claimant, now: datetime, reason: str, hold: bool, freeze: bool
+) -> LockState:
+    """Take the lock by force (production rollback, emergency); the holder is told it was preempted.
+
+    The preempted Release sees this in the lock's history and rolls back its own in-progress work.
+    """
+    history = state.history
+    holder = state.holder
+    if holder is not None and holder.claimant.uid != claimant.uid:
+        history = _remember(history, Tenure(holder.claimant, holder.since, now, f"Preempted: {reason}"))
+        holder = None
+    if hold:
+        holder = Holder(claimant, now, now) if holder is None else replace(holder, renew_time=now)
+    elif holder is not None:
+        history = _remember(history, Tenure(holder.claimant, holder.since, now, reason))
+        holder = None
+    queue = tuple(w for w in state.queue if w.claimant.uid != claimant.uid)
+    frozen = Freeze(claimant.release, reason, now) if freeze and state.frozen is None else state.frozen
+    return LockState(holder, queue, history, frozen)
+
+
+def unfreeze(state: LockState) -> LockState:
+    return replace(state, frozen=None)
+
+
+def was_preempted(state: LockState, claimant: Claimant) -> bool:
+    mine = [t for t in state.history if t.claimant.uid == claimant.uid]
+    return bool(mine) and mine[-1].reason.startswith("Preempted")
 
 
 def release(state: LockState, claimant: Claimant, now: datetime, reason: str) -> LockState:
@@ -104,7 +151,7 @@ def release(state: LockState, claimant: Claimant, now: datetime, reason: str) ->
         history = _remember(history, Tenure(holder.claimant, holder.since, now, reason))
         holder = None
     queue = tuple(w for w in state.queue if w.claimant.uid != claimant.uid)
-    return LockState(holder, queue, history)
+    return LockState(holder, queue, history, state.frozen)
 
 
 def renewal_due(holder: Holder, now: datetime, lease: timedelta) -> bool:
@@ -149,7 +196,11 @@ def from_status(status: Mapping[str, Any] | None) -> LockState:
         )
         for h in status.get("history") or ()
     )
-    return LockState(holder, queue, history)
+    raw_frozen = status.get("frozen")
+    frozen = None
+    if raw_frozen:
+        frozen = Freeze(raw_frozen["by"], raw_frozen.get("reason", ""), from_rfc3339(raw_frozen["since"]))
+    return LockState(holder, queue, history, frozen)
 
 
 def to_status(state: LockState) -> dict[str, Any]:
@@ -175,6 +226,12 @@ def to_status(state: LockState) -> dict[str, Any]:
             for t in state.history
         ],
     }
+    if state.frozen is not None:
+        status["frozen"] = {
+            "by": state.frozen.by,
+            "reason": state.frozen.reason,
+            "since": to_rfc3339(state.frozen.since),
+        }
     if state.holder is not None:
         status["holder"] = {
             "release": state.holder.claimant.release,

@@ -10,6 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from gantry.domain.analysis import Sample
 from gantry.domain.pipeline import Pipeline, Stage, parse_pipeline
 from gantry.domain.problems import Problem
 from gantry.domain.timefmt import to_rfc3339
@@ -29,6 +30,7 @@ MANAGED_STATUS_KEYS = (
     "stages",
     "history",
     "conditions",
+    "decisionsApplied",
 )
 
 
@@ -41,9 +43,19 @@ class Phase(StrEnum):
     ROLLING_BACK = "RollingBack"
     VERIFIED = "Verified"
     FAILED = "Failed"
+    BAKING = "Baking"
+    AWAITING_DECISION = "AwaitingDecision"
+    HELD = "Held"
+    RELEASED = "Released"
+    ROLLED_BACK = "RolledBack"
+    EMERGENCY = "Emergency"
 
 
-TERMINAL = frozenset({Phase.VERIFIED, Phase.FAILED})
+# Nothing more happens by itself; only a decision (rollback, emergency) can move a Release on.
+FINAL = frozenset({Phase.FAILED, Phase.RELEASED, Phase.ROLLED_BACK, Phase.EMERGENCY})
+# Waiting for a person (approval, one of the three buttons) or a deadline: looked at less often.
+WAITING = frozenset({Phase.VERIFIED, Phase.AWAITING_DECISION, Phase.HELD})
+TERMINAL = FINAL  # phases a reconcile timer need not visit
 
 
 class Step(StrEnum):
@@ -55,6 +67,9 @@ class Step(StrEnum):
     ROLLING_BACK = "RollingBack"
     PASSED = "Passed"
     FAILED = "Failed"
+    BAKING = "Baking"
+    AWAITING_DECISION = "AwaitingDecision"
+    HELD = "Held"
 
 
 PHASE_OF_STEP = {
@@ -64,6 +79,9 @@ PHASE_OF_STEP = {
     Step.ROLLING_OUT: Phase.DEPLOYING,
     Step.TESTING: Phase.TESTING,
     Step.ROLLING_BACK: Phase.ROLLING_BACK,
+    Step.BAKING: Phase.BAKING,
+    Step.AWAITING_DECISION: Phase.AWAITING_DECISION,
+    Step.HELD: Phase.HELD,
 }
 
 
@@ -76,6 +94,8 @@ class ObservedLock:
     position: int | None = None  # in the queue, 1 = next
     holder: str | None = None  # who holds it, when it is not us
     renewal_due: bool = False
+    preempted: bool = False  # taken from us by a production rollback or an emergency
+    frozen_by: str | None = None  # frozen after an emergency, and we are no hotfix
 
 
 @dataclass(frozen=True)
@@ -95,6 +115,14 @@ class EffectError:
 
 
 @dataclass(frozen=True)
+class Production:
+    """The application's production record, kept in its Pipeline's status."""
+
+    history: tuple[Mapping[str, Any], ...] = ()  # oldest first: release, uid, version, images, result, ...
+    quarantine: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # digest -> why
+
+
+@dataclass(frozen=True)
 class Observation:
     now: datetime
     pipeline: Pipeline | Problem
@@ -103,6 +131,8 @@ class Observation:
     lock: ObservedLock | None = None
     job: ObservedJob | None = None
     error: EffectError | None = None
+    metrics: Sample | None = None  # only when a bake evaluation is due
+    production: Production = field(default_factory=Production)
 
 
 @dataclass(frozen=True)
@@ -116,6 +146,7 @@ class ReleaseView:
     version: str
     artifacts: Mapping[str, str]
     status: Mapping[str, Any]
+    hotfix: bool = False
 
     @property
     def key(self) -> str:
@@ -134,6 +165,7 @@ class ReleaseView:
             version=spec.get("version", ""),
             artifacts={a["name"]: a["image"] for a in spec.get("artifacts") or ()},
             status=body.get("status") or {},
+            hotfix=bool(spec.get("hotfix", False)),
         )
 
 
@@ -168,7 +200,49 @@ class Alert:
     message: str
 
 
-Effect = AcquireLock | ReleaseLock | SetImages | CreateJob | Alert
+@dataclass(frozen=True)
+class PreemptLock:
+    """Take an environment's lock by force; `hold` keeps it, `freeze` lets only hotfixes in after."""
+
+    environment: str
+    reason: str
+    hold: bool
+    freeze: bool
+
+
+@dataclass(frozen=True)
+class UnfreezeLock:
+    environment: str
+
+
+@dataclass(frozen=True)
+class RecordProduction:
+    """Add or update this Release's entry (by uid) in the application's production history."""
+
+    entry: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """Refuse these digests for the application until someone lifts the quarantine."""
+
+    digests: tuple[str, ...]
+    release: str
+    version: str
+    reason: str
+
+
+Effect = (
+    AcquireLock
+    | ReleaseLock
+    | SetImages
+    | CreateJob
+    | Alert
+    | PreemptLock
+    | UnfreezeLock
+    | RecordProduction
+    | Quarantine
+)
 
 
 @dataclass(frozen=True)
@@ -214,6 +288,10 @@ class StageRun:
     finished_at: str | None = None
     reason: str | None = None
     message: str | None = None
+    provenance: Mapping[str, Any] | None = None  # production: which stage run verified these digests
+    analysis: Mapping[str, Any] | None = None  # production: bake start and evaluations
+    rollback: Mapping[str, Any] | None = None  # production: the previous Release being re-applied
+    decision_deadline: str | None = None
 
     def stage(self, pipeline_name: str) -> Stage:
         parsed = parse_pipeline(pipeline_name, {"stages": [dict(self.spec, name=self.name)]})
@@ -246,6 +324,10 @@ class StageRun:
             "finishedAt": self.finished_at,
             "reason": self.reason,
             "message": self.message,
+            "provenance": self.provenance,
+            "analysis": self.analysis,
+            "rollback": self.rollback,
+            "decisionDeadline": self.decision_deadline,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
         return out
@@ -278,6 +360,10 @@ class StageRun:
             finished_at=raw.get("finishedAt"),
             reason=raw.get("reason"),
             message=raw.get("message"),
+            provenance=raw.get("provenance"),
+            analysis=raw.get("analysis"),
+            rollback=raw.get("rollback"),
+            decision_deadline=raw.get("decisionDeadline"),
         )
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gantry.domain.analysis import AnalysisSpec
 from gantry.domain.problems import Problem
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
@@ -49,6 +50,8 @@ class Stage:
     rollback_on_failure: bool = True
     rollout_timeout_seconds: int = DEFAULT_ROLLOUT_TIMEOUT
     test: TestSpec | None = None
+    promotion: str = "Manual"  # production only: Auto, or wait for an Approve decision
+    analysis: AnalysisSpec | None = None  # production only: the error-rate bake
 
     @property
     def field(self) -> str:
@@ -62,14 +65,31 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class AlertConfig:
+    labels: Mapping[str, str] = field(default_factory=dict)
+    alertmanager_url: str | None = None
+    webhook_secret: tuple[str, str] | None = None  # (Secret name, key) holding the webhook URL
+    webhook_format: str = "Slack"
+
+
+@dataclass(frozen=True)
 class Pipeline:
     name: str
     application: str
     stages: tuple[Stage, ...]
+    alerts: AlertConfig = field(default_factory=AlertConfig)
 
     def pre_production(self) -> tuple[Stage, ...]:
         """The stages a Release must pass to be Verified (everything before production)."""
         return tuple(s for s in self.stages if not s.production)
+
+    @property
+    def production(self) -> Stage | None:
+        return self.stages[-1] if self.stages and self.stages[-1].production else None
+
+    def locked_environments(self) -> tuple[str, ...]:
+        """The environments an emergency or a production rollback takes over (staging, usually)."""
+        return tuple(dict.fromkeys(s.environment for s in self.pre_production() if s.lock))
 
     def summary(self) -> str:
         return " → ".join(s.name + (" (lock)" if s.lock else "") for s in self.stages)
@@ -108,7 +128,17 @@ def parse_pipeline(name: str, spec: Mapping[str, Any]) -> Pipeline | Problem:
             "only the last stage may be the production stage",
             "set production: true on the last stage only",
         )
-    return Pipeline(name=name, application=str(spec.get("application") or name), stages=tuple(stages))
+    raw_alerts = spec.get("alerts") or {}
+    secret = (raw_alerts.get("webhook") or {}).get("urlSecretRef") or {}
+    alerts = AlertConfig(
+        labels={str(k): str(v) for k, v in (raw_alerts.get("labels") or {}).items()},
+        alertmanager_url=(raw_alerts.get("alertmanager") or {}).get("url"),
+        webhook_secret=(str(secret["name"]), str(secret.get("key", "url"))) if secret.get("name") else None,
+        webhook_format=str((raw_alerts.get("webhook") or {}).get("format", "Slack")),
+    )
+    return Pipeline(
+        name=name, application=str(spec.get("application") or name), stages=tuple(stages), alerts=alerts
+    )
 
 
 def _parse_stage(index: int, raw: Any) -> Stage | Problem:
@@ -145,6 +175,14 @@ def _parse_stage(index: int, raw: Any) -> Stage | Problem:
             namespace=raw_test.get("namespace"),
             timeout_seconds=int(raw_test.get("timeoutSeconds", DEFAULT_TEST_TIMEOUT)),
         )
+    analysis = None
+    if raw.get("analysis") is not None:
+        try:
+            analysis = AnalysisSpec.from_spec(raw["analysis"])
+        except (TypeError, ValueError) as error:
+            return Problem(
+                "InvalidPipeline", f"{where}.analysis", str(error), "see the Pipeline CRD's analysis fields"
+            )
     return Stage(
         index=index,
         name=str(raw["name"]),
@@ -155,6 +193,8 @@ def _parse_stage(index: int, raw: Any) -> Stage | Problem:
         rollback_on_failure=bool(raw.get("rollbackOnFailure", True)),
         rollout_timeout_seconds=int(raw.get("rolloutTimeoutSeconds", DEFAULT_ROLLOUT_TIMEOUT)),
         test=test,
+        promotion=str(raw.get("promotion", "Manual")),
+        analysis=analysis,
     )
 
 

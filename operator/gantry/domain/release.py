@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from gantry.domain import stages
+from gantry.domain import production, stages
 from gantry.domain.conditions import set_condition
 from gantry.domain.model import (
+    FINAL,
     HISTORY_LIMIT,
     MANAGED_STATUS_KEYS,
     PHASE_OF_STEP,
     TERMINAL,
+    WAITING,
     AcquireLock,
     Alert,
     CreateJob,
@@ -39,9 +41,11 @@ from gantry.domain.model import (
 )
 
 __all__ = [
+    "FINAL",
     "MANAGED_STATUS_KEYS",
     "PHASE_OF_STEP",
     "TERMINAL",
+    "WAITING",
     "AcquireLock",
     "Alert",
     "CreateJob",
@@ -66,7 +70,9 @@ __all__ = [
 def decide(release: ReleaseView, obs: Observation) -> Plan:
     status = release.status
     phase = Phase(status.get("phase", Phase.PENDING))
-    if phase in TERMINAL:
+    decisions = list(status.get("decisions") or [])
+    applied = int(status.get("decisionsApplied", 0))
+    if phase in FINAL and applied >= len(decisions):
         return Plan(status=dict(status))
     draft = Draft(
         release=release,
@@ -77,11 +83,19 @@ def decide(release: ReleaseView, obs: Observation) -> Plan:
         reason=status.get("reason", ""),
         message=status.get("message", ""),
     )
+    if applied < len(decisions):
+        # People's decisions (ReleaseDecision objects, copied here by the operator) come first,
+        # one per tick, in the order they were made.
+        production.apply_decision(draft, decisions[applied])
+        return _finish(release, draft, decisions_applied=applied + 1)
     _advance(draft)
-    return _finish(release, draft)
+    return _finish(release, draft, decisions_applied=applied)
 
 
 def _advance(d: Draft) -> None:
+    if d.phase == Phase.VERIFIED:
+        production.await_promotion(d)
+        return
     if d.run is None or d.run.step == Step.PENDING:
         stages.start_stage(d)
         return
@@ -103,9 +117,13 @@ def _advance(d: Draft) -> None:
         stages.run_test(d)
     elif step == Step.ROLLING_BACK:
         stages.roll_back(d)
+    elif step == Step.BAKING:
+        production.bake(d)
+    elif step == Step.AWAITING_DECISION:
+        production.await_decision(d)
 
 
-def _finish(release: ReleaseView, d: Draft) -> Plan:
+def _finish(release: ReleaseView, d: Draft, decisions_applied: int) -> Plan:
     old = release.status
     runs = [dict(r) for r in old.get("stages") or []]
     if d.run is not None:
@@ -123,9 +141,10 @@ def _finish(release: ReleaseView, d: Draft) -> Plan:
         "stages": runs,
         "history": list(old.get("history") or []),
         "conditions": list(old.get("conditions") or []),
+        "decisionsApplied": decisions_applied,
     }
     current = d.run if d.run is not None and d.run.index == d.stage_index else None
-    stage_name = current.name if current else (runs[-1]["name"] if runs and d.phase in TERMINAL else "")
+    stage_name = current.name if current else (runs[-1]["name"] if runs else "")
     if stage_name:
         status["stage"] = stage_name
     if current is not None:
@@ -135,7 +154,7 @@ def _finish(release: ReleaseView, d: Draft) -> Plan:
         current is not None
         and current.lock
         and current.step in working
-        and d.phase not in TERMINAL
+        and d.phase not in FINAL
         and current.reason != "LockLost"
     )
     if held and current is not None:
@@ -153,9 +172,9 @@ def _finish(release: ReleaseView, d: Draft) -> Plan:
 
 def _conditions(conditions: list[dict[str, Any]], d: Draft, generation: int) -> list[dict[str, Any]]:
     now = d.now
-    ready = d.phase == Phase.VERIFIED
-    stalled = d.phase in (Phase.BLOCKED, Phase.FAILED)
-    reconciling = d.phase not in TERMINAL and d.phase != Phase.BLOCKED
+    ready = d.phase in (Phase.VERIFIED, Phase.RELEASED)
+    stalled = d.phase in (Phase.BLOCKED, Phase.FAILED, Phase.ROLLED_BACK, Phase.HELD, Phase.EMERGENCY)
+    reconciling = d.phase not in FINAL and d.phase not in WAITING and d.phase != Phase.BLOCKED
     out = set_condition(conditions, "Ready", ready, d.reason or str(d.phase), d.message, now, generation)
     out = set_condition(
         out, "Stalled", stalled, d.reason or str(d.phase), d.message if stalled else "", now, generation

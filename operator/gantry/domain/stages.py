@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from gantry.domain import testjob
+from gantry.domain import production, testjob
 from gantry.domain.model import (
     AcquireLock,
     Alert,
@@ -40,7 +40,7 @@ def pipeline_stage(d: Draft) -> Stage | Problem:
             f"not {d.release.application!r}",
             "point spec.pipeline at this application's Pipeline",
         )
-    stages = pipeline.pre_production()
+    stages = pipeline.stages
     if d.stage_index >= len(stages):
         return Problem(
             "PipelineChanged",
@@ -54,13 +54,38 @@ def pipeline_stage(d: Draft) -> Stage | Problem:
 def validate(d: Draft, stage: Stage) -> tuple[ImageChange, ...] | Problem:
     pipeline = d.obs.pipeline
     assert not isinstance(pipeline, Problem)
+    quarantined = quarantine_problem(d)
+    if quarantined is not None:
+        return quarantined
     if stage.test is not None:
         problem = testjob.check_template(
             stage.test.job_template, f"Pipeline {pipeline.name} {stage.field}.test.jobTemplate"
         )
         if problem is not None:
             return problem
-    return plan_changes(pipeline.name, stage, d.release.artifacts, d.obs.targets)
+    changes = plan_changes(pipeline.name, stage, d.release.artifacts, d.obs.targets)
+    if stage.production and not isinstance(changes, Problem):
+        provenance = production.check_provenance(d, changes)
+        if isinstance(provenance, Problem):
+            return provenance
+    return changes
+
+
+def quarantine_problem(d: Draft) -> Problem | None:
+    """A digest rolled back from production stays refused until someone lifts the quarantine."""
+    for index, (name, image) in enumerate(d.release.artifacts.items()):
+        digest = image.rsplit("@", 1)[-1]
+        record = d.obs.production.quarantine.get(digest)
+        if record is not None:
+            return Problem(
+                "Quarantined",
+                f"spec.artifacts[{index}].image",
+                f"{name}'s digest {digest} was rolled back from production ({record.get('release')} "
+                f"{record.get('version')}, {record.get('reason')}, {record.get('since')})",
+                "build and release a fixed image; if the rollback was a mistake, lift the quarantine with a "
+                "ReleaseDecision (action: LiftQuarantine)",
+            )
+    return None
 
 
 def raw_stage(pipeline: Pipeline, stage: Stage) -> Mapping[str, Any]:
@@ -86,6 +111,11 @@ def raw_stage(pipeline: Pipeline, stage: Stage) -> Mapping[str, Any]:
             "timeoutSeconds": stage.test.timeout_seconds,
             **({"namespace": stage.test.namespace} if stage.test.namespace else {}),
         }
+    if stage.production:
+        out["production"] = True
+        out["promotion"] = stage.promotion
+    if stage.analysis is not None:
+        out["analysis"] = stage.analysis.to_spec()
     return out
 
 
@@ -115,6 +145,10 @@ def start_stage(d: Draft) -> None:
         spec=raw_stage(pipeline, stage),
         lock=stage.lock,
     )
+    if stage.production:
+        provenance = production.check_provenance(d, changes)
+        assert not isinstance(provenance, Problem)  # validate() already checked it
+        d.run = replace(d.run, provenance=provenance)
     if stage.lock:
         d.effects.append(AcquireLock(stage.environment))
         message = f"waiting for EnvironmentLock {stage.environment}"
@@ -148,6 +182,12 @@ def wait_for_lock(d: Draft) -> None:
     behind = f" behind {lock.holder}" if lock and lock.holder else ""
     d.phase, d.reason = Phase.QUEUED, "WaitingForLock"
     d.message = f"waiting for EnvironmentLock {d.run.environment}: {where}{behind}"
+    if lock is not None and lock.frozen_by:
+        d.reason = "LockFrozen"
+        d.message = (
+            f"EnvironmentLock {d.run.environment} is frozen after the emergency of {lock.frozen_by}: "
+            "only hotfix Releases (spec.hotfix: true) may deploy until a hotfix reaches production"
+        )
 
 
 def holds_lock(d: Draft) -> bool:
@@ -165,6 +205,10 @@ def holds_lock(d: Draft) -> bool:
 
 def lock_lost(d: Draft) -> None:
     assert d.run is not None
+    if d.obs.lock is not None and d.obs.lock.preempted:
+        holder = d.obs.lock.holder or "an emergency"
+        start_rollback(d, "Preempted", f"preempted by {holder} (production rollback or emergency)")
+        return
     message = (
         f"lost EnvironmentLock {d.run.environment} (lease expired while Gantry was not renewing it); "
         f"stage {d.run.name} was left as it is because another Release now owns it"
@@ -285,7 +329,9 @@ def roll_out(d: Draft) -> None:
     pending = rollout_pending(d, "after")
     stage = d.run.stage(d.release.pipeline)
     if not pending:
-        if stage.test is None:
+        if stage.analysis is not None:
+            production.start_bake(d)
+        elif stage.test is None:
             d.move(Step.PASSED, "RolledOut", f"stage {d.run.name}: rollout complete", rolled_out_at=d.now)
         else:
             message = f"stage {d.run.name}: rollout complete; running integration tests"
@@ -355,6 +401,9 @@ def run_test(d: Draft) -> None:
 def start_rollback(d: Draft, reason: str, detail: str) -> None:
     assert d.run is not None
     stage = d.run.stage(d.release.pipeline)
+    if stage.production:
+        production.start_rollback(d, reason, f"stage {d.run.name}: {detail}", production.SYSTEM)
+        return
     message = f"stage {d.run.name}: {detail}"
     d.event("Warning", reason, message)
     if not stage.rollback_on_failure or not d.run.changes:
@@ -366,6 +415,9 @@ def start_rollback(d: Draft, reason: str, detail: str) -> None:
 
 def roll_back(d: Draft) -> None:
     assert d.run is not None and d.run.changes is not None
+    if d.run.rollback is not None:
+        production.roll_back_production(d)
+        return
     reason, detail = d.run.reason or "RolledBack", d.run.message or ""
     refusal = rejected(d, "SetImages")
     if refusal is not None:
@@ -397,6 +449,9 @@ def roll_back(d: Draft) -> None:
 def pass_stage(d: Draft) -> None:
     assert d.run is not None
     run = d.run
+    if run.spec.get("production"):
+        production.finish_passed(d)
+        return
     if run.lock:
         d.effects.append(ReleaseLock(run.environment, "Passed"))
     d.run = replace(run, finished_at=d.now)
@@ -411,11 +466,16 @@ def pass_stage(d: Draft) -> None:
     d.phase, d.reason = Phase.VERIFIED, "Verified"
     d.message = f"passed every stage up to production (last: {run.name}); ready for production"
     d.event("Normal", "Verified", d.message)
+    if not isinstance(pipeline, Problem) and pipeline.production is not None:
+        d.stage_index = pipeline.production.index
 
 
 def fail_release(d: Draft) -> None:
     assert d.run is not None
     run = d.run
+    if run.spec.get("production"):
+        production.finish_failed(d)
+        return
     if run.lock and run.reason != "LockLost":
         d.effects.append(ReleaseLock(run.environment, "Failed"))
     d.phase, d.reason = Phase.FAILED, run.reason or "Failed"

@@ -1,0 +1,24 @@
+"""Which human decision applies in which phase of a Release, and why not otherwise."""
+
+from __future__ import annotations
+
+from gantry.domain.analysis import Action
+from gantry.domain.model import Phase
+
+ALLOWED: dict[Action, frozenset[Phase]] = {
+    Action.APPROVE: frozenset({Phase.VERIFIED, Phase.HELD}),
+    Action.ROLLBACK: frozenset(
+        {Phase.BAKING, Phase.AWAITING_DECISION, Phase.HELD, Phase.RELEASED, Phase.EMERGENCY}
+    ),
+    Action.EMERGENCY: frozenset({Phase.BAKING, Phase.AWAITING_DECISION, Phase.HELD, Phase.RELEASED}),
+    Action.FAIL_FORWARD: frozenset({Phase.AWAITING_DECISION, Phase.HELD}),
+}
+
+
+def refusal(action: Action, phase: Phase) -> str | None:
+    """Why `action` cannot apply to a Release in `phase`, or None when it can."""
+    allowed = ALLOWED.get(action)
+    if allowed is None or phase in allowed:
+        return None
+    listed = ", ".join(sorted(allowed))
+    return f"{action} applies to a Release that is {listed}; this one is {phase}"

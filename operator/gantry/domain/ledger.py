@@ -1,0 +1,47 @@
+"""An application's production ledger (kept in its Pipeline's status): what ran when, who
+decided, and which digests are quarantined after a rollback. Pure list and map edits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+HISTORY_LIMIT = 30
+LOG_LIMIT = 50
+# Results meaning "this is (or was, until replaced) what production runs".
+CURRENT = ("Baking", "Released", "FailedForward", "Emergency", "Restored")
+
+
+def record(history: list[dict[str, Any]], entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Update this Release's latest entry in place while it is the newest one, else append anew."""
+    out = [dict(e) for e in history]
+    if out and out[-1].get("uid") == entry.get("uid") and out[-1].get("result") != "Restored":
+        out[-1] = {**out[-1], **entry, "deployedAt": out[-1].get("deployedAt", entry.get("deployedAt"))}
+    else:
+        out.append(dict(entry))
+    return out[-HISTORY_LIMIT:]
+
+
+def current(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((e for e in reversed(history) if e.get("result") in CURRENT), None)
+
+
+def quarantine(
+    entries: list[dict[str, Any]], digests: tuple[str, ...], release: str, version: str, reason: str, at: str
+) -> list[dict[str, Any]]:
+    known = {e["digest"] for e in entries}
+    added = [
+        {"digest": d, "release": release, "version": version, "reason": reason, "since": at}
+        for d in digests
+        if d not in known
+    ]
+    return [*entries, *added]
+
+
+def lift(entries: list[dict[str, Any]], digests: set[str]) -> list[dict[str, Any]]:
+    return [e for e in entries if e["digest"] not in digests]
+
+
+def log(entries: list[dict[str, Any]], item: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [*entries, dict(item)][-LOG_LIMIT:]
