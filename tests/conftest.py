@@ -13,7 +13,7 @@ from gantry.settings import Config
 from tests.harness.cluster import Cluster, cluster_for_tests
 from tests.harness.operator import OperatorThread, RecordingAlerter
 
-FAST = Config(reconcile_interval=0.2, lock_sweep_interval=0.5)
+FAST = Config(reconcile_interval=0.2, waiting_interval=0.3, lock_sweep_interval=0.5, metrics_port=0)
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """The imperative shell around `domain.release.decide`: observe, decide, act, record.
 
 One `reconcile` call walks a Release forward as far as it can go without waiting for the
-world (a rollout, a Job, a lock), then returns. State lives only in the Release's status, so
-any call may be the first after a crash.
+world (a rollout, a Job, a lock, the next bake evaluation), then returns. State lives only in
+the custom resources, so any call may be the first after a crash.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from typing import Any
 
 from gantry.adapters.alerts import Alerter
 from gantry.adapters.kube import ApiError
+from gantry.adapters.metrics import Metrics
+from gantry.adapters.prometheus import PrometheusSource
 from gantry.adapters.resources import Resources
 from gantry.domain import locks
-from gantry.domain.pipeline import Stage
-from gantry.domain.problems import Problem
-from gantry.domain.release import (
+from gantry.domain.analysis import Sample, evaluation_due, render
+from gantry.domain.model import (
     MANAGED_STATUS_KEYS,
     AcquireLock,
     Alert,
@@ -29,13 +30,20 @@ from gantry.domain.release import (
     Event,
     Observation,
     Phase,
+    PreemptLock,
+    Quarantine,
+    RecordProduction,
     ReleaseLock,
     ReleaseView,
     SetImages,
     Step,
+    UnfreezeLock,
     current_run,
-    decide,
 )
+from gantry.domain.pipeline import Pipeline, Stage
+from gantry.domain.problems import Problem
+from gantry.domain.release import decide
+from gantry.domain.timefmt import to_rfc3339
 from gantry.domain.workloads import ObservedWorkload, WorkloadRef
 
 log = logging.getLogger(__name__)
@@ -54,6 +62,9 @@ class ReleaseReconciler:
     alerter: Alerter
     emit: EventSink
     clock: Callable[[], datetime] = field(default=utcnow)
+    metrics: Metrics | None = None
+    prometheus: PrometheusSource = field(default_factory=PrometheusSource)
+    prometheus_url: str | None = None  # the operator-wide default; a Pipeline may name its own
     max_steps: int = 8
 
     def reconcile(self, namespace: str, name: str) -> Phase | None:
@@ -65,9 +76,10 @@ class ReleaseReconciler:
             if body is None:
                 return None
             release = ReleaseView.from_body(body)
-            plan = decide(release, self.observe(release, error))
+            pipeline, observation = self.observe(release, error)
+            plan = decide(release, observation)
             phase = Phase(plan.status["phase"])
-            error = self.carry_out(release, plan.effects)
+            error = self.carry_out(release, pipeline, plan.effects)
             if error is not None:
                 continue  # decide again, now knowing the API server refused that effect
             if plan.changed:
@@ -82,44 +94,94 @@ class ReleaseReconciler:
                     if not conflict.conflict:
                         raise
                     continue  # someone wrote in between: our effects were idempotent, decide again
-                for event in plan.events:
-                    self.emit(body, event)
+                self.announce(body, plan.status, plan.events)
             if plan.idle:
                 break
         return phase
 
-    def observe(self, release: ReleaseView, error: EffectError | None) -> Observation:
+    def announce(self, body: Mapping[str, Any], status: Mapping[str, Any], events: tuple[Event, ...]) -> None:
+        runs = status.get("stages") or [{}]
+        for event in events:
+            self.emit(body, event)
+            if self.metrics is not None:
+                meta, spec = body["metadata"], body.get("spec") or {}
+                self.metrics.observe_event(
+                    meta["namespace"],
+                    spec.get("application", ""),
+                    str(status.get("stage", "")),
+                    event,
+                    runs[-1],
+                )
+
+    # --- observing -------------------------------------------------------------------------------
+
+    def observe(
+        self, release: ReleaseView, error: EffectError | None
+    ) -> tuple[Pipeline | Problem, Observation]:
         now = self.clock()
-        pipeline = self.resources.get_pipeline(release.namespace, release.pipeline)
+        pipeline, production = self.resources.get_pipeline_state(release.namespace, release.pipeline)
         run = current_run(release.status)
-        stage: Stage | None = None
-        if run is not None and run.step not in (Step.PENDING, Step.WAITING_FOR_LOCK):
-            stage = run.stage(release.pipeline)
-        elif not isinstance(pipeline, Problem):
-            stages = pipeline.pre_production()
-            index = int(release.status.get("stageIndex", 0))
-            stage = stages[index] if index < len(stages) else None
+        stage = self._stage(release, pipeline, run)
         targets: dict[int, tuple[ObservedWorkload, ...]] = {}
         if stage is not None and (run is None or run.changes is None):
             targets = {t.index: self.resources.find_workloads(t) for t in stage.targets}
         workloads: dict[WorkloadRef, ObservedWorkload] = {}
-        for ref in sorted({c.workload for c in (run.changes or ())} if run else set()):
+        for ref in sorted(_changed_workloads(release.status)):
             seen = self.resources.get_workload(ref)
             if seen is not None:
                 workloads[ref] = seen
         lock = None
         if stage is not None and stage.lock:
-            lock = self.resources.observe_lock(release.namespace, stage.environment, claimant(release), now)
+            lock = self.resources.observe_lock(
+                release.namespace, stage.environment, claimant(release), now, release.hotfix
+            )
         job = None
         if run is not None and run.test_job:
             job_namespace, job_name = run.test_job.split("/", 1)
             job = self.resources.get_job(job_namespace, job_name)
-        return Observation(now, pipeline, targets, workloads, lock, job, error)
+        metrics = self._metrics(release, run, stage, now)
+        observation = Observation(now, pipeline, targets, workloads, lock, job, error, metrics, production)
+        return pipeline, observation
 
-    def carry_out(self, release: ReleaseView, effects: tuple[Effect, ...]) -> EffectError | None:
+    def _stage(self, release: ReleaseView, pipeline: Pipeline | Problem, run: Any) -> Stage | None:
+        if run is not None and run.step not in (Step.PENDING, Step.WAITING_FOR_LOCK):
+            stage: Stage = run.stage(release.pipeline)
+            return stage
+        if isinstance(pipeline, Problem):
+            return None
+        index = int(release.status.get("stageIndex", 0))
+        return pipeline.stages[index] if index < len(pipeline.stages) else None
+
+    def _metrics(self, release: ReleaseView, run: Any, stage: Stage | None, now: datetime) -> Sample | None:
+        if run is None or run.step != Step.BAKING or stage is None or stage.analysis is None:
+            return None
+        spec = stage.analysis
+        if not evaluation_due(list((run.analysis or {}).get("evaluations") or []), now, spec):
+            return None
+        url = spec.prometheus_url or self.prometheus_url
+        if not url:
+            return Sample(
+                None, None, error="no Prometheus URL (set analysis.prometheus.url or GANTRY_PROMETHEUS_URL)"
+            )
+        namespace = stage.targets[0].namespace
+        values = {
+            "application": release.application,
+            "namespace": namespace,
+            "version": release.version,
+            "window": spec.window,
+        }
+        return self.prometheus.sample(
+            url, render(spec.error_rate_query, **values), render(spec.request_rate_query, **values)
+        )
+
+    # --- acting ----------------------------------------------------------------------------------
+
+    def carry_out(
+        self, release: ReleaseView, pipeline: Pipeline | Problem, effects: tuple[Effect, ...]
+    ) -> EffectError | None:
         for effect in effects:
             try:
-                self._carry_out(release, effect)
+                self._carry_out(release, pipeline, effect)
             except ApiError as error:
                 if error.status in PERMANENT_STATUSES and isinstance(effect, SetImages | CreateJob):
                     log.warning("Release %s: %s refused: %s", release.key, type(effect).__name__, error)
@@ -127,22 +189,35 @@ class ReleaseReconciler:
                 raise
         return None
 
-    def _carry_out(self, release: ReleaseView, effect: Effect) -> None:
+    def _carry_out(self, release: ReleaseView, pipeline: Pipeline | Problem, effect: Effect) -> None:
         who = claimant(release)
+        now = self.clock()
+        namespace = release.namespace
         if isinstance(effect, AcquireLock):
-            now = self.clock()
             self.resources.update_lock(
-                release.namespace,
+                namespace,
                 effect.environment,
-                lambda state, lease: locks.acquire(state, who, now, lease),
+                lambda state, lease: locks.acquire(state, who, now, lease, release.hotfix),
             )
         elif isinstance(effect, ReleaseLock):
-            now = self.clock()
             reason = effect.reason
             self.resources.update_lock(
-                release.namespace,
+                namespace,
                 effect.environment,
                 lambda state, lease: (locks.release(state, who, now, reason), None),
+            )
+        elif isinstance(effect, PreemptLock):
+            self.resources.update_lock(
+                namespace,
+                effect.environment,
+                lambda state, lease: (
+                    locks.preempt(state, who, now, effect.reason, effect.hold, effect.freeze),
+                    None,
+                ),
+            )
+        elif isinstance(effect, UnfreezeLock):
+            self.resources.update_lock(
+                namespace, effect.environment, lambda state, lease: (locks.unfreeze(state), None)
             )
         elif isinstance(effect, SetImages):
             by_workload: dict[WorkloadRef, dict[str, str]] = {}
@@ -152,9 +227,36 @@ class ReleaseReconciler:
                 self.resources.set_images(ref, images)
         elif isinstance(effect, CreateJob):
             self.resources.create_job(effect.manifest)
+        elif isinstance(effect, RecordProduction):
+            self.resources.record_production(namespace, release.pipeline, effect.entry)
+        elif isinstance(effect, Quarantine):
+            self.resources.quarantine(
+                namespace,
+                release.pipeline,
+                effect.digests,
+                effect.release,
+                effect.version,
+                effect.reason,
+                to_rfc3339(now),
+            )
         elif isinstance(effect, Alert):
-            labels = {"release": release.key, "application": release.application, "version": release.version}
-            self.alerter.send(effect, labels)
+            labels = {
+                "release": release.key,
+                "application": release.application,
+                "version": release.version,
+                "namespace": namespace,
+            }
+            config = pipeline.alerts if isinstance(pipeline, Pipeline) else None
+            self.alerter.send(effect, labels, config)
+
+
+def _changed_workloads(status: Mapping[str, Any]) -> set[WorkloadRef]:
+    """Every workload any stage of this Release changed: rollbacks may need to look at all of them."""
+    return {
+        WorkloadRef.from_key(image["workload"])
+        for run in status.get("stages") or ()
+        for image in run.get("images") or ()
+    }
 
 
 def claimant(release: ReleaseView) -> locks.Claimant:
@@ -163,5 +265,4 @@ def claimant(release: ReleaseView) -> locks.Claimant:
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """A merge patch that makes the managed keys equal `new` (null removes a key we dropped)."""
-    patch = {k: new.get(k) for k in MANAGED_STATUS_KEYS if old.get(k) != new.get(k)}
-    return patch
+    return {k: new.get(k) for k in MANAGED_STATUS_KEYS if old.get(k) != new.get(k)}

@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 
 from gantry.adapters.kube import load_configuration
+from gantry.handlers import decisions as decision_handlers
 from gantry.handlers import locks as lock_handlers
 from gantry.handlers import pipelines as pipeline_handlers
 from gantry.handlers import releases as release_handlers
@@ -39,11 +40,14 @@ def build_registry(config: Config) -> kopf.OperatorRegistry:
         settings.networking.request_timeout = 60
         settings.execution.max_workers = config.workers
         if not hasattr(memo, "resources"):
-            memo.connect()
+            memo.connect(config)
+        if config.metrics_port and memo.metrics is not None:
+            memo.metrics.serve(config.metrics_port)
 
     release_handlers.register(registry, config)
     pipeline_handlers.register(registry)
     lock_handlers.register(registry, config)
+    decision_handlers.register(registry)
     return registry
 
 

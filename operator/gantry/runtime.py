@@ -1,4 +1,4 @@
-"""What the handlers share for one operator run (Kopf's `memo`): adapters and the reconciler."""
+"""What the handlers share for one operator run (Kopf's `memo`): adapters, reconciler, metrics."""
 
 from __future__ import annotations
 
@@ -6,20 +6,30 @@ from typing import Any
 
 import kopf
 
-from gantry.adapters.alerts import Alerter, LogAlerter
+from gantry.adapters.alerts import Alerter, AlertRouter
 from gantry.adapters.kube import Kube, load_api_client
+from gantry.adapters.metrics import Metrics
 from gantry.adapters.resources import Resources
-from gantry.domain.release import Event
+from gantry.decision_desk import DecisionDesk
+from gantry.domain.model import Event
 from gantry.reconciler import ReleaseReconciler
+from gantry.settings import Config
 
 
 class Runtime(kopf.Memo):
     resources: Resources
     reconciler: ReleaseReconciler
+    desk: DecisionDesk
+    metrics: Metrics | None
 
-    def connect(self, alerter: Alerter | None = None) -> None:
+    def connect(self, config: Config, alerter: Alerter | None = None) -> None:
         self.resources = Resources(Kube(load_api_client()))
-        self.reconciler = ReleaseReconciler(self.resources, alerter or LogAlerter(), post_event)
+        self.metrics = Metrics()
+        alerter = alerter or AlertRouter(config.alertmanager_url, self.resources.read_secret)
+        self.reconciler = ReleaseReconciler(
+            self.resources, alerter, post_event, metrics=self.metrics, prometheus_url=config.prometheus_url
+        )
+        self.desk = DecisionDesk(self.resources, self.reconciler)
 
 
 def post_event(body: Any, event: Event) -> None:

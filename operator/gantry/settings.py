@@ -9,10 +9,14 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Config:
     reconcile_interval: float = 5.0  # seconds between looks at a Release that is in flight
+    waiting_interval: float = 10.0  # ... at one waiting for a person or a deadline
     lock_sweep_interval: float = 30.0  # seconds between clearing expired EnvironmentLock leases
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     peering: str | None = None  # a Kopf peering name for HA; None runs standalone
     workers: int = 20  # concurrent handler threads
+    prometheus_url: str | None = None  # default for Pipelines that do not name their own
+    alertmanager_url: str | None = None  # default for Pipelines that do not name their own
+    metrics_port: int = 8080  # 0: no metrics endpoint
 
     @classmethod
     def from_env(cls) -> Config:
@@ -20,8 +24,12 @@ class Config:
         namespaces = tuple(n for n in env.get("GANTRY_NAMESPACES", "").split(",") if n)
         return cls(
             reconcile_interval=float(env.get("GANTRY_RECONCILE_INTERVAL", cls.reconcile_interval)),
+            waiting_interval=float(env.get("GANTRY_WAITING_INTERVAL", cls.waiting_interval)),
             lock_sweep_interval=float(env.get("GANTRY_LOCK_SWEEP_INTERVAL", cls.lock_sweep_interval)),
             namespaces=namespaces,
             peering=env.get("GANTRY_PEERING") or None,
             workers=int(env.get("GANTRY_WORKERS", cls.workers)),
+            prometheus_url=env.get("GANTRY_PROMETHEUS_URL") or None,
+            alertmanager_url=env.get("GANTRY_ALERTMANAGER_URL") or None,
+            metrics_port=int(env.get("GANTRY_METRICS_PORT", cls.metrics_port)),
         )

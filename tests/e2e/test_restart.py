@@ -23,7 +23,7 @@ def test_killed_mid_deploy_then_restarted_deploys_once_and_still_tests(
     setup_app(cluster, namespace)
     cluster.hold_rollouts(namespace, "web")
     generation_before = cluster.must_get("Deployment", namespace, "web")["metadata"]["generation"]
-    config = Config(reconcile_interval=0.2, lock_sweep_interval=0.5)
+    config = Config(reconcile_interval=0.2, lock_sweep_interval=0.5, metrics_port=0)
     log = tmp_path / "operator.log"
 
     first = OperatorProcess(cluster.kubeconfig, config, log).start()

@@ -78,7 +78,10 @@ def main() -> int:
         cluster.controllers.job_exit_code = fail_broken_version
         say("An emulated Kubernetes API server is up; Gantry's CRDs are installed from crds/")
         alerts = RecordingAlerter()
-        operator = OperatorThread(Config(reconcile_interval=0.2, lock_sweep_interval=1.0), alerts).start()
+        operator = OperatorThread(
+            Config(reconcile_interval=0.2, waiting_interval=0.3, lock_sweep_interval=1.0, metrics_port=0),
+            alerts,
+        ).start()
         try:
             cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
             for manifest in load("workloads.yaml") + load("pipeline.yaml"):

@@ -26,7 +26,7 @@ class RecordingAlerter:
     def __init__(self) -> None:
         self.alerts: list[tuple[Alert, dict[str, str]]] = []
 
-    def send(self, alert: Alert, labels: dict[str, str]) -> None:
+    def send(self, alert: Alert, labels: dict[str, str], config: object = None) -> None:
         self.alerts.append((alert, labels))
 
 
@@ -36,7 +36,7 @@ class OperatorThread:
     def __init__(self, config: Config, alerter: Alerter | None = None) -> None:
         self.config = config
         self.memo = Runtime()
-        self.memo.connect(alerter)
+        self.memo.connect(config, alerter)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -75,6 +75,10 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "GANTRY_RECONCILE_INTERVAL": str(self.config.reconcile_interval),
             "GANTRY_LOCK_SWEEP_INTERVAL": str(self.config.lock_sweep_interval),
+            "GANTRY_WAITING_INTERVAL": str(self.config.waiting_interval),
+            "GANTRY_METRICS_PORT": str(self.config.metrics_port),
+            "GANTRY_PROMETHEUS_URL": self.config.prometheus_url or "",
+            "GANTRY_ALERTMANAGER_URL": self.config.alertmanager_url or "",
             "PYTHONPATH": str(ROOT / "operator"),
         }
         log = self.log_path.open("ab")

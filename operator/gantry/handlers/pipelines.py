@@ -12,6 +12,7 @@ from gantry.domain.conditions import set_condition
 from gantry.domain.pipeline import parse_pipeline
 from gantry.domain.problems import Problem
 from gantry.domain.timefmt import to_rfc3339
+from gantry.runtime import Runtime
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
@@ -41,3 +42,17 @@ def register(registry: kopf.OperatorRegistry) -> None:
             patch.status["stageSummary"] = parsed.summary()
         patch.status["conditions"] = conditions
         patch.status["observedGeneration"] = generation
+
+    @kopf.on.event(GROUP, VERSION, "pipelines", registry=registry)
+    def follow_production(
+        type: str, namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, memo: Any, **_: Any
+    ) -> None:
+        """Feed the deployed-at metric from the production ledger (rebuilt from the watch on restart)."""
+        runtime: Runtime = memo
+        if runtime.metrics is None:
+            return
+        if type == "DELETED":
+            runtime.metrics.deployed.forget(namespace or "", name)
+            return
+        history = list((status.get("production") or {}).get("history") or [])
+        runtime.metrics.deployed.update(namespace or "", name, str(spec.get("application") or name), history)

@@ -1,0 +1,86 @@
+"""ReleaseDecisions in, decisions on Releases out: validate, record, and act at once.
+
+A person (or a bot) with RBAC rights on `releasedecisions` creates one; the desk checks it
+against the Release's phase, copies it into the Release's status (where the stage machine
+applies it, in order, exactly once) and reconciles that Release straight away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gantry.adapters.resources import Resources
+from gantry.domain.analysis import Action
+from gantry.domain.decisions import refusal
+from gantry.domain.images import parse_pinned
+from gantry.domain.model import Phase
+from gantry.domain.timefmt import to_rfc3339
+from gantry.reconciler import ReleaseReconciler
+
+
+@dataclass
+class DecisionDesk:
+    resources: Resources
+    reconciler: ReleaseReconciler
+
+    def handle(self, namespace: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """The ReleaseDecision's status: Accepted / Applied, or Rejected with the reason and the fix."""
+        now = to_rfc3339(datetime.now(UTC))
+        action = Action(str(spec.get("action")))
+        by = str(spec.get("decidedBy") or "unknown")
+        target = str(spec.get("release") or "")
+        release = self.resources.get_release(namespace, target)
+        if release is None:
+            return rejected(
+                f"spec.release: Release {namespace}/{target} does not exist; fix: name an existing Release"
+            )
+        if action == Action.LIFT_QUARANTINE:
+            return self._lift(namespace, release, spec, by, now)
+        phase = Phase((release.get("status") or {}).get("phase", Phase.PENDING))
+        why_not = refusal(action, phase)
+        if why_not is not None:
+            return rejected(f"{why_not}; fix: wait for the right phase, or decide something else")
+        decision = {
+            "name": name,
+            "action": str(action),
+            "decidedBy": by,
+            "reason": spec.get("reason", ""),
+            "time": now,
+        }
+        self.resources.append_decision(namespace, target, decision)
+        self.reconciler.reconcile(namespace, target)
+        return {
+            "phase": "Accepted",
+            "message": f"{action} recorded on Release {target}",
+            "decidedBy": by,
+            "time": now,
+        }
+
+    def _lift(
+        self, namespace: str, release: Mapping[str, Any], spec: Mapping[str, Any], by: str, now: str
+    ) -> dict[str, Any]:
+        artifacts = (release.get("spec") or {}).get("artifacts") or []
+        digests = {ref.digest for ref in (parse_pinned(a["image"]) for a in artifacts) if ref is not None}
+        if spec.get("digest"):
+            digests &= {str(spec["digest"])}
+        pipeline = (release.get("spec") or {}).get("pipeline") or (release.get("spec") or {}).get(
+            "application"
+        )
+        lifted = self.resources.lift_quarantine(
+            namespace, str(pipeline), digests, by, str(spec.get("reason", "")), now
+        )
+        if not lifted:
+            return rejected("none of this Release's digests is quarantined; nothing to lift")
+        return {
+            "phase": "Applied",
+            "message": f"lifted the quarantine of {lifted} digest(s)",
+            "decidedBy": by,
+            "time": now,
+        }
+
+
+def rejected(message: str) -> dict[str, Any]:
+    return {"phase": "Rejected", "message": message}
