@@ -11,6 +11,14 @@ import pytest
 
 from gantry.settings import Config
 from tests.harness.cluster import Cluster, cluster_for_tests
+from tests.harness.observability import (
+    Alertmanager,
+    MetricsApp,
+    Prometheus,
+    binaries_missing,
+    in_ci,
+    observability,
+)
 from tests.harness.operator import OperatorThread, RecordingAlerter
 
 FAST = Config(reconcile_interval=0.2, waiting_interval=0.3, lock_sweep_interval=0.5, metrics_port=0)
@@ -39,3 +47,18 @@ def operator(cluster: Cluster, alerts: RecordingAlerter) -> Iterator[OperatorThr
     running = OperatorThread(FAST, alerts).start()
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def observability_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[MetricsApp, Prometheus, Alertmanager]]:
+    """One real Prometheus (1 s scrapes of the metrics app) and one Alertmanager for the session."""
+    missing = binaries_missing()
+    if missing:
+        message = f"needs {', '.join(missing)}: apt-get install -y prometheus prometheus-alertmanager"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    with observability(tmp_path_factory.mktemp("observability")) as stack:
+        yield stack

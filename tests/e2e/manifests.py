@@ -127,3 +127,74 @@ def workloads(namespace: str) -> list[dict[str, Any]]:
         deployment(namespace, "web", {"web": OLD_WEB, "istio-proxy": "istio/proxyv2@" + digest("istio")}),
         deployment(namespace, "worker", {"worker": OLD_WORKER}, replicas=1),
     ]
+
+
+def production_pipeline(
+    namespace: str,
+    prod_namespace: str,
+    prometheus_url: str,
+    alertmanager_url: str | None = None,
+    promotion: str = "Auto",
+    test: bool = False,
+    **analysis: Any,
+) -> dict[str, Any]:
+    """staging (locked) -> production with a fast bake: 1 s evaluations over a 5 s rate window."""
+    staging: dict[str, Any] = {
+        "name": "staging",
+        "lock": True,
+        "targets": [{"namespace": namespace, "name": "web"}, {"namespace": namespace, "name": "worker"}],
+    }
+    if test:
+        staging["test"] = {"jobTemplate": test_job_template("exit 0"), "timeoutSeconds": 30}
+    bake: dict[str, Any] = {
+        "prometheus": {"url": prometheus_url},
+        "threshold": 0.1,
+        "minRequestRate": 1,
+        "window": "5s",
+        "intervalSeconds": 1,
+        "bakeSeconds": 5,
+        "consecutiveBreaches": 2,
+        "inconclusiveLimit": 2,
+        **analysis,
+    }
+    spec: dict[str, Any] = {
+        "application": "shop",
+        "stages": [
+            staging,
+            {
+                "name": "production",
+                "production": True,
+                "promotion": promotion,
+                "rolloutTimeoutSeconds": 30,
+                "targets": [
+                    {"namespace": prod_namespace, "name": "web"},
+                    {"namespace": prod_namespace, "name": "worker"},
+                ],
+                "analysis": bake,
+            },
+        ],
+    }
+    if alertmanager_url:
+        spec["alerts"] = {"labels": {"team": "shop"}, "alertmanager": {"url": alertmanager_url}}
+    return {
+        "apiVersion": "gantry.dev/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": "shop", "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def decision(
+    namespace: str,
+    release_name: str,
+    action: str,
+    by: str = "bob",
+    reason: str = "on-call call",
+    name: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "gantry.dev/v1alpha1",
+        "kind": "ReleaseDecision",
+        "metadata": {"name": name or f"{release_name}-{action.lower()}", "namespace": namespace},
+        "spec": {"release": release_name, "action": action, "reason": reason, "decidedBy": by},
+    }

@@ -36,6 +36,7 @@ PLURALS = {
     "Release": ("gantry.dev", "v1alpha1", "releases"),
     "Pipeline": ("gantry.dev", "v1alpha1", "pipelines"),
     "EnvironmentLock": ("gantry.dev", "v1alpha1", "environmentlocks"),
+    "ReleaseDecision": ("gantry.dev", "v1alpha1", "releasedecisions"),
     "Deployment": DEPLOYMENTS,
     "StatefulSet": STATEFULSETS,
     "Job": JOBS,

@@ -49,10 +49,10 @@ def await_promotion(d: Draft) -> None:
     if pipeline.production.promotion == "Auto":
         stages.start_stage(d)
         return
-    d.message = (
-        "passed every stage before production; waiting for approval to promote "
-        "(a ReleaseDecision with action: Approve)"
-    )
+    d.message = AWAITING_APPROVAL
+
+
+AWAITING_APPROVAL = "passed every stage before production; waiting for approval to promote (a ReleaseDecision with action: Approve)"
 
 
 def check_provenance(d: Draft, changes: tuple[ImageChange, ...]) -> Mapping[str, Any] | Problem:

@@ -468,6 +468,8 @@ def pass_stage(d: Draft) -> None:
     d.event("Normal", "Verified", d.message)
     if not isinstance(pipeline, Problem) and pipeline.production is not None:
         d.stage_index = pipeline.production.index
+        if pipeline.production.promotion != "Auto":
+            d.message = production.AWAITING_APPROVAL
 
 
 def fail_release(d: Draft) -> None:

@@ -1,0 +1,354 @@
+"""Production: promotion, the error-rate bake against a real Prometheus, the three buttons,
+rollback by re-applying the previous Release, quarantine, and alerts in a real Alertmanager."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.conftest import FAST
+from tests.e2e import manifests as m
+from tests.harness.cluster import Cluster
+from tests.harness.observability import Alertmanager, MetricsApp, Prometheus
+from tests.harness.operator import OperatorThread
+
+pytestmark = pytest.mark.e2e
+
+BAKE_TIMEOUT = 60
+
+
+@dataclass
+class App:
+    """The shop application: staging in the test namespace, production in its own namespace."""
+
+    cluster: Cluster
+    namespace: str
+    prod: str
+    metrics: MetricsApp
+    prometheus: Prometheus
+    alertmanager: Alertmanager
+
+    def setup(self, **pipeline: Any) -> None:
+        for workload in m.workloads(self.namespace) + m.workloads(self.prod):
+            self.cluster.apply(workload)
+        self.cluster.apply(
+            m.production_pipeline(
+                self.namespace, self.prod, self.prometheus.url, self.alertmanager.url, **pipeline
+            )
+        )
+
+    def traffic(self, rps: float, error_ratio: float = 0.0) -> None:
+        """Set production's traffic and wait until Prometheus's 5 s rates show it."""
+        self.metrics.set(self.prod, rps, error_ratio)
+        selector = f'namespace="{self.prod}"'
+        errors = f'sum(rate(http_requests_total{{{selector},code=~"5.."}}[5s]))'
+        total = f"sum(rate(http_requests_total{{{selector}}}[5s]))"
+
+        def shows() -> bool:
+            rate = self.prometheus.query(total)
+            if not rate or abs(float(rate[0]["value"][1]) - rps) > max(rps * 0.3, 0.5):
+                return False
+            if rps == 0:
+                return True
+            ratio = self.prometheus.query(f"{errors} / {total}")
+            return bool(ratio) and abs(float(ratio[0]["value"][1]) - error_ratio) < 0.15
+
+        self.cluster.wait_for(
+            f"Prometheus to show {rps} req/s at {error_ratio:.0%} errors", shows, timeout=30, interval=0.3
+        )
+
+    def release(self, name: str, seed: str, **fields: Any) -> dict[str, Any]:
+        manifest = m.release(self.namespace, name, seed)
+        manifest["spec"].update(fields)
+        return self.cluster.apply(manifest)
+
+    def decide(self, release: str, action: str, by: str = "bob", name: str | None = None) -> dict[str, Any]:
+        return self.cluster.apply(m.decision(self.namespace, release, action, by=by, name=name))
+
+    def wait(self, name: str, *phases: str, timeout: float = BAKE_TIMEOUT) -> dict[str, Any]:
+        return self.cluster.wait_for_phase(self.namespace, name, *phases, timeout=timeout)
+
+    def production_images(self) -> dict[str, str]:
+        return self.images(self.prod)
+
+    def images(self, namespace: str) -> dict[str, str]:
+        """The application's own containers (not the mesh sidecar next to them)."""
+        return {
+            "web": self.cluster.images("Deployment", namespace, "web")["web"],
+            "worker": self.cluster.images("Deployment", namespace, "worker")["worker"],
+        }
+
+    def verdicts(self, name: str) -> list[str]:
+        runs = (self.cluster.release(self.namespace, name).get("status") or {}).get("stages") or [{}]
+        return [e["verdict"] for e in (runs[-1].get("analysis") or {}).get("evaluations", [])]
+
+    def ledger(self) -> dict[str, Any]:
+        status: dict[str, Any] = self.cluster.must_get("Pipeline", self.namespace, "shop").get("status") or {}
+        return status
+
+    def released(self, name: str, seed: str) -> dict[str, Any]:
+        self.release(name, seed)
+        body = self.wait(name, "Released", "RolledBack", "Held", "Failed", "AwaitingDecision", "Blocked")
+        assert body["status"]["phase"] == "Released", body["status"]["message"]
+        return body
+
+
+@pytest.fixture
+def routed_operator(cluster: Cluster) -> Iterator[OperatorThread]:
+    """The operator with its real alert router, so alerts reach the real Alertmanager."""
+    running = OperatorThread(FAST).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def app(
+    cluster: Cluster,
+    routed_operator: OperatorThread,
+    namespace: str,
+    observability_stack: tuple[MetricsApp, Prometheus, Alertmanager],
+) -> Iterator[App]:
+    metrics, prometheus, alertmanager = observability_stack
+    prod = f"prod-{uuid.uuid4().hex[:8]}"  # its own metric series, whatever other tests did
+    yield App(cluster, namespace, prod, metrics, prometheus, alertmanager)
+    metrics.set(prod, 0)
+
+
+def v(seed: str) -> dict[str, str]:
+    return {"web": m.image("web", seed), "worker": m.image("worker", seed)}
+
+
+def test_a_healthy_bake_releases_with_provenance_and_a_ledger_entry(app: App) -> None:
+    app.setup(test=True)
+    app.traffic(20)
+
+    body = app.released("shop-v1", "v1")
+
+    assert app.production_images() == v("v1")
+    run = body["status"]["stages"][-1]
+    assert run["name"] == "production"
+    assert run["provenance"]["stage"] == "staging" and run["provenance"]["testResult"] == "Succeeded"
+    assert run["provenance"]["testJob"] == body["status"]["stages"][0]["testJob"]
+    assert set(app.verdicts("shop-v1")) == {"Healthy"}
+    production = app.ledger()["production"]
+    assert production["version"] == "v1.0.0"
+    assert [(e["release"], e["result"]) for e in production["history"]] == [
+        (f"{app.namespace}/shop-v1", "Released")
+    ]
+    assert {"Ready": "True"}.items() <= {c["type"]: c["status"] for c in body["status"]["conditions"]}.items()
+
+
+def test_an_error_spike_rolls_back_to_the_previous_release_and_quarantines_it(app: App) -> None:
+    app.setup()
+    app.traffic(20)
+    app.released("shop-v1", "v1")
+    app.traffic(20, error_ratio=0.5)
+
+    app.release("shop-v2", "v2")
+    body = app.wait("shop-v2", "RolledBack", "Released", "Held", "Failed")
+
+    status = body["status"]
+    assert (status["phase"], status["reason"]) == ("RolledBack", "ErrorRateBreach")
+    assert app.production_images() == v("v1")  # the previous tag, exactly
+    assert app.images(app.namespace) == v("v1")
+    ledger = app.ledger()
+    assert [(e["release"].split("/")[1], e["result"]) for e in ledger["production"]["history"]] == [
+        ("shop-v1", "Released"),
+        ("shop-v2", "RolledBack"),
+        ("shop-v1", "Restored"),
+    ]
+    assert ledger["production"]["version"] == "v1.0.0"
+    assert {q["digest"] for q in ledger["quarantine"]} == {i.split("@")[1] for i in v("v2").values()}
+    lock = app.cluster.must_get("EnvironmentLock", app.namespace, "staging")["status"]
+    assert "holder" not in lock  # taken for the rollback, then given back
+    app.cluster.wait_for(
+        "the breach alert in Alertmanager",
+        lambda: app.alertmanager.alerts(
+            alertname="GantryErrorRateBreach", release=f"{app.namespace}/shop-v2", team="shop"
+        ),
+    )
+
+    # A rollback stays rolled back: the same digests under a new Release are refused...
+    app.traffic(20)
+    app.release("shop-v2-again", "v2")
+    again = app.wait("shop-v2-again", "Blocked", "Queued", "Deploying", "Released")
+    assert again["status"]["reason"] == "Quarantined"
+    assert (
+        "spec.artifacts[0].image" in again["status"]["message"]
+        and "LiftQuarantine" in again["status"]["message"]
+    )
+    assert app.production_images() == v("v1")
+    # ...until someone lifts the quarantine, on the record.
+    decision = app.decide("shop-v2", "LiftQuarantine", by="carol")
+    app.cluster.wait_for(
+        "the lift to apply",
+        lambda: (
+            (
+                app.cluster.must_get("ReleaseDecision", app.namespace, decision["metadata"]["name"]).get(
+                    "status"
+                )
+                or {}
+            ).get("phase")
+            == "Applied"
+        ),
+    )
+    ledger = app.ledger()
+    assert (ledger["quarantineLog"][-1]["action"], ledger["quarantineLog"][-1]["by"]) == ("Lifted", "carol")
+    assert ledger["quarantine"] == []
+    assert app.wait("shop-v2-again", "Released", "RolledBack", "Held")["status"]["phase"] == "Released"
+
+
+def test_zero_traffic_is_inconclusive_holds_and_waits_for_a_person(app: App) -> None:
+    app.setup()
+    app.traffic(0)
+
+    app.release("shop-v1", "v1")
+    held = app.wait("shop-v1", "Held", "Released", "RolledBack")
+
+    assert (held["status"]["phase"], held["status"]["reason"]) == ("Held", "MetricsInconclusive")
+    assert "too little traffic" in held["status"]["message"]
+    app.cluster.wait_for(
+        "the hold alert",
+        lambda: app.alertmanager.alerts(
+            alertname="GantryMetricsInconclusive", release=f"{app.namespace}/shop-v1"
+        ),
+    )
+    app.decide("shop-v1", "Approve", by="bob")
+    released = app.wait("shop-v1", "Released")
+    assert released["status"]["reason"] == "Approved"
+    assert app.ledger()["production"]["history"][-1]["decidedBy"] == "bob"
+
+
+def test_prometheus_going_away_mid_bake_holds_and_alerts(app: App, tmp_path: Any) -> None:
+    own = Prometheus(tmp_path / "prometheus", app.metrics.port).start()
+    try:
+        app.prometheus = own
+        app.setup(bakeSeconds=60)
+        app.traffic(20)
+        app.release("shop-v1", "v1")
+        app.cluster.wait_for(
+            "a healthy evaluation", lambda: "Healthy" in app.verdicts("shop-v1"), timeout=BAKE_TIMEOUT
+        )
+    finally:
+        own.stop()
+    held = app.wait("shop-v1", "Held", "Released", "RolledBack")
+    assert (held["status"]["phase"], held["status"]["reason"]) == ("Held", "MetricsInconclusive")
+    assert "no metrics" in held["status"]["message"]
+    assert app.production_images() == v("v1")  # neither promoted further nor rolled back: a person decides
+
+
+def test_a_breach_with_no_earlier_release_in_production_holds_with_a_clear_error(app: App) -> None:
+    app.setup()
+    app.traffic(20, error_ratio=0.6)
+
+    app.release("shop-v1", "v1")
+    held = app.wait("shop-v1", "Held", "RolledBack", "Released")
+
+    assert (held["status"]["phase"], held["status"]["reason"]) == ("Held", "NoPreviousRelease")
+    assert "cannot roll back" in held["status"]["message"]
+
+
+def test_manual_promotion_waits_for_approval(app: App) -> None:
+    app.setup(promotion="Manual")
+    app.traffic(20)
+    app.release("shop-v1", "v1")
+    verified = app.wait("shop-v1", "Verified")
+    assert "waiting for approval" in verified["status"]["message"]
+    assert app.production_images() == {"web": m.OLD_WEB, "worker": m.OLD_WORKER}
+
+    early = app.decide("shop-v1", "FailForward", name="too-early")
+    app.cluster.wait_for(
+        "the refusal",
+        lambda: (
+            (
+                app.cluster.must_get("ReleaseDecision", app.namespace, early["metadata"]["name"]).get(
+                    "status"
+                )
+                or {}
+            ).get("phase")
+            == "Rejected"
+        ),
+    )
+    app.decide("shop-v1", "Approve")
+    assert app.wait("shop-v1", "Released", "Held", "RolledBack")["status"]["phase"] == "Released"
+    assert app.production_images() == v("v1")
+
+
+@pytest.mark.parametrize("action", ["Rollback", "FailForward"])
+def test_decide_policy_buttons(app: App, action: str) -> None:
+    app.setup(onBreach="Decide")
+    app.traffic(20)
+    app.released("shop-v1", "v1")
+    app.traffic(20, error_ratio=0.5)
+    app.release("shop-v2", "v2")
+    waiting = app.wait("shop-v2", "AwaitingDecision", "RolledBack", "Released")
+    assert waiting["status"]["phase"] == "AwaitingDecision"
+    assert "decide Rollback, Emergency or FailForward" in waiting["status"]["message"]
+
+    app.decide("shop-v2", action, by="bob")
+    if action == "Rollback":
+        body = app.wait("shop-v2", "RolledBack")
+        assert app.production_images() == v("v1")
+        assert app.ledger()["production"]["history"][-2]["decidedBy"] == "bob"
+    else:
+        body = app.wait("shop-v2", "Released")
+        assert body["status"]["reason"] == "FailForward"
+        assert app.production_images() == v("v2")  # nothing else happens
+        entry = app.ledger()["production"]["history"][-1]
+        assert (entry["result"], entry["decidedBy"]) == ("FailedForward", "bob")
+    assert [d["decidedBy"] for d in body["status"]["decisions"]] == ["bob"]
+
+
+def test_without_a_decision_the_deadline_default_applies(app: App) -> None:
+    app.setup(onBreach="Decide", decision={"deadlineSeconds": 2, "default": "Rollback"})
+    app.traffic(20)
+    app.released("shop-v1", "v1")
+    app.traffic(20, error_ratio=0.5)
+    app.release("shop-v2", "v2")
+
+    body = app.wait("shop-v2", "RolledBack", "Released")
+
+    assert body["status"]["phase"] == "RolledBack"
+    assert app.production_images() == v("v1")
+    assert app.ledger()["production"]["history"][-2]["decidedBy"].startswith("gantry (deadline")
+
+
+def test_emergency_freezes_staging_for_hotfixes_until_one_reaches_production(app: App) -> None:
+    app.setup(onBreach="Decide")
+    app.traffic(20)
+    app.released("shop-v1", "v1")
+    app.traffic(20, error_ratio=0.5)
+    app.release("shop-v2", "v2")
+    app.wait("shop-v2", "AwaitingDecision")
+
+    app.decide("shop-v2", "Emergency", by="bob")
+    body = app.wait("shop-v2", "Emergency")
+    assert app.production_images() == v("v2")  # production keeps it until the hotfix
+    lock = app.cluster.must_get("EnvironmentLock", app.namespace, "staging")["status"]
+    assert lock["frozen"]["by"] == f"{app.namespace}/shop-v2"
+    app.cluster.wait_for(
+        "the critical alert",
+        lambda: app.alertmanager.alerts(
+            alertname="GantryEmergency", severity="critical", release=f"{app.namespace}/shop-v2"
+        ),
+    )
+    assert "Emergency" in body["status"]["message"]
+
+    app.release("shop-v3", "v3")  # ordinary work waits
+    frozen = app.cluster.wait_for(
+        "v3 to be held by the freeze",
+        lambda: (
+            (app.cluster.release(app.namespace, "shop-v3").get("status") or {}).get("reason") == "LockFrozen"
+        ),
+    )
+    assert frozen
+    app.traffic(20)
+    app.release("shop-v2-1", "v2-1", hotfix=True, version="v1.0.1")
+    hotfix = app.wait("shop-v2-1", "Released", "RolledBack", "Held")
+    assert hotfix["status"]["phase"] == "Released"
+    assert "frozen" not in app.cluster.must_get("EnvironmentLock", app.namespace, "staging")["status"]
+    assert app.wait("shop-v3", "Released", "RolledBack", "Held")["status"]["phase"] == "Released"
