@@ -1,0 +1,374 @@
+"""Production in the stage machine: promotion, bake verdicts, buttons, rollback, quarantine."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from gantry.domain import ledger, locks
+from gantry.domain.analysis import AnalysisSpec, Sample, Verdict, judge, render
+from gantry.domain.decisions import refusal
+from gantry.domain.model import (
+    Alert,
+    Observation,
+    ObservedLock,
+    Phase,
+    Plan,
+    PreemptLock,
+    Production,
+    Quarantine,
+    RecordProduction,
+    ReleaseLock,
+    ReleaseView,
+    SetImages,
+    UnfreezeLock,
+)
+from gantry.domain.pipeline import Pipeline, parse_pipeline
+from gantry.domain.release import decide
+from gantry.domain.workloads import ObservedWorkload, Rollout, WorkloadRef
+
+T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
+STAGING_OLD = "reg.io/shop/web@sha256:" + "0" * 64
+V1 = "reg.io/shop/web@sha256:" + "1" * 64
+V2 = "reg.io/shop/web@sha256:" + "2" * 64
+STAGING = WorkloadRef("Deployment", "shop-staging", "web")
+PROD = WorkloadRef("Deployment", "shop-prod", "web")
+SPEC = AnalysisSpec(
+    threshold=0.1, min_request_rate=1, interval_seconds=1, bake_seconds=3, consecutive_breaches=2
+)
+
+
+def pipeline(on_breach: str = "Rollback", promotion: str = "Auto", **analysis: Any) -> Pipeline:
+    parsed = parse_pipeline(
+        "shop",
+        {
+            "application": "shop",
+            "stages": [
+                {"name": "staging", "lock": True, "targets": [{"namespace": "shop-staging", "name": "web"}]},
+                {
+                    "name": "production",
+                    "production": True,
+                    "promotion": promotion,
+                    "targets": [{"namespace": "shop-prod", "name": "web"}],
+                    "analysis": {
+                        "threshold": 0.1,
+                        "minRequestRate": 1,
+                        "intervalSeconds": 1,
+                        "bakeSeconds": 3,
+                        "consecutiveBreaches": 2,
+                        "onBreach": on_breach,
+                        **analysis,
+                    },
+                },
+            ],
+        },
+    )
+    assert isinstance(parsed, Pipeline)
+    return parsed
+
+
+class World:
+    """Just enough cluster for the production stage: images, instant rollouts, the ledger, a lock."""
+
+    def __init__(self, pipe: Pipeline, history: list[dict[str, Any]] | None = None, image: str = V1) -> None:
+        self.pipe = pipe
+        self.images = {STAGING: STAGING_OLD, PROD: image}
+        self.history: list[dict[str, Any]] = (
+            history
+            if history is not None
+            else [
+                {
+                    "release": "team/shop-v1",
+                    "uid": "uid-v1",
+                    "version": "v1.0.0",
+                    "result": "Released",
+                    "images": [{"workload": PROD.key(), "container": "web", "image": V1}],
+                }
+            ]
+        )
+        self.quarantine: dict[str, dict[str, Any]] = {}
+        self.lock = locks.LockState()
+        self.hotfix = False
+        self.effects: list[Any] = []
+        self.now = T0
+
+    def observe(self, status: dict[str, Any], sample: Sample | None = None) -> Observation:
+        seen = {
+            ref: ObservedWorkload(ref, {"web": image}, Rollout(True, ""))
+            for ref, image in self.images.items()
+        }
+        index = int(status.get("stageIndex", 0))
+        target = PROD if index == 1 else STAGING
+        held = self.lock.holder is not None and self.lock.holder.claimant.uid == "uid-v2"
+        preempted = locks.was_preempted(self.lock, locks.Claimant("team/shop-v2", "uid-v2"))
+        return Observation(
+            now=self.now,
+            pipeline=self.pipe,
+            targets={0: (seen[target],)},
+            workloads=seen,
+            lock=ObservedLock(held=held, preempted=preempted),
+            metrics=sample,
+            production=Production(tuple(self.history), self.quarantine),
+        )
+
+    def apply(self, plan: Plan) -> None:
+        claimant = locks.Claimant("team/shop-v2", "uid-v2")
+        for effect in plan.effects:
+            self.effects.append(effect)
+            if isinstance(effect, SetImages):
+                for ref, _, image in effect.images:
+                    self.images[ref] = image
+            elif isinstance(effect, RecordProduction):
+                self.history = ledger.record(self.history, effect.entry)
+            elif isinstance(effect, Quarantine):
+                for digest in effect.digests:
+                    self.quarantine[digest] = {"release": effect.release, "reason": effect.reason}
+            elif isinstance(effect, PreemptLock):
+                self.lock = locks.preempt(
+                    self.lock, claimant, self.now, effect.reason, effect.hold, effect.freeze
+                )
+            elif isinstance(effect, ReleaseLock):
+                self.lock = locks.release(self.lock, claimant, self.now, effect.reason)
+            elif type(effect).__name__ == "AcquireLock":
+                self.lock, _ = locks.acquire(self.lock, claimant, self.now, timedelta(minutes=5), self.hotfix)
+            elif isinstance(effect, UnfreezeLock):
+                self.lock = locks.unfreeze(self.lock)
+
+
+def run(
+    world: World,
+    status: dict[str, Any],
+    ticks: int = 12,
+    sample: Sample | None = None,
+    until: tuple[str, ...] = ("Released", "RolledBack", "Held", "AwaitingDecision", "Emergency"),
+    hotfix: bool = False,
+) -> dict[str, Any]:
+    for _ in range(ticks):
+        world.now += timedelta(seconds=1)
+        release = ReleaseView(
+            "team", "shop-v2", "uid-v2", 1, "shop", "shop", "v2.0.0", {"web": V2}, status, hotfix=hotfix
+        )
+        plan = decide(release, world.observe(status, sample))
+        world.apply(plan)
+        status = plan.status
+        if status["phase"] in until:
+            break
+    return status
+
+
+HEALTHY = Sample(error_rate=0.01, request_rate=50)
+FAILING = Sample(error_rate=0.4, request_rate=50)
+QUIET = Sample(error_rate=math.nan, request_rate=0.0)
+
+
+def test_a_verified_release_is_promoted_with_provenance_and_released_after_a_healthy_bake() -> None:
+    world = World(pipeline())
+    status = run(world, {}, until=("Baking",))
+    assert status["phase"] == "Baking"
+    production = status["stages"][-1]
+    assert production["provenance"]["stage"] == "staging" and production["provenance"]["images"] == [V2]
+    status = run(world, status, sample=HEALTHY)
+    assert status["phase"] == "Released"
+    assert world.images[PROD] == V2
+    assert [(e["release"], e["result"]) for e in world.history] == [
+        ("team/shop-v1", "Released"),
+        ("team/shop-v2", "Released"),
+    ]
+
+
+def test_manual_promotion_waits_at_verified_until_approved() -> None:
+    world = World(pipeline(promotion="Manual"))
+    status = run(world, {}, until=("Verified",))
+    status = run(world, status, ticks=3, until=("Deploying",))
+    assert status["phase"] == "Verified" and world.images[PROD] == V1
+    approved = {**status, "decisions": [{"name": "d1", "action": "Approve", "decidedBy": "bob"}]}
+    status = run(world, approved, until=("Baking",))
+    assert status["phase"] == "Baking" and status["decisionsApplied"] == 1
+
+
+def test_a_breach_rolls_back_to_the_previous_release_quarantines_and_takes_staging_over() -> None:
+    world = World(pipeline())
+    status = run(world, run(world, {}, until=("Baking",)), sample=FAILING, until=("RolledBack",))
+    assert (status["phase"], status["reason"]) == ("RolledBack", "ErrorRateBreach")
+    assert world.images[PROD] == V1
+    assert world.images[STAGING] == STAGING_OLD  # staging still ran this version: reverted too
+    assert set(world.quarantine) == {V2.split("@")[1]}
+    assert [e["result"] for e in world.history] == ["Released", "RolledBack", "Restored"]
+    preempts = [e for e in world.effects if isinstance(e, PreemptLock)]
+    assert preempts and preempts[0].hold and not preempts[0].freeze
+    assert world.lock.holder is None  # given back once production was rolled back
+    assert any(isinstance(e, Alert) and e.severity == "critical" for e in world.effects)
+
+
+def test_a_single_bad_evaluation_is_not_a_breach() -> None:
+    world = World(pipeline())
+    status = run(world, {}, until=("Baking",))
+    status = run(world, status, ticks=1, sample=FAILING)
+    assert status["phase"] == "Baking"
+    status = run(world, status, sample=HEALTHY)
+    assert status["phase"] == "Released"
+
+
+def test_no_previous_release_is_a_clear_hold_not_a_crash() -> None:
+    world = World(pipeline(), history=[])
+    status = run(world, run(world, {}, until=("Baking",)), sample=FAILING)
+    assert (status["phase"], status["reason"]) == ("Held", "NoPreviousRelease")
+    assert world.images[PROD] == V2
+
+
+def test_inconclusive_metrics_hold_and_never_pass() -> None:
+    world = World(pipeline())
+    status = run(world, run(world, {}, until=("Baking",)), ticks=30, sample=QUIET)
+    assert (status["phase"], status["reason"]) == ("Held", "MetricsInconclusive")
+    status = run(world, status, ticks=5, sample=HEALTHY)
+    assert status["phase"] == "Held"  # a hold waits for a person, even if metrics come back
+
+
+def test_decide_policy_waits_then_applies_the_default_at_the_deadline() -> None:
+    world = World(pipeline(on_breach="Decide", decision={"deadlineSeconds": 5, "default": "Rollback"}))
+    status = run(world, run(world, {}, until=("Baking",)), sample=FAILING)
+    assert status["phase"] == "AwaitingDecision"
+    status = run(world, status, ticks=3, until=("RolledBack",))
+    assert status["phase"] == "AwaitingDecision"
+    status = run(world, status, ticks=10, until=("RolledBack",))
+    assert status["phase"] == "RolledBack"
+    assert world.history[-2]["decidedBy"].startswith("gantry (deadline")
+
+
+@pytest.mark.parametrize(
+    ("action", "phase", "image"),
+    [("Rollback", "RolledBack", V1), ("FailForward", "Released", V2), ("Emergency", "Emergency", V2)],
+)
+def test_the_three_buttons(action: str, phase: str, image: str) -> None:
+    world = World(pipeline(on_breach="Decide"))
+    status = run(world, run(world, {}, until=("Baking",)), sample=FAILING)
+    pressed = {
+        **status,
+        "decisions": [{"name": "d1", "action": action, "decidedBy": "bob", "reason": "call"}],
+    }
+    status = run(world, pressed, until=(phase,))
+    assert status["phase"] == phase
+    assert world.images[PROD] == image
+    if action == "Emergency":
+        assert world.lock.frozen is not None and world.lock.frozen.by == "team/shop-v2"
+        assert world.history[-1]["result"] == "Emergency" and world.history[-1]["decidedBy"] == "bob"
+    if action == "FailForward":
+        assert world.history[-1]["result"] == "FailedForward"
+
+
+def test_a_decision_that_does_not_apply_is_ignored_with_a_warning() -> None:
+    world = World(pipeline())
+    status = run(world, {}, until=("Baking",))
+    release = ReleaseView(
+        "team",
+        "shop-v2",
+        "uid-v2",
+        1,
+        "shop",
+        "shop",
+        "v2.0.0",
+        {"web": V2},
+        {**status, "decisions": [{"name": "d1", "action": "FailForward", "decidedBy": "x"}]},
+    )
+    plan = decide(release, world.observe(status))
+    assert plan.status["phase"] == "Baking" and plan.status["decisionsApplied"] == 1
+    assert [e.reason for e in plan.events] == ["DecisionIgnored"]
+
+
+def test_a_quarantined_digest_is_refused_at_any_stage() -> None:
+    world = World(pipeline())
+    world.quarantine[V2.split("@")[1]] = {
+        "release": "team/shop-v2-old",
+        "version": "v2.0.0",
+        "reason": "ErrorRateBreach",
+    }
+    status = run(world, {}, ticks=3)
+    assert (status["phase"], status["reason"]) == ("Blocked", "Quarantined")
+    assert "LiftQuarantine" in status["message"] and world.images[STAGING] == STAGING_OLD
+
+
+def test_a_hotfix_release_reaching_production_lifts_the_freeze() -> None:
+    world = World(pipeline())
+    world.lock = locks.LockState(frozen=locks.Freeze("team/shop-v1", "emergency", T0))
+    world.hotfix = True
+    status = run(world, {}, until=("Baking",), hotfix=True)
+    status = run(world, status, sample=HEALTHY, hotfix=True)
+    assert status["phase"] == "Released"
+    assert world.lock.frozen is None
+
+
+def test_a_preempted_staging_release_rolls_its_own_work_back() -> None:
+    world = World(pipeline())
+    status = run(world, {}, ticks=4, until=("Baking",))  # staging patched, rolling out, lock held
+    assert world.images[STAGING] == V2 and status["step"] == "RollingOut"
+    world.lock = locks.preempt(
+        world.lock, locks.Claimant("team/shop-v1", "uid-v1"), world.now, "rollback", hold=True, freeze=False
+    )
+    status = run(world, status, until=("Failed",))
+    assert (status["phase"], status["reason"]) == ("Failed", "Preempted")
+    assert world.images[STAGING] == STAGING_OLD
+
+
+# --- pure helpers --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sample", "verdict"),
+    [
+        (Sample(0.0, 10), Verdict.HEALTHY),
+        (Sample(0.1, 10), Verdict.HEALTHY),  # at the threshold is not above it
+        (Sample(0.11, 10), Verdict.BREACH),
+        (Sample(0.5, 0.5), Verdict.INCONCLUSIVE),  # too little traffic, however bad
+        (Sample(math.nan, 10), Verdict.INCONCLUSIVE),
+        (Sample(None, 10), Verdict.INCONCLUSIVE),
+        (Sample(0.0, None), Verdict.INCONCLUSIVE),
+        (Sample(0.0, math.nan), Verdict.INCONCLUSIVE),
+        (Sample(None, None, error="ConnectionError"), Verdict.INCONCLUSIVE),
+    ],
+)
+def test_judge(sample: Sample, verdict: Verdict) -> None:
+    assert judge(sample, SPEC)[0] == verdict
+
+
+def test_render_fills_only_the_known_names() -> None:
+    query = render(
+        'sum(rate(x{ns="{namespace}",v="{version}"}[{window}])) by (le) {other}',
+        application="shop",
+        namespace="prod",
+        version="v1",
+        window="5m",
+    )
+    assert query == 'sum(rate(x{ns="prod",v="v1"}[5m])) by (le) {other}'
+
+
+def test_refusals_name_the_phases_that_would_do() -> None:
+    from gantry.domain.analysis import Action
+
+    assert refusal(Action.APPROVE, Phase.VERIFIED) is None
+    message = refusal(Action.FAIL_FORWARD, Phase.TESTING)
+    assert message is not None and "AwaitingDecision" in message and "Testing" in message
+
+
+def test_ledger_updates_in_place_and_stays_bounded() -> None:
+    history: list[dict[str, Any]] = []
+    history = ledger.record(history, {"uid": "a", "result": "Baking", "deployedAt": "t1"})
+    history = ledger.record(history, {"uid": "a", "result": "Released", "deployedAt": "t2"})
+    assert history == [{"uid": "a", "result": "Released", "deployedAt": "t1"}]
+    for i in range(ledger.HISTORY_LIMIT + 3):
+        history = ledger.record(history, {"uid": f"r{i}", "result": "Released"})
+    assert len(history) == ledger.HISTORY_LIMIT
+    assert ledger.current(history) == history[-1]
+
+
+def test_frozen_locks_admit_only_hotfixes_and_let_them_jump_the_queue() -> None:
+    lease = timedelta(minutes=5)
+    a, b, hot = (locks.Claimant(f"ns/{n}", n) for n in ("a", "b", "hot"))
+    state = locks.preempt(locks.LockState(), a, T0, "emergency", hold=False, freeze=True)
+    state, outcome = locks.acquire(state, b, T0, lease)
+    assert isinstance(outcome, locks.Waiting) and outcome.frozen is not None
+    state, outcome = locks.acquire(state, hot, T0, lease, hotfix=True)
+    assert isinstance(outcome, locks.Granted)
+    assert locks.from_status(locks.to_status(state)) == state
