@@ -352,3 +352,45 @@ def test_emergency_freezes_staging_for_hotfixes_until_one_reaches_production(app
     assert hotfix["status"]["phase"] == "Released"
     assert "frozen" not in app.cluster.must_get("EnvironmentLock", app.namespace, "staging")["status"]
     assert app.wait("shop-v3", "Released", "RolledBack", "Held")["status"]["phase"] == "Released"
+
+
+def test_the_operator_exports_when_each_version_became_active(
+    app: App, routed_operator: OperatorThread
+) -> None:
+    from prometheus_client import generate_latest
+
+    app.setup()
+    app.traffic(20)
+    app.released("shop-v1", "v1")
+    metrics = routed_operator.memo.metrics
+    assert metrics is not None
+
+    def exported() -> str:
+        return generate_latest(metrics.registry).decode()
+
+    line = app.cluster.wait_for(
+        "the deployed-at sample",
+        lambda: next(
+            (
+                row
+                for row in exported().splitlines()
+                if row.startswith("gantry_release_deployed_timestamp_seconds")
+                and 'version="v1.0.0"' in row
+                and 'result="Released"' in row
+            ),
+            None,
+        ),
+    )
+    deployed_at = app.ledger()["production"]["history"][-1]["deployedAt"]
+    from datetime import datetime
+
+    assert (
+        float(line.rsplit(" ", 1)[1])
+        == datetime.fromisoformat(deployed_at.replace("Z", "+00:00")).timestamp()
+    )
+    text = exported()
+    assert (
+        f'gantry_promotions_total{{application="shop",namespace="{app.namespace}",stage="production"}} 1.0'
+        in text
+    )
+    assert "gantry_lock_wait_seconds_count" in text
