@@ -106,7 +106,8 @@ def main() -> int:
             operator.stop()
     budget = 2 * INTERVAL + SCRAPE
     print(
-        f"\nscrape {SCRAPE}s, evaluation interval {INTERVAL}s, {BREACHES} consecutive breaches, rate window {WINDOW}"
+        f"\nscrape {SCRAPE}s, evaluation interval {INTERVAL}s, {BREACHES} consecutive breaches, "
+        f"rate window {WINDOW}"
     )
     print(
         f"{len(timings)} runs: median {statistics.median(timings):.2f}s, max {max(timings):.2f}s "

@@ -52,7 +52,10 @@ def await_promotion(d: Draft) -> None:
     d.message = AWAITING_APPROVAL
 
 
-AWAITING_APPROVAL = "passed every stage before production; waiting for approval to promote (a ReleaseDecision with action: Approve)"
+AWAITING_APPROVAL = (
+    "passed every stage before production; "
+    "waiting for approval to promote (a ReleaseDecision with action: Approve)"
+)
 
 
 def check_provenance(d: Draft, changes: tuple[ImageChange, ...]) -> Mapping[str, Any] | Problem:
