@@ -40,6 +40,7 @@ import jsonpatch
 import kmock
 from kmock._internal import rendering
 
+from tests.harness import authz
 from tests.harness.admission import admit
 
 EVENT_LOG_LIMIT = 20_000
@@ -193,6 +194,7 @@ class ApiServer(kmock.KubernetesEmulator):
         factory=list, init=False
     )
     write_counts: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
+    authz: authz.Authz = attrs.field(factory=authz.Authz, init=False)
     revision: int = attrs.field(default=1000, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -244,6 +246,7 @@ class ApiServer(kmock.KubernetesEmulator):
                     404, "NotFound", f"the server could not find the requested resource ({key[2]})"
                 )
             method = str(request.method.value).upper()
+            user = self._authorize(request, key, method)
             for hook in self.fault_hooks:
                 fault = hook(method, key, request.name)
                 if fault is not None:
@@ -252,10 +255,58 @@ class ApiServer(kmock.KubernetesEmulator):
             if method == "GET" and params.get("watch") in ("true", "1"):
                 return await self._watch(request, key, params)
             body = json.loads(request.body) if request.body else None
+            if user is not None and method in ("POST", "PUT", "PATCH"):
+                self._check_policies(key, request, method, body, user)
             result = self._dispatch(method, key, request, body, params)
             return aiohttp.web.json_response(result[1], status=result[0])
         except ApiStatus as status:
             return aiohttp.web.json_response(status.body(), status=status.code)
+
+    def _authorize(self, request: rendering.Request, key: Key, method: str) -> authz.User | None:
+        if not self.authz.enabled:
+            return None
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        user = self.authz.user(headers.get("authorization"))
+        if user is None:
+            raise ApiStatus(401, "Unauthorized", "Unauthorized")
+        watch = dict(request.params).get("watch") in ("true", "1")
+        verb = authz.verb_of(method, request.name, watch)
+        resource = key[2] + (f"/{request.subresource}" if request.subresource else "")
+        rbac = [(k[2], ns, obj) for (k, ns, _), obj in self.store.items() if k[0] == authz.RBAC]
+        if not authz.allowed(rbac, user, verb, key[0], resource, request.namespace, request.name):
+            raise ApiStatus(
+                403, "Forbidden", authz.forbidden_message(user, verb, key[0], resource, request.namespace)
+            )
+        return user
+
+    def _check_policies(
+        self, key: Key, request: rendering.Request, method: str, body: Any, user: authz.User
+    ) -> None:
+        if request.subresource or not isinstance(body, dict) or method == "PATCH":
+            return  # policies here are about what people create and replace, not about status
+        operation = "CREATE" if method == "POST" else "UPDATE"
+        old = self.store.get((key, request.namespace, request.name)) if request.name else None
+        objects = {
+            k[2]: [o for (kk, _, _), o in self.store.items() if kk == k]
+            for k in [
+                (authz.ADMISSION, "v1", "validatingadmissionpolicies"),
+                (authz.ADMISSION, "v1", "validatingadmissionpolicybindings"),
+            ]
+        }
+        denials = authz.policy_denials(
+            objects["validatingadmissionpolicies"],
+            objects["validatingadmissionpolicybindings"],
+            operation,
+            key[0],
+            key[1],
+            key[2],
+            body,
+            old,
+            user,
+        )
+        if denials:
+            name = (body.get("metadata") or {}).get("name", "")
+            raise ApiStatus(422, "Invalid", f'{key[2]}.{key[0]} "{name}" is invalid: {"; ".join(denials)}')
 
     def _dispatch(
         self, method: str, key: Key, request: rendering.Request, body: Any, params: Mapping[str, str]

@@ -37,12 +37,33 @@ PLURALS = {
     "Pipeline": ("gantry.dev", "v1alpha1", "pipelines"),
     "EnvironmentLock": ("gantry.dev", "v1alpha1", "environmentlocks"),
     "ReleaseDecision": ("gantry.dev", "v1alpha1", "releasedecisions"),
+    "ServiceAccount": ("", "v1", "serviceaccounts"),
+    "ClusterRole": ("rbac.authorization.k8s.io", "v1", "clusterroles"),
+    "ClusterRoleBinding": ("rbac.authorization.k8s.io", "v1", "clusterrolebindings"),
+    "Role": ("rbac.authorization.k8s.io", "v1", "roles"),
+    "RoleBinding": ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    "ValidatingAdmissionPolicy": ("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies"),
+    "ValidatingAdmissionPolicyBinding": (
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicybindings",
+    ),
     "Deployment": DEPLOYMENTS,
     "StatefulSet": STATEFULSETS,
     "Job": JOBS,
     "Namespace": ("", "v1", "namespaces"),
     "CustomResourceDefinition": ("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
 }
+
+
+CLUSTER_SCOPED = (
+    "Namespace",
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+)
 
 
 def object_path(kind: str, namespace: str | None, name: str | None = None) -> str:
@@ -182,7 +203,7 @@ class Cluster:
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         kind, meta = manifest["kind"], manifest["metadata"]
-        namespace = meta.get("namespace") if kind not in ("Namespace", "CustomResourceDefinition") else None
+        namespace = meta.get("namespace") if kind not in CLUSTER_SCOPED else None
         existing = self.kube.get(object_path(kind, namespace, meta["name"]))
         if existing is None:
             return self.kube.create(object_path(kind, namespace), manifest)
@@ -288,14 +309,14 @@ def install_crds(cluster: Cluster) -> None:
         cluster.apply(yaml.safe_load(path.read_text()))
 
 
-def write_kubeconfig(path: Path, url: str) -> Path:
+def write_kubeconfig(path: Path, url: str, token: str = "emulated") -> Path:
     path.write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
                 "clusters": [{"name": "emulated", "cluster": {"server": url}}],
-                "users": [{"name": "tester", "user": {"token": "emulated"}}],
+                "users": [{"name": "tester", "user": {"token": token}}],
                 "contexts": [{"name": "emulated", "context": {"cluster": "emulated", "user": "tester"}}],
                 "current-context": "emulated",
             }

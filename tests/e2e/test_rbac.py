@@ -1,0 +1,93 @@
+"""RBAC as documented in examples/rbac.yaml, enforced by the API server (emulated authorizer):
+developers create Releases but cannot approve; on-call approves as themselves; and the operator
+does the whole flow with nothing but the permissions the example grants it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gantry.adapters.kube import ApiError
+from tests.conftest import FAST
+from tests.e2e import manifests as m
+from tests.harness.authz import User
+from tests.harness.cluster import ROOT, Cluster, write_kubeconfig
+from tests.harness.operator import OperatorThread, RecordingAlerter
+
+pytestmark = pytest.mark.e2e
+NAMESPACE = "gantry"  # the namespace examples/rbac.yaml binds the team roles in
+
+
+def as_user(cluster: Cluster, tmp_path: Path, token: str) -> Cluster:
+    assert cluster.server is not None
+    url = cluster.server.servers[0].url
+    return Cluster(
+        write_kubeconfig(tmp_path / f"kubeconfig-{token}", str(url).rstrip("/"), token), None, None
+    )
+
+
+@pytest.fixture
+def rbac_cluster(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, Any]]:
+    if not cluster.emulated:
+        pytest.skip("configures the emulated API server's tokens; on a real cluster use real identities")
+    for manifest in yaml.safe_load_all((ROOT / "examples" / "rbac.yaml").read_text()):
+        cluster.apply(manifest)
+    for workload in m.workloads(NAMESPACE) + m.workloads("shop-prod"):
+        cluster.apply(workload)
+    pipeline = m.pipeline(NAMESPACE)
+    production = [{"namespace": "shop-prod", "name": "web"}, {"namespace": "shop-prod", "name": "worker"}]
+    pipeline["spec"]["stages"][1].update(promotion="Manual", targets=production)
+    cluster.apply(pipeline)
+    assert cluster.server is not None
+    cluster.server.authz.tokens.update(
+        {
+            "emulated": User("admin", ("system:masters",)),
+            "operator": User("system:serviceaccount:gantry:gantry"),
+            "alice": User("alice", ("shop-developers",)),
+            "bob": User("bob", ("shop-oncall",)),
+        }
+    )
+    cluster.server.authz.enabled = True
+    monkeypatch.setenv("KUBECONFIG", str(as_user(cluster, tmp_path, "operator").kubeconfig))
+    operator = OperatorThread(FAST, RecordingAlerter()).start()
+    yield {"alice": as_user(cluster, tmp_path, "alice"), "bob": as_user(cluster, tmp_path, "bob")}
+    operator.stop()
+
+
+def test_developers_release_on_call_approves_and_the_operator_needs_nothing_more(
+    cluster: Cluster, rbac_cluster: dict[str, Any]
+) -> None:
+    alice, bob = rbac_cluster["alice"], rbac_cluster["bob"]
+    alice.apply(m.release(NAMESPACE, "shop-v1", "v1"))
+    verified = cluster.wait_for_phase(NAMESPACE, "shop-v1", "Verified", "Failed", "Blocked")
+    assert verified["status"]["phase"] == "Verified"  # done by the operator's own ServiceAccount
+
+    with pytest.raises(ApiError) as denied:
+        alice.apply(m.decision(NAMESPACE, "shop-v1", "Approve", by="alice"))
+    assert denied.value.status == 403
+    assert 'User "alice" cannot create resource "releasedecisions"' in denied.value.message
+
+    with pytest.raises(ApiError) as impersonation:
+        bob.apply(m.decision(NAMESPACE, "shop-v1", "Approve", by="carol", name="as-carol"))
+    assert (
+        impersonation.value.status == 422
+        and "spec.decidedBy must be your own user name" in impersonation.value.message
+    )
+
+    bob.apply(m.decision(NAMESPACE, "shop-v1", "Approve", by="bob"))
+    released = cluster.wait_for_phase(NAMESPACE, "shop-v1", "Released", "Failed", "Blocked")
+    assert released["status"]["phase"] == "Released", released["status"]["message"]
+    assert cluster.images("Deployment", "shop-prod", "web")["web"] == m.image("web", "v1")
+    assert [(d["action"], d["decidedBy"]) for d in released["status"]["decisions"]] == [("Approve", "bob")]
+
+    with pytest.raises(ApiError) as no_write:
+        alice.kube.merge_patch(
+            f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/web", {"spec": {"replicas": 9}}
+        )
+    assert no_write.value.status == 403
