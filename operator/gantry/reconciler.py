@@ -35,6 +35,7 @@ from gantry.domain.model import (
     RecordProduction,
     ReleaseLock,
     ReleaseView,
+    Retrospective,
     SetImages,
     Step,
     UnfreezeLock,
@@ -239,6 +240,9 @@ class ReleaseReconciler:
                 effect.reason,
                 to_rfc3339(now),
             )
+        elif isinstance(effect, Retrospective):
+            # The seed's ROLLBACK-<n> / HOT-<n> retrospective page lands here with the git integration.
+            log.info("Release %s: %s retrospective due: %s", release.key, effect.kind, effect.reason)
         elif isinstance(effect, Alert):
             labels = {
                 "release": release.key,

@@ -232,6 +232,14 @@ class Quarantine:
     reason: str
 
 
+@dataclass(frozen=True)
+class Retrospective:
+    """Hook for the seed's retrospective page (ROLLBACK-<n> / HOT-<n>); the git integration fills it in."""
+
+    kind: str  # "Rollback" | "Emergency"
+    reason: str
+
+
 Effect = (
     AcquireLock
     | ReleaseLock
@@ -242,6 +250,7 @@ Effect = (
     | UnfreezeLock
     | RecordProduction
     | Quarantine
+    | Retrospective
 )
 
 
