@@ -161,3 +161,17 @@ def test_finalizers_hold_deletion_until_removed(cluster: Cluster, namespace: str
     assert held["metadata"]["deletionTimestamp"]
     cluster.kube.merge_patch(RELEASES.format(ns=namespace) + "/fin", {"metadata": {"finalizers": None}})
     assert cluster.get("Release", namespace, "fin") is None
+
+
+def test_strategic_merge_patch_merges_containers_by_name(cluster: Cluster, namespace: str) -> None:
+    cluster.apply(m.deployment(namespace, "web", {"web": m.OLD_WEB, "proxy": "proxy@" + m.digest("p")}))
+    patched = cluster.kube.request(
+        "PATCH",
+        f"/apis/apps/v1/namespaces/{namespace}/deployments/web",
+        body={
+            "spec": {"template": {"spec": {"containers": [{"name": "web", "image": m.image("web", "new")}]}}}
+        },
+        content_type="application/strategic-merge-patch+json",
+    )
+    containers = {c["name"]: c["image"] for c in patched["spec"]["template"]["spec"]["containers"]}
+    assert containers == {"web": m.image("web", "new"), "proxy": "proxy@" + m.digest("p")}

@@ -139,28 +139,12 @@ def _split_selector(text: str) -> Iterator[str]:
 # --- patches -------------------------------------------------------------------------------------
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-def strategic_merge_patch(target: Any, patch: Any) -> Any:
-    """Merge patch, except that lists of objects with `name` merge item by item (containers, env, ports)."""
-    if (
-        isinstance(patch, list)
-        and isinstance(target, list)
-        and all(isinstance(i, dict) and "name" in i for i in patch)
-    ):
+def merge_patch(target: Any, patch: Any, named_lists: bool = False) -> Any:
+    """RFC 7386; with `named_lists` (strategic merge), lists of objects with a `name` merge item by item."""
+    named = isinstance(patch, list) and all(isinstance(i, dict) and "name" in i for i in patch)
+    if named_lists and named and isinstance(target, list):
         by_name = {i.get("name"): i for i in target if isinstance(i, dict)}
-        merged = [strategic_merge_patch(by_name.get(i["name"]), i) for i in patch]
+        merged = [merge_patch(by_name.get(i["name"]), i, named_lists) for i in patch]
         names = {i["name"] for i in patch}
         return [*merged, *(copy.deepcopy(i) for i in target if i.get("name") not in names)]
     if not isinstance(patch, dict):
@@ -170,7 +154,7 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
         if value is None:
             result.pop(key, None)
         else:
-            result[key] = strategic_merge_patch(result.get(key), value)
+            result[key] = merge_patch(result.get(key), value, named_lists)
     return result
 
 
@@ -439,8 +423,7 @@ class ApiServer(kmock.KubernetesEmulator):
             wanted = (body.get("metadata") or {}).get("resourceVersion")
             if wanted and wanted != old["metadata"]["resourceVersion"]:
                 raise self._conflict(key, name)
-            merge = merge_patch if content_type == "application/merge-patch+json" else strategic_merge_patch
-            new = merge(old, body)
+            new = merge_patch(old, body, named_lists=content_type != "application/merge-patch+json")
         else:
             raise ApiStatus(
                 415,
