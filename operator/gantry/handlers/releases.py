@@ -46,7 +46,9 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
             return
         last_look[uid] = now
         try:
-            runtime.reconciler.reconcile(namespace or "", name)
+            phase = runtime.reconciler.reconcile(namespace or "", name)
+            if phase is None or phase in FINAL:
+                last_look.pop(uid, None)  # the timer stops for it; keep the throttle map small
         except Exception:
             if runtime.metrics is not None:
                 runtime.metrics.reconcile_errors.labels("Release").inc()
