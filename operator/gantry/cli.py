@@ -28,7 +28,29 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--interval", type=float, help="seconds between reconcile ticks of an in-flight Release")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
+    version = commands.add_parser("version", help="release versions from Conventional Commits")
+    version_commands = version.add_subparsers(dest="version_command", required=True)
+    upcoming = version_commands.add_parser(
+        "next", help="print the next release tag (exit 3: nothing to release)"
+    )
+    upcoming.add_argument("--repo", default=".", help="the git repository (default: .)")
+    upcoming.add_argument("--rev", default="HEAD", help="count commits reachable from this revision")
+    upcoming.add_argument("--explain", action="store_true", help="list the commits that decided it, by type")
+    upcoming.add_argument(
+        "--major-on-zero", action="store_true", help="let breaking changes bump 0.x to 1.0.0"
+    )
+
+    commits = commands.add_parser("commits", help="commit message rules")
+    commit_commands = commits.add_subparsers(dest="commits_command", required=True)
+    check = commit_commands.add_parser(
+        "check", help="each commit is type(TICKET): description (the seed's rule)"
+    )
+    check.add_argument("--repo", default=".")
+    check.add_argument("--range", default="HEAD", dest="spec", help="A..B (default: all of HEAD)")
+
     args = parser.parse_args(argv)
+    if args.command in ("version", "commits"):
+        return _versioning(args)
     if args.command == "run":
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.INFO,
@@ -47,6 +69,31 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _versioning(args: argparse.Namespace) -> int:
+    from gantry.adapters.git import GitError, Repository
+    from gantry.versioning import check_commits, next_release
+
+    try:
+        repo = Repository(args.repo)
+        if args.command == "version":
+            result = next_release(repo, args.rev, args.major_on_zero)
+            if args.explain:
+                print(result.explanation(), file=sys.stderr)
+            if result.tag is None:
+                since = result.base or "the first commit"
+                print(f"no release: no feat, fix, perf or breaking change since {since}", file=sys.stderr)
+                return 3
+            print(result.tag)
+            return 0
+        offenders = check_commits(repo, args.spec)
+    except GitError as error:
+        print(f"gantry: {error}", file=sys.stderr)
+        return 2
+    for commit, why in offenders:
+        print(f"{commit.sha[:10]} {commit.header!r}: {why}", file=sys.stderr)
+    return 1 if offenders else 0
 
 
 if __name__ == "__main__":

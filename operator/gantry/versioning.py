@@ -1,0 +1,45 @@
+"""`gantry version next` and `gantry commits check`: the domain rules over a real repository."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gantry.adapters.git import Repository
+from gantry.domain.versions import Bump, Commit, explain, latest, next_version, seed_violation
+
+
+@dataclass(frozen=True)
+class NextVersion:
+    tag: str | None  # None: nothing since the last release warrants one
+    base: str | None  # the release tag it counts from
+    bump: Bump
+    commits: list[Commit]
+
+    def explanation(self) -> str:
+        lines = [
+            f"since {self.base or 'the first commit (base v0.0.0)'}: {len(self.commits)} commit(s), "
+            f"bump: {self.bump.name.lower()}"
+        ]
+        for group, commits in explain(self.commits).items():
+            lines.append(f"{group}:")
+            lines += [f"  {c.sha[:10]} {c.scope or '-'}: {c.description}" for c in commits]
+        return "\n".join(lines)
+
+
+def next_release(repo: Repository, rev: str = "HEAD", major_on_zero: bool = False) -> NextVersion:
+    base = latest(repo.release_tags(rev))
+    base_tag = f"v{base}" if base is not None else None
+    commits = repo.commits(rev, base_tag)
+    version, bump = next_version(base, commits, major_on_zero)
+    return NextVersion(f"v{version}" if version is not None else None, base_tag, bump, commits)
+
+
+def check_commits(repo: Repository, spec: str) -> list[tuple[Commit, str]]:
+    """Each commit breaking the seed's `type(TICKET): description` rule, with why."""
+    found = []
+    for commit in repo.commits_in_range(spec):
+        why = seed_violation(commit)
+        if why is not None:
+            found.append((commit, why))
+    return found
+
