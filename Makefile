@@ -6,7 +6,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit e2e bench clean
+.PHONY: demo test lint unit e2e bench bench-versions clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ e2e: $(STAMP)
 # Figures, not assertions: needs Debian's prometheus package (see .ci/run).
 bench: $(STAMP)
 	$(BIN)/python -m bench.time_to_rollback
+
+# Compares with python-semantic-release and commitizen, installed here only for the comparison.
+bench-versions: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check python-semantic-release commitizen
+	$(BIN)/python -m bench.version_next
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -42,4 +42,3 @@ def check_commits(repo: Repository, spec: str) -> list[tuple[Commit, str]]:
         if why is not None:
             found.append((commit, why))
     return found
-

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import git
-
 from gantry.domain.versions import RELEASE_TAG, Commit, parse_commit
 
 FIELD, RECORD = "\x1f", "\x1e"
@@ -25,6 +24,7 @@ class Repository:
             self.repo = git.Repo(path)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError):
             raise GitError(f"{path}: not a git repository (use --repo PATH)") from None
+        self._resolved: dict[str, str] = {}
 
     def resolve(self, rev: str) -> str:
         try:
