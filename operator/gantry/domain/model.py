@@ -301,6 +301,7 @@ class StageRun:
     analysis: Mapping[str, Any] | None = None  # production: bake start and evaluations
     rollback: Mapping[str, Any] | None = None  # production: the previous Release being re-applied
     decision_deadline: str | None = None
+    decided_by: str | None = None  # who approved or failed forward, when a person ended the stage
 
     def stage(self, pipeline_name: str) -> Stage:
         parsed = parse_pipeline(pipeline_name, {"stages": [dict(self.spec, name=self.name)]})
@@ -337,6 +338,7 @@ class StageRun:
             "analysis": self.analysis,
             "rollback": self.rollback,
             "decisionDeadline": self.decision_deadline,
+            "decidedBy": self.decided_by,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
         return out
@@ -373,6 +375,7 @@ class StageRun:
             analysis=raw.get("analysis"),
             rollback=raw.get("rollback"),
             decision_deadline=raw.get("decisionDeadline"),
+            decided_by=raw.get("decidedBy"),
         )
 
 

@@ -212,7 +212,7 @@ def apply_decision(d: Draft, decision: Mapping[str, Any]) -> None:
             return
     elif action == Action.APPROVE and phase == Phase.HELD:
         d.event("Normal", "Approved", said)
-        d.move(Step.PASSED, "Approved", said)
+        d.move(Step.PASSED, "Approved", said, decided_by=by)
         return
     elif action == Action.ROLLBACK and in_production:
         d.event("Warning", "RollbackDecided", said)
@@ -223,7 +223,7 @@ def apply_decision(d: Draft, decision: Mapping[str, Any]) -> None:
         return
     elif action == Action.FAIL_FORWARD:
         d.event("Warning", "FailForward", said)
-        d.move(Step.PASSED, "FailForward", said)
+        d.move(Step.PASSED, "FailForward", said, decided_by=by)
         return
     d.event("Warning", "DecisionIgnored", f"{said}; this Release is not what production runs now")
 
@@ -412,7 +412,7 @@ def finish_passed(d: Draft) -> None:
     if run.lock:
         d.effects.append(ReleaseLock(run.environment, "Released"))
     result = "FailedForward" if run.reason == "FailForward" else "Released"
-    d.effects.append(RecordProduction(entry(d, result, by_of(run.message))))
+    d.effects.append(RecordProduction(entry(d, result, run.decided_by or SYSTEM)))
     if d.release.hotfix:
         pipeline = d.obs.pipeline
         for environment in pipeline.locked_environments() if not isinstance(pipeline, Problem) else ():
@@ -421,13 +421,6 @@ def finish_passed(d: Draft) -> None:
     d.phase, d.reason = Phase.RELEASED, run.reason or "Released"
     d.message = f"released to production ({run.message})" if run.message else "released to production"
     d.event("Normal", "Released", d.message)
-
-
-def by_of(message: str | None) -> str:
-    marker = " decided by "
-    if message and marker in message:
-        return message.split(marker, 1)[1].split(":", 1)[0]
-    return SYSTEM
 
 
 def entry(d: Draft, result: str, by: str = SYSTEM) -> dict[str, Any]:
