@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gantry.adapters.alerts import Alerter
+from gantry.adapters.git import GitError, Mirrors, Repository
 from gantry.adapters.kube import ApiError
 from gantry.adapters.metrics import Metrics
 from gantry.adapters.prometheus import PrometheusSource
@@ -25,6 +26,7 @@ from gantry.domain.model import (
     AcquireLock,
     Alert,
     CreateJob,
+    CreateTag,
     Effect,
     EffectError,
     Event,
@@ -37,6 +39,7 @@ from gantry.domain.model import (
     ReleaseView,
     Retrospective,
     SetImages,
+    Source,
     Step,
     UnfreezeLock,
     current_run,
@@ -46,6 +49,7 @@ from gantry.domain.problems import Problem
 from gantry.domain.release import decide
 from gantry.domain.timefmt import to_rfc3339
 from gantry.domain.workloads import ObservedWorkload, WorkloadRef
+from gantry.versioning import next_release
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ class ReleaseReconciler:
     metrics: Metrics | None = None
     prometheus: PrometheusSource = field(default_factory=PrometheusSource)
     prometheus_url: str | None = None  # the operator-wide default; a Pipeline may name its own
+    mirrors: Mirrors | None = None  # git sources; None: Releases' versions are taken as given
     max_steps: int = 8
 
     def reconcile(self, namespace: str, name: str) -> Phase | None:
@@ -141,8 +146,28 @@ class ReleaseReconciler:
             job_namespace, job_name = run.test_job.split("/", 1)
             job = self.resources.get_job(job_namespace, job_name)
         metrics = self._metrics(release, run, stage, now)
-        observation = Observation(now, pipeline, targets, workloads, lock, job, error, metrics, production)
+        source = self._source(release)
+        observation = Observation(
+            now, pipeline, targets, workloads, lock, job, error, metrics, production, source
+        )
         return pipeline, observation
+
+    def _source(self, release: ReleaseView) -> Source | None:
+        """Look at git only until the version is settled (status.version), then never again."""
+        if self.mirrors is None or not release.repository or release.status.get("version"):
+            return None
+        try:
+            repo = self.mirrors.open(release.repository)
+            revision = repo.resolve(release.revision or "HEAD")
+            result = next_release(repo, revision)
+            if not release.version and result.base and self.mirrors.tag_commit(repo, result.base) == revision:
+                # Already released at this very commit (by us before a crash, or by CI): reuse that tag.
+                return Source(revision, result.base, result.base, result.base, revision)
+            tag = release.version or result.tag
+            tag_commit = self.mirrors.tag_commit(repo, tag) if tag else None
+            return Source(revision, result.tag, result.base, tag, tag_commit)
+        except GitError as error:
+            return Source(error=str(error))
 
     def _stage(self, release: ReleaseView, pipeline: Pipeline | Problem, run: Any) -> Stage | None:
         if run is not None and run.step not in (Step.PENDING, Step.WAITING_FOR_LOCK):
@@ -183,6 +208,9 @@ class ReleaseReconciler:
         for effect in effects:
             try:
                 self._carry_out(release, pipeline, effect)
+            except GitError as error:
+                log.warning("Release %s: %s failed: %s", release.key, type(effect).__name__, error)
+                return EffectError(type(effect).__name__, str(error))
             except ApiError as error:
                 if error.status in PERMANENT_STATUSES and isinstance(effect, SetImages | CreateJob):
                     log.warning("Release %s: %s refused: %s", release.key, type(effect).__name__, error)
@@ -240,6 +268,26 @@ class ReleaseReconciler:
                 effect.reason,
                 to_rfc3339(now),
             )
+        elif isinstance(effect, CreateTag):
+            assert self.mirrors is not None and release.repository
+            repo: Repository = self.mirrors.open(release.repository)
+            existing = self.mirrors.tag_commit(repo, effect.tag)
+            if existing is None:
+                self.mirrors.push_tag(repo, effect.tag, effect.revision, effect.message)
+                # Announced here, once it happened: a status write lost to a conflict must not lose it.
+                self.emit(
+                    release.reference(),
+                    Event(
+                        "Normal",
+                        "Tagged",
+                        f"tagged {effect.revision[:12]} as "
+                        f"{effect.tag} and pushed it to {release.repository}",
+                    ),
+                )
+            elif existing != effect.revision:
+                raise GitError(
+                    f"tag {effect.tag} appeared on {existing[:12]} meanwhile; tags are never moved"
+                )
         elif isinstance(effect, Retrospective):
             # The seed's ROLLBACK-<n> / HOT-<n> retrospective page lands here with the git integration.
             log.info("Release %s: %s retrospective due: %s", release.key, effect.kind, effect.reason)

@@ -7,6 +7,7 @@ from typing import Any
 import kopf
 
 from gantry.adapters.alerts import Alerter, AlertRouter
+from gantry.adapters.git import Mirrors
 from gantry.adapters.kube import Kube, load_api_client
 from gantry.adapters.metrics import Metrics
 from gantry.adapters.resources import Resources
@@ -27,7 +28,12 @@ class Runtime(kopf.Memo):
         self.metrics = Metrics()
         alerter = alerter or AlertRouter(config.alertmanager_url, self.resources.read_secret)
         self.reconciler = ReleaseReconciler(
-            self.resources, alerter, post_event, metrics=self.metrics, prometheus_url=config.prometheus_url
+            self.resources,
+            alerter,
+            post_event,
+            metrics=self.metrics,
+            prometheus_url=config.prometheus_url,
+            mirrors=Mirrors(config.git_cache) if config.git_cache else None,
         )
         self.desk = DecisionDesk(self.resources, self.reconciler)
 

@@ -17,6 +17,7 @@ class Config:
     prometheus_url: str | None = None  # default for Pipelines that do not name their own
     alertmanager_url: str | None = None  # default for Pipelines that do not name their own
     metrics_port: int = 8080  # 0: no metrics endpoint
+    git_cache: str = ""  # where git sources are mirrored; empty: versions are taken as given, not tagged
 
     @classmethod
     def from_env(cls) -> Config:
@@ -32,4 +33,5 @@ class Config:
             prometheus_url=env.get("GANTRY_PROMETHEUS_URL") or None,
             alertmanager_url=env.get("GANTRY_ALERTMANAGER_URL") or None,
             metrics_port=int(env.get("GANTRY_METRICS_PORT", cls.metrics_port)),
+            git_cache=env.get("GANTRY_GIT_CACHE", cls.git_cache),
         )

@@ -6,7 +6,9 @@ runs this over 20,000 commits.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from urllib.parse import quote
 
 import git
 from gantry.domain.versions import RELEASE_TAG, Commit, parse_commit
@@ -61,3 +63,58 @@ class Repository:
             start, end = spec.split("..", 1)
             return self.commits(end or "HEAD", self.resolve(start) if start else None, merges=False)
         return self.commits(spec, None, merges=False)
+
+
+class Mirrors:
+    """Bare clones of Release sources, kept under one directory and fetched before each use."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def open(self, url: str, credentials: tuple[str, str] | None = None) -> Repository:
+        path = self.root / hashlib.sha256(url.encode()).hexdigest()[:16]
+        remote = with_credentials(url, credentials)
+        try:
+            if not path.exists():
+                git.Repo.clone_from(remote, path, bare=True)
+            repo = git.Repo(path)
+            repo.git.remote("set-url", "origin", remote)
+            repo.git.fetch(
+                "--quiet", "--prune", "origin", "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"
+            )
+        except git.GitCommandError as error:
+            raise GitError(f"cannot fetch {url}: {_stderr(error)}") from None
+        return Repository(path)
+
+    @staticmethod
+    def push_tag(repository: Repository, tag: str, revision: str, message: str) -> None:
+        """Create an annotated tag and push it; if origin refuses, leave no local tag behind."""
+        repo = repository.repo
+        try:
+            with repo.git.custom_environment(
+                GIT_COMMITTER_NAME="Gantry", GIT_COMMITTER_EMAIL="gantry@localhost"
+            ):
+                repo.git.tag("-a", tag, revision, "-m", message)
+            repo.git.push("origin", f"refs/tags/{tag}")
+        except git.GitCommandError as error:
+            repo.git.tag("-d", tag, with_exceptions=False)
+            raise GitError(f"tag {tag}: {_stderr(error)}") from None
+
+    @staticmethod
+    def tag_commit(repository: Repository, tag: str) -> str | None:
+        try:
+            return str(repository.repo.git.rev_parse("--verify", "--quiet", f"refs/tags/{tag}^{{commit}}"))
+        except git.GitCommandError:
+            return None
+
+
+def with_credentials(url: str, credentials: tuple[str, str] | None) -> str:
+    if credentials is None or not url.startswith("https://"):
+        return url
+    user, secret = (quote(part, safe="") for part in credentials)
+    return f"https://{user}:{secret}@{url.removeprefix('https://')}"
+
+
+def _stderr(error: git.GitCommandError) -> str:
+    text = str(error.stderr or error).strip().replace("stderr: ", "").strip("'")
+    return " ".join(text.split())[:300]

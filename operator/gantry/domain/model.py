@@ -31,6 +31,7 @@ MANAGED_STATUS_KEYS = (
     "history",
     "conditions",
     "decisionsApplied",
+    "version",
 )
 
 
@@ -123,6 +124,18 @@ class Production:
 
 
 @dataclass(frozen=True)
+class Source:
+    """The Release's git source, looked at until its version tag is settled."""
+
+    revision: str | None = None  # spec.source.revision resolved to a commit
+    next_version: str | None = None  # what the commits since the last release tag call for
+    base: str | None = None  # that last release tag
+    tag: str | None = None  # the tag wanted (spec.version, or next_version)
+    tag_commit: str | None = None  # where that tag points, if it exists
+    error: str | None = None  # origin unreachable, unknown revision, ...
+
+
+@dataclass(frozen=True)
 class Observation:
     now: datetime
     pipeline: Pipeline | Problem
@@ -133,6 +146,7 @@ class Observation:
     error: EffectError | None = None
     metrics: Sample | None = None  # only when a bake evaluation is due
     production: Production = field(default_factory=Production)
+    source: Source | None = None  # only until status.version is settled
 
 
 @dataclass(frozen=True)
@@ -147,10 +161,20 @@ class ReleaseView:
     artifacts: Mapping[str, str]
     status: Mapping[str, Any]
     hotfix: bool = False
+    repository: str | None = None
+    revision: str | None = None
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def reference(self) -> dict[str, Any]:
+        """Enough of the object for an Event's involvedObject."""
+        return {
+            "apiVersion": "gantry.dev/v1alpha1",
+            "kind": "Release",
+            "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid},
+        }
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ReleaseView:
@@ -162,10 +186,12 @@ class ReleaseView:
             generation=int(meta.get("generation") or 1),
             application=spec.get("application", ""),
             pipeline=spec.get("pipeline") or spec.get("application", ""),
-            version=spec.get("version", ""),
+            version=spec.get("version") or (body.get("status") or {}).get("version", ""),
             artifacts={a["name"]: a["image"] for a in spec.get("artifacts") or ()},
             status=body.get("status") or {},
             hotfix=bool(spec.get("hotfix", False)),
+            repository=(spec.get("source") or {}).get("repository"),
+            revision=(spec.get("source") or {}).get("revision"),
         )
 
 
@@ -197,6 +223,15 @@ class CreateJob:
 class Alert:
     severity: str
     reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CreateTag:
+    """An annotated release tag on the Release's revision, pushed to origin; never moved."""
+
+    tag: str
+    revision: str
     message: str
 
 
@@ -251,6 +286,7 @@ Effect = (
     | RecordProduction
     | Quarantine
     | Retrospective
+    | CreateTag
 )
 
 
@@ -404,6 +440,7 @@ class Draft:
     effects: list[Effect] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     error_handled: bool = False
+    version: str = ""
 
     @property
     def now(self) -> str:

@@ -82,6 +82,7 @@ def decide(release: ReleaseView, obs: Observation) -> Plan:
         run=current_run(status),
         reason=status.get("reason", ""),
         message=status.get("message", ""),
+        version=str(status.get("version") or ""),
     )
     if applied < len(decisions):
         # People's decisions (ReleaseDecision objects, copied here by the operator) come first,
@@ -143,6 +144,8 @@ def _finish(release: ReleaseView, d: Draft, decisions_applied: int) -> Plan:
         "conditions": list(old.get("conditions") or []),
         "decisionsApplied": decisions_applied,
     }
+    if d.version:
+        status["version"] = d.version
     current = d.run if d.run is not None and d.run.index == d.stage_index else None
     stage_name = current.name if current else (runs[-1]["name"] if runs else "")
     if stage_name:

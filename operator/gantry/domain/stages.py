@@ -15,6 +15,7 @@ from gantry.domain.model import (
     AcquireLock,
     Alert,
     CreateJob,
+    CreateTag,
     Draft,
     Phase,
     ReleaseLock,
@@ -125,7 +126,69 @@ def block(d: Draft, problem: Problem) -> None:
     d.phase, d.reason, d.message = Phase.BLOCKED, problem.reason, problem.describe()
 
 
+def version_settled(d: Draft) -> bool:
+    """Before anything is deployed: the version tag exists on the Release's revision (or is made so)."""
+    source = d.obs.source
+    if d.version or d.release.repository is None or source is None:
+        d.version = d.version or d.release.version  # as given: no git source to check it against
+        return True
+    refusal = rejected(d, "CreateTag")
+    if refusal is not None:
+        block(
+            d,
+            Problem(
+                "TagPushRejected",
+                "spec.source.repository",
+                f"pushing the tag failed: {refusal}",
+                "check the credentials Secret and that origin accepts tags",
+            ),
+        )
+        return False
+    if source.error is not None:
+        block(
+            d,
+            Problem(
+                "GitSourceUnavailable",
+                "spec.source",
+                source.error,
+                "check spec.source.repository and spec.source.revision, and the credentials Secret",
+            ),
+        )
+        return False
+    wanted = d.release.version or source.tag
+    if not wanted or source.revision is None:
+        since = source.base or "the first commit"
+        block(
+            d,
+            Problem(
+                "NothingToRelease",
+                "spec.version",
+                f"no feat, fix, perf or breaking commit since {since} up to spec.source.revision",
+                "set spec.version, or release a revision with a release-worthy commit",
+            ),
+        )
+        return False
+    if source.tag_commit is not None and source.tag_commit != source.revision:
+        block(
+            d,
+            Problem(
+                "TagMismatch",
+                "spec.version",
+                f"tag {wanted} already points at {source.tag_commit[:12]}, not at spec.source.revision "
+                f"{source.revision[:12]}",
+                "tags are never moved: release the tagged commit, or use the next version",
+            ),
+        )
+        return False
+    if source.tag_commit is None:
+        d.effects.append(CreateTag(wanted, source.revision, f"{wanted} ({d.release.key})"))
+    d.version = wanted
+    return True
+
+
 def start_stage(d: Draft) -> None:
+    if not version_settled(d):
+        return
     stage = pipeline_stage(d)
     if isinstance(stage, Problem):
         block(d, stage)
@@ -370,7 +433,7 @@ def run_test(d: Draft) -> None:
             release=d.release.name,
             release_uid=d.release.uid,
             application=d.release.application,
-            version=d.release.version,
+            version=d.version or d.release.version,
             stage=d.run.name,
         )
         d.effects.append(CreateJob(manifest))

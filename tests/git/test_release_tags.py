@@ -1,0 +1,162 @@
+"""The operator and git: a Release without a version is tagged with the next one and pushed; a
+version tag is verified against the revision before anything is deployed; tags never move."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import FAST
+from tests.e2e import manifests as m
+from tests.git.test_version_next import Clone
+from tests.harness.cluster import Cluster
+from tests.harness.operator import OperatorThread, RecordingAlerter
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> tuple[Path, Clone]:
+    bare = tmp_path / "shop.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    subprocess.run(["git", "clone", "-q", str(bare), str(tmp_path / "work")], check=True, capture_output=True)
+    work = Clone(tmp_path / "work")
+    work.git("config", "user.email", "dev@example.com")
+    work.git("config", "user.name", "Dev")
+    work.git("checkout", "-q", "-b", "main")
+    return bare, work
+
+
+@pytest.fixture
+def git_operator(cluster: Cluster, tmp_path: Path) -> Iterator[OperatorThread]:
+    running = OperatorThread(replace(FAST, git_cache=str(tmp_path / "git-cache")), RecordingAlerter()).start()
+    yield running
+    running.stop()
+
+
+def release(
+    namespace: str, name: str, repository: Path, revision: str, version: str | None
+) -> dict[str, Any]:
+    body = m.release(namespace, name, name)
+    body["spec"]["source"] = {"repository": str(repository), "revision": revision}
+    if version is None:
+        del body["spec"]["version"]
+    else:
+        body["spec"]["version"] = version
+    return body
+
+
+def setup_app(cluster: Cluster, namespace: str) -> None:
+    for workload in m.workloads(namespace):
+        cluster.apply(workload)
+    cluster.apply(m.pipeline(namespace))
+
+
+def tags(bare: Path) -> dict[str, str]:
+    out = subprocess.run(
+        [
+            "git",
+            "for-each-ref",
+            "--format=%(refname:short) %(*objectname)%(objectname) %(objecttype)",
+            "refs/tags",
+        ],
+        cwd=bare,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = {}
+    for line in out.splitlines():
+        name, rest = line.split(" ", 1)
+        found[name] = rest
+    return found
+
+
+def test_a_release_without_a_version_is_tagged_with_the_next_one_on_its_revision(
+    cluster: Cluster, git_operator: OperatorThread, namespace: str, origin: tuple[Path, Clone]
+) -> None:
+    bare, work = origin
+    work.commit("feat(JIRA-1): first")
+    work.git("tag", "v1.4.0")
+    revision = work.commit("feat(JIRA-2): checkout by invoice")
+    work.git("push", "-q", "origin", "main", "--tags")
+    setup_app(cluster, namespace)
+
+    cluster.apply(release(namespace, "shop-next", bare, revision, None))
+    body = cluster.wait_for_phase(namespace, "shop-next", "Verified", "Failed", "Blocked")
+
+    assert body["status"]["phase"] == "Verified", body["status"]["message"]
+    assert body["status"]["version"] == "v1.5.0"
+    pointed = subprocess.run(
+        ["git", "rev-parse", "v1.5.0^{commit}"], cwd=bare, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert pointed == revision
+    kind = subprocess.run(
+        ["git", "cat-file", "-t", "v1.5.0"], cwd=bare, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert kind == "tag"  # annotated
+    job = cluster.list("Job", namespace, "gantry.dev/release=shop-next")[0]
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["GANTRY_VERSION"] == "v1.5.0"
+    cluster.wait_for_events(namespace, "shop-next", "Tagged")
+
+
+def test_a_version_tag_on_another_commit_blocks_before_anything_is_deployed(
+    cluster: Cluster, git_operator: OperatorThread, namespace: str, origin: tuple[Path, Clone]
+) -> None:
+    bare, work = origin
+    tagged = work.commit("feat(JIRA-1): first")
+    work.git("tag", "-a", "v1.4.0", "-m", "v1.4.0")
+    revision = work.commit("fix(JIRA-2): later")
+    work.git("push", "-q", "origin", "main", "--tags")
+    setup_app(cluster, namespace)
+
+    cluster.apply(release(namespace, "shop-moved", bare, revision, "v1.4.0"))
+    blocked = cluster.wait_for_phase(namespace, "shop-moved", "Blocked", "Verified")
+    assert blocked["status"]["reason"] == "TagMismatch"
+    assert f"already points at {tagged[:12]}" in blocked["status"]["message"]
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB
+
+    cluster.apply(release(namespace, "shop-same", bare, tagged, "v1.4.0"))  # the tagged commit: reused
+    assert (
+        cluster.wait_for_phase(namespace, "shop-same", "Verified", "Blocked")["status"]["phase"] == "Verified"
+    )
+    assert tags(bare)["v1.4.0"].startswith(tagged)
+
+
+def test_a_rejected_push_blocks_with_a_clear_reason_and_leaves_no_tag(
+    cluster: Cluster, git_operator: OperatorThread, namespace: str, origin: tuple[Path, Clone]
+) -> None:
+    bare, work = origin
+    revision = work.commit("feat(JIRA-1): first")
+    work.git("push", "-q", "origin", "main")
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'tags are created by the release bot only' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    setup_app(cluster, namespace)
+
+    cluster.apply(release(namespace, "shop-refused", bare, revision, None))
+    blocked = cluster.wait_for_phase(namespace, "shop-refused", "Blocked", "Verified")
+
+    assert blocked["status"]["reason"] == "TagPushRejected"
+    assert "tags are created by the release bot only" in blocked["status"]["message"]
+    assert tags(bare) == {}
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB
+
+
+def test_an_unknown_revision_is_a_clear_problem(
+    cluster: Cluster, git_operator: OperatorThread, namespace: str, origin: tuple[Path, Clone]
+) -> None:
+    bare, work = origin
+    work.commit("feat(JIRA-1): first")
+    work.git("push", "-q", "origin", "main")
+    setup_app(cluster, namespace)
+    cluster.apply(release(namespace, "shop-typo", bare, "0123456789abcdef0123456789abcdef01234567", None))
+    blocked = cluster.wait_for_phase(namespace, "shop-typo", "Blocked", "Verified")
+    assert blocked["status"]["reason"] == "GitSourceUnavailable"
+    assert "unknown revision" in blocked["status"]["message"]
