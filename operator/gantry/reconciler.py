@@ -48,6 +48,7 @@ from gantry.domain.pipeline import Pipeline, Stage
 from gantry.domain.problems import Problem
 from gantry.domain.release import decide
 from gantry.domain.timefmt import to_rfc3339
+from gantry.domain.versions import changelog
 from gantry.domain.workloads import ObservedWorkload, WorkloadRef
 from gantry.versioning import next_release
 
@@ -159,13 +160,33 @@ class ReleaseReconciler:
         try:
             repo = self.mirrors.open(release.repository)
             revision = repo.resolve(release.revision or "HEAD")
-            result = next_release(repo, revision)
+            hotfix_branch = None
+            if release.hotfix:
+                hotfix_branch = next(iter(repo.branches_containing(revision, "HOT-*")), None)
+            result = next_release(repo, revision, patch_only=release.hotfix)
             if not release.version and result.base and self.mirrors.tag_commit(repo, result.base) == revision:
                 # Already released at this very commit (by us before a crash, or by CI): reuse that tag.
-                return Source(revision, result.base, result.base, result.base, revision)
+                earlier = next_release(repo, revision, patch_only=release.hotfix, skip=result.base)
+                return Source(
+                    revision,
+                    result.base,
+                    result.base,
+                    result.base,
+                    revision,
+                    changelog=tuple(changelog(earlier.commits)),
+                    hotfix_branch=hotfix_branch,
+                )
             tag = release.version or result.tag
             tag_commit = self.mirrors.tag_commit(repo, tag) if tag else None
-            return Source(revision, result.tag, result.base, tag, tag_commit)
+            return Source(
+                revision,
+                result.tag,
+                result.base,
+                tag,
+                tag_commit,
+                changelog=tuple(changelog(result.commits)),
+                hotfix_branch=hotfix_branch,
+            )
         except GitError as error:
             return Source(error=str(error))
 

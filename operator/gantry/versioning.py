@@ -26,11 +26,18 @@ class NextVersion:
         return "\n".join(lines)
 
 
-def next_release(repo: Repository, rev: str = "HEAD", major_on_zero: bool = False) -> NextVersion:
-    base = latest(repo.release_tags(rev))
+def next_release(
+    repo: Repository,
+    rev: str = "HEAD",
+    major_on_zero: bool = False,
+    patch_only: bool = False,
+    skip: str | None = None,
+) -> NextVersion:
+    """`skip` leaves one tag out, to see a tagged commit's release as it was when it was made."""
+    base = latest(t for t in repo.release_tags(rev) if t != skip)
     base_tag = f"v{base}" if base is not None else None
     commits = repo.commits(rev, base_tag)
-    version, bump = next_version(base, commits, major_on_zero)
+    version, bump = next_version(base, commits, major_on_zero, patch_only)
     return NextVersion(f"v{version}" if version is not None else None, base_tag, bump, commits)
 
 

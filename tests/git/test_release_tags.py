@@ -160,3 +160,52 @@ def test_an_unknown_revision_is_a_clear_problem(
     blocked = cluster.wait_for_phase(namespace, "shop-typo", "Blocked", "Verified")
     assert blocked["status"]["reason"] == "GitSourceUnavailable"
     assert "unknown revision" in blocked["status"]["message"]
+
+
+def test_the_changelog_since_the_previous_release_is_in_the_status(
+    cluster: Cluster, git_operator: OperatorThread, namespace: str, origin: tuple[Path, Clone]
+) -> None:
+    bare, work = origin
+    work.commit("feat(JIRA-1): first")
+    work.git("tag", "v1.4.0")
+    work.commit("feat(JIRA-2): invoices")
+    work.commit("docs(JIRA-3): readme")
+    revision = work.commit("fix(JIRA-4)!: totals in cents\n\nBREAKING CHANGE: amounts are integers")
+    work.git("push", "-q", "origin", "main", "--tags")
+    setup_app(cluster, namespace)
+
+    cluster.apply(release(namespace, "shop-log", bare, revision, None))
+    body = cluster.wait_for_phase(namespace, "shop-log", "Verified", "Blocked")
+
+    assert body["status"]["version"] == "v2.0.0"
+    assert [(c["type"], c["scope"], c["description"]) for c in body["status"]["changelog"]] == [
+        ("breaking", "JIRA-4", "totals in cents"),
+        ("feat", "JIRA-2", "invoices"),
+    ]
+
+
+def test_a_hotfix_patches_the_version_it_branches_from_and_must_come_from_a_hot_branch(
+    cluster: Cluster, git_operator: OperatorThread, namespace: str, origin: tuple[Path, Clone]
+) -> None:
+    bare, work = origin
+    work.commit("feat(JIRA-1): first")
+    work.git("tag", "v1.4.0")
+    work.git("checkout", "-q", "-b", "HOT-7")
+    hot = work.commit("feat(HOT-7): emergency switch")  # even a feat: a hotfix patches
+    work.git("checkout", "-q", "main")
+    not_hot = work.commit("fix(JIRA-2): ordinary fix")
+    work.git("push", "-q", "origin", "main", "HOT-7", "--tags")
+    setup_app(cluster, namespace)
+
+    fixed = release(namespace, "shop-hot", bare, hot, None)
+    fixed["spec"]["hotfix"] = True
+    cluster.apply(fixed)
+    assert (
+        cluster.wait_for_phase(namespace, "shop-hot", "Verified", "Blocked")["status"]["version"] == "v1.4.1"
+    )
+
+    wrong = release(namespace, "shop-not-hot", bare, not_hot, None)
+    wrong["spec"]["hotfix"] = True
+    cluster.apply(wrong)
+    blocked = cluster.wait_for_phase(namespace, "shop-not-hot", "Blocked", "Verified")
+    assert blocked["status"]["reason"] == "NotAHotfixBranch" and "spec.hotfix" in blocked["status"]["message"]

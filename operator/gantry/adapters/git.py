@@ -57,6 +57,12 @@ class Repository:
                 commits.append(parse_commit(sha, message))
         return commits
 
+    def branches_containing(self, rev: str, pattern: str) -> list[str]:
+        output = self.repo.git.branch(
+            "--contains", self.resolve(rev), "--list", pattern, "--format=%(refname:short)"
+        )
+        return [b for b in output.splitlines() if b]
+
     def commits_in_range(self, spec: str) -> list[Commit]:
         """`A..B` as git understands it, merge commits left out (they carry no change of their own)."""
         if ".." in spec:

@@ -32,6 +32,7 @@ MANAGED_STATUS_KEYS = (
     "conditions",
     "decisionsApplied",
     "version",
+    "changelog",
 )
 
 
@@ -133,6 +134,8 @@ class Source:
     tag: str | None = None  # the tag wanted (spec.version, or next_version)
     tag_commit: str | None = None  # where that tag points, if it exists
     error: str | None = None  # origin unreachable, unknown revision, ...
+    changelog: tuple[Mapping[str, str], ...] = ()  # release-worthy commits since the previous release
+    hotfix_branch: str | None = None  # for a hotfix Release: the HOT-<n> branch its revision is on
 
 
 @dataclass(frozen=True)
@@ -441,6 +444,7 @@ class Draft:
     events: list[Event] = field(default_factory=list)
     error_handled: bool = False
     version: str = ""
+    changelog: tuple[Mapping[str, str], ...] = ()
 
     @property
     def now(self) -> str:

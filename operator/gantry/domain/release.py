@@ -83,6 +83,7 @@ def decide(release: ReleaseView, obs: Observation) -> Plan:
         reason=status.get("reason", ""),
         message=status.get("message", ""),
         version=str(status.get("version") or ""),
+        changelog=tuple(status.get("changelog") or ()),
     )
     if applied < len(decisions):
         # People's decisions (ReleaseDecision objects, copied here by the operator) come first,
@@ -146,6 +147,8 @@ def _finish(release: ReleaseView, d: Draft, decisions_applied: int) -> Plan:
     }
     if d.version:
         status["version"] = d.version
+    if d.changelog:
+        status["changelog"] = [dict(c) for c in d.changelog]
     current = d.run if d.run is not None and d.run.index == d.stage_index else None
     stage_name = current.name if current else (runs[-1]["name"] if runs else "")
     if stage_name:

@@ -20,6 +20,7 @@ from gantry.domain.model import (
     Phase,
     ReleaseLock,
     SetImages,
+    Source,
     StageRun,
     Step,
 )
@@ -132,58 +133,59 @@ def version_settled(d: Draft) -> bool:
     if d.version or d.release.repository is None or source is None:
         d.version = d.version or d.release.version  # as given: no git source to check it against
         return True
+    problem = source_problem(d, source)
+    if problem is not None:
+        block(d, problem)
+        return False
+    wanted = d.release.version or source.tag
+    assert wanted is not None and source.revision is not None
+    if source.tag_commit is None:
+        d.effects.append(CreateTag(wanted, source.revision, f"{wanted} ({d.release.key})"))
+    d.version, d.changelog = wanted, source.changelog
+    return True
+
+
+def source_problem(d: Draft, source: Source) -> Problem | None:
     refusal = rejected(d, "CreateTag")
     if refusal is not None:
-        block(
-            d,
-            Problem(
-                "TagPushRejected",
-                "spec.source.repository",
-                f"pushing the tag failed: {refusal}",
-                "check the credentials Secret and that origin accepts tags",
-            ),
+        return Problem(
+            "TagPushRejected",
+            "spec.source.repository",
+            f"pushing the tag failed: {refusal}",
+            "check the credentials Secret and that origin accepts tags",
         )
-        return False
     if source.error is not None:
-        block(
-            d,
-            Problem(
-                "GitSourceUnavailable",
-                "spec.source",
-                source.error,
-                "check spec.source.repository and spec.source.revision, and the credentials Secret",
-            ),
+        return Problem(
+            "GitSourceUnavailable",
+            "spec.source",
+            source.error,
+            "check spec.source.repository and spec.source.revision, and the credentials Secret",
         )
-        return False
+    if d.release.hotfix and source.hotfix_branch is None:
+        return Problem(
+            "NotAHotfixBranch",
+            "spec.hotfix",
+            "spec.source.revision is on no HOT-<n> branch",
+            "build hotfixes from the HOT-<n> branch of the emergency, or drop spec.hotfix",
+        )
     wanted = d.release.version or source.tag
     if not wanted or source.revision is None:
         since = source.base or "the first commit"
-        block(
-            d,
-            Problem(
-                "NothingToRelease",
-                "spec.version",
-                f"no feat, fix, perf or breaking commit since {since} up to spec.source.revision",
-                "set spec.version, or release a revision with a release-worthy commit",
-            ),
+        return Problem(
+            "NothingToRelease",
+            "spec.version",
+            f"no feat, fix, perf or breaking commit since {since} up to spec.source.revision",
+            "set spec.version, or release a revision with a release-worthy commit",
         )
-        return False
     if source.tag_commit is not None and source.tag_commit != source.revision:
-        block(
-            d,
-            Problem(
-                "TagMismatch",
-                "spec.version",
-                f"tag {wanted} already points at {source.tag_commit[:12]}, not at spec.source.revision "
-                f"{source.revision[:12]}",
-                "tags are never moved: release the tagged commit, or use the next version",
-            ),
+        return Problem(
+            "TagMismatch",
+            "spec.version",
+            f"tag {wanted} already points at {source.tag_commit[:12]}, not at spec.source.revision "
+            f"{source.revision[:12]}",
+            "tags are never moved: release the tagged commit, or use the next version",
         )
-        return False
-    if source.tag_commit is None:
-        d.effects.append(CreateTag(wanted, source.revision, f"{wanted} ({d.release.key})"))
-    d.version = wanted
-    return True
+    return None
 
 
 def start_stage(d: Draft) -> None:

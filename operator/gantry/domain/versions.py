@@ -67,13 +67,21 @@ def latest(tags: Iterable[str]) -> semver.Version | None:
 
 
 def next_version(
-    base: semver.Version | None, commits: Iterable[Commit], major_on_zero: bool = False
+    base: semver.Version | None,
+    commits: Iterable[Commit],
+    major_on_zero: bool = False,
+    patch_only: bool = False,
 ) -> tuple[semver.Version | None, Bump]:
-    """The version after `base` (v0.0.0 when there is none), or None when nothing warrants a release."""
+    """The version after `base` (v0.0.0 when there is none), or None when nothing warrants a release.
+
+    `patch_only` is for hotfixes: whatever they contain, they patch the version production runs.
+    """
     bump = max((c.bump for c in commits), default=Bump.NONE)
     current = base or semver.Version(0, 0, 0)
     if bump == Bump.NONE:
         return None, bump
+    if patch_only:
+        return current.bump_patch(), Bump.PATCH
     if bump == Bump.MAJOR and current.major == 0 and not major_on_zero:
         bump = Bump.MINOR
     if bump == Bump.MAJOR:
@@ -109,3 +117,19 @@ def explain(commits: Iterable[Commit]) -> dict[str, list[Commit]]:
         groups.setdefault(key, []).append(commit)
     order = ["breaking", "feat", "fix", "perf", "other"]
     return {k: groups[k] for k in order if k in groups}
+
+
+CHANGELOG_LIMIT = 50
+
+
+def changelog(commits: Iterable[Commit], limit: int = CHANGELOG_LIMIT) -> list[dict[str, str]]:
+    """The release-worthy commits as plain data for a Release's status (bounded), breaking first."""
+    entries = []
+    for group, grouped in explain(commits).items():
+        if group == "other":
+            continue
+        entries += [
+            {"type": group, "scope": c.scope or "", "description": c.description, "commit": c.sha[:12]}
+            for c in grouped
+        ]
+    return entries[:limit]
