@@ -7,12 +7,14 @@ the custom resources, so any call may be the first after a crash.
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from gantry.adapters import wiki
 from gantry.adapters.alerts import Alerter
 from gantry.adapters.git import GitError, Mirrors, Repository
 from gantry.adapters.kube import ApiError
@@ -158,7 +160,8 @@ class ReleaseReconciler:
         if self.mirrors is None or not release.repository or release.status.get("version"):
             return None
         try:
-            repo = self.mirrors.open(release.repository)
+            pipeline = self.resources.get_pipeline(release.namespace, release.pipeline)
+            repo = self.mirrors.open(release.repository, self.credentials(release.namespace, pipeline))
             revision = repo.resolve(release.revision or "HEAD")
             hotfix_branch = None
             if release.hotfix:
@@ -189,6 +192,67 @@ class ReleaseReconciler:
             )
         except GitError as error:
             return Source(error=str(error))
+
+    def credentials(self, namespace: str, pipeline: Pipeline | Problem) -> tuple[str, str] | None:
+        """HTTPS credentials from the Secret the Pipeline names (keys: username, password or token)."""
+        if isinstance(pipeline, Problem) or not pipeline.git.credentials_secret:
+            return None
+        data = self.resources.read_secret(namespace, pipeline.git.credentials_secret) or {}
+        decoded = {k: base64.b64decode(v).decode() for k, v in data.items()}
+        secret = decoded.get("password") or decoded.get("token")
+        return (decoded.get("username", "git"), secret) if secret else None
+
+    def paperwork(self, release: ReleaseView, pipeline: Pipeline | Problem, effect: Retrospective) -> None:
+        """The seed's HOT-<n> branch and HOT-<n> / ROLLBACK-<n> pages; one ticket per Release and kind."""
+        if self.mirrors is None or isinstance(pipeline, Problem):
+            log.info(
+                "Release %s: %s retrospective due (no git configured): %s",
+                release.key,
+                effect.kind,
+                effect.reason,
+            )
+            return
+        now = to_rfc3339(self.clock())
+        tickets: list[dict[str, Any]] = []
+
+        def allocate_ticket(status: dict[str, Any]) -> dict[str, Any]:
+            tickets[:] = wiki.allocate(
+                list(status.get("tickets") or []), effect.kind, release.uid, release.key, now
+            )
+            return {"tickets": tickets}
+
+        self.resources.update_ledger(release.namespace, release.pipeline, allocate_ticket)
+        mine = next(t for t in tickets if t["kind"] == effect.kind and t["uid"] == release.uid)
+        ticket, decided_at = str(mine["id"]), str(mine["at"])  # allocation time: a retry writes the same page
+        credentials = self.credentials(release.namespace, pipeline)
+        revision = None
+        if release.repository:
+            repo = self.mirrors.open(release.repository, credentials)
+            revision = repo.resolve(release.revision or "HEAD")
+            if effect.kind == "Emergency":
+                wiki.push_branch(repo.repo, ticket, revision)
+        page_repository, template = _paperwork_target(pipeline)
+        if page_repository:
+            paper = wiki.Paperwork(
+                effect.kind,
+                ticket,
+                release.application,
+                release.key,
+                release.version,
+                revision,
+                effect.decided_by,
+                effect.reason,
+                decided_at,
+                list(release.status.get("changelog") or []),
+            )
+            page = wiki.render_page(paper, template or wiki.DEFAULT_TEMPLATE)
+            wiki.Wiki(self.mirrors.root, lambda: credentials).write(
+                page_repository, ticket, page, f"{ticket}: {effect.kind} of {release.key} ({release.version})"
+            )
+        self.emit(
+            release.reference(),
+            Event("Warning", "Retrospective", f"{ticket}: {effect.kind} paperwork in git"),
+        )
 
     def _stage(self, release: ReleaseView, pipeline: Pipeline | Problem, run: Any) -> Stage | None:
         if run is not None and run.step not in (Step.PENDING, Step.WAITING_FOR_LOCK):
@@ -291,7 +355,7 @@ class ReleaseReconciler:
             )
         elif isinstance(effect, CreateTag):
             assert self.mirrors is not None and release.repository
-            repo: Repository = self.mirrors.open(release.repository)
+            repo: Repository = self.mirrors.open(release.repository, self.credentials(namespace, pipeline))
             existing = self.mirrors.tag_commit(repo, effect.tag)
             if existing is None:
                 self.mirrors.push_tag(repo, effect.tag, effect.revision, effect.message)
@@ -310,8 +374,11 @@ class ReleaseReconciler:
                     f"tag {effect.tag} appeared on {existing[:12]} meanwhile; tags are never moved"
                 )
         elif isinstance(effect, Retrospective):
-            # The seed's ROLLBACK-<n> / HOT-<n> retrospective page lands here with the git integration.
-            log.info("Release %s: %s retrospective due: %s", release.key, effect.kind, effect.reason)
+            try:
+                self.paperwork(release, pipeline, effect)
+            except GitError as error:  # paperwork must never stop a rollback or an emergency
+                log.warning("Release %s: %s paperwork failed: %s", release.key, effect.kind, error)
+                self.emit(release.reference(), Event("Warning", "PaperworkFailed", f"{effect.kind}: {error}"))
         elif isinstance(effect, Alert):
             labels = {
                 "release": release.key,
@@ -321,6 +388,12 @@ class ReleaseReconciler:
             }
             config = pipeline.alerts if isinstance(pipeline, Pipeline) else None
             self.alerter.send(effect, labels, config)
+
+
+def _paperwork_target(pipeline: Pipeline | Problem) -> tuple[str | None, str | None]:
+    if isinstance(pipeline, Problem):
+        return None, None
+    return pipeline.git.wiki_repository, pipeline.git.page_template
 
 
 def _changed_workloads(status: Mapping[str, Any]) -> set[WorkloadRef]:

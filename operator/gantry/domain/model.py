@@ -276,6 +276,7 @@ class Retrospective:
 
     kind: str  # "Rollback" | "Emergency"
     reason: str
+    decided_by: str = "gantry"
 
 
 Effect = (

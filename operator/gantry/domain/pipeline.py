@@ -73,11 +73,19 @@ class AlertConfig:
 
 
 @dataclass(frozen=True)
+class GitConfig:
+    credentials_secret: str | None = None  # a Secret with username and password (or token) for HTTPS origins
+    wiki_repository: str | None = None  # a git-backed wiki for the HOT-<n> / ROLLBACK-<n> pages
+    page_template: str | None = None
+
+
+@dataclass(frozen=True)
 class Pipeline:
     name: str
     application: str
     stages: tuple[Stage, ...]
     alerts: AlertConfig = field(default_factory=AlertConfig)
+    git: GitConfig = field(default_factory=GitConfig)
 
     def pre_production(self) -> tuple[Stage, ...]:
         """The stages a Release must pass to be Verified (everything before production)."""
@@ -136,8 +144,18 @@ def parse_pipeline(name: str, spec: Mapping[str, Any]) -> Pipeline | Problem:
         webhook_secret=(str(secret["name"]), str(secret.get("key", "url"))) if secret.get("name") else None,
         webhook_format=str((raw_alerts.get("webhook") or {}).get("format", "Slack")),
     )
+    raw_git = spec.get("git") or {}
+    git = GitConfig(
+        credentials_secret=(raw_git.get("credentialsSecretRef") or {}).get("name"),
+        wiki_repository=(raw_git.get("wiki") or {}).get("repository"),
+        page_template=(raw_git.get("wiki") or {}).get("template"),
+    )
     return Pipeline(
-        name=name, application=str(spec.get("application") or name), stages=tuple(stages), alerts=alerts
+        name=name,
+        application=str(spec.get("application") or name),
+        stages=tuple(stages),
+        alerts=alerts,
+        git=git,
     )
 
 

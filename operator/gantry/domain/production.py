@@ -252,7 +252,7 @@ def emergency(d: Draft, said: str, by: str) -> None:
     message = f"{said}; frozen for hotfixes only: {frozen}; production keeps this version until a hotfix"
     d.effects.append(Alert("critical", "Emergency", f"Release {d.release.key}: {message}"))
     d.effects.append(RecordProduction(entry(d, "Emergency", by)))
-    d.effects.append(Retrospective("Emergency", said))
+    d.effects.append(Retrospective("Emergency", said, by))
     d.event("Warning", "Emergency", message)
     d.run = replace(d.run, reason="Emergency", message=message, finished_at=d.now)
     d.phase, d.reason, d.message = Phase.EMERGENCY, "Emergency", message
@@ -395,7 +395,7 @@ def finish_failed(d: Draft) -> None:
             "reason": f"rollback of {d.release.key}",
         }
         d.effects.append(RecordProduction(restored))
-        d.effects.append(Retrospective("Rollback", message))
+        d.effects.append(Retrospective("Rollback", message, by))
         d.phase = Phase.ROLLED_BACK
     else:
         d.phase = Phase.FAILED
