@@ -13,7 +13,7 @@ from gantry.adapters.git import GitError, Mirrors
 from gantry.domain.model import ReleaseView, Retrospective
 from gantry.domain.pipeline import parse_pipeline
 from gantry.reconciler import ReleaseReconciler
-from tests.git.test_version_next import Clone
+from tests.git.repos import bare, origin_and_clone
 
 
 class FakeResources:
@@ -29,25 +29,12 @@ class FakeResources:
         return None
 
 
-def bare(tmp_path: Path, name: str) -> Path:
-    path = tmp_path / f"{name}.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(path)], check=True)
-    return path
-
-
 def show(repo: Path, ref: str) -> str:
     return subprocess.run(["git", "show", ref], cwd=repo, capture_output=True, text=True, check=True).stdout
 
 
 def test_emergency_and_rollback_paperwork_is_written_once(tmp_path: Path) -> None:
-    source, pages = bare(tmp_path, "shop"), bare(tmp_path, "shop.wiki")
-    subprocess.run(
-        ["git", "clone", "-q", str(source), str(tmp_path / "work")], check=True, capture_output=True
-    )
-    work = Clone(tmp_path / "work")
-    work.git("config", "user.email", "dev@example.com")
-    work.git("config", "user.name", "Dev")
-    work.git("checkout", "-q", "-b", "main")
+    (source, work), pages = origin_and_clone(tmp_path, "shop"), bare(tmp_path, "shop.wiki")
     revision = work.commit("feat(JIRA-1): invoices")
     work.git("push", "-q", "origin", "main")
     pipeline = parse_pipeline(
@@ -117,14 +104,7 @@ def test_ticket_numbers_count_per_kind() -> None:
 
 
 def test_a_hot_branch_already_elsewhere_is_refused(tmp_path: Path) -> None:
-    source = bare(tmp_path, "shop")
-    subprocess.run(
-        ["git", "clone", "-q", str(source), str(tmp_path / "work")], check=True, capture_output=True
-    )
-    work = Clone(tmp_path / "work")
-    work.git("config", "user.email", "dev@example.com")
-    work.git("config", "user.name", "Dev")
-    work.git("checkout", "-q", "-b", "main")
+    source, work = origin_and_clone(tmp_path, "shop")
     first = work.commit("feat(JIRA-1): a")
     second = work.commit("fix(JIRA-2): b")
     work.git("push", "-q", "origin", "main", f"{first}:refs/heads/HOT-1")

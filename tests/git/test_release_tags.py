@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import FAST
 from tests.e2e import manifests as m
-from tests.git.test_version_next import Clone
+from tests.git.repos import Clone, origin_and_clone
 from tests.harness.cluster import Cluster
 from tests.harness.operator import OperatorThread, RecordingAlerter
 
@@ -22,14 +22,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def origin(tmp_path: Path) -> tuple[Path, Clone]:
-    bare = tmp_path / "shop.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
-    subprocess.run(["git", "clone", "-q", str(bare), str(tmp_path / "work")], check=True, capture_output=True)
-    work = Clone(tmp_path / "work")
-    work.git("config", "user.email", "dev@example.com")
-    work.git("config", "user.name", "Dev")
-    work.git("checkout", "-q", "-b", "main")
-    return bare, work
+    return origin_and_clone(tmp_path, "shop")
 
 
 @pytest.fixture

@@ -4,46 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
 from gantry import cli
+from tests.git.repos import Clone, origin_and_clone
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class Clone:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def git(self, *args: str) -> str:
-        result = subprocess.run(["git", *args], cwd=self.path, check=True, capture_output=True, text=True)
-        return result.stdout.strip()
-
-    def commit(self, message: str) -> str:
-        change = (
-            self.path / f"change-{uuid.uuid4().hex[:8]}.txt"
-        )  # a new file each time: merges never conflict
-        change.write_text(message + "\n")
-        self.git("add", change.name)
-        self.git("commit", "-q", "-m", message)
-        return self.git("rev-parse", "HEAD")
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Clone:
-    origin = tmp_path / "origin.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
-    subprocess.run(
-        ["git", "clone", "-q", str(origin), str(tmp_path / "work")], check=True, capture_output=True
-    )
-    clone = Clone(tmp_path / "work")
-    clone.git("config", "user.email", "dev@example.com")
-    clone.git("config", "user.name", "Dev")
-    clone.git("checkout", "-q", "-b", "main")
-    return clone
+    return origin_and_clone(tmp_path, "origin")[1]
 
 
 def run(repo: Clone, *args: str) -> tuple[int, str, str]:
