@@ -31,6 +31,7 @@ class App:
     metrics: MetricsApp
     prometheus: Prometheus
     alertmanager: Alertmanager
+    released_count: int = 0
 
     def setup(self, **pipeline: Any) -> None:
         for workload in m.workloads(self.namespace) + m.workloads(self.prod):
@@ -62,7 +63,9 @@ class App:
         )
 
     def release(self, name: str, seed: str, **fields: Any) -> dict[str, Any]:
-        manifest = m.release(self.namespace, name, seed)
+        """Each Release a new minor version (v1.0.0, v1.1.0, ...): production only moves forward."""
+        self.released_count += 1
+        manifest = m.release(self.namespace, name, seed, version=f"v1.{self.released_count - 1}.0")
         manifest["spec"].update(fields)
         return self.cluster.apply(manifest)
 
@@ -347,7 +350,7 @@ def test_emergency_freezes_staging_for_hotfixes_until_one_reaches_production(app
     )
     assert frozen
     app.traffic(20)
-    app.release("shop-v2-1", "v2-1", hotfix=True, version="v1.0.1")
+    app.release("shop-v2-1", "v2-1", hotfix=True, version="v1.1.1")  # patches v1.1.0, the emergency
     hotfix = app.wait("shop-v2-1", "Released", "RolledBack", "Held")
     assert hotfix["status"]["phase"] == "Released"
     assert "frozen" not in app.cluster.must_get("EnvironmentLock", app.namespace, "staging")["status"]

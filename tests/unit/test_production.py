@@ -372,3 +372,21 @@ def test_frozen_locks_admit_only_hotfixes_and_let_them_jump_the_queue() -> None:
     state, outcome = locks.acquire(state, hot, T0, lease, hotfix=True)
     assert isinstance(outcome, locks.Granted)
     assert locks.from_status(locks.to_status(state)) == state
+
+
+def test_production_only_moves_forward() -> None:
+    world = World(
+        pipeline(),
+        history=[
+            {
+                "release": "team/shop-v3",
+                "uid": "uid-v3",
+                "version": "v3.0.0",
+                "result": "Released",
+                "images": [{"workload": PROD.key(), "container": "web", "image": V1}],
+            }
+        ],
+    )
+    status = run(world, {}, until=("Blocked", "Baking"))  # our Release is v2.0.0
+    assert (status["phase"], status["reason"]) == ("Blocked", "VersionNotNewer")
+    assert "decide Rollback" in status["message"] and world.images[PROD] == V1

@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from gantry.domain import stages
+from gantry.domain import ledger, stages
 from gantry.domain.analysis import Action, AnalysisSpec, OnBreach, OnInconclusive, Verdict, judge, streak
 from gantry.domain.decisions import refusal
 from gantry.domain.images import parse_pinned
@@ -30,6 +30,7 @@ from gantry.domain.model import (
 )
 from gantry.domain.problems import Problem
 from gantry.domain.timefmt import from_rfc3339, to_rfc3339
+from gantry.domain.versions import parse_tag
 from gantry.domain.workloads import ImageChange, WorkloadRef
 
 EVALUATIONS_KEPT = 20
@@ -83,6 +84,24 @@ def check_provenance(d: Draft, changes: tuple[ImageChange, ...]) -> Mapping[str,
         "verifiedAt": (last or {}).get("finishedAt"),
         "images": sorted({c.after for c in changes}),
     }
+
+
+def not_newer(d: Draft) -> Problem | None:
+    """Production moves forward only; going back is a Rollback decision, which re-applies the previous tag."""
+    current = ledger.current([dict(e) for e in d.obs.production.history])
+    version = d.version or d.release.version
+    if current is None or current.get("uid") == d.release.uid or not version:
+        return None
+    ours, theirs = parse_tag(version), parse_tag(str(current.get("version", "")))
+    if ours is None or theirs is None or ours > theirs:
+        return None
+    return Problem(
+        "VersionNotNewer",
+        "spec.version",
+        f"{version} is not newer than {current.get('version')}, "
+        f"which production runs ({current.get('release')})",
+        "release a higher version; to go back to an earlier one, decide Rollback on the current Release",
+    )
 
 
 # --- the bake ------------------------------------------------------------------------------------

@@ -70,6 +70,9 @@ def validate(d: Draft, stage: Stage) -> tuple[ImageChange, ...] | Problem:
         provenance = production.check_provenance(d, changes)
         if isinstance(provenance, Problem):
             return provenance
+        older = production.not_newer(d)
+        if older is not None:
+            return older
     return changes
 
 

@@ -1,0 +1,184 @@
+"""The bad-input catalogue (docs/bad-input.md): every case is refused at admission with the field
+named, and nothing that is deployed changes. (Cases caught later, as a Blocked Release with a
+condition, are in test_bad_input.py, test_production.py and tests/git.)"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from gantry.adapters.kube import ApiError
+from tests.e2e import manifests as m
+from tests.harness.cluster import Cluster
+
+pytestmark = pytest.mark.e2e
+
+Edit = Callable[[dict[str, Any]], None]
+
+
+def artifact_image(image: str) -> Edit:
+    def edit(body: dict[str, Any]) -> None:
+        body["spec"]["artifacts"][0]["image"] = image
+
+    return edit
+
+
+def spec_field(path: str, value: Any) -> Edit:
+    def edit(body: dict[str, Any]) -> None:
+        target = body["spec"]
+        *parents, last = path.split(".")
+        for part in parents:
+            target = target[int(part)] if part.isdigit() else target[part]
+        if value is DELETE:
+            del target[int(last) if last.isdigit() else last]
+        else:
+            target[int(last) if last.isdigit() else last] = value
+
+    return edit
+
+
+DELETE = object()
+DIGEST = m.digest("x")
+REPO = "registry.example.com/shop/web"
+
+RELEASE_CASES: list[tuple[str, Edit, str]] = [
+    ("mutable tag :latest", artifact_image(f"{REPO}:latest"), "spec.artifacts[0].image"),
+    ("version tag instead of a digest", artifact_image(f"{REPO}:v1.2.3"), "spec.artifacts[0].image"),
+    ("no tag and no digest", artifact_image(REPO), "spec.artifacts[0].image"),
+    ("tag and digest together", artifact_image(f"{REPO}:v1@{DIGEST}"), "spec.artifacts[0].image"),
+    ("short digest", artifact_image(f"{REPO}@sha256:abc123"), "spec.artifacts[0].image"),
+    ("uppercase digest", artifact_image(f"{REPO}@sha256:{'A' * 64}"), "spec.artifacts[0].image"),
+    ("digest that is not sha256", artifact_image(f"{REPO}@md5:{'a' * 32}"), "spec.artifacts[0].image"),
+    ("digest with a space", artifact_image(f"{REPO} @{DIGEST}"), "spec.artifacts[0].image"),
+    ("version not semver", spec_field("version", "1.2"), "spec.version"),
+    ("version with a pre-release", spec_field("version", "v1.2.3-rc.1"), "spec.version"),
+    ("version without the v", spec_field("version", "1.2.3"), "spec.version"),
+    (
+        "duplicate container names",
+        lambda b: b["spec"]["artifacts"].append(copy.deepcopy(b["spec"]["artifacts"][0])),
+        "spec.artifacts[2]",
+    ),
+    ("no artifacts", spec_field("artifacts", []), "spec.artifacts"),
+    ("no application", spec_field("application", DELETE), "spec.application"),
+    ("application not a DNS label", spec_field("application", "Shop_App"), "spec.application"),
+    ("container name not a DNS label", spec_field("artifacts.0.name", "Web"), "spec.artifacts[0].name"),
+    ("source without a revision", spec_field("source.revision", DELETE), "spec.source.revision"),
+    ("hotfix not a boolean", spec_field("hotfix", "yes"), "spec.hotfix"),
+]
+
+
+def stage(index: int, field: str, value: Any) -> Edit:
+    return spec_field(f"stages.{index}.{field}", value)
+
+
+def analysis(field: str, value: Any) -> Edit:
+    def edit(body: dict[str, Any]) -> None:
+        body["spec"]["stages"][1].setdefault("analysis", {})[field] = value
+
+    return edit
+
+
+PIPELINE_CASES: list[tuple[str, Edit, str]] = [
+    ("empty stage list", spec_field("stages", []), "spec.stages"),
+    (
+        "target with both name and selector",
+        stage(0, "targets.0.selector", {"matchLabels": {"app": "web"}}),
+        "exactly one of name",
+    ),
+    ("target with neither name nor selector", stage(0, "targets.0.name", DELETE), "exactly one of name"),
+    (
+        "production stage not last",
+        lambda b: b["spec"]["stages"].reverse(),
+        "production stage must be the last",
+    ),
+    ("two production stages", stage(0, "production", True), "at most one stage may set production"),
+    ("duplicate stage names", stage(1, "name", "staging"), "spec.stages[1]"),
+    ("unknown workload kind", stage(0, "targets.0.kind", "DaemonSet"), "spec.stages[0].targets[0].kind"),
+    ("zero rollout timeout", stage(0, "rolloutTimeoutSeconds", 0), "spec.stages[0].rolloutTimeoutSeconds"),
+    ("negative error-rate threshold", analysis("threshold", -0.1), "spec.stages[1].analysis.threshold"),
+    ("error-rate threshold above 1", analysis("threshold", 5), "spec.stages[1].analysis.threshold"),
+    (
+        "negative minimum request rate",
+        analysis("minRequestRate", -1),
+        "spec.stages[1].analysis.minRequestRate",
+    ),
+    ("rate window not a duration", analysis("window", "5 minutes"), "spec.stages[1].analysis.window"),
+    (
+        "bake shorter than one evaluation",
+        lambda b: (analysis("bakeSeconds", 10)(b), analysis("intervalSeconds", 60)(b)),
+        "bakeSeconds must be at least",
+    ),
+    ("unknown breach policy", analysis("onBreach", "Ignore"), "spec.stages[1].analysis.onBreach"),
+    ("unknown promotion", stage(1, "promotion", "Sometimes"), "spec.stages[1].promotion"),
+    (
+        "test without a Job template",
+        stage(0, "test", {"timeoutSeconds": 5}),
+        "spec.stages[0].test.jobTemplate",
+    ),
+]
+
+DECISION_CASES: list[tuple[str, Edit, str]] = [
+    ("unknown decision", spec_field("action", "Retry"), "spec.action"),
+    ("decision without a reason", spec_field("reason", ""), "spec.reason"),
+    ("digest on an Approve", spec_field("digest", DIGEST), "spec.digest only applies"),
+]
+
+
+def refused(cluster: Cluster, body: dict[str, Any]) -> str:
+    with pytest.raises(ApiError) as caught:
+        cluster.apply(body)
+    assert caught.value.status == 422
+    return caught.value.message
+
+
+@pytest.fixture
+def deployed(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    for workload in m.workloads(namespace):
+        cluster.apply(workload)
+    return cluster.must_get("Deployment", namespace, "web")
+
+
+def unchanged(cluster: Cluster, namespace: str, before: dict[str, Any]) -> bool:
+    after = cluster.must_get("Deployment", namespace, "web")
+    return (
+        after["spec"] == before["spec"]
+        and after["metadata"]["generation"] == before["metadata"]["generation"]
+    )
+
+
+@pytest.mark.parametrize(("case", "edit", "names"), RELEASE_CASES, ids=[c[0] for c in RELEASE_CASES])
+def test_bad_releases_are_refused(
+    cluster: Cluster, namespace: str, deployed: dict[str, Any], case: str, edit: Edit, names: str
+) -> None:
+    body = m.release(namespace, "bad", "bad")
+    edit(body)
+    assert names in refused(cluster, body)
+    assert cluster.get("Release", namespace, "bad") is None
+    assert unchanged(cluster, namespace, deployed)
+
+
+@pytest.mark.parametrize(("case", "edit", "names"), PIPELINE_CASES, ids=[c[0] for c in PIPELINE_CASES])
+def test_bad_pipelines_are_refused(
+    cluster: Cluster, namespace: str, deployed: dict[str, Any], case: str, edit: Edit, names: str
+) -> None:
+    body = m.production_pipeline(namespace, "prod", "http://127.0.0.1:9")
+    body["spec"]["stages"][0]["test"] = {"jobTemplate": m.test_job_template(), "timeoutSeconds": 30}
+    edit(body)
+    assert names in refused(cluster, body)
+    assert unchanged(cluster, namespace, deployed)
+
+
+@pytest.mark.parametrize(("case", "edit", "names"), DECISION_CASES, ids=[c[0] for c in DECISION_CASES])
+def test_bad_decisions_are_refused(
+    cluster: Cluster, namespace: str, case: str, edit: Edit, names: str
+) -> None:
+    body = m.decision(namespace, "shop-v1", "Approve")
+    edit(body)
+    assert names in refused(cluster, body)
+
+
+def test_the_catalogue_has_at_least_thirty_cases() -> None:
+    assert len(RELEASE_CASES) + len(PIPELINE_CASES) + len(DECISION_CASES) >= 30
