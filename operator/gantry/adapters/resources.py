@@ -187,9 +187,6 @@ class Resources:
             "to an existing Pipeline",
         )
 
-    def patch_pipeline_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self.kube.merge_patch(custom_path("pipelines", namespace, name, "status"), {"status": dict(status)})
-
     # --- workloads -------------------------------------------------------------------------------
 
     def find_workloads(self, target: Target) -> tuple[ObservedWorkload, ...]:

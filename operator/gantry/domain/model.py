@@ -57,7 +57,6 @@ class Phase(StrEnum):
 FINAL = frozenset({Phase.FAILED, Phase.RELEASED, Phase.ROLLED_BACK, Phase.EMERGENCY})
 # Waiting for a person (approval, one of the three buttons) or a deadline: looked at less often.
 WAITING = frozenset({Phase.VERIFIED, Phase.AWAITING_DECISION, Phase.HELD})
-TERMINAL = FINAL  # phases a reconcile timer need not visit
 
 
 class Step(StrEnum):
