@@ -161,37 +161,44 @@ class ReleaseReconciler:
             return None
         try:
             pipeline = self.resources.get_pipeline(release.namespace, release.pipeline)
-            repo = self.mirrors.open(release.repository, self.credentials(release.namespace, pipeline))
-            revision = repo.resolve(release.revision or "HEAD")
-            hotfix_branch = None
-            if release.hotfix:
-                hotfix_branch = next(iter(repo.branches_containing(revision, "HOT-*")), None)
-            result = next_release(repo, revision, patch_only=release.hotfix)
-            if not release.version and result.base and self.mirrors.tag_commit(repo, result.base) == revision:
-                # Already released at this very commit (by us before a crash, or by CI): reuse that tag.
-                earlier = next_release(repo, revision, patch_only=release.hotfix, skip=result.base)
-                return Source(
-                    revision,
-                    result.base,
-                    result.base,
-                    result.base,
-                    revision,
-                    changelog=tuple(changelog(earlier.commits)),
-                    hotfix_branch=hotfix_branch,
+            with self.mirrors.lock(release.repository):
+                return self._read_source(
+                    release,
+                    self.mirrors.open(release.repository, self.credentials(release.namespace, pipeline)),
                 )
-            tag = release.version or result.tag
-            tag_commit = self.mirrors.tag_commit(repo, tag) if tag else None
-            return Source(
-                revision,
-                result.tag,
-                result.base,
-                tag,
-                tag_commit,
-                changelog=tuple(changelog(result.commits)),
-                hotfix_branch=hotfix_branch,
-            )
         except GitError as error:
             return Source(error=str(error))
+
+    def _read_source(self, release: ReleaseView, repo: Repository) -> Source:
+        assert self.mirrors is not None
+        revision = repo.resolve(release.revision or "HEAD")
+        hotfix_branch = None
+        if release.hotfix:
+            hotfix_branch = next(iter(repo.branches_containing(revision, "HOT-*")), None)
+        result = next_release(repo, revision, patch_only=release.hotfix)
+        if not release.version and result.base and self.mirrors.tag_commit(repo, result.base) == revision:
+            # Already released at this very commit (by us before a crash, or by CI): reuse that tag.
+            earlier = next_release(repo, revision, patch_only=release.hotfix, skip=result.base)
+            return Source(
+                revision,
+                result.base,
+                result.base,
+                result.base,
+                revision,
+                changelog=tuple(changelog(earlier.commits)),
+                hotfix_branch=hotfix_branch,
+            )
+        tag = release.version or result.tag
+        tag_commit = self.mirrors.tag_commit(repo, tag) if tag else None
+        return Source(
+            revision,
+            result.tag,
+            result.base,
+            tag,
+            tag_commit,
+            changelog=tuple(changelog(result.commits)),
+            hotfix_branch=hotfix_branch,
+        )
 
     def credentials(self, namespace: str, pipeline: Pipeline | Problem) -> tuple[str, str] | None:
         """HTTPS credentials from the Secret the Pipeline names (keys: username, password or token)."""
@@ -227,10 +234,11 @@ class ReleaseReconciler:
         credentials = self.credentials(release.namespace, pipeline)
         revision = None
         if release.repository:
-            repo = self.mirrors.open(release.repository, credentials)
-            revision = repo.resolve(release.revision or "HEAD")
-            if effect.kind == "Emergency":
-                wiki.push_branch(repo.repo, ticket, revision)
+            with self.mirrors.lock(release.repository):
+                repo = self.mirrors.open(release.repository, credentials)
+                revision = repo.resolve(release.revision or "HEAD")
+                if effect.kind == "Emergency":
+                    wiki.push_branch(repo.repo, ticket, revision)
         page_repository, template = _paperwork_target(pipeline)
         if page_repository:
             paper = wiki.Paperwork(
@@ -355,24 +363,27 @@ class ReleaseReconciler:
             )
         elif isinstance(effect, CreateTag):
             assert self.mirrors is not None and release.repository
-            repo: Repository = self.mirrors.open(release.repository, self.credentials(namespace, pipeline))
-            existing = self.mirrors.tag_commit(repo, effect.tag)
-            if existing is None:
-                self.mirrors.push_tag(repo, effect.tag, effect.revision, effect.message)
-                # Announced here, once it happened: a status write lost to a conflict must not lose it.
-                self.emit(
-                    release.reference(),
-                    Event(
-                        "Normal",
-                        "Tagged",
-                        f"tagged {effect.revision[:12]} as "
-                        f"{effect.tag} and pushed it to {release.repository}",
-                    ),
+            with self.mirrors.lock(release.repository):
+                repo: Repository = self.mirrors.open(
+                    release.repository, self.credentials(namespace, pipeline)
                 )
-            elif existing != effect.revision:
-                raise GitError(
-                    f"tag {effect.tag} appeared on {existing[:12]} meanwhile; tags are never moved"
-                )
+                existing = self.mirrors.tag_commit(repo, effect.tag)
+                if existing is None:
+                    self.mirrors.push_tag(repo, effect.tag, effect.revision, effect.message)
+                    # Announced here, once it happened: a status write lost to a conflict must not lose it.
+                    self.emit(
+                        release.reference(),
+                        Event(
+                            "Normal",
+                            "Tagged",
+                            f"tagged {effect.revision[:12]} as "
+                            f"{effect.tag} and pushed it to {release.repository}",
+                        ),
+                    )
+                elif existing != effect.revision:
+                    raise GitError(
+                        f"tag {effect.tag} appeared on {existing[:12]} meanwhile; tags are never moved"
+                    )
         elif isinstance(effect, Retrospective):
             try:
                 self.paperwork(release, pipeline, effect)

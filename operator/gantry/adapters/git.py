@@ -7,6 +7,7 @@ runs this over 20,000 commits.
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 from urllib.parse import quote
 
@@ -72,13 +73,30 @@ class Repository:
 
 
 class Mirrors:
-    """Bare clones of Release sources, kept under one directory and fetched before each use."""
+    """Bare clones of Release sources, kept under one directory and fetched before each use.
+
+    Kopf runs handlers in threads: two Releases of one repository would otherwise fetch into the
+    same mirror at once and trip over git's ref locks, so each mirror is used by one thread at a time.
+    """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._locks: dict[Path, threading.RLock] = {}
+        self._guard = threading.Lock()
+
+    def lock(self, url: str) -> threading.RLock:
+        with self._guard:
+            return self._locks.setdefault(self._path(url), threading.RLock())
+
+    def _path(self, url: str) -> Path:
+        return self.root / hashlib.sha256(url.encode()).hexdigest()[:16]
 
     def open(self, url: str, credentials: tuple[str, str] | None = None) -> Repository:
-        path = self.root / hashlib.sha256(url.encode()).hexdigest()[:16]
+        with self.lock(url):
+            return self._open(url, credentials)
+
+    def _open(self, url: str, credentials: tuple[str, str] | None) -> Repository:
+        path = self._path(url)
         remote = with_credentials(url, credentials)
         try:
             if not path.exists():
