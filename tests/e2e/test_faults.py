@@ -1,0 +1,73 @@
+"""Injected API faults: conflicts (409) and server errors (503) on random writes. The operator
+retries and converges on exactly the state a fault-free run reaches."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from tests.e2e import manifests as m
+from tests.e2e.test_staging_flow import setup_app
+from tests.harness.apiserver import ApiStatus, Key
+from tests.harness.cluster import Cluster
+from tests.harness.operator import OperatorThread
+
+pytestmark = pytest.mark.e2e
+WRITES = ("POST", "PUT", "PATCH")
+TOUCHED = ("releases", "environmentlocks", "deployments", "jobs", "pipelines")
+
+
+def inject_faults(cluster: Cluster, seed: int, conflict: float, unavailable: float) -> Counter[str]:
+    assert cluster.server is not None
+    chance = random.Random(seed)
+    injected: Counter[str] = Counter()
+
+    def fault(method: str, key: Key, name: str | None) -> ApiStatus | None:
+        if method not in WRITES or key[2] not in TOUCHED:
+            return None
+        roll = chance.random()
+        if roll < conflict:
+            injected["409"] += 1
+            return ApiStatus(409, "Conflict", "injected: the object has been modified; please retry")
+        if roll < conflict + unavailable:
+            injected["503"] += 1
+            return ApiStatus(
+                503, "ServiceUnavailable", "injected: the server is currently unable to handle it"
+            )
+        return None
+
+    cluster.server.fault_hooks.append(fault)
+    return injected
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_staging_flow_converges_under_injected_conflicts_and_server_errors(
+    cluster: Cluster, operator: OperatorThread, namespace: str, seed: int
+) -> None:
+    if not cluster.emulated:
+        pytest.skip("injects faults through the emulated API server")
+    setup_app(cluster, namespace)
+    injected = inject_faults(cluster, seed, conflict=0.15, unavailable=0.10)
+    generation = cluster.must_get("Deployment", namespace, "web")["metadata"]["generation"]
+
+    cluster.apply_with_retries = None  # the test's own writes below retry too (faults hit everyone)
+    body: dict[str, Any] = {}
+    for _ in range(20):
+        try:
+            body = cluster.apply(m.release(namespace, "shop-v1", "v1"))
+            break
+        except Exception:
+            continue
+    assert body, "could not create the Release through the injected faults"
+    done = cluster.wait_for_phase(namespace, "shop-v1", "Verified", "Failed", timeout=60)
+
+    assert done["status"]["phase"] == "Verified", done["status"]["message"]
+    assert cluster.images("Deployment", namespace, "worker") == {"worker": m.image("worker", "v1")}
+    assert cluster.must_get("Deployment", namespace, "web")["metadata"]["generation"] == generation + 1
+    assert len(cluster.list("Job", namespace, "gantry.dev/release=shop-v1")) == 1
+    lock = cluster.must_get("EnvironmentLock", namespace, "staging")["status"]
+    assert "holder" not in lock and [h["reason"] for h in lock["history"]] == ["Passed"]
+    assert injected["409"] > 0 and injected["503"] > 0, injected  # the faults really happened
