@@ -85,6 +85,16 @@ class App:
             "worker": self.cluster.images("Deployment", namespace, "worker")["worker"],
         }
 
+    def wait_decision(self, decision: dict[str, Any], phase: str) -> None:
+        """Wait until the operator has handled a ReleaseDecision with this result."""
+        name = decision["metadata"]["name"]
+
+        def handled() -> bool:
+            status = self.cluster.must_get("ReleaseDecision", self.namespace, name).get("status") or {}
+            return bool(status.get("phase") == phase)
+
+        self.cluster.wait_for(f"ReleaseDecision {name} to be {phase}", handled)
+
     def verdicts(self, name: str) -> list[str]:
         runs = (self.cluster.release(self.namespace, name).get("status") or {}).get("stages") or [{}]
         return [e["verdict"] for e in (runs[-1].get("analysis") or {}).get("evaluations", [])]
@@ -187,18 +197,7 @@ def test_an_error_spike_rolls_back_to_the_previous_release_and_quarantines_it(ap
     assert app.production_images() == v("v1")
     # ...until someone lifts the quarantine, on the record.
     decision = app.decide("shop-v2", "LiftQuarantine", by="carol")
-    app.cluster.wait_for(
-        "the lift to apply",
-        lambda: (
-            (
-                app.cluster.must_get("ReleaseDecision", app.namespace, decision["metadata"]["name"]).get(
-                    "status"
-                )
-                or {}
-            ).get("phase")
-            == "Applied"
-        ),
-    )
+    app.wait_decision(decision, "Applied")
     ledger = app.ledger()
     assert (ledger["quarantineLog"][-1]["action"], ledger["quarantineLog"][-1]["by"]) == ("Lifted", "carol")
     assert ledger["quarantine"] == []
@@ -264,18 +263,7 @@ def test_manual_promotion_waits_for_approval(app: App) -> None:
     assert app.production_images() == {"web": m.OLD_WEB, "worker": m.OLD_WORKER}
 
     early = app.decide("shop-v1", "FailForward", name="too-early")
-    app.cluster.wait_for(
-        "the refusal",
-        lambda: (
-            (
-                app.cluster.must_get("ReleaseDecision", app.namespace, early["metadata"]["name"]).get(
-                    "status"
-                )
-                or {}
-            ).get("phase")
-            == "Rejected"
-        ),
-    )
+    app.wait_decision(early, "Rejected")
     app.decide("shop-v1", "Approve")
     assert app.wait("shop-v1", "Released", "Held", "RolledBack")["status"]["phase"] == "Released"
     assert app.production_images() == v("v1")
