@@ -20,8 +20,9 @@ from gantry.adapters.git import GitError, Mirrors, Repository
 from gantry.adapters.kube import ApiError
 from gantry.adapters.metrics import Metrics
 from gantry.adapters.prometheus import PrometheusSource
+from gantry.adapters.registry import RegistryClient, RegistryError, parse_dockerconfigjson, parse_repository
 from gantry.adapters.resources import Resources
-from gantry.domain import locks
+from gantry.domain import locks, registry
 from gantry.domain.analysis import Sample, evaluation_due, render
 from gantry.domain.model import (
     MANAGED_STATUS_KEYS,
@@ -35,6 +36,7 @@ from gantry.domain.model import (
     Observation,
     Phase,
     PreemptLock,
+    PromoteArtifacts,
     Quarantine,
     RecordProduction,
     ReleaseLock,
@@ -150,10 +152,48 @@ class ReleaseReconciler:
             job = self.resources.get_job(job_namespace, job_name)
         metrics = self._metrics(release, run, stage, now)
         source = self._source(release)
+        seen_registry = self._registry(release, pipeline, run, now)
         observation = Observation(
-            now, pipeline, targets, workloads, lock, job, error, metrics, production, source
+            now, pipeline, targets, workloads, lock, job, error, metrics, production, source, seen_registry
         )
         return pipeline, observation
+
+    def _registry(
+        self, release: ReleaseView, pipeline: Pipeline | Problem, run: Any, now: datetime
+    ) -> registry.ObservedRegistry | None:
+        """While a stage is Promoting (and not backing off): what each wanted tag names now."""
+        if run is None or run.step != Step.PROMOTING or not registry.retry_due(run, to_rfc3339(now)):
+            return None
+        ops = registry.plan_tags(
+            release.artifacts, release.version, (run.spec.get("registry") or {}).get("repository")
+        )
+        try:
+            client = self.registry_client(release.namespace, pipeline)
+            tags = {op.key: client.resolve(parse_repository(op.repository), op.tag) for op in ops}
+        except RegistryError as failure:
+            return registry.ObservedRegistry(error=str(failure), kind=failure.kind)
+        return registry.ObservedRegistry(tags=tags)
+
+    def registry_client(self, namespace: str, pipeline: Pipeline | Problem) -> RegistryClient:
+        """A client with the credentials of the Pipeline's dockerconfigjson Secret and its TLS settings."""
+        if isinstance(pipeline, Problem):
+            return RegistryClient()
+        config = pipeline.registry
+        credentials: dict[str, tuple[str, str]] = {}
+        if config.credentials_secret:
+            data = self.resources.read_secret(namespace, config.credentials_secret)
+            where = f"Secret {namespace}/{config.credentials_secret}"
+            if data is None:
+                raise RegistryError("auth", f"{where} (spec.registry.credentialsSecretRef) does not exist")
+            if ".dockerconfigjson" not in data:
+                raise RegistryError(
+                    "auth", f"{where} has no .dockerconfigjson key (type kubernetes.io/dockerconfigjson)"
+                )
+            try:
+                credentials = parse_dockerconfigjson(base64.b64decode(data[".dockerconfigjson"]))
+            except (ValueError, KeyError) as bad:
+                raise RegistryError("auth", f"{where}: .dockerconfigjson is not valid: {bad}") from bad
+        return RegistryClient(credentials=credentials, tls=dict(config.tls))
 
     def _source(self, release: ReleaseView) -> Source | None:
         """Look at git only until the version is settled (status.version), then never again."""
@@ -304,6 +344,9 @@ class ReleaseReconciler:
             except GitError as error:
                 log.warning("Release %s: %s failed: %s", release.key, type(effect).__name__, error)
                 return EffectError(type(effect).__name__, str(error))
+            except RegistryError as error:
+                log.warning("Release %s: %s failed: %s", release.key, type(effect).__name__, error)
+                return EffectError(type(effect).__name__, str(error), error.kind)
             except ApiError as error:
                 if error.status in PERMANENT_STATUSES and isinstance(effect, SetImages | CreateJob):
                     log.warning("Release %s: %s refused: %s", release.key, type(effect).__name__, error)
@@ -384,6 +427,14 @@ class ReleaseReconciler:
                     raise GitError(
                         f"tag {effect.tag} appeared on {existing[:12]} meanwhile; tags are never moved"
                     )
+        elif isinstance(effect, PromoteArtifacts):
+            client = self.registry_client(namespace, pipeline)
+            for op in effect.tags:
+                client.tag(parse_repository(op.source), op.digest, parse_repository(op.repository), op.tag)
+                self.emit(
+                    release.reference(),
+                    Event("Normal", "RegistryTagged", f"{op.key} -> {op.digest} (artifact {op.artifact})"),
+                )
         elif isinstance(effect, Retrospective):
             try:
                 self.paperwork(release, pipeline, effect)

@@ -36,3 +36,8 @@ def parse_pinned(reference: str) -> ImageRef | None:
     if match is None:
         return None
     return ImageRef(match["repository"], match["digest"])
+
+
+def digest_of(reference: str) -> str:
+    """The digest part of a pinned reference: what stays the same when an image is copied by digest."""
+    return reference.rsplit("@", 1)[-1]

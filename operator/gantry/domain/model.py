@@ -40,6 +40,7 @@ class Phase(StrEnum):
     PENDING = "Pending"
     BLOCKED = "Blocked"
     QUEUED = "Queued"
+    PROMOTING = "Promoting"
     DEPLOYING = "Deploying"
     TESTING = "Testing"
     ROLLING_BACK = "RollingBack"
@@ -62,6 +63,7 @@ WAITING = frozenset({Phase.VERIFIED, Phase.AWAITING_DECISION, Phase.HELD})
 class Step(StrEnum):
     PENDING = "Pending"
     WAITING_FOR_LOCK = "WaitingForLock"
+    PROMOTING = "Promoting"
     DEPLOYING = "Deploying"
     ROLLING_OUT = "RollingOut"
     TESTING = "Testing"
@@ -76,6 +78,7 @@ class Step(StrEnum):
 PHASE_OF_STEP = {
     Step.PENDING: Phase.PENDING,
     Step.WAITING_FOR_LOCK: Phase.QUEUED,
+    Step.PROMOTING: Phase.PROMOTING,
     Step.DEPLOYING: Phase.DEPLOYING,
     Step.ROLLING_OUT: Phase.DEPLOYING,
     Step.TESTING: Phase.TESTING,
@@ -113,6 +116,7 @@ class EffectError:
 
     effect: str  # the Effect's class name
     message: str
+    kind: str = ""  # for registry refusals: unavailable | auth | collision | invalid
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,7 @@ class Observation:
     metrics: Sample | None = None  # only when a bake evaluation is due
     production: Production = field(default_factory=Production)
     source: Source | None = None  # only until status.version is settled
+    registry: Any = None  # registry.ObservedRegistry, only while a stage is Promoting
 
 
 @dataclass(frozen=True)
@@ -238,6 +243,28 @@ class CreateTag:
 
 
 @dataclass(frozen=True)
+class TagOp:
+    """Make `repository:tag` name `digest`, copying it from `source` when the repositories differ."""
+
+    artifact: str
+    source: str
+    digest: str
+    repository: str
+    tag: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+@dataclass(frozen=True)
+class PromoteArtifacts:
+    """Tag and copy by digest in the registry; never re-uploads a manifest's bytes differently."""
+
+    tags: tuple[TagOp, ...]
+
+
+@dataclass(frozen=True)
 class PreemptLock:
     """Take an environment's lock by force; `hold` keeps it, `freeze` lets only hotfixes in after."""
 
@@ -290,6 +317,7 @@ Effect = (
     | Quarantine
     | Retrospective
     | CreateTag
+    | PromoteArtifacts
 )
 
 
@@ -341,6 +369,7 @@ class StageRun:
     rollback: Mapping[str, Any] | None = None  # production: the previous Release being re-applied
     decision_deadline: str | None = None
     decided_by: str | None = None  # who approved or failed forward, when a person ended the stage
+    registry: Mapping[str, Any] | None = None  # promotion: images deployed, tags verified, or retry state
 
     def stage(self, pipeline_name: str) -> Stage:
         parsed = parse_pipeline(pipeline_name, {"stages": [dict(self.spec, name=self.name)]})
@@ -378,6 +407,7 @@ class StageRun:
             "rollback": self.rollback,
             "decisionDeadline": self.decision_deadline,
             "decidedBy": self.decided_by,
+            "registry": self.registry,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
         return out
@@ -415,6 +445,7 @@ class StageRun:
             rollback=raw.get("rollback"),
             decision_deadline=raw.get("decisionDeadline"),
             decided_by=raw.get("decidedBy"),
+            registry=raw.get("registry"),
         )
 
 

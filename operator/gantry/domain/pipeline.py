@@ -12,6 +12,7 @@ from gantry.domain.problems import Problem
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 DEFAULT_ROLLOUT_TIMEOUT = 600
 DEFAULT_TEST_TIMEOUT = 1800
+DEFAULT_REGISTRY_TIMEOUT = 600
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,20 @@ class TestSpec:
 
 
 @dataclass(frozen=True)
+class RegistryStage:
+    """Registry promotion when a Release enters the stage (see domain.registry)."""
+
+    repository: str | None = None  # copy to here; `{name}` = the artifact repository's last segment
+    timeout_seconds: int = DEFAULT_REGISTRY_TIMEOUT  # how long an unreachable registry is retried
+
+    def to_spec(self) -> dict[str, Any]:
+        return {
+            **({"repository": self.repository} if self.repository else {}),
+            "timeoutSeconds": self.timeout_seconds,
+        }
+
+
+@dataclass(frozen=True)
 class Stage:
     index: int
     name: str
@@ -52,6 +67,7 @@ class Stage:
     test: TestSpec | None = None
     promotion: str = "Manual"  # production only: Auto, or wait for an Approve decision
     analysis: AnalysisSpec | None = None  # production only: the error-rate bake
+    registry: RegistryStage | None = None
 
     @property
     def field(self) -> str:
@@ -80,12 +96,19 @@ class GitConfig:
 
 
 @dataclass(frozen=True)
+class RegistryConfig:
+    credentials_secret: str | None = None  # a kubernetes.io/dockerconfigjson Secret (same namespace)
+    tls: Mapping[str, str] = field(default_factory=dict)  # host -> Verify | SkipVerify | Disabled
+
+
+@dataclass(frozen=True)
 class Pipeline:
     name: str
     application: str
     stages: tuple[Stage, ...]
     alerts: AlertConfig = field(default_factory=AlertConfig)
     git: GitConfig = field(default_factory=GitConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
 
     def pre_production(self) -> tuple[Stage, ...]:
         """The stages a Release must pass to be Verified (everything before production)."""
@@ -150,12 +173,18 @@ def parse_pipeline(name: str, spec: Mapping[str, Any]) -> Pipeline | Problem:
         wiki_repository=(raw_git.get("wiki") or {}).get("repository"),
         page_template=(raw_git.get("wiki") or {}).get("template"),
     )
+    raw_registry = spec.get("registry") or {}
+    registry = RegistryConfig(
+        credentials_secret=(raw_registry.get("credentialsSecretRef") or {}).get("name"),
+        tls={str(h["host"]): str(h.get("tls", "Verify")) for h in raw_registry.get("hosts") or ()},
+    )
     return Pipeline(
         name=name,
         application=str(spec.get("application") or name),
         stages=tuple(stages),
         alerts=alerts,
         git=git,
+        registry=registry,
     )
 
 
@@ -201,6 +230,13 @@ def _parse_stage(index: int, raw: Any) -> Stage | Problem:
             return Problem(
                 "InvalidPipeline", f"{where}.analysis", str(error), "see the Pipeline CRD's analysis fields"
             )
+    registry = None
+    if raw.get("registry") is not None:
+        raw_registry = raw["registry"] or {}
+        registry = RegistryStage(
+            repository=raw_registry.get("repository") or None,
+            timeout_seconds=int(raw_registry.get("timeoutSeconds", DEFAULT_REGISTRY_TIMEOUT)),
+        )
     return Stage(
         index=index,
         name=str(raw["name"]),
@@ -213,6 +249,7 @@ def _parse_stage(index: int, raw: Any) -> Stage | Problem:
         test=test,
         promotion=str(raw.get("promotion", "Manual")),
         analysis=analysis,
+        registry=registry,
     )
 
 

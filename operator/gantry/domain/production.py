@@ -14,7 +14,7 @@ from typing import Any
 from gantry.domain import ledger, stages
 from gantry.domain.analysis import Action, AnalysisSpec, OnBreach, OnInconclusive, Verdict, judge, streak
 from gantry.domain.decisions import refusal
-from gantry.domain.images import parse_pinned
+from gantry.domain.images import digest_of, parse_pinned
 from gantry.domain.model import (
     Alert,
     Draft,
@@ -66,10 +66,11 @@ def check_provenance(d: Draft, changes: tuple[ImageChange, ...]) -> Mapping[str,
     last: Mapping[str, Any] | None = None
     for run in d.release.status.get("stages") or ():
         if run.get("step") == "Passed" and not (run.get("spec") or {}).get("production"):
-            verified.update({i["container"]: i["after"] for i in run.get("images") or ()})
+            # By digest: a registry promotion may have copied it to another repository since.
+            verified.update({i["container"]: digest_of(i["after"]) for i in run.get("images") or ()})
             last = run
     for change in changes:
-        if verified.get(change.container) != change.after:
+        if verified.get(change.container) != digest_of(change.after):
             return Problem(
                 "NotVerified",
                 f"spec.artifacts[name={change.container}].image",

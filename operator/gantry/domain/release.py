@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gantry.domain import production, stages
+from gantry.domain import production, registry, stages
 from gantry.domain.conditions import set_condition
 from gantry.domain.model import (
     FINAL,
@@ -109,6 +109,8 @@ def _advance(d: Draft) -> None:
         stages.fail_release(d)
     elif step == Step.WAITING_FOR_LOCK:
         stages.wait_for_lock(d)
+    elif step == Step.PROMOTING:
+        registry.promote(d)
     elif step == Step.DEPLOYING:
         stages.deploy(d)
     elif step == Step.ROLLING_OUT:

@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from gantry.domain import production, testjob
+from gantry.domain import production, registry, testjob
 from gantry.domain.model import (
     AcquireLock,
     Alert,
@@ -121,6 +121,8 @@ def raw_stage(pipeline: Pipeline, stage: Stage) -> Mapping[str, Any]:
         out["promotion"] = stage.promotion
     if stage.analysis is not None:
         out["analysis"] = stage.analysis.to_spec()
+    if stage.registry is not None:
+        out["registry"] = stage.registry.to_spec()
     return out
 
 
@@ -217,6 +219,18 @@ def start_stage(d: Draft) -> None:
         provenance = production.check_provenance(d, changes)
         assert not isinstance(provenance, Problem)  # validate() already checked it
         d.run = replace(d.run, provenance=provenance)
+    if stage.registry is not None:
+        # The seed's order: tag (and copy) the existing artifact first, then lock and deploy.
+        message = f"stage {stage.name}: tagging {d.version or d.release.version} in the registry"
+        d.move(Step.PROMOTING, "Promoting", message)
+        return
+    enter_stage(d)
+
+
+def enter_stage(d: Draft) -> None:
+    """Queue for the stage's lock, or go straight to deploying."""
+    assert d.run is not None
+    stage = d.run.stage(d.release.pipeline)
     if stage.lock:
         d.effects.append(AcquireLock(stage.environment))
         message = f"waiting for EnvironmentLock {stage.environment}"
@@ -300,7 +314,7 @@ def deploy(d: Draft) -> None:
         stage = d.run.stage(d.release.pipeline)
         pipeline = d.obs.pipeline
         name = pipeline.name if not isinstance(pipeline, Problem) else d.release.pipeline
-        changes = plan_changes(name, stage, d.release.artifacts, d.obs.targets)
+        changes = plan_changes(name, stage, registry.stage_artifacts(d), d.obs.targets)
         if isinstance(changes, Problem):
             if d.run.lock:
                 d.effects.append(ReleaseLock(d.run.environment, "Blocked"))
