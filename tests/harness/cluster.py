@@ -38,6 +38,7 @@ PLURALS = {
     "EnvironmentLock": ("gantry.dev", "v1alpha1", "environmentlocks"),
     "ReleaseDecision": ("gantry.dev", "v1alpha1", "releasedecisions"),
     "ServiceAccount": ("", "v1", "serviceaccounts"),
+    "Secret": ("", "v1", "secrets"),
     "ClusterRole": ("rbac.authorization.k8s.io", "v1", "clusterroles"),
     "ClusterRoleBinding": ("rbac.authorization.k8s.io", "v1", "clusterrolebindings"),
     "Role": ("rbac.authorization.k8s.io", "v1", "roles"),
