@@ -363,6 +363,21 @@ def test_ledger_updates_in_place_and_stays_bounded() -> None:
     assert ledger.current(history) == history[-1]
 
 
+def test_a_rollback_recorded_twice_after_a_lost_status_write_is_in_the_ledger_once() -> None:
+    history = [{"uid": "v1", "result": "Released"}, {"uid": "v2", "result": "Released"}]
+    rolled_back = {"uid": "v2", "result": "RolledBack", "reason": None}
+    restored = {"uid": "v1", "result": "Restored", "reason": "rollback of ns/v2"}
+    once = ledger.record(ledger.record(history, rolled_back), restored)
+    twice = ledger.record(ledger.record(once, rolled_back), restored)  # the effects ran again
+    assert [(e["uid"], e["result"]) for e in twice] == [
+        ("v1", "Released"),
+        ("v2", "RolledBack"),
+        ("v1", "Restored"),
+    ]
+    later = ledger.record(twice, {"uid": "v1", "result": "Restored", "reason": "rollback of ns/v3"})
+    assert len(later) == 4  # another rollback to v1 is another event
+
+
 def test_frozen_locks_admit_only_hotfixes_and_let_them_jump_the_queue() -> None:
     lease = timedelta(minutes=5)
     a, b, hot = (locks.Claimant(f"ns/{n}", n) for n in ("a", "b", "hot"))

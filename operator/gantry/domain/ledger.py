@@ -13,13 +13,38 @@ LOG_LIMIT = 50
 CURRENT = ("Baking", "Released", "FailedForward", "Emergency", "Restored")
 
 
+# Results that end a rollback: recorded once each, however often the effect is retried.
+ONCE = ("RolledBack", "Restored")
+
+
 def record(history: list[dict[str, Any]], entry: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Update this Release's latest entry in place while it is the newest one, else append anew."""
+    """Update this Release's latest entry in place while it is the newest one, else append anew.
+
+    Idempotent: a rollback's entries (RolledBack, Restored) carry the same uid, result and reason
+    when the effect runs again after a lost status write, and then update their first record.
+    """
     out = [dict(e) for e in history]
-    if out and out[-1].get("uid") == entry.get("uid") and out[-1].get("result") != "Restored":
-        out[-1] = {**out[-1], **entry, "deployedAt": out[-1].get("deployedAt", entry.get("deployedAt"))}
-    else:
+    again = next(
+        (
+            i
+            for i in range(len(out) - 1, -1, -1)
+            if entry.get("result") in ONCE
+            and all(out[i].get(k) == entry.get(k) for k in ("uid", "result", "reason"))
+        ),
+        None,
+    )
+    if (
+        again is None
+        and out
+        and out[-1].get("uid") == entry.get("uid")
+        and out[-1].get("result") != "Restored"
+    ):
+        again = len(out) - 1
+    if again is None:
         out.append(dict(entry))
+    else:
+        kept = out[again].get("deployedAt", entry.get("deployedAt"))
+        out[again] = {**out[again], **entry, "deployedAt": kept}
     return out[-HISTORY_LIMIT:]
 
 
