@@ -9,7 +9,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Config:
     reconcile_interval: float = 5.0  # seconds between looks at a Release that is in flight
-    waiting_interval: float = 10.0  # ... at one waiting for a person or a deadline
+    waiting_interval: float = 10.0  # ... at one waiting for a person or a deadline, when it changed
+    waiting_resync: float = 300.0  # ... at one waiting whose object did not change (see domain.cadence)
     lock_sweep_interval: float = 30.0  # seconds between clearing expired EnvironmentLock leases
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     peering: str | None = None  # a Kopf peering name for HA; None runs standalone
@@ -26,6 +27,7 @@ class Config:
         return cls(
             reconcile_interval=float(env.get("GANTRY_RECONCILE_INTERVAL", cls.reconcile_interval)),
             waiting_interval=float(env.get("GANTRY_WAITING_INTERVAL", cls.waiting_interval)),
+            waiting_resync=float(env.get("GANTRY_WAITING_RESYNC", cls.waiting_resync)),
             lock_sweep_interval=float(env.get("GANTRY_LOCK_SWEEP_INTERVAL", cls.lock_sweep_interval)),
             namespaces=namespaces,
             peering=env.get("GANTRY_PEERING") or None,

@@ -3,20 +3,25 @@
 A single timer, not one per kind of phase: Kopf re-spawns a timer stopped by its `when` filter
 only on the Release's next watch event, and a reconcile that moves a Release from waiting to
 in-flight writes its last event while the old timer still runs, so a second timer could miss
-its start. Waiting Releases (for an approval, a decision, a deadline) are looked at every
-`waiting_interval` instead of every tick; that throttle is in memory on purpose: losing it on a
-restart costs one early look, nothing more.
+its start. Releases waiting for a person are looked at only when that may matter
+(domain.cadence). The record of the last look is in memory on purpose: losing it on a restart
+costs one early look, nothing more.
+
+No create/update/delete handlers on Releases: those would make Kopf annotate every Release it
+sees (one PATCH each, thousands at start-up). Deletions are noticed from the raw watch events.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from gantry.adapters.kube import GROUP, VERSION
-from gantry.domain.model import FINAL, WAITING
+from gantry.domain.cadence import LastLook, first_look, look_due
+from gantry.domain.model import FINAL
 from gantry.runtime import Runtime
 from gantry.settings import Config
 
@@ -26,7 +31,7 @@ def not_final(status: kopf.Status, **_: Any) -> bool:
 
 
 def register(registry: kopf.OperatorRegistry, config: Config) -> None:
-    last_look: dict[str, float] = {}
+    last_looks: dict[str, LastLook] = {}
 
     @kopf.timer(
         GROUP,
@@ -38,22 +43,44 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         registry=registry,
     )
     def advance_release(
-        namespace: str | None, name: str, uid: str, status: kopf.Status, memo: Any, **_: Any
+        namespace: str | None,
+        name: str,
+        uid: str,
+        status: kopf.Status,
+        meta: kopf.Meta,
+        memo: Any,
+        **_: Any,
     ) -> None:
         runtime: Runtime = memo
         now = time.monotonic()
-        if status.get("phase") in WAITING and now - last_look.get(uid, 0.0) < config.waiting_interval:
+        version = str(meta.get("resourceVersion", ""))
+        last = last_looks.get(uid)
+        if last is None:
+            last = first_look(status, uid, now, config.waiting_interval)
+            if last is not None:
+                last_looks[uid] = last
+        due = look_due(
+            status,
+            version,
+            last,
+            now,
+            datetime.now(UTC),
+            config.waiting_interval,
+            config.waiting_resync,
+        )
+        if not due:
             return
-        last_look[uid] = now
+        last_looks[uid] = LastLook(now, version)
         try:
             phase = runtime.reconciler.reconcile(namespace or "", name)
             if phase is None or phase in FINAL:
-                last_look.pop(uid, None)  # the timer stops for it; keep the throttle map small
+                last_looks.pop(uid, None)  # the timer stops for it; keep the map small
         except Exception:
             if runtime.metrics is not None:
                 runtime.metrics.reconcile_errors.labels("Release").inc()
             raise
 
-    @kopf.on.delete(GROUP, VERSION, "releases", optional=True, registry=registry)
-    def forget_release(uid: str, **_: Any) -> None:
-        last_look.pop(uid, None)
+    @kopf.on.event(GROUP, VERSION, "releases", registry=registry)
+    def forget_release(event: kopf.RawEvent, uid: str, **_: Any) -> None:
+        if event.get("type") == "DELETED":
+            last_looks.pop(uid, None)

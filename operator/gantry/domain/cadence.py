@@ -1,0 +1,57 @@
+"""How often the operator looks at a Release: in flight every tick; waiting, only when it may matter.
+
+A Release waiting for a person (Verified under manual promotion, AwaitingDecision, Held) changes
+only when its own object changes (a ReleaseDecision is copied into its status), when a deadline
+passes, or, rarely, when its Pipeline is edited. Looking at thousands of them every few seconds
+would cost several API reads each for nothing, so they are looked at when their resourceVersion
+moved, when a deadline is due, while they hold a lock (the lease needs renewing), and otherwise
+once per `resync` seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from gantry.domain.model import WAITING
+from gantry.domain.timefmt import from_rfc3339
+
+
+@dataclass(frozen=True)
+class LastLook:
+    at: float  # monotonic seconds
+    resource_version: str
+
+
+def first_look(status: Mapping[str, Any], uid: str, now: float, waiting_interval: float) -> LastLook | None:
+    """After a start-up, spread the first looks at waiting Releases over one waiting interval, so
+    thousands of them do not queue in front of the Releases that are in flight."""
+    if status.get("phase") not in WAITING:
+        return None
+    fraction = int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return LastLook(now - waiting_interval * fraction, "")  # "" differs from any resourceVersion
+
+
+def look_due(
+    status: Mapping[str, Any],
+    resource_version: str,
+    last: LastLook | None,
+    now: float,
+    wall_clock: datetime,
+    waiting_interval: float,
+    resync: float,
+) -> bool:
+    if status.get("phase") not in WAITING or last is None:
+        return True
+    since = now - last.at
+    if since < waiting_interval:
+        return False
+    if resource_version != last.resource_version or status.get("lock"):
+        return True
+    deadline = ((status.get("stages") or [{}])[-1]).get("decisionDeadline")
+    if deadline and from_rfc3339(str(deadline)) <= wall_clock:
+        return True
+    return since >= resync

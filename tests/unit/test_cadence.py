@@ -1,0 +1,47 @@
+"""How often a Release is looked at: in flight always, waiting only when something may have changed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from gantry.domain.cadence import LastLook, first_look, look_due
+
+NOW = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
+WAITING = {"phase": "Verified", "stages": [{"name": "staging"}]}
+
+
+def due(status: dict[str, object], version: str, last: LastLook | None, after: float) -> bool:
+    return look_due(status, version, last, 1000.0 + after, NOW, waiting_interval=10, resync=300)
+
+
+def test_releases_in_flight_and_first_looks_are_always_due() -> None:
+    assert due({"phase": "Deploying"}, "5", LastLook(1000.0, "5"), 0.1)
+    assert due(WAITING, "5", None, 0)
+
+
+def test_a_waiting_release_that_did_not_change_waits_for_the_resync() -> None:
+    last = LastLook(1000.0, "5")
+    assert not due(WAITING, "5", last, 5)
+    assert not due(WAITING, "5", last, 299)
+    assert due(WAITING, "5", last, 300)
+
+
+def test_a_changed_object_a_held_lock_or_a_due_deadline_are_looked_at_after_the_waiting_interval() -> None:
+    last = LastLook(1000.0, "5")
+    assert not due(WAITING, "6", last, 9)  # a decision arrived: looked at, but not more than every 10 s
+    assert due(WAITING, "6", last, 10)
+    assert due({**WAITING, "lock": {"name": "staging"}}, "5", last, 10)  # the lease needs renewing
+    deadline = {"phase": "AwaitingDecision", "stages": [{"decisionDeadline": "2026-05-01T08:59:00Z"}]}
+    assert due(deadline, "5", last, 10)
+    later = {"phase": "AwaitingDecision", "stages": [{"decisionDeadline": "2026-05-01T09:30:00Z"}]}
+    assert not due(later, "5", last, 10)
+
+
+def test_first_looks_after_a_start_are_spread_over_one_waiting_interval() -> None:
+    assert first_look({"phase": "Deploying"}, "uid", 1000.0, 10) is None
+    firsts = [first_look(WAITING, f"uid-{i}", 1000.0, 10) for i in range(200)]
+    delays = []
+    for last in firsts:
+        assert last is not None
+        delays.append(next(t / 10 for t in range(0, 101) if due(WAITING, "5", last, t / 10)))
+    assert min(delays) < 1 and max(delays) > 9 and max(delays) <= 10
