@@ -67,8 +67,11 @@ def load_configuration() -> k8s_client.Configuration:
     return configuration
 
 
-def load_api_client() -> k8s_client.ApiClient:
-    return k8s_client.ApiClient(load_configuration())
+def load_api_client(connections: int = 10) -> k8s_client.ApiClient:
+    """`connections`: one per handler thread, so concurrent handlers never queue for a socket."""
+    configuration = load_configuration()
+    configuration.connection_pool_maxsize = max(connections, 1)
+    return k8s_client.ApiClient(configuration)
 
 
 def custom_path(plural: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
