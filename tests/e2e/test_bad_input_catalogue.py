@@ -118,6 +118,22 @@ PIPELINE_CASES: list[tuple[str, Edit, str]] = [
         stage(0, "test", {"timeoutSeconds": 5}),
         "spec.stages[0].test.jobTemplate",
     ),
+    (
+        "registry repository with a tag",
+        stage(1, "registry", {"repository": "registry.example.com/prod/web:v1"}),
+        "registry.repository must be HOST",
+    ),
+    (
+        "registry repository in upper case",
+        stage(1, "registry", {"repository": "registry.example.com/Prod/{name}"}),
+        "registry.repository must be HOST",
+    ),
+    ("registry retry timeout of zero", stage(1, "registry", {"timeoutSeconds": 0}), "timeoutSeconds"),
+    (
+        "unknown registry TLS mode",
+        spec_field("registry", {"hosts": [{"host": "registry.local:5000", "tls": "Off"}]}),
+        "spec.registry.hosts[0].tls",
+    ),
 ]
 
 DECISION_CASES: list[tuple[str, Edit, str]] = [

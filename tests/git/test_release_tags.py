@@ -200,3 +200,23 @@ def test_a_hotfix_patches_the_version_it_branches_from_and_must_come_from_a_hot_
     cluster.apply(wrong)
     blocked = cluster.wait_for_phase(namespace, "shop-not-hot", "Blocked", "Verified")
     assert blocked["status"]["reason"] == "NotAHotfixBranch" and "spec.hotfix" in blocked["status"]["message"]
+
+
+def test_an_unreachable_origin_blocks_visibly_and_the_release_goes_on_when_it_is_back(
+    cluster: Cluster, git_operator: OperatorThread, namespace: str, origin: tuple[Path, Clone]
+) -> None:
+    bare, work = origin
+    revision = work.commit("feat(JIRA-1): first")
+    work.git("push", "-q", "origin", "main")
+    setup_app(cluster, namespace)
+    away = bare.with_name("away.git")
+    bare.rename(away)  # origin down: the path answers nothing, like a host that is gone
+    cluster.apply(release(namespace, "shop-offline", bare, revision, None))
+    blocked = cluster.wait_for_phase(namespace, "shop-offline", "Blocked", "Verified")
+    assert blocked["status"]["reason"] == "GitSourceUnavailable"
+    assert str(bare) in blocked["status"]["message"] or "does not appear" in blocked["status"]["message"]
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB
+    away.rename(bare)
+    verified = cluster.wait_for_phase(namespace, "shop-offline", "Verified", "Failed", timeout=60)
+    assert verified["status"]["version"] == "v0.1.0"
+    assert tags(bare) == {"v0.1.0": revision}
