@@ -135,7 +135,12 @@ class ReleaseReconciler:
         stage = self._stage(release, pipeline, run)
         targets: dict[int, tuple[ObservedWorkload, ...]] = {}
         if stage is not None and (run is None or run.changes is None):
-            targets = {t.index: self.resources.find_workloads(t) for t in stage.targets}
+            try:
+                targets = {t.index: self.resources.find_workloads(t) for t in stage.targets}
+            except ApiError as refused:
+                if refused.status != 403:
+                    raise
+                pipeline = forbidden(release, stage, refused)  # the stage cannot start: say why, not crash
         workloads: dict[WorkloadRef, ObservedWorkload] = {}
         for ref in sorted(_changed_workloads(release.status)):
             seen = self.resources.get_workload(ref)
@@ -450,6 +455,17 @@ class ReleaseReconciler:
             }
             config = pipeline.alerts if isinstance(pipeline, Pipeline) else None
             self.alerter.send(effect, labels, config)
+
+
+def forbidden(release: ReleaseView, stage: Stage, error: ApiError) -> Problem:
+    namespaces = ", ".join(sorted({t.namespace for t in stage.targets}))
+    return Problem(
+        "Forbidden",
+        f"Pipeline {release.pipeline} {stage.field}.targets",
+        f"Gantry may not read the stage's workloads ({namespaces}): {error.message}",
+        "grant Gantry's ServiceAccount access there (Helm value rbac.workloadNamespaces), "
+        "or target a namespace Gantry manages",
+    )
 
 
 def _paperwork_target(pipeline: Pipeline | Problem) -> tuple[str | None, str | None]:

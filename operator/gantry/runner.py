@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import threading
 from typing import Any
 
@@ -39,6 +40,15 @@ def build_registry(config: Config) -> kopf.OperatorRegistry:
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
         settings.execution.max_workers = config.workers
+        # One active replica: the others stand by and take over once its peering record goes stale.
+        # Kopf freezes every peer when priorities tie, so identical replicas each draw their own.
+        settings.peering.lifetime = config.peering_lifetime
+        settings.peering.priority = (
+            config.peering_priority
+            if config.peering_priority is not None
+            else random.SystemRandom().randint(1, 2**31 - 1)
+        )
+        settings.peering.mandatory = config.peering is not None
         if not hasattr(memo, "resources"):
             memo.connect(config)
         if config.metrics_port and memo.metrics is not None:
@@ -87,6 +97,7 @@ async def run_async(
         peering_name=config.peering,
         stop_flag=stop_flag,
         ready_flag=ready_flag,
+        liveness_endpoint=config.liveness,
     )
 
 

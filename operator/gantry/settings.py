@@ -14,6 +14,9 @@ class Config:
     lock_sweep_interval: float = 30.0  # seconds between clearing expired EnvironmentLock leases
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     peering: str | None = None  # a Kopf peering name for HA; None runs standalone
+    peering_lifetime: int = 60  # seconds a silent peer counts as alive; a standby takes over after it
+    peering_priority: int | None = None  # None: random, so replicas differ (equal priorities all freeze)
+    liveness: str | None = None  # Kopf's health endpoint, e.g. http://0.0.0.0:8081/healthz
     workers: int = 20  # concurrent handler threads
     prometheus_url: str | None = None  # default for Pipelines that do not name their own
     alertmanager_url: str | None = None  # default for Pipelines that do not name their own
@@ -31,6 +34,11 @@ class Config:
             lock_sweep_interval=float(env.get("GANTRY_LOCK_SWEEP_INTERVAL", cls.lock_sweep_interval)),
             namespaces=namespaces,
             peering=env.get("GANTRY_PEERING") or None,
+            peering_lifetime=int(env.get("GANTRY_PEERING_LIFETIME", cls.peering_lifetime)),
+            peering_priority=int(env["GANTRY_PEERING_PRIORITY"])
+            if env.get("GANTRY_PEERING_PRIORITY")
+            else None,
+            liveness=env.get("GANTRY_LIVENESS_ENDPOINT") or None,
             workers=int(env.get("GANTRY_WORKERS", cls.workers)),
             prometheus_url=env.get("GANTRY_PROMETHEUS_URL") or None,
             alertmanager_url=env.get("GANTRY_ALERTMANAGER_URL") or None,

@@ -53,12 +53,15 @@ PLURALS = {
     "StatefulSet": STATEFULSETS,
     "Job": JOBS,
     "Namespace": ("", "v1", "namespaces"),
+    "ClusterKopfPeering": ("kopf.dev", "v1", "clusterkopfpeerings"),
+    "KopfPeering": ("kopf.dev", "v1", "kopfpeerings"),
     "CustomResourceDefinition": ("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
 }
 
 
 CLUSTER_SCOPED = (
     "Namespace",
+    "ClusterKopfPeering",
     "CustomResourceDefinition",
     "ClusterRole",
     "ClusterRoleBinding",

@@ -80,6 +80,11 @@ class OperatorProcess:
             "GANTRY_PROMETHEUS_URL": self.config.prometheus_url or "",
             "GANTRY_ALERTMANAGER_URL": self.config.alertmanager_url or "",
             "PYTHONPATH": str(ROOT / "operator"),
+            "GANTRY_PEERING": self.config.peering or "",
+            "GANTRY_PEERING_LIFETIME": str(self.config.peering_lifetime),
+            "GANTRY_PEERING_PRIORITY": ""
+            if self.config.peering_priority is None
+            else str(self.config.peering_priority),
         }
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(

@@ -1,0 +1,1 @@
+"""kubectl gantry: the kubectl plugin (console script kubectl-gantry)."""

@@ -1,0 +1,197 @@
+"""What `kubectl gantry` shows, computed from the objects as plain data (no I/O here).
+
+- status: per application, one row per environment (Pipeline stage): the version and digest it
+  runs, since when, and its lock's holder and queue. Stages before production are read from the
+  Releases' stage records (the newest deploy that was not rolled back); production from the
+  Pipeline's ledger, which is what rollbacks restore.
+- history: the production ledger, oldest first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from gantry.domain import ledger
+from gantry.domain.timefmt import from_rfc3339
+
+NONE = "-"
+
+
+@dataclass(frozen=True)
+class Table:
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    title: str = ""
+
+
+def age(since: str | None, now: datetime) -> str:
+    """kubectl's short ages: 45s, 12m, 5h, 3d."""
+    if not since:
+        return NONE
+    seconds = max(0, int((now - from_rfc3339(since)).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def short_digest(images: Iterable[str]) -> str:
+    digests = sorted({image.rsplit("@", 1)[-1] for image in images if "@" in image})
+    return ",".join(d.removeprefix("sha256:")[:12] for d in digests) or NONE
+
+
+def releases_of(releases: Iterable[Mapping[str, Any]], application: str) -> list[Mapping[str, Any]]:
+    return [r for r in releases if (r.get("spec") or {}).get("application") == application]
+
+
+def deployed_in_stage(
+    releases: Iterable[Mapping[str, Any]], stage: str
+) -> tuple[Mapping[str, Any], dict[str, Any]] | None:
+    """The Release whose deploy to `stage` is the newest one still standing, with that stage run."""
+    runs: list[tuple[str, Mapping[str, Any], dict[str, Any]]] = []
+    for release in releases:
+        for run in (release.get("status") or {}).get("stages") or ():
+            if run.get("name") == stage and run.get("deployedAt"):
+                runs.append((str(run["deployedAt"]), release, run))
+    for _, release, run in sorted(runs, key=lambda item: item[0], reverse=True):
+        if not run.get("rolledBackAt"):
+            return release, run
+    return None
+
+
+def lock_cells(lock: Mapping[str, Any] | None, now: datetime) -> tuple[str, str]:
+    status = (lock or {}).get("status") or {}
+    holder = status.get("holder")
+    held = f"{short_name(holder['release'])} ({age(holder.get('since'), now)})" if holder else NONE
+    if status.get("frozen"):
+        held += f" FROZEN by {status['frozen'].get('by')}"
+    queue = ",".join(short_name(w["release"]) for w in status.get("queue") or ()) or NONE
+    return held, queue
+
+
+def short_name(key: str) -> str:
+    return key.split("/", 1)[-1]
+
+
+def status_table(
+    pipeline: Mapping[str, Any],
+    releases: Sequence[Mapping[str, Any]],
+    locks: Mapping[str, Mapping[str, Any]],
+    now: datetime,
+) -> Table:
+    spec = pipeline.get("spec") or {}
+    application = str(spec.get("application") or pipeline["metadata"]["name"])
+    mine = releases_of(releases, application)
+    rows: list[tuple[str, ...]] = []
+    for stage in spec.get("stages") or ():
+        name = str(stage["name"])
+        environment = str(stage.get("environment") or name)
+        lock = locks.get(environment) if stage.get("lock") else None
+        held, queue = lock_cells(lock, now) if stage.get("lock") else (NONE, NONE)
+        if stage.get("production"):
+            current = ledger.current(
+                list(((pipeline.get("status") or {}).get("production") or {}).get("history") or [])
+            )
+            if current is None:
+                rows.append((name, NONE, NONE, NONE, NONE, held, queue))
+                continue
+            images = [i.get("image", "") for i in current.get("images") or ()]
+            rows.append(
+                (
+                    name,
+                    str(current.get("version") or NONE),
+                    short_name(str(current.get("release") or NONE)),
+                    short_digest(images),
+                    age(current.get("deployedAt"), now),
+                    held,
+                    queue,
+                )
+            )
+            continue
+        found = deployed_in_stage(mine, name)
+        if found is None:
+            rows.append((name, NONE, NONE, NONE, NONE, held, queue))
+            continue
+        release, run = found
+        images = [i.get("after", "") for i in run.get("images") or ()]
+        version = (release.get("status") or {}).get("version") or (release.get("spec") or {}).get("version")
+        rows.append(
+            (
+                name,
+                str(version or NONE),
+                str(release["metadata"]["name"]),
+                short_digest(images),
+                age(run.get("deployedAt"), now),
+                held,
+                queue,
+            )
+        )
+    headers = ("ENVIRONMENT", "VERSION", "RELEASE", "DIGEST", "SINCE", "LOCK HOLDER", "QUEUE")
+    return Table(
+        headers,
+        tuple(rows),
+        title=f"{application} ({pipeline['metadata']['namespace']}/{pipeline['metadata']['name']})",
+    )
+
+
+def history_table(pipeline: Mapping[str, Any], now: datetime) -> Table:
+    history = ((pipeline.get("status") or {}).get("production") or {}).get("history") or []
+    rows = tuple(
+        (
+            str(entry.get("version") or NONE),
+            short_name(str(entry.get("release") or NONE)),
+            str(entry.get("result") or NONE),
+            short_digest(i.get("image", "") for i in entry.get("images") or ()),
+            age(entry.get("deployedAt"), now),
+            str(entry.get("decidedBy") or NONE),
+            str(entry.get("reason") or ""),
+        )
+        for entry in history
+    )
+    return Table(("VERSION", "RELEASE", "RESULT", "DIGEST", "DEPLOYED", "DECIDED BY", "REASON"), rows)
+
+
+def lock_table(locks: Iterable[Mapping[str, Any]], now: datetime) -> Table:
+    rows = []
+    for lock in locks:
+        status = lock.get("status") or {}
+        holder = status.get("holder") or {}
+        frozen = status.get("frozen") or {}
+        rows.append(
+            (
+                str(lock["metadata"]["name"]),
+                short_name(holder["release"]) if holder else NONE,
+                age(holder.get("since"), now) if holder else NONE,
+                ",".join(short_name(w["release"]) for w in status.get("queue") or ()) or NONE,
+                f"{frozen.get('by')} ({frozen.get('reason') or 'no reason given'})" if frozen else NONE,
+            )
+        )
+    return Table(("ENVIRONMENT", "HOLDER", "SINCE", "QUEUE", "FROZEN BY"), tuple(rows))
+
+
+def current_release(pipeline: Mapping[str, Any]) -> str | None:
+    """namespace/name of the Release production runs now, per the ledger."""
+    current = ledger.current(
+        list(((pipeline.get("status") or {}).get("production") or {}).get("history") or [])
+    )
+    return str(current["release"]) if current and current.get("release") else None
+
+
+def render(table: Table) -> str:
+    """Aligned columns as kubectl prints them: upper-case headers, three spaces between columns."""
+    widths = [len(h) for h in table.headers]
+    for row in table.rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = [
+        "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in (table.headers, *table.rows)
+    ]
+    return "\n".join(([table.title] if table.title else []) + lines)
+
+
+def as_data(table: Table) -> list[dict[str, str]]:
+    keys = [h.lower().replace(" ", "_") for h in table.headers]
+    return [dict(zip(keys, row, strict=True)) for row in table.rows]

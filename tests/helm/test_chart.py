@@ -1,0 +1,202 @@
+"""The Helm chart, rendered by Helm's own engine (helm-python-sdk binds Helm's Go SDK; no cluster):
+valid Kubernetes objects, the CRDs taken from crds/, least-privilege RBAC that is enough for the
+operator (it runs a whole flow as the chart's ServiceAccount), HA settings, and a hardened pod."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness.cluster import ROOT
+
+helm = pytest.importorskip("helm_python")
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+CHART = ROOT / "helm" / "gantry"
+KUBERNETES_VERSION = "1.30.0"
+
+
+def render(values: dict[str, Any] | None = None, namespace: str = "gantry") -> list[dict[str, Any]]:
+    with helm.Chart.load(str(CHART)) as chart:
+        files = chart.render(values or {}, name="gantry", namespace=namespace)
+    docs: list[dict[str, Any]] = []
+    for path, text in sorted(files.items()):
+        if path.endswith(".yaml"):
+            docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_the_charts_crds_are_the_repositorys_crds_not_a_copy() -> None:
+    assert (CHART / "crds").is_symlink() and (CHART / "crds").resolve() == (ROOT / "crds").resolve()
+    with helm.Chart.load(str(CHART)) as chart:
+        packaged = {Path(c["name"]).name: c["data"] for c in chart.crds}
+    on_disk = {p.name: p.read_text() for p in (ROOT / "crds").glob("*.yaml")}
+    assert packaged.keys() == on_disk.keys() and len(on_disk) == 4
+    for name, text in on_disk.items():
+        assert packaged[name] == text, name
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {
+            "rbac": {"workloadNamespaces": ["shop-staging", "shop-prod"]},
+            "operator": {"watchNamespaces": ["gantry"]},
+        },
+        {"peering": {"enabled": False}, "replicaCount": 1, "metrics": {"serviceMonitor": {"enabled": True}}},
+        {"image": {"digest": "sha256:" + "a" * 64}, "operator": {"prometheusUrl": "http://prometheus:9090"}},
+    ],
+    ids=["defaults", "scoped", "single-replica", "pinned-image"],
+)
+def test_every_rendered_object_is_valid(values: dict[str, Any]) -> None:
+    docs = render(values)
+    assert docs
+    for doc in docs:
+        if doc["apiVersion"].startswith(("kopf.dev/", "monitoring.coreos.com/")):
+            assert doc["metadata"]["name"] and ("spec" in doc or doc["kind"].endswith("KopfPeering"))
+            continue
+        with contextlib.redirect_stdout(io.StringIO()):
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_default_install_is_two_peered_replicas_of_a_hardened_non_root_pod() -> None:
+    docs = render()
+    (deployment,) = by_kind(docs, "Deployment")
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert deployment["spec"]["replicas"] == 2 and env["GANTRY_PEERING"] == "gantry"
+    assert by_kind(docs, "ClusterKopfPeering")[0]["metadata"]["name"] == "gantry"
+    assert {c["metadata"]["name"] for c in by_kind(docs, "CustomResourceDefinition")} == {
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    }
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp", "/var/cache/gantry/git"}
+    assert container["args"][0] == "run" and container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert by_kind(docs, "PodDisruptionBudget")[0]["spec"]["minAvailable"] == 1
+    assert by_kind(docs, "Service")[0]["spec"]["ports"][0]["port"] == 8080
+    assert not by_kind(docs, "ServiceMonitor")
+
+
+def test_user_values_reach_the_pod() -> None:
+    values = {
+        "image": {"repository": "registry.local/gantry", "digest": "sha256:" + "b" * 64},
+        "resources": {"requests": {"cpu": "200m", "memory": "256Mi"}},
+        "nodeSelector": {"pool": "system"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "system", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {}},
+        "operator": {"watchNamespaces": ["team-a", "team-b"], "prometheusUrl": "http://prom:9090"},
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}}},
+    }
+    docs = render(values)
+    spec = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert container["image"] == "registry.local/gantry@sha256:" + "b" * 64
+    assert container["resources"]["requests"] == {"cpu": "200m", "memory": "256Mi"}
+    assert spec["nodeSelector"] == {"pool": "system"} and spec["tolerations"][0]["key"] == "dedicated"
+    assert spec["affinity"] == {"nodeAffinity": {}}
+    assert container["args"] == ["run", "--namespace=team-a", "--namespace=team-b"]
+    assert {"name": "GANTRY_PROMETHEUS_URL", "value": "http://prom:9090"} in container["env"]
+    assert [p["metadata"]["namespace"] for p in by_kind(docs, "KopfPeering")] == ["team-a", "team-b"]
+    assert by_kind(docs, "ServiceMonitor")[0]["metadata"]["labels"]["release"] == "kube-prometheus"
+
+
+def test_workload_permissions_are_limited_to_the_listed_namespaces() -> None:
+    docs = render(
+        {"rbac": {"workloadNamespaces": ["shop-staging", "shop-prod"], "pipelineNamespaces": ["teams"]}}
+    )
+    (cluster_role,) = by_kind(docs, "ClusterRole")
+    cluster_wide = {r for rule in cluster_role["rules"] for r in rule["resources"]}
+    assert not cluster_wide & {"deployments", "statefulsets", "jobs", "secrets"}
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in by_kind(docs, "Role")}
+    assert roles == {
+        ("shop-staging", "gantry-workloads"),
+        ("shop-prod", "gantry-workloads"),
+        ("teams", "gantry-pipeline-secrets"),
+    }
+    for role in by_kind(docs, "Role"):
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] and "delete" not in rule["verbs"]
+
+
+def test_several_replicas_without_peering_are_refused_at_render_time() -> None:
+    with pytest.raises(Exception, match=r"needs peering\.enabled"):
+        render({"peering": {"enabled": False}, "replicaCount": 2})
+
+
+def test_helm_lint_finds_nothing() -> None:
+    result = helm.lint(str(CHART))
+    # Helm's severities: 1 info (e.g. "icon is recommended"), 2 warning, 4 error.
+    problems = [m for m in result["messages"] if m["severity"] > 1]
+    assert result["total_charts_linted"] == 1 and result["errors"] == [] and problems == [], result
+
+
+@pytest.fixture
+def chart_rbac_cluster(cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The emulated API server enforcing RBAC, with only the chart's ServiceAccount and roles."""
+    from tests.conftest import FAST
+    from tests.e2e import manifests as m
+    from tests.e2e.test_rbac import as_user
+    from tests.harness.authz import User
+    from tests.harness.operator import OperatorThread, RecordingAlerter
+
+    if not cluster.emulated:
+        pytest.skip("configures the emulated API server's tokens")
+    docs = render({"rbac": {"workloadNamespaces": ["shop-staging", "shop-prod"]}})
+    for doc in docs:
+        if doc["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
+            cluster.apply(doc)
+    for workload in m.workloads("shop-staging") + m.workloads("shop-prod") + m.workloads("elsewhere"):
+        cluster.apply(workload)
+    cluster.server.authz.tokens.update(
+        {
+            "emulated": User("admin", ("system:masters",)),
+            "operator": User("system:serviceaccount:gantry:gantry"),
+        }
+    )
+    cluster.server.authz.enabled = True
+    monkeypatch.setenv("KUBECONFIG", str(as_user(cluster, tmp_path, "operator").kubeconfig))
+    operator = OperatorThread(FAST, RecordingAlerter()).start()
+    yield cluster
+    operator.stop()
+
+
+@pytest.mark.e2e
+def test_the_chart_grants_the_operator_enough_for_a_whole_flow_and_no_more(chart_rbac_cluster: Any) -> None:
+    from tests.e2e import manifests as m
+
+    cluster = chart_rbac_cluster
+    pipeline = m.pipeline("gantry", app_namespace="shop-staging")
+    pipeline["spec"]["stages"][1].update(
+        promotion="Auto",
+        targets=[{"namespace": "shop-prod", "name": "web"}, {"namespace": "shop-prod", "name": "worker"}],
+    )
+    cluster.apply(pipeline)
+    cluster.apply(m.release("gantry", "shop-v1", "v1"))
+    released = cluster.wait_for_phase("gantry", "shop-v1", "Released", "Failed", "Blocked", timeout=60)
+    assert released["status"]["phase"] == "Released", released["status"]["message"]
+    assert cluster.images("Deployment", "shop-prod", "web")["web"] == m.image("web", "v1")
+
+    outside = m.pipeline("gantry", name="elsewhere", app_namespace="elsewhere")
+    outside["spec"]["application"] = "shop"
+    cluster.apply(outside)
+    body = m.release("gantry", "shop-v2", "v2", version="v1.1.0", pipeline_name="elsewhere")
+    cluster.apply(body)
+    refused = cluster.wait_for_phase("gantry", "shop-v2", "Failed", "Blocked", "Verified", timeout=60)
+    assert refused["status"]["phase"] != "Verified"  # no permission outside the listed namespaces
+    assert cluster.images("Deployment", "elsewhere", "web")["web"] == m.OLD_WEB
