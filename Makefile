@@ -6,7 +6,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit e2e bench bench-versions clean
+.PHONY: demo test lint unit e2e bench bench-scale bench-versions clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.time_to_rollback
 
 # Compares with python-semantic-release and commitizen, installed here only for the comparison.
+# Latency, requests, memory and start-up at 0 / 1,000 / 5,000 Releases, and a 500-Release burst.
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale
+
 bench-versions: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check python-semantic-release commitizen
 	$(BIN)/python -m bench.version_next

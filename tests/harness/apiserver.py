@@ -178,6 +178,8 @@ class ApiServer(kmock.KubernetesEmulator):
         factory=list, init=False
     )
     write_counts: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
+    # Watches opened, by (plural, resumed from a resourceVersion): a client that relists shows as not resumed.
+    watch_counts: collections.Counter[tuple[str, bool]] = attrs.field(factory=collections.Counter, init=False)
     authz: authz.Authz = attrs.field(factory=authz.Authz, init=False)
     revision: int = attrs.field(default=1000, init=False)
 
@@ -544,6 +546,7 @@ class ApiServer(kmock.KubernetesEmulator):
         selector = parse_selector(params.get("labelSelector"))
         watcher = Watcher(key, request.namespace, selector)
         since = params.get("resourceVersion")
+        self.watch_counts[(key[2], bool(since and since != "0"))] += 1
         backlog: list[dict[str, Any]] = []
         if since and since != "0":
             oldest = self.event_log[0][0] if self.event_log else self.revision

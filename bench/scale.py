@@ -1,0 +1,369 @@
+"""Benchmark: reconcile latency, API requests, memory and start-up at 0, 1,000 and 5,000 Releases.
+
+The operator runs as its own process (`python -m gantry run`, default settings) against the
+embedded API server, so its RSS and every HTTP request it makes are its own. For each size:
+
+1. the server is seeded with that many finished Releases across 200 applications (with their
+   Pipelines and Deployments), written straight into the server's store;
+2. the operator starts and, at once, one probe Release is created: the time until its Deployment
+   is re-pinned is the start-up time ("reconciling again");
+3. probe Releases are created one at a time (each in its own application, one unlocked stage); the
+   time from create to the Deployment's patch is the reconcile latency (p50, p99);
+4. after a quiet period, requests are counted again: a steady state makes no list or watch calls.
+
+Then, with no other objects, 500 Releases are created at once across 100 applications (each
+application's stage is locked, so 5 Releases queue per lock) and the time until all are Verified
+gives the throughput.
+
+    .venv/bin/python -m bench.scale [--sizes 0,1000,5000] [--probes 40] [--burst 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.harness.apiserver import ApiStatus, Key
+from tests.harness.cluster import (
+    DEPLOYMENTS,
+    Cluster,
+    Controllers,
+    ServerThread,
+    install_crds,
+    write_kubeconfig,
+)
+from tests.harness.operator import OperatorProcess
+
+from gantry.settings import Config
+
+RELEASES: Key = ("gantry.dev", "v1alpha1", "releases")
+PIPELINES: Key = ("gantry.dev", "v1alpha1", "pipelines")
+NAMESPACE = "bench"
+OLD = "registry.example.com/bench/web@sha256:" + "0" * 64
+
+
+def digest(i: int, salt: str = "") -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(f"{salt}{i}".encode()).hexdigest()
+
+
+def pipeline(app: str, lock: bool = False) -> dict[str, Any]:
+    stage: dict[str, Any] = {
+        "name": "staging",
+        "lock": lock,
+        "targets": [{"namespace": NAMESPACE, "name": app}],
+    }
+    if lock:
+        stage["environment"] = f"{app}-staging"
+    return {
+        "apiVersion": "gantry.dev/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": app, "namespace": NAMESPACE},
+        "spec": {"application": app, "stages": [stage]},
+    }
+
+
+def deployment(app: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": app, "namespace": NAMESPACE},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": app}},
+            "template": {
+                "metadata": {"labels": {"app": app}},
+                "spec": {"containers": [{"name": "web", "image": OLD}]},
+            },
+        },
+    }
+
+
+def release(app: str, name: str, image: str, version: str = "v1.0.0") -> dict[str, Any]:
+    return {
+        "apiVersion": "gantry.dev/v1alpha1",
+        "kind": "Release",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"application": app, "version": version, "artifacts": [{"name": "web", "image": image}]},
+    }
+
+
+class Bench:
+    """The emulated API server with request counting and a watch on Deployment images."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.thread = ServerThread().start()
+        assert self.thread.server is not None
+        self.server = self.thread.server
+        Controllers(self.server, self.thread.loop)
+        self.kubeconfig = write_kubeconfig(tmp / "kubeconfig", self.thread.url)
+        install_crds(Cluster(self.kubeconfig, self.server, None))
+        self.requests: collections.Counter[tuple[str, str, bool]] = collections.Counter()
+        self.patched: dict[str, float] = {}  # Deployment name -> when its image first changed
+        self.verified: dict[str, float] = {}
+        self.server.fault_hooks.append(self._count)
+        self.server.change_hooks.append(self._watch)
+        self.tmp = tmp
+
+    def _count(self, method: str, key: Key, name: str | None) -> ApiStatus | None:
+        self.requests[(method, key[2], name is None)] += 1
+        return None
+
+    def _watch(self, kind: str, key: Key, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if key == DEPLOYMENTS and name not in self.patched:
+            if obj["spec"]["template"]["spec"]["containers"][0]["image"] != OLD:
+                self.patched[name] = time.monotonic()
+        elif key == RELEASES and (obj.get("status") or {}).get("phase") == "Verified":
+            self.verified.setdefault(name, time.monotonic())
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        return self.thread.call(fn)
+
+    def create(self, key: Key, body: dict[str, Any]) -> None:
+        self.call(lambda: self.server.create(key, NAMESPACE, body))
+
+    def seed(self, count: int, apps: int = 200) -> None:
+        """Finished Releases (with their Pipelines and Deployments), straight into the store."""
+
+        started = time.monotonic()
+        for chunk in range(0, count, 500):
+            self.thread.call(lambda c=chunk: fill_range(self.server, c, min(count, c + 500), apps))
+        if count:
+            self.thread.call(lambda: fill_apps(self.server, min(apps, count)))
+        took = time.monotonic() - started
+        print(f"  seeded {count} Releases over {min(apps, count)} applications in {took:.1f}s")
+
+    def wait(self, what: str, done: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} not within {timeout}s")
+            time.sleep(0.005)
+
+    def settle(self, quiet: float, timeout: float = 300) -> None:
+        """Wait until the operator has made no request for `quiet` seconds."""
+        deadline = time.monotonic() + timeout
+        seen, since = sum(self.requests.values()), time.monotonic()
+        while time.monotonic() - since < quiet and time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = sum(self.requests.values())
+            if now != seen:
+                seen, since = now, time.monotonic()
+
+    def stop(self) -> None:
+        self.thread.stop()
+
+
+def fill_apps(server: Any, apps: int) -> None:
+    for a in range(apps):
+        server.create(PIPELINES, NAMESPACE, pipeline(f"old-{a}"))
+        server.create(DEPLOYMENTS, NAMESPACE, deployment(f"old-{a}"))
+
+
+def fill_range(server: Any, start: int, end: int, apps: int) -> None:
+    for i in range(start, end):
+        app, name = f"old-{i % apps}", f"old-{i % apps}-r{i}"
+        server.create(RELEASES, NAMESPACE, release(app, name, f"registry.example.com/bench/web@{digest(i)}"))
+        phase = ("Released", "Failed", "Verified")[i % 3]
+        server.write_status(
+            RELEASES, NAMESPACE, name, {"phase": phase, "reason": "Seeded", "message": "seeded"}
+        )
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def probe(bench: Bench, name: str, timeout: float = 60) -> float:
+    """Create one Release (its app, Pipeline and Deployment made beforehand); seconds until patched."""
+    started = time.monotonic()
+    bench.create(RELEASES, release(name, name, f"registry.example.com/bench/web@{digest(0, name)}"))
+    bench.wait(f"{name} patched", lambda: name in bench.patched, timeout)
+    return bench.patched[name] - started
+
+
+def prepare_apps(bench: Bench, names: list[str], lock: bool = False) -> None:
+    def go() -> None:
+        for name in names:
+            bench.server.create(PIPELINES, NAMESPACE, pipeline(name, lock))
+            bench.server.create(DEPLOYMENTS, NAMESPACE, deployment(name))
+
+    bench.call(go)
+
+
+def measure_size(size: int, probes: int, config: Config) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        bench = Bench(Path(tmp))
+        try:
+            bench.seed(size)
+            names = [f"probe-{i}" for i in range(probes + 1)]
+            prepare_apps(bench, [*names, "after-restart"])
+            bench.requests.clear()
+            operator = OperatorProcess(bench.kubeconfig, config, Path(tmp) / "operator.log")
+            started = time.monotonic()
+            operator.start()
+            assert operator.process is not None
+            try:
+                probe(bench, names[0], timeout=600)
+                startup = bench.patched[names[0]] - started
+                bench.settle(config.waiting_interval + 2)  # the first looks at the seeded Releases
+                before = collections.Counter(bench.requests)
+                latencies = [probe(bench, name) for name in names[1:]]
+                bench.wait("probes verified", lambda: all(n in bench.verified for n in names), 60)
+                during = bench.requests - before
+                time.sleep(3 * config.reconcile_interval)
+                quiet_start = collections.Counter(bench.requests)
+                time.sleep(10)
+                steady = bench.requests - quiet_start
+                rss = rss_mb(operator.process.pid)
+            finally:
+                operator.stop()
+            # A restart: every Release has been seen before (Kopf's annotations are in place).
+            operator = OperatorProcess(bench.kubeconfig, config, Path(tmp) / "operator.log")
+            started = time.monotonic()
+            operator.start()
+            try:
+                probe(bench, "after-restart", timeout=600)
+                restart = bench.patched["after-restart"] - started
+            finally:
+                operator.stop()
+            history = bench.call(
+                lambda: sum(
+                    len(
+                        (bench.server.store[(RELEASES, NAMESPACE, n)].get("status") or {}).get("history")
+                        or []
+                    )
+                    for n in names[1:]
+                )
+            )
+        finally:
+            bench.stop()
+    total = sum(during.values())
+    return {
+        "size": size,
+        "startup": startup,
+        "restart": restart,
+        "p50": statistics.median(latencies),
+        "p99": percentile(latencies, 0.99),
+        "max": max(latencies),
+        "requests_per_release": total / probes,
+        "requests_per_transition": total / max(history, 1),
+        "writes_per_release": sum(v for (m, _, _), v in during.items() if m in ("POST", "PATCH", "PUT"))
+        / probes,
+        "steady_list_watch": sum(v for (m, _, coll), v in steady.items() if m == "GET" and coll),
+        "steady_requests_per_s": sum(steady.values()) / 10,
+        "rss": rss,
+    }
+
+
+def throughput(burst: int, apps: int, config: Config) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        bench = Bench(Path(tmp))
+        try:
+            app_names = [f"burst-{a}" for a in range(apps)]
+            prepare_apps(bench, app_names, lock=True)
+            operator = OperatorProcess(bench.kubeconfig, config, Path(tmp) / "operator.log").start()
+            assert operator.process is not None
+            try:
+                warm = "burst-warm"
+                prepare_apps(bench, [warm])
+                probe(bench, warm, timeout=120)
+                bench.requests.clear()
+                names = [f"burst-{i % apps}-r{i}" for i in range(burst)]
+
+                def create_all() -> None:
+                    for i, name in enumerate(names):
+                        app = f"burst-{i % apps}"
+                        body = release(
+                            app, name, f"registry.example.com/bench/web@{digest(i, 'burst')}", f"v1.0.{i}"
+                        )
+                        bench.server.create(RELEASES, NAMESPACE, body)
+
+                started = time.monotonic()
+                bench.call(create_all)
+                bench.wait("burst verified", lambda: all(n in bench.verified for n in names), 900)
+                elapsed = max(bench.verified[n] for n in names) - started
+                rss = rss_mb(operator.process.pid)
+            finally:
+                operator.stop()
+        finally:
+            bench.stop()
+    return {
+        "burst": burst,
+        "apps": apps,
+        "elapsed": elapsed,
+        "rate": burst / elapsed,
+        "requests_per_release": sum(bench.requests.values()) / burst,
+        "rss": rss,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="0,1000,5000")
+    parser.add_argument("--probes", type=int, default=40)
+    parser.add_argument("--burst", type=int, default=500)
+    parser.add_argument("--burst-apps", type=int, default=100)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    config = Config(metrics_port=0)  # the operator's defaults: 5 s reconcile interval
+    rows = []
+    for size in [int(s) for s in args.sizes.split(",")]:
+        print(f"size {size}:")
+        rows.append(measure_size(size, args.probes, config))
+    print()
+    columns = [
+        ("other Releases", "size", "{:>14}"),
+        ("first start s", "startup", "{:>13.2f}"),
+        ("restart s", "restart", "{:>9.2f}"),
+        ("p50 ms", "p50", "{:>8.0f}"),
+        ("p99 ms", "p99", "{:>8.0f}"),
+        ("req/Release", "requests_per_release", "{:>11.1f}"),
+        ("req/transition", "requests_per_transition", "{:>14.1f}"),
+        ("writes/Release", "writes_per_release", "{:>14.1f}"),
+        ("steady list+watch", "steady_list_watch", "{:>17}"),
+        ("steady req/s", "steady_requests_per_s", "{:>12.1f}"),
+        ("RSS MB", "rss", "{:>7.0f}"),
+    ]
+    print(" ".join(title.rjust(len(fmt.format(0))) for title, _, fmt in columns))
+    for r in rows:
+        values = {**r, "p50": r["p50"] * 1000, "p99": r["p99"] * 1000}
+        print(" ".join(fmt.format(values[key]) for _, key, fmt in columns))
+    burst = throughput(args.burst, args.burst_apps, config) if args.burst else None
+    if burst:
+        print(
+            f"\nburst: {burst['burst']} Releases over {burst['apps']} applications (5 per locked stage) "
+            f"all Verified in {burst['elapsed']:.1f}s = {burst['rate']:.1f} Releases/s, "
+            f"{burst['requests_per_release']:.1f} requests per Release, RSS {burst['rss']:.0f} MB"
+        )
+    first, last = rows[0], rows[-1]
+    ratio = last["p99"] / first["p99"] if first["p99"] else float("nan")
+    cost = last["requests_per_release"] / first["requests_per_release"]
+    print(
+        f"\nsummary: p99 {last['p99'] * 1000:.0f} ms at {last['size']} Releases (target < 250 ms), "
+        f"p99 ratio {last['size']}/{first['size']} = {ratio:.2f}, requests per Release ratio = {cost:.2f}, "
+        f"RSS {last['rss']:.0f} MB (target < 200 MB), start-up {last['startup']:.1f} s first / "
+        f"{last['restart']:.1f} s restart"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
