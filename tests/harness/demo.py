@@ -1,11 +1,17 @@
-"""The quick-start demo: Gantry's staging flow end to end, with no cluster.
+"""The quick-start demo: Gantry's whole flow end to end, with no cluster.
 
-Runs the real operator against the embedded API emulator, applies the files in examples/,
-and prints what `kubectl get` shows at each step:
+Runs the real operator against the embedded API emulator, with a real git repository (a bare
+origin and a clone; Gantry tags each version on its commit and pushes the tag) and a real
+Prometheus scraping a small metrics app, applies the files in examples/, and prints what
+`kubectl get releases` and `kubectl gantry status` show at each step:
 
 1. v1.4.0 goes through dev and staging (under the staging lock, tested) and is Verified.
 2. v1.5.0 and v1.5.1 race for the staging lock; v1.5.0's integration tests fail, so staging
    is rolled back to exactly what it ran before, and v1.5.1 (queued behind it) then passes.
+3. v1.4.0 is approved (`kubectl gantry approve`) and promoted to production, where it bakes
+   against Prometheus's error rate and is Released.
+4. v1.5.1 is approved; while it bakes its error rate jumps to 50 %, and Gantry rolls production
+   back on its own by re-applying v1.4.0's digests, and quarantines v1.5.1's.
 """
 
 from __future__ import annotations
@@ -21,9 +27,12 @@ from typing import Any
 
 import yaml
 
+from gantry.plugin.main import main as kubectl_gantry
 from gantry.settings import Config
+from tests.git.repos import Clone, origin_and_clone
 from tests.harness import kubectl
 from tests.harness.cluster import ROOT, Cluster, cluster_for_tests
+from tests.harness.observability import MetricsApp, Prometheus, binaries_missing, observability
 from tests.harness.operator import OperatorThread, RecordingAlerter
 
 NAMESPACE = "gantry"
@@ -43,10 +52,15 @@ def load(name: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
 
 
-def new_release(base: dict[str, Any], version: str, seed: str) -> dict[str, Any]:
+def new_release(base: dict[str, Any], version: str, seed: str, git: tuple[Path, Clone]) -> dict[str, Any]:
+    """A Release of `version` built from a new commit in the demo's git repository."""
+    origin, work = git
     release = copy.deepcopy(base)
     release["metadata"]["name"] = f"shop-{version}"
     release["spec"]["version"] = version
+    revision = work.commit(f"feat(SHOP-{seed}): what {version} brings")
+    work.git("push", "-q", "origin", "main")
+    release["spec"]["source"] = {"repository": str(origin), "revision": revision}
     image = release["spec"]["artifacts"][0]["image"].split("@")[0]
     release["spec"]["artifacts"][0]["image"] = f"{image}@sha256:{seed * 64}"[: len(image) + 72]
     return release
@@ -69,82 +83,177 @@ def fail_broken_version(job: dict[str, Any], code: int) -> int:
     return 1 if env.get("GANTRY_VERSION") == BROKEN_VERSION else code
 
 
+def status(cluster: Cluster) -> None:
+    show("kubectl get releases -n gantry", kubectl.get(cluster, "Release", NAMESPACE))
+    lines: list[str] = []
+    kubectl_gantry(["-n", NAMESPACE, "status", "shop"], out=lines.append)
+    show("kubectl gantry status shop -n gantry", "\n".join(lines))
+
+
+def production_pipeline(prometheus: Prometheus) -> dict[str, Any]:
+    """examples/pipeline.yaml, with production baking against the demo's Prometheus (fast settings)."""
+    pipeline = load("pipeline.yaml")[0]
+    production = pipeline["spec"]["stages"][-1]
+    production["analysis"] = {
+        "prometheus": {"url": prometheus.url},
+        "threshold": 0.1,
+        "minRequestRate": 1,
+        "window": "5s",
+        "intervalSeconds": 1,
+        "bakeSeconds": 10,
+        "consecutiveBreaches": 2,
+        "onBreach": "Rollback",
+    }
+    return pipeline
+
+
 def main() -> int:
     logging.basicConfig(level=logging.ERROR)
+    missing = binaries_missing()
+    if missing:
+        print(f"The demo needs {', '.join(missing)}: run `make demo` (it installs Debian's prometheus).")
+        return 2
     started = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp, cluster_for_tests(Path(tmp)) as cluster:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        cluster_for_tests(Path(tmp)) as cluster,
+        observability(Path(tmp) / "observability") as (app, prometheus, _),
+    ):
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
         assert cluster.controllers is not None
         cluster.controllers.job_exit_code = fail_broken_version
-        say("An emulated Kubernetes API server is up; Gantry's CRDs are installed from crds/")
+        git = origin_and_clone(Path(tmp), "shop")
+        git[1].commit("chore(SHOP-0): start")
+        say("An emulated Kubernetes API server is up (CRDs from crds/), with a git origin and Prometheus")
         alerts = RecordingAlerter()
-        operator = OperatorThread(
-            Config(reconcile_interval=0.2, waiting_interval=0.3, lock_sweep_interval=1.0, metrics_port=0),
-            alerts,
-        ).start()
+        config = Config(
+            reconcile_interval=0.2,
+            waiting_interval=0.3,
+            lock_sweep_interval=1.0,
+            metrics_port=0,
+            git_cache=str(Path(tmp) / "git-cache"),
+        )
+        operator = OperatorThread(config, alerts).start()
         try:
-            cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-            for manifest in load("workloads.yaml") + load("pipeline.yaml"):
-                cluster.apply(manifest)
-            cluster.wait_for(
-                "the Pipeline to be validated",
-                lambda: (cluster.must_get("Pipeline", NAMESPACE, "shop").get("status") or {}).get(
-                    "stageSummary"
-                ),
-            )
-            show(
-                "kubectl apply -f examples/ && kubectl get pipelines -n gantry",
-                kubectl.get(cluster, "Pipeline", NAMESPACE),
-            )
-            show("kubectl get deployments (images)", images(cluster))
-
-            say("1. A Release of v1.4.0 (examples/release.yaml)")
-            base = load("release.yaml")[0]
-            cluster.apply(base)
-            name = base["metadata"]["name"]
-            cluster.wait_for_phase(NAMESPACE, name, "Deploying", "Testing", "Verified", "Failed")
-            show(
-                "kubectl get releases -n gantry   # a moment later",
-                kubectl.get(cluster, "Release", NAMESPACE),
-            )
-            cluster.wait_for_phase(NAMESPACE, name, "Verified", "Failed")
-            show("kubectl get releases -n gantry", kubectl.get(cluster, "Release", NAMESPACE))
-            show("kubectl get deployments (images)", images(cluster))
-
-            say(f"2. v1.5.0 and v1.5.1 race for the staging lock; {BROKEN_VERSION}'s integration tests fail")
-            cluster.apply(new_release(base, "v1.5.0", "b"))
-            cluster.wait_for("v1.5.0 to reach staging", lambda: stage_of(cluster, "shop-v1.5.0") == "staging")
-            cluster.apply(new_release(base, "v1.5.1", "c"))
-            cluster.wait_for_phase(NAMESPACE, "shop-v1.5.1", "Queued")
-            show("kubectl get releases -n gantry", kubectl.get(cluster, "Release", NAMESPACE))
-            show(
-                "kubectl get environmentlocks -n gantry -o wide",
-                kubectl.get(cluster, "EnvironmentLock", NAMESPACE, wide=True),
-            )
-            failed = cluster.wait_for_phase(NAMESPACE, "shop-v1.5.0", "Failed", "Verified")
-            cluster.wait_for_phase(NAMESPACE, "shop-v1.5.1", "Verified", "Failed")
-            show(
-                "kubectl get releases -n gantry -o wide",
-                kubectl.get(cluster, "Release", NAMESPACE, wide=True),
-            )
-            show(
-                "kubectl describe release shop-v1.5.0 -n gantry   # (events)",
-                kubectl.describe_events(cluster, NAMESPACE, "shop-v1.5.0"),
-            )
-            run = failed["status"]["stages"][-1]
-            print("staging images recorded before v1.5.0 and restored by its rollback:")
-            for change in run["images"]:
-                before, after = change["before"][-20:], change["after"][-20:]
-                print(f"  {change['workload']} {change['container']}: {after} -> {before}")
-            print(f"alerts sent to the team: {[(a.reason, a.message) for a, _ in alerts.alerts]}")
-            show("kubectl get environmentlocks -n gantry", kubectl.get(cluster, "EnvironmentLock", NAMESPACE))
-            history = cluster.must_get("EnvironmentLock", NAMESPACE, "staging")["status"]["history"]
-            print("staging lock history: " + ", ".join(f"{h['release']} ({h['reason']})" for h in history))
-            show("kubectl get deployments (images)", images(cluster))
+            walk(cluster, git, app, prometheus, alerts)
         finally:
             operator.stop()
-    say(f"Done in {time.monotonic() - started:.1f}s. Verified Releases are ready for production.")
+        tags = git[1].git("ls-remote", "--tags", "origin").splitlines()
+        print(
+            "\nrelease tags Gantry pushed to origin: "
+            + ", ".join(t.split("refs/tags/")[1] for t in tags if "^{}" not in t)
+        )
+    say(f"Done in {time.monotonic() - started:.1f}s.")
     return 0
+
+
+def walk(
+    cluster: Cluster,
+    git: tuple[Path, Clone],
+    app: MetricsApp,
+    prometheus: Prometheus,
+    alerts: RecordingAlerter,
+) -> None:
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    for manifest in [*load("workloads.yaml"), production_pipeline(prometheus)]:
+        cluster.apply(manifest)
+    app.set("shop-production", rps=20, error_ratio=0.0)
+    cluster.wait_for(
+        "the Pipeline to be validated",
+        lambda: (cluster.must_get("Pipeline", NAMESPACE, "shop").get("status") or {}).get("stageSummary"),
+    )
+    show(
+        "kubectl apply -f examples/ && kubectl get pipelines -n gantry",
+        kubectl.get(cluster, "Pipeline", NAMESPACE),
+    )
+    show("kubectl get deployments (images)", images(cluster))
+
+    say("1. A Release of v1.4.0 (examples/release.yaml, built from a new commit)")
+    base = load("release.yaml")[0]
+    first = new_release(base, "v1.4.0", "a", git)
+    first["spec"]["artifacts"] = base["spec"]["artifacts"]
+    cluster.apply(first)
+    name = first["metadata"]["name"]
+    cluster.wait_for_phase(NAMESPACE, name, "Deploying", "Testing", "Verified", "Failed")
+    show("kubectl get releases -n gantry   # a moment later", kubectl.get(cluster, "Release", NAMESPACE))
+    cluster.wait_for_phase(NAMESPACE, name, "Verified", "Failed")
+    status(cluster)
+
+    say(f"2. v1.5.0 and v1.5.1 race for the staging lock; {BROKEN_VERSION}'s integration tests fail")
+    cluster.apply(new_release(base, "v1.5.0", "b", git))
+    cluster.wait_for("v1.5.0 to reach staging", lambda: stage_of(cluster, "shop-v1.5.0") == "staging")
+    cluster.apply(new_release(base, "v1.5.1", "c", git))
+    cluster.wait_for_phase(NAMESPACE, "shop-v1.5.1", "Queued")
+    show("kubectl get releases -n gantry", kubectl.get(cluster, "Release", NAMESPACE))
+    show(
+        "kubectl get environmentlocks -n gantry -o wide",
+        kubectl.get(cluster, "EnvironmentLock", NAMESPACE, wide=True),
+    )
+    failed = cluster.wait_for_phase(NAMESPACE, "shop-v1.5.0", "Failed", "Verified")
+    cluster.wait_for_phase(NAMESPACE, "shop-v1.5.1", "Verified", "Failed")
+    show("kubectl get releases -n gantry -o wide", kubectl.get(cluster, "Release", NAMESPACE, wide=True))
+    show(
+        "kubectl describe release shop-v1.5.0 -n gantry   # (events)",
+        kubectl.describe_events(cluster, NAMESPACE, "shop-v1.5.0"),
+    )
+    run = failed["status"]["stages"][-1]
+    print("staging images recorded before v1.5.0 and restored by its rollback:")
+    for change in run["images"]:
+        before, after = change["before"][-20:], change["after"][-20:]
+        print(f"  {change['workload']} {change['container']}: {after} -> {before}")
+    history = cluster.must_get("EnvironmentLock", NAMESPACE, "staging")["status"]["history"]
+    print("staging lock history: " + ", ".join(f"{h['release']} ({h['reason']})" for h in history))
+
+    say("3. On-call approves v1.4.0 for production; it bakes against Prometheus and is Released")
+    traffic(cluster, prometheus, "20 req/s, no errors", lambda rate, ratio: rate > 15 and ratio < 0.05)
+    approve("shop-v1.4.0")
+    cluster.wait_for_phase(NAMESPACE, "shop-v1.4.0", "Baking", "Released", "Failed", timeout=60)
+    show(
+        "kubectl get releases -n gantry   # baking: 1 s evaluations of the 5xx ratio",
+        kubectl.get(cluster, "Release", NAMESPACE),
+    )
+    cluster.wait_for_phase(NAMESPACE, "shop-v1.4.0", "Released", "RolledBack", "Held", "Failed", timeout=90)
+    status(cluster)
+
+    say("4. v1.5.1 is approved; while it bakes, its error rate jumps to 50 % and Gantry rolls back")
+    approve("shop-v1.5.1")
+    cluster.wait_for_phase(NAMESPACE, "shop-v1.5.1", "Baking", "Released", "Failed", timeout=60)
+    app.set("shop-production", rps=20, error_ratio=0.5)
+    print("(the checkout starts failing: 50 % of requests answer 5xx)")
+    cluster.wait_for_phase(NAMESPACE, "shop-v1.5.1", "RolledBack", "Released", "Held", "Failed", timeout=90)
+    app.set("shop-production", rps=20, error_ratio=0.0)
+    status(cluster)
+    show(
+        "kubectl describe release shop-v1.5.1 -n gantry   # (events)",
+        kubectl.describe_events(cluster, NAMESPACE, "shop-v1.5.1"),
+    )
+    lines: list[str] = []
+    kubectl_gantry(["-n", NAMESPACE, "history", "shop"], out=lines.append)
+    show("kubectl gantry history shop -n gantry", "\n".join(lines))
+    show("kubectl get deployments (images)", images(cluster))
+    print(f"alerts sent to the team: {[(a.severity, a.reason) for a, _ in alerts.alerts]}")
+
+
+def traffic(cluster: Cluster, prometheus: Prometheus, what: str, shows: Any) -> None:
+    """Wait until Prometheus's 5 s rates for production show `what` (a fresh Prometheus has none)."""
+    selector = 'namespace="shop-production"'
+    total = f"sum(rate(http_requests_total{{{selector}}}[5s]))"
+    errors = f'sum(rate(http_requests_total{{{selector},code=~"5.."}}[5s]))'
+
+    def seen() -> bool:
+        rate, ratio = prometheus.query(total), prometheus.query(f"{errors} / {total}")
+        return bool(rate and ratio) and shows(float(rate[0]["value"][1]), float(ratio[0]["value"][1]))
+
+    cluster.wait_for(f"Prometheus to show {what}", seen, timeout=60, interval=0.5)
+    print(f"Prometheus shows production at {what}")
+
+
+def approve(release: str) -> None:
+    lines: list[str] = []
+    kubectl_gantry(
+        ["-n", NAMESPACE, "approve", release, "--reason", "looks good in staging"], out=lines.append
+    )
+    show(f"kubectl gantry approve {release} -n gantry", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -136,12 +136,38 @@ def show_status(kube: Kube, namespace: str, args: argparse.Namespace, out: Calla
         lock["metadata"]["name"]: lock for lock in kube.list_items(custom_path("environmentlocks", namespace))
     }
     tables = [
-        views.status_table(p, releases, locks, now) for p in pipelines(kube, namespace, args.application)
+        views.status_table(p, releases, locks, stage_images(kube, p), now)
+        for p in pipelines(kube, namespace, args.application)
     ]
     if not tables:
         out(f"No Pipelines in namespace {namespace}.")
         return
     emit(tables, args, out)
+
+
+def stage_images(kube: Kube, pipeline: dict[str, Any]) -> dict[str, list[str]]:
+    """What each stage's first target workload runs now (container images), by stage name."""
+    out: dict[str, list[str]] = {}
+    for stage in (pipeline.get("spec") or {}).get("stages") or ():
+        target = (stage.get("targets") or [{}])[0]
+        plural = "statefulsets" if target.get("kind") == "StatefulSet" else "deployments"
+        base = f"/apis/apps/v1/namespaces/{target.get('namespace')}/{plural}"
+        try:
+            if target.get("name"):
+                found = [kube.get(f"{base}/{target['name']}")]
+            else:
+                labels = (target.get("selector") or {}).get("matchLabels") or {}
+                found = list(
+                    kube.list_items(base, ",".join(f"{k}={v}" for k, v in sorted(labels.items())))[:1]
+                )
+        except ApiError:
+            found = []  # not allowed to read it: the row shows "-"
+        workload = next((w for w in found if w), None) or {}
+        containers = (((workload.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+            "containers"
+        )
+        out[str(stage["name"])] = [str(c.get("image", "")) for c in containers or ()]
+    return out
 
 
 def show_history(kube: Kube, namespace: str, args: argparse.Namespace, out: Callable[[str], None]) -> None:

@@ -47,19 +47,32 @@ def releases_of(releases: Iterable[Mapping[str, Any]], application: str) -> list
     return [r for r in releases if (r.get("spec") or {}).get("application") == application]
 
 
-def deployed_in_stage(
-    releases: Iterable[Mapping[str, Any]], stage: str
-) -> tuple[Mapping[str, Any], dict[str, Any]] | None:
-    """The Release whose deploy to `stage` is the newest one still standing, with that stage run."""
-    runs: list[tuple[str, Mapping[str, Any], dict[str, Any]]] = []
+def digests(images: Iterable[str]) -> set[str]:
+    return {image.rsplit("@", 1)[-1] for image in images if "@" in image}
+
+
+def running_release(
+    releases: Iterable[Mapping[str, Any]], stage: str, images: Sequence[str]
+) -> tuple[Mapping[str, Any], Mapping[str, Any] | None] | None:
+    """The Release whose artifacts the stage's workload runs now (newest first), with its run there.
+
+    Read from the workload itself, not from the Releases' records: after a rollback elsewhere
+    reverted this stage, or a person re-pinned it, the records alone would say the wrong thing.
+    """
+    running = digests(images)
+    candidates = []
     for release in releases:
-        for run in (release.get("status") or {}).get("stages") or ():
-            if run.get("name") == stage and run.get("deployedAt"):
-                runs.append((str(run["deployedAt"]), release, run))
-    for _, release, run in sorted(runs, key=lambda item: item[0], reverse=True):
-        if not run.get("rolledBackAt"):
-            return release, run
-    return None
+        wanted = digests(a.get("image", "") for a in (release.get("spec") or {}).get("artifacts") or ())
+        if wanted and wanted <= running:
+            runs = [r for r in (release.get("status") or {}).get("stages") or () if r.get("name") == stage]
+            run = max(runs, key=lambda r: str(r.get("deployedAt") or ""), default=None)
+            candidates.append((str((run or {}).get("deployedAt") or ""), release, run))
+    if not candidates:
+        return None
+    _, release, run = max(
+        candidates, key=lambda c: (c[0], str(c[1]["metadata"].get("creationTimestamp", "")))
+    )
+    return release, run
 
 
 def lock_cells(lock: Mapping[str, Any] | None, now: datetime) -> tuple[str, str]:
@@ -80,43 +93,34 @@ def status_table(
     pipeline: Mapping[str, Any],
     releases: Sequence[Mapping[str, Any]],
     locks: Mapping[str, Mapping[str, Any]],
+    stage_images: Mapping[str, Sequence[str]],
     now: datetime,
 ) -> Table:
+    """`stage_images`: what the first target workload of each stage runs now, by stage name."""
     spec = pipeline.get("spec") or {}
     application = str(spec.get("application") or pipeline["metadata"]["name"])
     mine = releases_of(releases, application)
+    history = list(((pipeline.get("status") or {}).get("production") or {}).get("history") or [])
     rows: list[tuple[str, ...]] = []
     for stage in spec.get("stages") or ():
         name = str(stage["name"])
         environment = str(stage.get("environment") or name)
-        lock = locks.get(environment) if stage.get("lock") else None
-        held, queue = lock_cells(lock, now) if stage.get("lock") else (NONE, NONE)
-        if stage.get("production"):
-            current = ledger.current(
-                list(((pipeline.get("status") or {}).get("production") or {}).get("history") or [])
-            )
-            if current is None:
-                rows.append((name, NONE, NONE, NONE, NONE, held, queue))
-                continue
-            images = [i.get("image", "") for i in current.get("images") or ()]
-            rows.append(
-                (
-                    name,
-                    str(current.get("version") or NONE),
-                    short_name(str(current.get("release") or NONE)),
-                    short_digest(images),
-                    age(current.get("deployedAt"), now),
-                    held,
-                    queue,
-                )
-            )
-            continue
-        found = deployed_in_stage(mine, name)
+        held, queue = lock_cells(locks.get(environment), now) if stage.get("lock") else (NONE, NONE)
+        images = list(stage_images.get(name) or ())
+        found = running_release(mine, name, images)
         if found is None:
-            rows.append((name, NONE, NONE, NONE, NONE, held, queue))
+            rows.append((name, NONE, NONE, short_digest(images), NONE, held, queue))
             continue
         release, run = found
-        images = [i.get("after", "") for i in run.get("images") or ()]
+        since = (run or {}).get("deployedAt")
+        if stage.get("production"):
+            current = ledger.current(history)
+            if current is not None and current.get("uid") == release["metadata"].get("uid"):
+                since = (
+                    current.get("updatedAt")
+                    if current.get("result") == "Restored"
+                    else current.get("deployedAt")
+                )
         version = (release.get("status") or {}).get("version") or (release.get("spec") or {}).get("version")
         rows.append(
             (
@@ -124,17 +128,14 @@ def status_table(
                 str(version or NONE),
                 str(release["metadata"]["name"]),
                 short_digest(images),
-                age(run.get("deployedAt"), now),
+                age(since, now),
                 held,
                 queue,
             )
         )
     headers = ("ENVIRONMENT", "VERSION", "RELEASE", "DIGEST", "SINCE", "LOCK HOLDER", "QUEUE")
-    return Table(
-        headers,
-        tuple(rows),
-        title=f"{application} ({pipeline['metadata']['namespace']}/{pipeline['metadata']['name']})",
-    )
+    meta = pipeline["metadata"]
+    return Table(headers, tuple(rows), title=f"{application} ({meta['namespace']}/{meta['name']})")
 
 
 def history_table(pipeline: Mapping[str, Any], now: datetime) -> Table:
