@@ -200,3 +200,14 @@ def test_the_chart_grants_the_operator_enough_for_a_whole_flow_and_no_more(chart
     refused = cluster.wait_for_phase("gantry", "shop-v2", "Failed", "Blocked", "Verified", timeout=60)
     assert refused["status"]["phase"] != "Verified"  # no permission outside the listed namespaces
     assert cluster.images("Deployment", "elsewhere", "web")["web"] == m.OLD_WEB
+
+
+def test_the_dockerfile_runs_as_the_non_root_user_the_chart_expects() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    final = dockerfile.split("\nFROM ")[-1]  # the runtime stage
+    user = next(line.split()[1] for line in final.splitlines() if line.startswith("USER "))
+    uid = int(user.split(":")[0])
+    pod = by_kind(render(), "Deployment")[0]["spec"]["template"]["spec"]
+    assert uid != 0 and uid == pod["securityContext"]["runAsUser"]
+    assert 'ENTRYPOINT ["gantry"]' in final and "git" in final  # GitPython needs the git binary
+    assert "HOME=/tmp" in final  # the chart mounts /tmp; the root filesystem is read-only

@@ -116,11 +116,7 @@ def status_table(
         if stage.get("production"):
             current = ledger.current(history)
             if current is not None and current.get("uid") == release["metadata"].get("uid"):
-                since = (
-                    current.get("updatedAt")
-                    if current.get("result") == "Restored"
-                    else current.get("deployedAt")
-                )
+                since = current.get("deployedAt")  # for a Restored entry: when the rollback re-applied it
         version = (release.get("status") or {}).get("version") or (release.get("spec") or {}).get("version")
         rows.append(
             (
