@@ -1,5 +1,5 @@
 # Two entry points, both self-contained on a fresh machine with Python 3.11+:
-#   make demo   set up, then walk Releases through the staging flow against the embedded API emulator
+#   make demo   set up, then walk Releases through staging and production against the embedded API emulator
 #   make test   set up, then lint, type-check and run every test
 VENV ?= .venv
 PYTHON ?= python3
@@ -13,7 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
+# The demo runs a real Prometheus (Debian's package, installed here when missing).
 demo: $(STAMP)
+	.ci/install-services prometheus
 	$(BIN)/python -m tests.harness.demo
 
 lint: $(STAMP)
