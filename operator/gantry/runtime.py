@@ -24,7 +24,7 @@ class Runtime(kopf.Memo):
     metrics: Metrics | None
 
     def connect(self, config: Config, alerter: Alerter | None = None) -> None:
-        self.resources = Resources(Kube(load_api_client(config.workers)))
+        self.resources = Resources(Kube(load_api_client(config.workers), timeout=config.api_timeout))
         self.metrics = Metrics()
         alerter = alerter or AlertRouter(config.alertmanager_url, self.resources.read_secret)
         self.reconciler = ReleaseReconciler(

@@ -18,6 +18,7 @@ class Config:
     peering_priority: int | None = None  # None: random, so replicas differ (equal priorities all freeze)
     liveness: str | None = None  # Kopf's health endpoint, e.g. http://0.0.0.0:8081/healthz
     workers: int = 20  # concurrent handler threads
+    api_timeout: float = 30.0  # seconds a Kubernetes API request may take before it is retried
     prometheus_url: str | None = None  # default for Pipelines that do not name their own
     alertmanager_url: str | None = None  # default for Pipelines that do not name their own
     metrics_port: int = 8080  # 0: no metrics endpoint
@@ -40,6 +41,7 @@ class Config:
             else None,
             liveness=env.get("GANTRY_LIVENESS_ENDPOINT") or None,
             workers=int(env.get("GANTRY_WORKERS", cls.workers)),
+            api_timeout=float(env.get("GANTRY_API_TIMEOUT", cls.api_timeout)),
             prometheus_url=env.get("GANTRY_PROMETHEUS_URL") or None,
             alertmanager_url=env.get("GANTRY_ALERTMANAGER_URL") or None,
             metrics_port=int(env.get("GANTRY_METRICS_PORT", cls.metrics_port)),

@@ -71,6 +71,24 @@ class ApiStatus(Exception):
         }
 
 
+@dataclass(frozen=True)
+class Timeout:
+    """An injected request timeout. `applied`: the write took effect before time ran out (a
+    kube-apiserver 504 says the request "may still be in progress"). `stall`: seconds the server
+    sits on its answer, longer than the client waits; 0 answers 504 Timeout at once."""
+
+    applied: bool
+    stall: float = 0.0
+
+    def answer(self) -> ApiStatus:
+        return ApiStatus(
+            504,
+            "Timeout",
+            "injected: the server was unable to return a response in the time allotted,"
+            " but may still be processing the request",
+        )
+
+
 @dataclass
 class Watcher:
     key: Key
@@ -174,7 +192,7 @@ class ApiServer(kmock.KubernetesEmulator):
     )
     watchers: list[Watcher] = attrs.field(factory=list, init=False)
     change_hooks: list[Callable[[str, Key, dict[str, Any]], None]] = attrs.field(factory=list, init=False)
-    fault_hooks: list[Callable[[str, Key, str | None], ApiStatus | None]] = attrs.field(
+    fault_hooks: list[Callable[[str, Key, str | None], ApiStatus | Timeout | None]] = attrs.field(
         factory=list, init=False
     )
     write_counts: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
@@ -233,10 +251,15 @@ class ApiServer(kmock.KubernetesEmulator):
                 )
             method = str(request.method.value).upper()
             user = self._authorize(request, key, method)
+            timeout: Timeout | None = None
             for hook in self.fault_hooks:
                 fault = hook(method, key, request.name)
-                if fault is not None:
+                if isinstance(fault, ApiStatus):
                     raise fault
+                timeout = timeout or fault
+            if timeout is not None and not timeout.applied:
+                await asyncio.sleep(timeout.stall)
+                raise timeout.answer()
             params = dict(request.params)
             if method == "GET" and params.get("watch") in ("true", "1"):
                 return await self._watch(request, key, params)
@@ -244,6 +267,9 @@ class ApiServer(kmock.KubernetesEmulator):
             if user is not None and method in ("POST", "PUT", "PATCH"):
                 self._check_policies(key, request, method, body, user)
             result = self._dispatch(method, key, request, body, params)
+            if timeout is not None:  # applied, but the client never learns it
+                await asyncio.sleep(timeout.stall)
+                raise timeout.answer()
             return aiohttp.web.json_response(result[1], status=result[0])
         except ApiStatus as status:
             return aiohttp.web.json_response(status.body(), status=status.code)

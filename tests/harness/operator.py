@@ -81,6 +81,7 @@ class OperatorProcess:
             "GANTRY_ALERTMANAGER_URL": self.config.alertmanager_url or "",
             "PYTHONPATH": str(ROOT / "operator"),
             "GANTRY_PEERING": self.config.peering or "",
+            "GANTRY_API_TIMEOUT": str(self.config.api_timeout),
             "GANTRY_PEERING_LIFETIME": str(self.config.peering_lifetime),
             "GANTRY_PEERING_PRIORITY": ""
             if self.config.peering_priority is None
