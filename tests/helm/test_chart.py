@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gantry.settings import Config
 from tests.harness.cluster import ROOT
 
 helm = pytest.importorskip("helm_python")
@@ -114,6 +115,31 @@ def test_user_values_reach_the_pod() -> None:
     assert {"name": "GANTRY_PROMETHEUS_URL", "value": "http://prom:9090"} in container["env"]
     assert [p["metadata"]["namespace"] for p in by_kind(docs, "KopfPeering")] == ["team-a", "team-b"]
     assert by_kind(docs, "ServiceMonitor")[0]["metadata"]["labels"]["release"] == "kube-prometheus"
+
+
+def test_the_operator_settings_in_values_are_the_ones_the_operator_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = {
+        "reconcileInterval": 7,
+        "waitingInterval": 11,
+        "waitingResync": 301,
+        "lockSweepInterval": 31,
+        "workers": 3,
+        "apiTimeout": 9,
+        "prometheusUrl": "http://prom:9090",
+        "alertmanagerUrl": "http://am:9093",
+    }
+    docs = render({"operator": settings, "peering": {"lifetime": 45}})
+    (container,) = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    for item in container["env"]:
+        monkeypatch.setenv(item["name"], item["value"])
+    config = Config.from_env()
+    assert (config.reconcile_interval, config.waiting_interval, config.waiting_resync) == (7, 11, 301)
+    assert (config.lock_sweep_interval, config.workers, config.api_timeout) == (31, 3, 9)
+    assert (config.prometheus_url, config.alertmanager_url) == ("http://prom:9090", "http://am:9093")
+    assert (config.peering, config.peering_lifetime, config.metrics_port) == ("gantry", 45, 8080)
+    assert config.liveness == "http://0.0.0.0:8081/healthz" and config.git_cache
 
 
 def test_workload_permissions_are_limited_to_the_listed_namespaces() -> None:
