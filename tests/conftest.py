@@ -16,8 +16,8 @@ from tests.harness.observability import (
     MetricsApp,
     Prometheus,
     binaries_missing,
-    in_ci,
     observability,
+    require_binaries,
 )
 from tests.harness.operator import OperatorThread, RecordingAlerter
 
@@ -54,11 +54,6 @@ def observability_stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[MetricsApp, Prometheus, Alertmanager]]:
     """One real Prometheus (1 s scrapes of the metrics app) and one Alertmanager for the session."""
-    missing = binaries_missing()
-    if missing:
-        message = f"needs {', '.join(missing)}: apt-get install -y prometheus prometheus-alertmanager"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
+    require_binaries(binaries_missing(), "prometheus prometheus-alertmanager")
     with observability(tmp_path_factory.mktemp("observability")) as stack:
         yield stack

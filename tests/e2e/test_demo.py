@@ -8,16 +8,13 @@ import sys
 import pytest
 
 from tests.harness.cluster import ROOT
-from tests.harness.observability import binaries_missing, in_ci
+from tests.harness.observability import binaries_missing, require_binaries
 
 pytestmark = pytest.mark.e2e
 
 
 def test_the_quick_start_demo_walks_the_whole_flow() -> None:
-    if binaries_missing():
-        if in_ci():
-            pytest.fail(f"needs {binaries_missing()}")
-        pytest.skip(f"needs {binaries_missing()}")
+    require_binaries(binaries_missing(), "prometheus prometheus-alertmanager")
     result = subprocess.run(
         [sys.executable, "-m", "tests.harness.demo"], cwd=ROOT, capture_output=True, text=True, timeout=240
     )

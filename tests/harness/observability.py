@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 PROMETHEUS = "/usr/bin/prometheus"
@@ -208,3 +209,12 @@ def observability(workdir: Path) -> Iterator[tuple[MetricsApp, Prometheus, Alert
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_binaries(missing: list[str], packages: str) -> None:
+    """Skip a test whose daemons are not installed, except in CI, where that is a failure."""
+    if missing:
+        message = f"needs {', '.join(missing)}: apt-get install -y {packages}"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)

@@ -6,19 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness.observability import in_ci
+from tests.harness.observability import require_binaries
 from tests.harness.registry import Registry, binaries_missing
 
 USERS = {"ci": "s3cret"}
 
 
 def _needs_binaries() -> None:
-    missing = binaries_missing()
-    if missing:
-        message = f"needs {', '.join(missing)}: apt-get install -y docker-registry skopeo"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
+    require_binaries(binaries_missing(), "docker-registry skopeo")
 
 
 @pytest.fixture(scope="session")
