@@ -169,9 +169,7 @@ class ReleaseReconciler:
         """While a stage is Promoting (and not backing off): what each wanted tag names now."""
         if run is None or run.step != Step.PROMOTING or not registry.retry_due(run, to_rfc3339(now)):
             return None
-        ops = registry.plan_tags(
-            release.artifacts, release.version, (run.spec.get("registry") or {}).get("repository")
-        )
+        ops = registry.wanted_tags(release, run)
         try:
             client = self.registry_client(release.namespace, pipeline)
             tags = {op.key: client.resolve(parse_repository(op.repository), op.tag) for op in ops}

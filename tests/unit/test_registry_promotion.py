@@ -236,6 +236,29 @@ def test_plan_tags_copies_only_to_a_different_repository() -> None:
     assert len(registry.plan_tags({"web": DEV}, "v1", "reg.io/dev/{name}")) == 1
 
 
+def test_the_tags_observed_and_decided_on_use_the_settled_version_even_after_a_spec_edit() -> None:
+    run = StageRun.from_status(
+        {
+            "index": 1,
+            "name": "production",
+            "environment": "production",
+            "step": "Promoting",
+            "startedAt": to_rfc3339(T0),
+            "spec": {"registry": {"repository": "reg.io/prod/{name}"}},
+        }
+    )
+    edited = ReleaseView.from_body(
+        {
+            "metadata": {"namespace": "shop", "name": "shop-v2", "uid": "uid-v2"},
+            "spec": {"pipeline": "shop", "version": "v2.1.0", "artifacts": [{"name": "web", "image": DEV}]},
+            "status": {"version": "v2.0.0"},
+        }
+    )
+    keys = [op.key for op in registry.wanted_tags(edited, run)]
+    assert keys == ["reg.io/dev/web:v2.0.0", "reg.io/prod/web:v2.0.0"]
+    assert registry.wanted_tags(edited, run, "v2.0.0") == registry.wanted_tags(edited, run)
+
+
 @given(
     st.from_regex(
         r"v[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(-[0-9A-Za-z.-]{1,20})?(\+[0-9A-Za-z.-]{1,20})?", fullmatch=True

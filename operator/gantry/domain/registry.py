@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from gantry.domain import stages
 from gantry.domain.images import digest_of, parse_pinned
-from gantry.domain.model import Draft, Phase, PromoteArtifacts, StageRun, Step, TagOp
+from gantry.domain.model import Draft, Phase, PromoteArtifacts, ReleaseView, StageRun, Step, TagOp
 from gantry.domain.problems import Problem
 from gantry.domain.timefmt import from_rfc3339, to_rfc3339
 
@@ -78,10 +78,11 @@ def stage_artifacts(d: Draft) -> dict[str, str]:
     return images
 
 
-def ops_for(d: Draft) -> tuple[TagOp, ...]:
-    assert d.run is not None
-    registry = d.run.spec.get("registry") or {}
-    return plan_tags(d.release.artifacts, d.version or d.release.version, registry.get("repository"))
+def wanted_tags(release: ReleaseView, run: StageRun, version: str = "") -> tuple[TagOp, ...]:
+    """The tags a Promoting stage wants; the reconciler observes exactly these, `promote` decides on
+    them. The settled version (status.version) wins over the spec's, so both always agree."""
+    settled = version or str(release.status.get("version") or "") or release.version
+    return plan_tags(release.artifacts, settled, (run.spec.get("registry") or {}).get("repository"))
 
 
 def retry_due(run: StageRun, now: str) -> bool:
@@ -93,7 +94,7 @@ def retry_due(run: StageRun, now: str) -> bool:
 def promote(d: Draft) -> None:
     assert d.run is not None
     run = d.run
-    ops = ops_for(d)
+    ops = wanted_tags(d.release, run, d.version)
     seen = d.obs.registry
     refusal = d.obs.error if d.obs.error is not None and d.obs.error.effect == "PromoteArtifacts" else None
     if refusal is not None and not d.error_handled:
@@ -109,13 +110,10 @@ def promote(d: Draft) -> None:
     wrong = [op for op in ops if seen.tags.get(op.key) not in (None, op.digest)]
     if wrong:
         op = wrong[0]
-        message = (
+        _collision(
+            d,
             f"stage {run.name}: {op.key} already points at {seen.tags.get(op.key)}, not at artifact "
-            f"{op.artifact}'s {op.digest}; tags are never overwritten"
-        )
-        d.event("Warning", "RegistryTagCollision", message)
-        d.move(
-            Step.FAILED, "RegistryTagCollision", message + "; release under a new version", finished_at=d.now
+            f"{op.artifact}'s {op.digest}; tags are never overwritten",
         )
         return
     missing = [op for op in ops if seen.tags.get(op.key) != op.digest]
@@ -136,16 +134,18 @@ def promote(d: Draft) -> None:
     stages.enter_stage(d)
 
 
+def _collision(d: Draft, message: str) -> None:
+    """A version tag already names another digest: fail, never overwrite it."""
+    d.event("Warning", "RegistryTagCollision", message)
+    d.move(Step.FAILED, "RegistryTagCollision", message + "; release under a new version", finished_at=d.now)
+
+
 def _registry_error(d: Draft, seen: ObservedRegistry) -> None:
     assert d.run is not None and seen.error is not None
     run = d.run
     field_ = "Pipeline spec.registry"
     if seen.kind == "collision":
-        message = f"stage {run.name}: {seen.error}"
-        d.event("Warning", "RegistryTagCollision", message)
-        d.move(
-            Step.FAILED, "RegistryTagCollision", message + "; release under a new version", finished_at=d.now
-        )
+        _collision(d, f"stage {run.name}: {seen.error}")
         return
     if seen.kind == "auth":
         stages.block(
