@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 from kubernetes import config as k8s_config
 
-from gantry.adapters.kube import ApiError, Kube, custom_path, load_api_client
+from gantry.adapters.kube import ApiError, Kube, custom_path, load_api_client, workload_path
+from gantry.domain.timefmt import to_rfc3339
 from gantry.plugin import views
 
 BUTTONS = {
@@ -93,12 +94,17 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-def current_namespace() -> str:
+def kubeconfig_context() -> dict[str, Any]:
+    """The kubeconfig's current context (namespace, user), as kubectl reads it; {} without one."""
     try:
         _, context = k8s_config.list_kube_config_contexts(config_file=os.environ.get("KUBECONFIG") or None)  # type: ignore[no-untyped-call]
-        return str((context or {}).get("context", {}).get("namespace") or "default")
     except (k8s_config.ConfigException, OSError):
-        return "default"
+        return {}
+    return dict((context or {}).get("context") or {})
+
+
+def current_namespace() -> str:
+    return str(kubeconfig_context().get("namespace") or "default")
 
 
 def emit(tables: list[views.Table], args: argparse.Namespace, out: Callable[[str], None]) -> None:
@@ -150,16 +156,15 @@ def stage_images(kube: Kube, pipeline: dict[str, Any]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for stage in (pipeline.get("spec") or {}).get("stages") or ():
         target = (stage.get("targets") or [{}])[0]
-        plural = "statefulsets" if target.get("kind") == "StatefulSet" else "deployments"
-        base = f"/apis/apps/v1/namespaces/{target.get('namespace')}/{plural}"
+        kind = "StatefulSet" if target.get("kind") == "StatefulSet" else "Deployment"
+        namespace = str(target.get("namespace") or "")
         try:
             if target.get("name"):
-                found = [kube.get(f"{base}/{target['name']}")]
+                found = [kube.get(workload_path(kind, namespace, target["name"]))]
             else:
                 labels = (target.get("selector") or {}).get("matchLabels") or {}
-                found = list(
-                    kube.list_items(base, ",".join(f"{k}={v}" for k, v in sorted(labels.items())))[:1]
-                )
+                selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+                found = list(kube.list_items(workload_path(kind, namespace), selector)[:1])
         except ApiError:
             found = []  # not allowed to read it: the row shows "-"
         workload = next((w for w in found if w), None) or {}
@@ -231,7 +236,7 @@ def handle_lock(kube: Kube, namespace: str, args: argparse.Namespace, out: Calla
     if args.verb == "freeze":
         frozen = {
             "by": whoami(kube),
-            "since": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "since": to_rfc3339(now),
             "reason": args.reason or "frozen by hand",
         }
         kube.merge_patch(path + "/status", {"status": {"frozen": frozen}})
@@ -256,11 +261,7 @@ def whoami(kube: Kube) -> str:
             return str(name)
     except ApiError:
         pass
-    try:
-        _, context = k8s_config.list_kube_config_contexts(config_file=os.environ.get("KUBECONFIG") or None)  # type: ignore[no-untyped-call]
-        return str((context or {}).get("context", {}).get("user") or os.environ.get("USER") or "unknown")
-    except (k8s_config.ConfigException, OSError):
-        return os.environ.get("USER") or "unknown"
+    return str(kubeconfig_context().get("user") or os.environ.get("USER") or "unknown")
 
 
 def entry() -> None:
