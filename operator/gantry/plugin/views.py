@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from gantry.domain import ledger
+from gantry.domain.images import digest_of
 from gantry.domain.timefmt import from_rfc3339
 
 NONE = "-"
@@ -39,8 +40,7 @@ def age(since: str | None, now: datetime) -> str:
 
 
 def short_digest(images: Iterable[str]) -> str:
-    digests = sorted({image.rsplit("@", 1)[-1] for image in images if "@" in image})
-    return ",".join(d.removeprefix("sha256:")[:12] for d in digests) or NONE
+    return ",".join(d.removeprefix("sha256:")[:12] for d in sorted(digests(images))) or NONE
 
 
 def releases_of(releases: Iterable[Mapping[str, Any]], application: str) -> list[Mapping[str, Any]]:
@@ -48,7 +48,15 @@ def releases_of(releases: Iterable[Mapping[str, Any]], application: str) -> list
 
 
 def digests(images: Iterable[str]) -> set[str]:
-    return {image.rsplit("@", 1)[-1] for image in images if "@" in image}
+    return {digest_of(image) for image in images if "@" in image}
+
+
+def production_ledger(pipeline: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return list(((pipeline.get("status") or {}).get("production") or {}).get("history") or [])
+
+
+def queue_cell(lock_status: Mapping[str, Any]) -> str:
+    return ",".join(short_name(w["release"]) for w in lock_status.get("queue") or ()) or NONE
 
 
 def running_release(
@@ -81,8 +89,7 @@ def lock_cells(lock: Mapping[str, Any] | None, now: datetime) -> tuple[str, str]
     held = f"{short_name(holder['release'])} ({age(holder.get('since'), now)})" if holder else NONE
     if status.get("frozen"):
         held += f" FROZEN by {status['frozen'].get('by')}"
-    queue = ",".join(short_name(w["release"]) for w in status.get("queue") or ()) or NONE
-    return held, queue
+    return held, queue_cell(status)
 
 
 def short_name(key: str) -> str:
@@ -100,7 +107,7 @@ def status_table(
     spec = pipeline.get("spec") or {}
     application = str(spec.get("application") or pipeline["metadata"]["name"])
     mine = releases_of(releases, application)
-    history = list(((pipeline.get("status") or {}).get("production") or {}).get("history") or [])
+    history = production_ledger(pipeline)
     rows: list[tuple[str, ...]] = []
     for stage in spec.get("stages") or ():
         name = str(stage["name"])
@@ -135,7 +142,7 @@ def status_table(
 
 
 def history_table(pipeline: Mapping[str, Any], now: datetime) -> Table:
-    history = ((pipeline.get("status") or {}).get("production") or {}).get("history") or []
+    history = production_ledger(pipeline)
     rows = tuple(
         (
             str(entry.get("version") or NONE),
@@ -162,7 +169,7 @@ def lock_table(locks: Iterable[Mapping[str, Any]], now: datetime) -> Table:
                 str(lock["metadata"]["name"]),
                 short_name(holder["release"]) if holder else NONE,
                 age(holder.get("since"), now) if holder else NONE,
-                ",".join(short_name(w["release"]) for w in status.get("queue") or ()) or NONE,
+                queue_cell(status),
                 f"{frozen.get('by')} ({frozen.get('reason') or 'no reason given'})" if frozen else NONE,
             )
         )
@@ -171,9 +178,7 @@ def lock_table(locks: Iterable[Mapping[str, Any]], now: datetime) -> Table:
 
 def current_release(pipeline: Mapping[str, Any]) -> str | None:
     """namespace/name of the Release production runs now, per the ledger."""
-    current = ledger.current(
-        list(((pipeline.get("status") or {}).get("production") or {}).get("history") or [])
-    )
+    current = ledger.current(production_ledger(pipeline))
     return str(current["release"]) if current and current.get("release") else None
 
 
