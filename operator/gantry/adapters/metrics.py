@@ -8,7 +8,7 @@ dashboards one annotation per version that became active.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +24,9 @@ class DeployedCollector(Collector):
         self._lock = threading.Lock()
         self._pipelines: dict[tuple[str, str], tuple[str, list[Mapping[str, Any]]]] = {}
 
-    def update(self, namespace: str, name: str, application: str, history: list[Mapping[str, Any]]) -> None:
+    def update(
+        self, namespace: str, name: str, application: str, history: Sequence[Mapping[str, Any]]
+    ) -> None:
         with self._lock:
             self._pipelines[(namespace, name)] = (application, list(history))
 

@@ -53,7 +53,7 @@ class Resources:
             return self._missing_pipeline(namespace, name), Production()
         status = body.get("status") or {}
         production = Production(
-            history=tuple((status.get("production") or {}).get("history") or ()),
+            history=tuple(ledger.entries(status)),
             quarantine={q["digest"]: q for q in status.get("quarantine") or ()},
         )
         return parse_pipeline(name, body.get("spec") or {}), production
@@ -86,7 +86,7 @@ class Resources:
 
     def record_production(self, namespace: str, name: str, entry: Mapping[str, Any]) -> None:
         def change(status: dict[str, Any]) -> dict[str, Any]:
-            history = ledger.record(list((status.get("production") or {}).get("history") or []), entry)
+            history = ledger.record(ledger.entries(status), entry)
             now = ledger.current(history)
             summary = (
                 {"release": now.get("release"), "version": now.get("version"), "since": now.get("deployedAt")}

@@ -13,6 +13,11 @@ LOG_LIMIT = 50
 CURRENT = ("Baking", "Released", "FailedForward", "Emergency", "Restored")
 
 
+def entries(pipeline_status: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ledger as a Pipeline's status holds it (status.production.history), oldest first."""
+    return list((pipeline_status.get("production") or {}).get("history") or [])
+
+
 # Results that end a rollback: recorded once each, however often the effect is retried.
 ONCE = ("RolledBack", "Restored")
 

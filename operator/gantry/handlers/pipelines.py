@@ -8,6 +8,7 @@ from typing import Any
 import kopf
 
 from gantry.adapters.kube import GROUP, VERSION
+from gantry.domain import ledger
 from gantry.domain.conditions import set_condition
 from gantry.domain.pipeline import parse_pipeline
 from gantry.domain.problems import Problem
@@ -54,5 +55,5 @@ def register(registry: kopf.OperatorRegistry) -> None:
         if type == "DELETED":
             runtime.metrics.deployed.forget(namespace or "", name)
             return
-        history = list((status.get("production") or {}).get("history") or [])
+        history = ledger.entries(status)
         runtime.metrics.deployed.update(namespace or "", name, str(spec.get("application") or name), history)

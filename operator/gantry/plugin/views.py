@@ -52,7 +52,7 @@ def digests(images: Iterable[str]) -> set[str]:
 
 
 def production_ledger(pipeline: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return list(((pipeline.get("status") or {}).get("production") or {}).get("history") or [])
+    return ledger.entries(pipeline.get("status") or {})
 
 
 def queue_cell(lock_status: Mapping[str, Any]) -> str:
