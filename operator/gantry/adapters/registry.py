@@ -223,6 +223,10 @@ class RegistryClient:
             )
             self._check(done, target, f"upload of {digest}")
 
+    def _verify(self, host: str) -> bool:
+        """Check the registry's TLS certificate unless its host is set to SkipVerify (or Disabled)."""
+        return self.tls.get(host, "Verify") == "Verify"
+
     def _base(self, repo: Repository) -> str:
         host = DOCKER_HUB_API if repo.host == DOCKER_HUB else repo.host
         scheme = "http" if self.tls.get(repo.host) == "Disabled" else "https"
@@ -264,7 +268,7 @@ class RegistryClient:
                     data=data,
                     stream=stream,
                     timeout=self.timeout,
-                    verify=self.tls.get(repo.host, "Verify") == "Verify",
+                    verify=self._verify(repo.host),
                     allow_redirects=True,
                 )
             except requests.RequestException as error:
@@ -304,7 +308,7 @@ class RegistryClient:
                 params=query,
                 auth=credentials,
                 timeout=self.timeout,
-                verify=self.tls.get(host, "Verify") == "Verify",
+                verify=self._verify(host),
             )
         except requests.RequestException as error:
             raise RegistryError("unavailable", f"token service of {host} unreachable: {error}") from error
