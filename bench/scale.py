@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import logging
 import statistics
 import tempfile
@@ -50,8 +51,6 @@ OLD = "registry.example.com/bench/web@sha256:" + "0" * 64
 
 
 def digest(i: int, salt: str = "") -> str:
-    import hashlib
-
     return "sha256:" + hashlib.sha256(f"{salt}{i}".encode()).hexdigest()
 
 
