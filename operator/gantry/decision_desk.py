@@ -13,10 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gantry.adapters.resources import Resources
-from gantry.domain.analysis import Action
-from gantry.domain.decisions import refusal
+from gantry.domain.decisions import Action, refusal
 from gantry.domain.images import parse_pinned
-from gantry.domain.model import Phase
+from gantry.domain.phases import Phase
 from gantry.domain.timefmt import to_rfc3339
 from gantry.reconciler import ReleaseReconciler
 

@@ -132,3 +132,27 @@ def test_mistakes_get_an_error_that_says_what_to_do(
     assert "no Pipeline for application 'nope'" in capsys.readouterr().err
     assert kubectl_gantry("-n", namespace, "lock", "freeze")[0] == 1
     assert "needs an ENVIRONMENT" in capsys.readouterr().err
+
+
+def test_a_freeze_by_hand_is_the_locks_spec_and_leaves_its_status_to_gantry(
+    cluster: Cluster, namespace: str, operator: OperatorThread
+) -> None:
+    setup(cluster, namespace)
+    released(cluster, namespace, "shop-v1", "v1.0.0")
+    history = cluster.must_get("EnvironmentLock", namespace, "staging")["status"]["history"]
+    assert kubectl_gantry("-n", namespace, "lock", "freeze", "staging", "--reason", "quarter end")[0] == 0
+    lock = cluster.must_get("EnvironmentLock", namespace, "staging")
+    assert lock["spec"]["freeze"]["reason"] == "quarter end" and lock["spec"]["freeze"]["by"]
+    assert "frozen" not in lock["status"]  # status.frozen is an emergency's, set only by Gantry
+    assert lock["status"]["history"] == history
+    cluster.apply(m.release(namespace, "shop-v2", "v2", version="v1.1.0"))
+    cluster.wait_for(
+        "shop-v2 to say who froze the lock and how to lift it",
+        lambda: (
+            "kubectl gantry lock unfreeze staging"
+            in ((cluster.release(namespace, "shop-v2").get("status") or {}).get("message") or "")
+        ),
+        timeout=30,
+    )
+    assert kubectl_gantry("-n", namespace, "lock", "unfreeze", "staging")[0] == 0
+    assert "freeze" not in cluster.must_get("EnvironmentLock", namespace, "staging")["spec"]

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gantry.adapters import wiki
+from gantry.adapters.effects import Adapters, Context
 from gantry.adapters.git import GitError, Mirrors
+from gantry.adapters.git_effects import paperwork
 from gantry.domain.model import ReleaseView, Retrospective
 from gantry.domain.pipeline import parse_pipeline
-from gantry.reconciler import ReleaseReconciler
 from tests.git.repos import bare, origin_and_clone
 
 
@@ -47,11 +49,12 @@ def test_emergency_and_rollback_paperwork_is_written_once(tmp_path: Path) -> Non
     )
     resources = FakeResources()
     events: list[Any] = []
-    reconciler = ReleaseReconciler(
-        resources,
-        None,
-        lambda body, event: events.append(event),  # type: ignore[arg-type]
-        mirrors=Mirrors(tmp_path / "cache"),
+    adapters = Adapters(
+        resources,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        lambda body, event: events.append(event),
+        Mirrors(tmp_path / "cache"),
+        None,  # type: ignore[arg-type]
     )
     release = ReleaseView(
         "team",
@@ -72,8 +75,14 @@ def test_emergency_and_rollback_paperwork_is_written_once(tmp_path: Path) -> Non
     )
 
     for _ in range(2):  # the second time (a retry after a crash) changes nothing
-        reconciler.paperwork(release, pipeline, Retrospective("Emergency", "checkout down", "bob"))
-    reconciler.paperwork(release, pipeline, Retrospective("Rollback", "rolled back instead", "bob"))
+        paperwork(
+            Context(release, pipeline, datetime.now(UTC), adapters),
+            Retrospective("Emergency", "checkout down", "bob"),
+        )
+    paperwork(
+        Context(release, pipeline, datetime.now(UTC), adapters),
+        Retrospective("Rollback", "rolled back instead", "bob"),
+    )
 
     assert [(t["id"], t["kind"]) for t in resources.status["tickets"]] == [
         ("HOT-1", "Emergency"),

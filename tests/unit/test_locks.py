@@ -140,3 +140,25 @@ def test_any_interleaving_keeps_one_holder_a_unique_queue_and_fifo_grants(
         enqueued = [w.enqueued_at for w in state.queue]
         assert enqueued == sorted(enqueued), "the queue stays in arrival order"
     assert len(state.history) <= locks.HISTORY_LIMIT
+
+
+def test_a_freeze_by_hand_lives_in_spec_holds_everyone_but_hotfixes_and_outlives_a_hotfix() -> None:
+    lease = timedelta(minutes=5)
+    a, hot = Claimant("ns/a", "a"), Claimant("ns/hot", "hot")
+    body = {"spec": {"freeze": locks.freeze_by_hand("alice", "change freeze", T0)}, "status": {}}
+    state = locks.from_object(body)
+    assert state.freeze is not None and state.freeze.by_hand and state.frozen is None
+    state, outcome = locks.acquire(state, a, T0, lease)
+    assert isinstance(outcome, Waiting) and outcome.frozen is not None and outcome.frozen.by == "alice"
+    state, outcome = locks.acquire(state, hot, T0, lease, hotfix=True)
+    assert isinstance(outcome, Granted)
+    assert "frozen" not in locks.to_status(state)  # a person's freeze is never copied into status
+    lifted = locks.unfreeze(state)  # what a hotfix reaching production does: the emergency's only
+    assert lifted.freeze is not None and lifted.freeze.by == "alice"
+
+
+def test_an_emergency_freeze_is_told_apart_from_a_freeze_by_hand() -> None:
+    emergency = locks.preempt(LockState(), Claimant("ns/v2", "v2"), T0, "emergency", hold=False, freeze=True)
+    both = locks.from_object({"spec": {"freeze": {"by": "alice"}}, "status": locks.to_status(emergency)})
+    assert both.freeze is not None and both.freeze.by == "ns/v2" and not both.freeze.by_hand
+    assert both.manual is not None and both.manual.by_hand

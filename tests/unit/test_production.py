@@ -13,22 +13,14 @@ from gantry.domain.analysis import AnalysisSpec, Sample, Verdict, judge, render
 from gantry.domain.decisions import refusal
 from gantry.domain.model import (
     Alert,
-    Observation,
-    ObservedLock,
-    Phase,
-    Plan,
     PreemptLock,
-    Production,
-    Quarantine,
-    RecordProduction,
-    ReleaseLock,
     ReleaseView,
-    SetImages,
-    UnfreezeLock,
 )
+from gantry.domain.phases import Phase
 from gantry.domain.pipeline import Pipeline, parse_pipeline
 from gantry.domain.release import decide
-from gantry.domain.workloads import ObservedWorkload, Rollout, WorkloadRef
+from gantry.domain.workloads import WorkloadRef
+from tests.unit import world
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 STAGING_OLD = "reg.io/shop/web@sha256:" + "0" * 64
@@ -70,13 +62,12 @@ def pipeline(on_breach: str = "Rollback", promotion: str = "Auto", **analysis: A
     return parsed
 
 
-class World:
-    """Just enough cluster for the production stage: images, instant rollouts, the ledger, a lock."""
+class World(world.World):
+    """The production stage's world: staging and production Deployments, v1 released to production."""
 
     def __init__(self, pipe: Pipeline, history: list[dict[str, Any]] | None = None, image: str = V1) -> None:
-        self.pipe = pipe
-        self.images = {STAGING: STAGING_OLD, PROD: image}
-        self.history: list[dict[str, Any]] = (
+        super().__init__(pipe, {STAGING: STAGING_OLD, PROD: image})
+        self.history = (
             history
             if history is not None
             else [
@@ -89,53 +80,7 @@ class World:
                 }
             ]
         )
-        self.quarantine: dict[str, dict[str, Any]] = {}
-        self.lock = locks.LockState()
         self.hotfix = False
-        self.effects: list[Any] = []
-        self.now = T0
-
-    def observe(self, status: dict[str, Any], sample: Sample | None = None) -> Observation:
-        seen = {
-            ref: ObservedWorkload(ref, {"web": image}, Rollout(True, ""))
-            for ref, image in self.images.items()
-        }
-        index = int(status.get("stageIndex", 0))
-        target = PROD if index == 1 else STAGING
-        held = self.lock.holder is not None and self.lock.holder.claimant.uid == "uid-v2"
-        preempted = locks.was_preempted(self.lock, locks.Claimant("team/shop-v2", "uid-v2"))
-        return Observation(
-            now=self.now,
-            pipeline=self.pipe,
-            targets={0: (seen[target],)},
-            workloads=seen,
-            lock=ObservedLock(held=held, preempted=preempted),
-            metrics=sample,
-            production=Production(tuple(self.history), self.quarantine),
-        )
-
-    def apply(self, plan: Plan) -> None:
-        claimant = locks.Claimant("team/shop-v2", "uid-v2")
-        for effect in plan.effects:
-            self.effects.append(effect)
-            if isinstance(effect, SetImages):
-                for ref, _, image in effect.images:
-                    self.images[ref] = image
-            elif isinstance(effect, RecordProduction):
-                self.history = ledger.record(self.history, effect.entry)
-            elif isinstance(effect, Quarantine):
-                for digest in effect.digests:
-                    self.quarantine[digest] = {"release": effect.release, "reason": effect.reason}
-            elif isinstance(effect, PreemptLock):
-                self.lock = locks.preempt(
-                    self.lock, claimant, self.now, effect.reason, effect.hold, effect.freeze
-                )
-            elif isinstance(effect, ReleaseLock):
-                self.lock = locks.release(self.lock, claimant, self.now, effect.reason)
-            elif type(effect).__name__ == "AcquireLock":
-                self.lock, _ = locks.acquire(self.lock, claimant, self.now, timedelta(minutes=5), self.hotfix)
-            elif isinstance(effect, UnfreezeLock):
-                self.lock = locks.unfreeze(self.lock)
 
 
 def run(
@@ -151,8 +96,9 @@ def run(
         release = ReleaseView(
             "team", "shop-v2", "uid-v2", 1, "shop", "shop", "v2.0.0", {"web": V2}, status, hotfix=hotfix
         )
-        plan = decide(release, world.observe(status, sample))
-        world.apply(plan)
+        world.prometheus.answer = sample
+        plan = decide(release, world.observe(release))
+        world.apply(release, plan)
         status = plan.status
         if status["phase"] in until:
             break
@@ -273,7 +219,7 @@ def test_a_decision_that_does_not_apply_is_ignored_with_a_warning() -> None:
         {"web": V2},
         {**status, "decisions": [{"name": "d1", "action": "FailForward", "decidedBy": "x"}]},
     )
-    plan = decide(release, world.observe(status))
+    plan = decide(release, world.observe(release))
     assert plan.status["phase"] == "Baking" and plan.status["decisionsApplied"] == 1
     assert [e.reason for e in plan.events] == ["DecisionIgnored"]
 
@@ -345,7 +291,7 @@ def test_render_fills_only_the_known_names() -> None:
 
 
 def test_refusals_name_the_phases_that_would_do() -> None:
-    from gantry.domain.analysis import Action
+    from gantry.domain.decisions import Action
 
     assert refusal(Action.APPROVE, Phase.VERIFIED) is None
     message = refusal(Action.FAIL_FORWARD, Phase.TESTING)

@@ -10,21 +10,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gantry.adapters.registry import parse_dockerconfigjson, parse_repository
-from gantry.domain import locks, registry
+from gantry.domain import registry
 from gantry.domain.model import (
-    EffectError,
-    Observation,
-    ObservedLock,
-    Plan,
+    EffectFailure,
+    Failure,
     PromoteArtifacts,
     ReleaseView,
-    SetImages,
     StageRun,
 )
 from gantry.domain.pipeline import Pipeline, parse_pipeline
 from gantry.domain.release import decide
 from gantry.domain.timefmt import to_rfc3339
-from gantry.domain.workloads import ObservedWorkload, Rollout, WorkloadRef
+from gantry.domain.workloads import WorkloadRef
+from tests.unit import world
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 DIGEST = "sha256:" + "2" * 64
@@ -63,72 +61,33 @@ def pipeline(production_registry: dict[str, Any] | None = None) -> Pipeline:
     return parsed
 
 
-class World:
-    """A registry as a dict of tags, instant rollouts, one lock; `failure` makes the registry misbehave."""
+class World(world.World):
+    """Staging and production Deployments and an in-memory registry; `failure` makes the registry
+    misbehave, `error` fails the next effect the way an executor reports it."""
 
     def __init__(self, pipe: Pipeline) -> None:
-        self.pipe = pipe
-        self.images = {
-            STAGING: "reg.io/dev/web@sha256:" + "0" * 64,
-            PROD: "reg.io/prod/web@sha256:" + "1" * 64,
-        }
-        self.tags: dict[str, str] = {}
-        self.failure: tuple[str, str] | None = None  # (kind, message)
-        self.lock = locks.LockState()
-        self.now = T0
-        self.promotions: list[PromoteArtifacts] = []
-        self.error: EffectError | None = None
-
-    def observe(self, status: dict[str, Any]) -> Observation:
-        seen = {
-            ref: ObservedWorkload(ref, {"web": image}, Rollout(True, ""))
-            for ref, image in self.images.items()
-        }
-        index = int(status.get("stageIndex", 0))
-        held = self.lock.holder is not None and self.lock.holder.claimant.uid == "uid-v2"
-        run = StageRun.from_status(status["stages"][-1]) if status.get("stages") else None
-        seen_registry = None
-        if run is not None and run.step == "Promoting" and registry.retry_due(run, to_rfc3339(self.now)):
-            if self.failure is not None:
-                seen_registry = registry.ObservedRegistry(error=self.failure[1], kind=self.failure[0])
-            else:
-                ops = registry.plan_tags(
-                    {"web": DEV}, "v2.0.0", (run.spec.get("registry") or {}).get("repository")
-                )
-                seen_registry = registry.ObservedRegistry(tags={op.key: self.tags.get(op.key) for op in ops})
-        error, self.error = self.error, None
-        return Observation(
-            now=self.now,
-            pipeline=self.pipe,
-            targets={0: (seen[PROD if index == 1 else STAGING],)},
-            workloads=seen,
-            lock=ObservedLock(held=held),
-            error=error,
-            registry=seen_registry,
+        super().__init__(
+            pipe,
+            {STAGING: "reg.io/dev/web@sha256:" + "0" * 64, PROD: "reg.io/prod/web@sha256:" + "1" * 64},
         )
+        self.error: EffectFailure | None = None
 
-    def apply(self, plan: Plan) -> None:
-        claimant = locks.Claimant("team/shop-v2", "uid-v2")
-        for effect in plan.effects:
-            if isinstance(effect, SetImages):
-                for ref, _, image in effect.images:
-                    self.images[ref] = image
-            elif isinstance(effect, PromoteArtifacts):
-                self.promotions.append(effect)
-                for op in effect.tags:
-                    self.tags.setdefault(op.key, op.digest)
-            elif type(effect).__name__ == "AcquireLock":
-                self.lock, _ = locks.acquire(self.lock, claimant, self.now, timedelta(minutes=5), False)
-            elif type(effect).__name__ == "ReleaseLock":
-                self.lock = locks.release(self.lock, claimant, self.now, "done")
+    @property
+    def failure(self) -> tuple[str, str] | None:
+        return self.registry.failure
+
+    @failure.setter
+    def failure(self, failure: tuple[str, str] | None) -> None:
+        self.registry.failure = failure
 
 
 def run(world: World, status: dict[str, Any], ticks: int = 20, until: tuple[str, ...] = ()) -> dict[str, Any]:
     for _ in range(ticks):
         world.now += timedelta(seconds=1)
         release = ReleaseView("team", "shop-v2", "uid-v2", 1, "shop", "shop", "v2.0.0", {"web": DEV}, status)
-        plan = decide(release, world.observe(status))
-        world.apply(plan)
+        error, world.error = world.error, None
+        plan = decide(release, world.observe(release, error))
+        world.error = world.apply(release, plan)
         status = plan.status
         if status["phase"] in (*until, "Released", "Failed"):
             break
@@ -169,7 +128,9 @@ def test_a_tag_on_another_digest_fails_the_release_without_deploying_or_moving_t
 def test_a_collision_found_while_copying_fails_the_same_way() -> None:
     world = World(pipeline())
     status = run(world, {}, ticks=1)
-    world.error = EffectError("PromoteArtifacts", "reg.io/dev/web:v2.0.0 already points at x", "collision")
+    world.error = EffectFailure(
+        PromoteArtifacts, Failure.CONFLICT, "reg.io/dev/web:v2.0.0 already points at x"
+    )
     world.tags["reg.io/dev/web:v2.0.0"] = OTHER
     status = run(world, status)
     assert status["reason"] == "RegistryTagCollision"

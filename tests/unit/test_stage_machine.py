@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gantry.domain.pipeline import Pipeline, parse_pipeline
-from gantry.domain.problems import Problem
-from gantry.domain.release import (
+from gantry.adapters.kube import workload_path
+from gantry.domain.model import (
     AcquireLock,
     Alert,
     CreateJob,
-    EffectError,
+    EffectFailure,
+    Failure,
     Observation,
     ObservedJob,
     ObservedLock,
@@ -23,9 +22,12 @@ from gantry.domain.release import (
     ReleaseLock,
     ReleaseView,
     SetImages,
-    decide,
 )
+from gantry.domain.pipeline import Pipeline, parse_pipeline
+from gantry.domain.problems import Problem
+from gantry.domain.release import decide
 from gantry.domain.workloads import ObservedWorkload, Rollout, WorkloadRef
+from tests.unit import world
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 OLD = "reg.io/shop/web@sha256:" + "0" * 64
@@ -73,7 +75,7 @@ def observe(
     done: bool = True,
     lock: ObservedLock | None = HELD,
     job: ObservedJob | None = None,
-    error: EffectError | None = None,
+    error: EffectFailure | None = None,
 ) -> Observation:
     seen = web(image, done)
     return Observation(
@@ -253,7 +255,9 @@ def test_lock_renewal_while_working() -> None:
 def test_refused_new_images_roll_back_what_may_have_changed() -> None:
     queued = step({}, observe(lock=ObservedLock(held=False))).status
     recorded = step(step(queued, observe(1)).status, observe(2)).status
-    plan = step(recorded, observe(3, error=EffectError("SetImages", "admission webhook denied it")))
+    plan = step(
+        recorded, observe(3, error=EffectFailure(SetImages, Failure.REFUSED, "admission webhook denied it"))
+    )
     assert plan.status["reason"] == "DeployRejected"
     assert plan.effects == (SetImages(((WEB, "web", OLD),)),)
 
@@ -262,7 +266,9 @@ def test_a_refused_rollback_fails_loudly() -> None:
     tested = step(to_rolling_out(), observe(4, image=NEW))
     failed = ObservedJob("job", finished=True, succeeded=False)
     rolling_back = step(tested.status, observe(5, image=NEW, job=failed)).status
-    refused = observe(6, image=NEW, job=failed, error=EffectError("SetImages", "forbidden"))
+    refused = observe(
+        6, image=NEW, job=failed, error=EffectFailure(SetImages, Failure.UNAUTHORIZED, "forbidden")
+    )
     plan = settle(step(rolling_back, refused), observe(7, image=NEW, job=failed))
     assert (
         plan.status["phase"] == "Failed"
@@ -272,7 +278,8 @@ def test_a_refused_rollback_fails_loudly() -> None:
 
 def test_a_refused_test_job_rolls_back() -> None:
     plan = step(
-        to_rolling_out(), observe(4, image=NEW, error=EffectError("CreateJob", "namespace qa not found"))
+        to_rolling_out(),
+        observe(4, image=NEW, error=EffectFailure(CreateJob, Failure.REFUSED, "namespace qa not found")),
     )
     assert plan.status["reason"] == "TestJobRejected"
     assert SetImages(((WEB, "web", OLD),)) in plan.effects
@@ -340,26 +347,34 @@ def test_history_records_each_transition_once() -> None:
 # --- a simulated world: effects applied, controllers progressing, writes lost on crashes ----------
 
 
-@dataclass
-class World:
-    image: str = OLD
-    generation: int = 1
-    rolled_out_generation: int = 1
-    jobs: dict[str, str] = field(default_factory=dict)  # name -> running/succeeded/failed
-    lock_holder: str | None = None
+class World(world.World):
+    """staging's Deployment `shop/web`, with a controller that may fail to roll the new image out."""
 
-    def apply(self, effects: tuple[Any, ...], job_outcome: str) -> None:
-        for effect in effects:
-            if isinstance(effect, SetImages):
-                for _, _, image in effect.images:
-                    if image != self.image:
-                        self.image, self.generation = image, self.generation + 1
-            elif isinstance(effect, CreateJob):
-                self.jobs.setdefault(effect.manifest["metadata"]["name"], job_outcome)
-            elif isinstance(effect, AcquireLock):
-                self.lock_holder = self.lock_holder or "me"
-            elif isinstance(effect, ReleaseLock):
-                self.lock_holder = None
+    def __init__(self, job_outcome: str, controller_works: bool) -> None:
+        super().__init__(pipeline(), {WEB: OLD})
+        self.job_outcome = job_outcome
+        self.controller_works = controller_works
+
+    @property
+    def image(self) -> str:
+        return self.images[WEB]
+
+    @property
+    def generation(self) -> int:
+        return int(self.kube.objects[workload_path("Deployment", "shop", "web")]["metadata"]["generation"])
+
+    @property
+    def lock_holder(self) -> str | None:
+        return "me" if self.lock.holder is not None else None
+
+    def apply(self, release: ReleaseView, plan: Plan) -> EffectFailure | None:
+        # The deployment controller rolls out whatever is current, or the image never pulls.
+        self.controller = self.controller_works or self.image == OLD
+        failure = super().apply(release, plan)
+        self.controller = self.controller_works or self.image == OLD
+        if self.controller:
+            self.roll_out(WEB)
+        return failure
 
 
 @settings(max_examples=200, deadline=None)
@@ -371,34 +386,15 @@ class World:
 def test_any_run_ends_verified_with_new_images_or_failed_with_old_ones(
     job_outcome: str, controller_works: bool, lost_writes: list[bool]
 ) -> None:
-    world = World()
+    world = World(job_outcome, controller_works)
     status: dict[str, Any] = {}
     for tick in range(200):
-        seen = ObservedWorkload(
-            WEB, {"web": world.image}, Rollout(world.rolled_out_generation == world.generation, "")
-        )
-        run = (status.get("stages") or [{}])[-1]
-        job_name = (run.get("testJob") or "/").split("/", 1)[1]
-        job = None
-        if job_name in world.jobs:
-            outcome = world.jobs[job_name]
-            job = ObservedJob(job_name, outcome != "running", outcome == "succeeded")
-        obs = Observation(
-            T0 + timedelta(seconds=tick * 5),
-            pipeline(),
-            {0: (seen,)},
-            {WEB: seen},
-            ObservedLock(held=world.lock_holder == "me"),
-            job,
-        )
-        plan = decide(release(status), obs)
-        world.apply(plan.effects, job_outcome)
+        world.now = T0 + timedelta(seconds=tick * 5)
+        plan = decide(release(status), world.observe(release(status)))
+        world.apply(release(status), plan)
         # A crash between acting and recording loses the status write; the next tick must cope.
         if plan.changed and not lost_writes[tick % 40]:
             status = plan.status
-        # The deployment controller rolls out whatever is current, or the image never pulls.
-        if controller_works or world.image == OLD:
-            world.rolled_out_generation = world.generation
         if status.get("phase") in ("Verified", "Failed"):
             break
     assert status.get("phase") in ("Verified", "Failed"), status.get("message")

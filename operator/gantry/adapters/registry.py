@@ -41,7 +41,7 @@ class RegistryError(Exception):
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
-        self.kind = kind  # unavailable | auth | collision | invalid
+        self.kind = kind  # unavailable | auth | collision | invalid (see registry_effects.failure_of)
 
     @property
     def transient(self) -> bool:

@@ -17,6 +17,7 @@ from gantry.domain import ledger, locks
 from gantry.domain.model import ObservedJob, ObservedLock, Production
 from gantry.domain.pipeline import Pipeline, Target, parse_pipeline
 from gantry.domain.problems import Problem
+from gantry.domain.reasons import Reason
 from gantry.domain.workloads import ObservedWorkload, Rollout, WorkloadRef
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ class Resources:
 
     def _missing_pipeline(self, namespace: str, name: str) -> Problem:
         return Problem(
-            "PipelineNotFound",
+            Reason.PIPELINE_NOT_FOUND,
             "spec.pipeline",
             f"Pipeline {name!r} does not exist in namespace {namespace!r}",
             f"create it (kubectl apply -f pipeline.yaml -n {namespace}) or set spec.pipeline "
@@ -253,15 +254,20 @@ class Resources:
         if body is None:
             return ObservedLock(held=False)
         lease = lease_of(body)
-        state = locks.expire(locks.from_status(body.get("status")), now, lease)
+        state = locks.expire(locks.from_object(body), now, lease)
         if state.holder is not None and state.holder.claimant.uid == claimant.uid:
             return ObservedLock(held=True, renewal_due=locks.renewal_due(state.holder, now, lease))
         position = next((i for i, w in enumerate(state.queue, 1) if w.claimant.uid == claimant.uid), None)
         holder = state.holder.claimant.release if state.holder else None
-        frozen_by = state.frozen.by if state.frozen is not None and not hotfix else None
-        preempted = locks.was_preempted(state, claimant)
+        freeze = state.freeze if not hotfix else None
         return ObservedLock(
-            held=False, position=position, holder=holder, preempted=preempted, frozen_by=frozen_by
+            held=False,
+            position=position,
+            holder=holder,
+            preempted=locks.was_preempted(state, claimant),
+            frozen_by=freeze.by if freeze else None,
+            frozen_by_hand=freeze is not None and freeze.by_hand,
+            frozen_reason=freeze.reason if freeze else "",
         )
 
     def update_lock(self, namespace: str, environment: str, change: LockUpdate) -> Any:
@@ -269,7 +275,7 @@ class Resources:
         path = custom_path("environmentlocks", namespace, environment)
         for attempt in range(CONFLICT_RETRIES):
             body = self.kube.get(path) or self._create_lock(namespace, environment)
-            state, result = change(locks.from_status(body.get("status")), lease_of(body))
+            state, result = change(locks.from_object(body), lease_of(body))
             new_status = locks.to_status(state)
             if new_status == _comparable(body.get("status")):
                 return result
@@ -287,6 +293,27 @@ class Resources:
         raise ApiError(
             409, "Conflict", f"EnvironmentLock {namespace}/{environment} kept changing; will retry"
         )
+
+    def freeze_by_hand(self, namespace: str, environment: str, freeze: Mapping[str, Any] | None) -> None:
+        """Set (or, with None, lift) the lock's spec.freeze, against the version read: a person's
+        freeze is the lock's desired state, so it lives in spec (and in git, under GitOps)."""
+        path = custom_path("environmentlocks", namespace, environment)
+        for attempt in range(CONFLICT_RETRIES):
+            body = self.kube.get(path)
+            if body is None:
+                raise ApiError(404, "NotFound", f"EnvironmentLock {namespace}/{environment} does not exist")
+            patch = {
+                "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+                "spec": {"freeze": dict(freeze) if freeze else None},
+            }
+            try:
+                self.kube.merge_patch(path, patch)
+                return
+            except ApiError as error:
+                if not error.conflict:
+                    raise
+                time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
+        raise ApiError(409, "Conflict", f"EnvironmentLock {namespace}/{environment} kept changing; try again")
 
     def _create_lock(self, namespace: str, environment: str) -> dict[str, Any]:
         body = {

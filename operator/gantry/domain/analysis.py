@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from gantry.domain.decisions import Action
 from gantry.domain.timefmt import from_rfc3339
 
 DEFAULT_ERROR_RATE_QUERY = (
@@ -38,16 +39,6 @@ class OnBreach(StrEnum):
 class OnInconclusive(StrEnum):
     HOLD = "Hold"
     ROLLBACK = "Rollback"
-
-
-class Action(StrEnum):
-    """The seed's three buttons, plus approving a promotion or an inconclusive bake."""
-
-    APPROVE = "Approve"
-    ROLLBACK = "Rollback"
-    EMERGENCY = "Emergency"
-    FAIL_FORWARD = "FailForward"
-    LIFT_QUARANTINE = "LiftQuarantine"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gantry.domain.model import WAITING
+from gantry.domain.phases import WAITING
 from gantry.domain.timefmt import from_rfc3339
 
 

@@ -1,9 +1,19 @@
-"""Which human decision applies in which phase of a Release, and why not otherwise."""
+"""A person's decision on a Release (a ReleaseDecision's action), and which applies in which phase."""
 
 from __future__ import annotations
 
-from gantry.domain.analysis import Action
-from gantry.domain.model import Phase
+from enum import StrEnum
+
+from gantry.domain.phases import Phase
+
+
+class Action(StrEnum):
+    APPROVE = "Approve"
+    ROLLBACK = "Rollback"
+    EMERGENCY = "Emergency"
+    FAIL_FORWARD = "FailForward"
+    LIFT_QUARANTINE = "LiftQuarantine"
+
 
 ALLOWED: dict[Action, frozenset[Phase]] = {
     Action.APPROVE: frozenset({Phase.VERIFIED, Phase.HELD}),

@@ -5,12 +5,28 @@ decided, and which digests are quarantined after a rollback. Pure list and map e
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
 HISTORY_LIMIT = 30
 LOG_LIMIT = 50
-# Results meaning "this is (or was, until replaced) what production runs".
-CURRENT = ("Baking", "Released", "FailedForward", "Emergency", "Restored")
+
+
+class Result(StrEnum):
+    """How a Release's time in production went (a history entry's `result`)."""
+
+    BAKING = "Baking"
+    RELEASED = "Released"
+    FAILED_FORWARD = "FailedForward"
+    EMERGENCY = "Emergency"
+    ROLLED_BACK = "RolledBack"
+    RESTORED = "Restored"  # the previous Release, re-applied by a rollback
+
+
+# Ran in production and was not rolled back: a rollback target ("the previous tag").
+STOOD = frozenset({Result.RELEASED, Result.FAILED_FORWARD, Result.EMERGENCY, Result.RESTORED})
+# What production runs now, or ran until replaced: what stood, or what is baking there.
+CURRENT = STOOD | {Result.BAKING}
 
 
 def entries(pipeline_status: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -19,7 +35,7 @@ def entries(pipeline_status: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 # Results that end a rollback: recorded once each, however often the effect is retried.
-ONCE = ("RolledBack", "Restored")
+ONCE = frozenset({Result.ROLLED_BACK, Result.RESTORED})
 
 
 def record(history: list[dict[str, Any]], entry: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -42,7 +58,7 @@ def record(history: list[dict[str, Any]], entry: Mapping[str, Any]) -> list[dict
         again is None
         and out
         and out[-1].get("uid") == entry.get("uid")
-        and out[-1].get("result") != "Restored"
+        and out[-1].get("result") != Result.RESTORED
     ):
         again = len(out) - 1
     if again is None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from gantry.domain.reasons import Reason
 from gantry.domain.timefmt import from_rfc3339, to_rfc3339
 
 HISTORY_LIMIT = 20
@@ -49,11 +50,12 @@ class Tenure:
 
 @dataclass(frozen=True)
 class Freeze:
-    """After an emergency: only hotfix Releases may take the lock until a hotfix reaches production."""
+    """Only hotfix Releases may take the lock while it is frozen."""
 
-    by: str  # the Release whose emergency froze it
+    by: str  # the Release whose emergency froze it, or the person who froze it by hand
     reason: str
     since: datetime
+    by_hand: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,15 @@ class LockState:
     holder: Holder | None = None
     queue: tuple[Waiter, ...] = ()
     history: tuple[Tenure, ...] = ()
+    # After an emergency (status.frozen): set by Gantry, lifted when a hotfix reaches production.
     frozen: Freeze | None = None
+    # By hand (spec.freeze, e.g. a change freeze): set and lifted only by a person; never in status.
+    manual: Freeze | None = None
+
+    @property
+    def freeze(self) -> Freeze | None:
+        """The freeze in force, if any; an emergency's first, as it says more about what to do."""
+        return self.frozen or self.manual
 
 
 @dataclass(frozen=True)
@@ -83,10 +93,10 @@ def expire(state: LockState, now: datetime, lease: timedelta) -> LockState:
     """Drop a holder and waiters whose lease ran out: they crashed or were deleted."""
     holder, history = state.holder, state.history
     if holder is not None and now - holder.renew_time > lease:
-        history = _remember(history, Tenure(holder.claimant, holder.since, now, "LeaseExpired"))
+        history = _remember(history, Tenure(holder.claimant, holder.since, now, Reason.LEASE_EXPIRED))
         holder = None
     queue = tuple(w for w in state.queue if now - w.renew_time <= lease)
-    return LockState(holder, queue, history, state.frozen)
+    return replace(state, holder=holder, queue=queue, history=history)
 
 
 def acquire(
@@ -100,16 +110,16 @@ def acquire(
     if state.holder is not None and state.holder.claimant.uid == claimant.uid:
         holder = replace(state.holder, renew_time=now)
         return replace(state, holder=holder), Granted(holder.since)
-    allowed = state.frozen is None or hotfix
+    allowed = state.freeze is None or hotfix
     head = state.queue[0] if state.queue else None
-    first = head is None or head.claimant.uid == claimant.uid or (state.frozen is not None and hotfix)
+    first = head is None or head.claimant.uid == claimant.uid or (state.freeze is not None and hotfix)
     if state.holder is None and allowed and first:
         queue = tuple(w for w in state.queue if w.claimant.uid != claimant.uid)
         return replace(state, holder=Holder(claimant, now, now), queue=queue), Granted(now)
     queue = _join(state.queue, claimant, now)
     position = next(i for i, w in enumerate(queue, start=1) if w.claimant.uid == claimant.uid)
     current = state.holder.claimant if state.holder else None
-    return replace(state, queue=queue), Waiting(position, current, None if allowed else state.frozen)
+    return replace(state, queue=queue), Waiting(position, current, None if allowed else state.freeze)
 
 
 def preempt(
@@ -131,11 +141,25 @@ def preempt(
         holder = None
     queue = tuple(w for w in state.queue if w.claimant.uid != claimant.uid)
     frozen = Freeze(claimant.release, reason, now) if freeze and state.frozen is None else state.frozen
-    return LockState(holder, queue, history, frozen)
+    return replace(state, holder=holder, queue=queue, history=history, frozen=frozen)
 
 
 def unfreeze(state: LockState) -> LockState:
+    """Lift the emergency's freeze (a freeze by hand stays until a person lifts it)."""
     return replace(state, frozen=None)
+
+
+def freeze_by_hand(by: str, reason: str, now: datetime) -> dict[str, Any]:
+    """The lock's spec.freeze for a freeze a person sets (kubectl gantry lock freeze, or GitOps)."""
+    return {"by": by, "reason": reason, "since": to_rfc3339(now)}
+
+
+def manual_freeze(spec: Mapping[str, Any] | None) -> Freeze | None:
+    raw = (spec or {}).get("freeze")
+    if not raw:
+        return None
+    since = from_rfc3339(raw["since"]) if raw.get("since") else datetime.fromtimestamp(0, UTC)
+    return Freeze(str(raw.get("by") or "unknown"), str(raw.get("reason") or ""), since, by_hand=True)
 
 
 def was_preempted(state: LockState, claimant: Claimant) -> bool:
@@ -151,7 +175,7 @@ def release(state: LockState, claimant: Claimant, now: datetime, reason: str) ->
         history = _remember(history, Tenure(holder.claimant, holder.since, now, reason))
         holder = None
     queue = tuple(w for w in state.queue if w.claimant.uid != claimant.uid)
-    return LockState(holder, queue, history, state.frozen)
+    return replace(state, holder=holder, queue=queue, history=history)
 
 
 def renewal_due(holder: Holder, now: datetime, lease: timedelta) -> bool:
@@ -171,6 +195,11 @@ def _remember(history: tuple[Tenure, ...], tenure: Tenure) -> tuple[Tenure, ...]
 
 
 # --- the status subresource of an EnvironmentLock <-> LockState ---------------------------------
+
+
+def from_object(body: Mapping[str, Any]) -> LockState:
+    """The lock as an EnvironmentLock object holds it: the queue in status, a freeze by hand in spec."""
+    return replace(from_status(body.get("status")), manual=manual_freeze(body.get("spec")))
 
 
 def from_status(status: Mapping[str, Any] | None) -> LockState:

@@ -5,18 +5,17 @@ the per-stage record kept in status, and the draft a tick builds. No decisions h
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from gantry.domain.analysis import Sample
-from gantry.domain.pipeline import Pipeline, Stage, parse_pipeline
+from gantry.domain.phases import Step
+from gantry.domain.pipeline import Pipeline, Stage
 from gantry.domain.problems import Problem
-from gantry.domain.timefmt import to_rfc3339
 from gantry.domain.workloads import ImageChange, ObservedWorkload, WorkloadRef
 
-HISTORY_LIMIT = 50
 # Keys of Release.status that `decide` owns; anything else there (e.g. Kopf's) is left alone.
 MANAGED_STATUS_KEYS = (
     "phase",
@@ -36,59 +35,6 @@ MANAGED_STATUS_KEYS = (
 )
 
 
-class Phase(StrEnum):
-    PENDING = "Pending"
-    BLOCKED = "Blocked"
-    QUEUED = "Queued"
-    PROMOTING = "Promoting"
-    DEPLOYING = "Deploying"
-    TESTING = "Testing"
-    ROLLING_BACK = "RollingBack"
-    VERIFIED = "Verified"
-    FAILED = "Failed"
-    BAKING = "Baking"
-    AWAITING_DECISION = "AwaitingDecision"
-    HELD = "Held"
-    RELEASED = "Released"
-    ROLLED_BACK = "RolledBack"
-    EMERGENCY = "Emergency"
-
-
-# Nothing more happens by itself; only a decision (rollback, emergency) can move a Release on.
-FINAL = frozenset({Phase.FAILED, Phase.RELEASED, Phase.ROLLED_BACK, Phase.EMERGENCY})
-# Waiting for a person (approval, one of the three buttons) or a deadline: looked at less often.
-WAITING = frozenset({Phase.VERIFIED, Phase.AWAITING_DECISION, Phase.HELD})
-
-
-class Step(StrEnum):
-    PENDING = "Pending"
-    WAITING_FOR_LOCK = "WaitingForLock"
-    PROMOTING = "Promoting"
-    DEPLOYING = "Deploying"
-    ROLLING_OUT = "RollingOut"
-    TESTING = "Testing"
-    ROLLING_BACK = "RollingBack"
-    PASSED = "Passed"
-    FAILED = "Failed"
-    BAKING = "Baking"
-    AWAITING_DECISION = "AwaitingDecision"
-    HELD = "Held"
-
-
-PHASE_OF_STEP = {
-    Step.PENDING: Phase.PENDING,
-    Step.WAITING_FOR_LOCK: Phase.QUEUED,
-    Step.PROMOTING: Phase.PROMOTING,
-    Step.DEPLOYING: Phase.DEPLOYING,
-    Step.ROLLING_OUT: Phase.DEPLOYING,
-    Step.TESTING: Phase.TESTING,
-    Step.ROLLING_BACK: Phase.ROLLING_BACK,
-    Step.BAKING: Phase.BAKING,
-    Step.AWAITING_DECISION: Phase.AWAITING_DECISION,
-    Step.HELD: Phase.HELD,
-}
-
-
 # --- what the operator sees ----------------------------------------------------------------------
 
 
@@ -99,7 +45,9 @@ class ObservedLock:
     holder: str | None = None  # who holds it, when it is not us
     renewal_due: bool = False
     preempted: bool = False  # taken from us by a production rollback or an emergency
-    frozen_by: str | None = None  # frozen after an emergency, and we are no hotfix
+    frozen_by: str | None = None  # frozen (after an emergency, or by hand), and we are no hotfix
+    frozen_by_hand: bool = False
+    frozen_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,13 +58,34 @@ class ObservedJob:
     message: str = ""
 
 
-@dataclass(frozen=True)
-class EffectError:
-    """A permanent refusal of an effect by the API server (e.g. 422 Invalid), not a blip."""
+class Failure(StrEnum):
+    """Why an effect could not be carried out, in the one vocabulary every executor reports in.
 
-    effect: str  # the Effect's class name
+    Blips (409 conflicts, 5xx, timeouts of the API server) are not failures: the tick is retried.
+    """
+
+    REFUSED = "Refused"  # the other side said no for good (422 Invalid, 404, a bad manifest, git refused)
+    UNAVAILABLE = "Unavailable"  # unreachable or erroring: worth retrying later
+    UNAUTHORIZED = "Unauthorized"  # credentials missing, wrong, or without the right (401/403)
+    CONFLICT = "Conflict"  # the target already holds something else (a registry tag on another digest)
+
+
+@dataclass(frozen=True)
+class EffectFailure:
+    """An effect that failed this tick; the next decision sees it once and acts on it."""
+
+    effect: type[Any]  # the Effect's class
+    failure: Failure
     message: str
-    kind: str = ""  # for registry refusals: unavailable | auth | collision | invalid
+
+
+@dataclass(frozen=True)
+class ObservedRegistry:
+    """What each wanted tag names now (None: no such tag), or why the registry could not be read."""
+
+    tags: Mapping[str, str | None] = field(default_factory=dict)  # "<repository>:<tag>" -> digest
+    error: str | None = None
+    failure: Failure | None = None
 
 
 @dataclass(frozen=True)
@@ -149,11 +118,11 @@ class Observation:
     workloads: Mapping[WorkloadRef, ObservedWorkload] = field(default_factory=dict)
     lock: ObservedLock | None = None
     job: ObservedJob | None = None
-    error: EffectError | None = None
+    error: EffectFailure | None = None
     metrics: Sample | None = None  # only when a bake evaluation is due
     production: Production = field(default_factory=Production)
     source: Source | None = None  # only until status.version is settled
-    registry: Any = None  # registry.ObservedRegistry, only while a stage is Promoting
+    registry: ObservedRegistry | None = None  # only while a stage is Promoting
 
 
 @dataclass(frozen=True)
@@ -371,10 +340,14 @@ class StageRun:
     decided_by: str | None = None  # who approved or failed forward, when a person ended the stage
     registry: Mapping[str, Any] | None = None  # promotion: images deployed, tags verified, or retry state
 
-    def stage(self, pipeline_name: str) -> Stage:
-        parsed = parse_pipeline(pipeline_name, {"stages": [dict(self.spec, name=self.name)]})
-        assert not isinstance(parsed, Problem), parsed  # validated when the run started
-        return replace(parsed.stages[0], index=self.index)
+    @property
+    def stage(self) -> Stage:
+        """The stage as it was pinned when this run began (not the Pipeline as it is now)."""
+        return Stage.from_spec(self.index, self.name, self.spec)
+
+    @property
+    def production(self) -> bool:
+        return bool(self.spec.get("production"))
 
     def to_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -455,38 +428,3 @@ def current_run(status: Mapping[str, Any]) -> StageRun | None:
         return None
     run = StageRun.from_status(runs[-1])
     return run if run.index == int(status.get("stageIndex", 0)) else None
-
-
-# --- the decision --------------------------------------------------------------------------------
-
-
-@dataclass
-class Draft:
-    """The plan being built for one tick (mutable on purpose, local to `decide`)."""
-
-    release: ReleaseView
-    obs: Observation
-    phase: Phase
-    stage_index: int
-    run: StageRun | None
-    reason: str
-    message: str
-    effects: list[Effect] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-    error_handled: bool = False
-    version: str = ""
-    changelog: tuple[Mapping[str, str], ...] = ()
-
-    @property
-    def now(self) -> str:
-        return to_rfc3339(self.obs.now)
-
-    def event(self, type_: str, reason: str, message: str) -> None:
-        self.events.append(Event(type_, reason, message))
-
-    def move(self, step: Step, reason: str, message: str, **fields: Any) -> None:
-        assert self.run is not None
-        self.run = replace(self.run, step=step, reason=reason, message=message, **fields)
-        self.reason, self.message = reason, message
-        if step in PHASE_OF_STEP:
-            self.phase = PHASE_OF_STEP[step]

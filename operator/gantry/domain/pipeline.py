@@ -8,6 +8,7 @@ from typing import Any
 
 from gantry.domain.analysis import AnalysisSpec
 from gantry.domain.problems import Problem
+from gantry.domain.reasons import Reason
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 DEFAULT_ROLLOUT_TIMEOUT = 600
@@ -31,6 +32,14 @@ class Target:
             return f"{self.kind} {self.namespace}/{self.name}"
         labels = ",".join(f"{k}={v}" for k, v in sorted(self.match_labels.items()))
         return f"{self.kind}s in {self.namespace} with labels {labels}"
+
+    def to_spec(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "kind": self.kind,
+            **({"name": self.name} if self.name else {"selector": {"matchLabels": dict(self.match_labels)}}),
+            **({"containers": list(self.containers)} if self.containers else {}),
+        }
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,39 @@ class Stage:
         if self.test is not None and self.test.namespace:
             return self.test.namespace
         return self.targets[0].namespace
+
+    def to_spec(self) -> dict[str, Any]:
+        """The stage as plain data (its name aside), so a stage run is self-contained in status
+        even if the Pipeline changes later; `from_spec` reads it back."""
+        out: dict[str, Any] = {
+            "environment": self.environment,
+            "lock": self.lock,
+            "rollbackOnFailure": self.rollback_on_failure,
+            "rolloutTimeoutSeconds": self.rollout_timeout_seconds,
+            "targets": [t.to_spec() for t in self.targets],
+        }
+        if self.test is not None:
+            out["test"] = {
+                "jobTemplate": self.test.job_template,
+                "timeoutSeconds": self.test.timeout_seconds,
+                **({"namespace": self.test.namespace} if self.test.namespace else {}),
+            }
+        if self.production:
+            out["production"] = True
+            out["promotion"] = self.promotion
+        if self.analysis is not None:
+            out["analysis"] = self.analysis.to_spec()
+        if self.registry is not None:
+            out["registry"] = self.registry.to_spec()
+        return out
+
+    @classmethod
+    def from_spec(cls, index: int, name: str, spec: Mapping[str, Any]) -> Stage:
+        """A stage run's recorded spec as a Stage; it was valid when the run began, so it still is."""
+        stage = _parse_stage(index, {**spec, "name": name})
+        if isinstance(stage, Problem):
+            raise ValueError(f"recorded stage {name!r} is not a valid stage: {stage.describe()}")
+        return stage
 
 
 @dataclass(frozen=True)
@@ -131,7 +173,7 @@ def parse_pipeline(name: str, spec: Mapping[str, Any]) -> Pipeline | Problem:
     raw_stages = spec.get("stages") or []
     if not isinstance(raw_stages, list) or not raw_stages:
         return Problem(
-            "InvalidPipeline",
+            Reason.INVALID_PIPELINE,
             "spec.stages",
             "a Pipeline needs at least one stage",
             "list the stages in order",
@@ -144,7 +186,7 @@ def parse_pipeline(name: str, spec: Mapping[str, Any]) -> Pipeline | Problem:
             return stage
         if stage.name in seen:
             return Problem(
-                "InvalidPipeline",
+                Reason.INVALID_PIPELINE,
                 f"spec.stages[{index}].name",
                 f"stage name {stage.name!r} is used twice",
                 "give every stage a unique name",
@@ -154,7 +196,7 @@ def parse_pipeline(name: str, spec: Mapping[str, Any]) -> Pipeline | Problem:
     production = [s for s in stages if s.production]
     if len(production) > 1 or (production and production[0] is not stages[-1]):
         return Problem(
-            "InvalidPipeline",
+            Reason.INVALID_PIPELINE,
             "spec.stages",
             "only the last stage may be the production stage",
             "set production: true on the last stage only",
@@ -191,11 +233,11 @@ def parse_pipeline(name: str, spec: Mapping[str, Any]) -> Pipeline | Problem:
 def _parse_stage(index: int, raw: Any) -> Stage | Problem:
     where = f"spec.stages[{index}]"
     if not isinstance(raw, Mapping) or not raw.get("name"):
-        return Problem("InvalidPipeline", f"{where}.name", "a stage needs a name", "add name: <stage>")
+        return Problem(Reason.INVALID_PIPELINE, f"{where}.name", "a stage needs a name", "add name: <stage>")
     raw_targets = raw.get("targets") or []
     if not raw_targets:
         return Problem(
-            "InvalidPipeline",
+            Reason.INVALID_PIPELINE,
             f"{where}.targets",
             "a stage needs at least one target workload",
             "add targets: [{namespace: ..., name: ...}]",
@@ -212,7 +254,7 @@ def _parse_stage(index: int, raw: Any) -> Stage | Problem:
         template = raw_test.get("jobTemplate")
         if not isinstance(template, Mapping):
             return Problem(
-                "InvalidTestJobTemplate",
+                Reason.INVALID_TEST_JOB_TEMPLATE,
                 f"{where}.test.jobTemplate",
                 "the test has no Job template",
                 "set test.jobTemplate to a Job's metadata and spec",
@@ -228,7 +270,10 @@ def _parse_stage(index: int, raw: Any) -> Stage | Problem:
             analysis = AnalysisSpec.from_spec(raw["analysis"])
         except (TypeError, ValueError) as error:
             return Problem(
-                "InvalidPipeline", f"{where}.analysis", str(error), "see the Pipeline CRD's analysis fields"
+                Reason.INVALID_PIPELINE,
+                f"{where}.analysis",
+                str(error),
+                "see the Pipeline CRD's analysis fields",
             )
     registry = None
     if raw.get("registry") is not None:
@@ -256,12 +301,12 @@ def _parse_stage(index: int, raw: Any) -> Stage | Problem:
 def _parse_target(where: str, index: int, raw: Any) -> Target | Problem:
     if not isinstance(raw, Mapping) or not raw.get("namespace"):
         return Problem(
-            "InvalidPipeline", f"{where}.namespace", "a target needs a namespace", "add namespace:"
+            Reason.INVALID_PIPELINE, f"{where}.namespace", "a target needs a namespace", "add namespace:"
         )
     kind = raw.get("kind", "Deployment")
     if kind not in WORKLOAD_KINDS:
         return Problem(
-            "InvalidPipeline",
+            Reason.INVALID_PIPELINE,
             f"{where}.kind",
             f"unsupported workload kind {kind!r}",
             "use Deployment or StatefulSet",
@@ -270,7 +315,7 @@ def _parse_target(where: str, index: int, raw: Any) -> Target | Problem:
     labels = (raw.get("selector") or {}).get("matchLabels") or {}
     if bool(name) == bool(labels):
         return Problem(
-            "InvalidPipeline",
+            Reason.INVALID_PIPELINE,
             where,
             "a target names exactly one of name or selector.matchLabels",
             "keep either name: <workload> or selector: {matchLabels: {...}}",

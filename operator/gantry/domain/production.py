@@ -1,7 +1,8 @@
 """The production stage: promotion, the error-rate bake, the three buttons, and rollback by
 re-applying the previous Release's digests ("the previous tag").
 
-Like stages.py, every function takes the tick's Draft and does no I/O.
+Like domain.stages, every function takes the tick's Draft and does no I/O; the steps production
+shares with the other stages (deploy, roll out, test) are domain.steps, bound here by the router.
 """
 
 from __future__ import annotations
@@ -11,32 +12,37 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from gantry.domain import ledger, stages
-from gantry.domain.analysis import Action, AnalysisSpec, OnBreach, OnInconclusive, Verdict, judge, streak
-from gantry.domain.decisions import refusal
-from gantry.domain.images import digest_of, parse_pinned
+from gantry.domain import ledger, steps
+from gantry.domain.analysis import (
+    EVALUATIONS_KEPT,
+    AnalysisSpec,
+    OnBreach,
+    OnInconclusive,
+    Verdict,
+    judge,
+    streak,
+)
+from gantry.domain.decisions import Action, refusal
+from gantry.domain.draft import Draft
+from gantry.domain.images import parse_pinned
+from gantry.domain.ledger import Result
 from gantry.domain.model import (
     Alert,
-    Draft,
-    Phase,
     PreemptLock,
     Quarantine,
     RecordProduction,
     ReleaseLock,
     Retrospective,
     SetImages,
-    Step,
     UnfreezeLock,
 )
+from gantry.domain.phases import Phase, Step
 from gantry.domain.problems import Problem
+from gantry.domain.reasons import Reason
 from gantry.domain.timefmt import from_rfc3339, to_rfc3339
-from gantry.domain.versions import parse_tag
-from gantry.domain.workloads import ImageChange, WorkloadRef
+from gantry.domain.workloads import WorkloadRef
 
-EVALUATIONS_KEPT = 20
-# Results of history entries that ran in production and were not rolled back: rollback targets.
-STOOD = ("Released", "FailedForward", "Emergency", "Restored")
-SYSTEM = "gantry"
+SYSTEM = "gantry"  # who decided, when no person did
 
 
 # --- promotion -----------------------------------------------------------------------------------
@@ -49,60 +55,9 @@ def await_promotion(d: Draft) -> None:
         return  # no production stage: Verified is where this Release ends
     d.stage_index = pipeline.production.index
     if pipeline.production.promotion == "Auto":
-        stages.start_stage(d)
+        steps.start_stage(d)
         return
-    d.message = AWAITING_APPROVAL
-
-
-AWAITING_APPROVAL = (
-    "passed every stage before production; "
-    "waiting for approval to promote (a ReleaseDecision with action: Approve)"
-)
-
-
-def check_provenance(d: Draft, changes: tuple[ImageChange, ...]) -> Mapping[str, Any] | Problem:
-    """Production gets only digests that were deployed and tested in an earlier stage of this Release."""
-    verified: dict[str, str] = {}
-    last: Mapping[str, Any] | None = None
-    for run in d.release.status.get("stages") or ():
-        if run.get("step") == "Passed" and not (run.get("spec") or {}).get("production"):
-            # By digest: a registry promotion may have copied it to another repository since.
-            verified.update({i["container"]: digest_of(i["after"]) for i in run.get("images") or ()})
-            last = run
-    for change in changes:
-        if verified.get(change.container) != digest_of(change.after):
-            return Problem(
-                "NotVerified",
-                f"spec.artifacts[name={change.container}].image",
-                f"{change.after} was never deployed and tested in a stage before production",
-                "add the container to a tested stage before production, or create a new Release",
-            )
-    assert last is not None or not changes
-    return {
-        "stage": (last or {}).get("name"),
-        "testJob": (last or {}).get("testJob"),
-        "testResult": (last or {}).get("testResult"),
-        "verifiedAt": (last or {}).get("finishedAt"),
-        "images": sorted({c.after for c in changes}),
-    }
-
-
-def not_newer(d: Draft) -> Problem | None:
-    """Production moves forward only; going back is a Rollback decision, which re-applies the previous tag."""
-    current = ledger.current([dict(e) for e in d.obs.production.history])
-    version = d.version or d.release.version
-    if current is None or current.get("uid") == d.release.uid or not version:
-        return None
-    ours, theirs = parse_tag(version), parse_tag(str(current.get("version", "")))
-    if ours is None or theirs is None or ours > theirs:
-        return None
-    return Problem(
-        "VersionNotNewer",
-        "spec.version",
-        f"{version} is not newer than {current.get('version')}, "
-        f"which production runs ({current.get('release')})",
-        "release a higher version; to go back to an earlier one, decide Rollback on the current Release",
-    )
+    d.message = steps.AWAITING_APPROVAL
 
 
 # --- the bake ------------------------------------------------------------------------------------
@@ -110,7 +65,15 @@ def not_newer(d: Draft) -> Problem | None:
 
 def analysis_of(d: Draft) -> AnalysisSpec | None:
     assert d.run is not None
-    return d.run.stage(d.release.pipeline).analysis
+    return d.run.stage.analysis
+
+
+def rolled_out(d: Draft) -> None:
+    """Production's rollout is complete: bake under the error-rate analysis, or test like any stage."""
+    if analysis_of(d) is not None:
+        start_bake(d)
+    else:
+        steps.test_or_pass(d, system_rollback)
 
 
 def start_bake(d: Draft) -> None:
@@ -119,18 +82,22 @@ def start_bake(d: Draft) -> None:
     assert spec is not None
     message = f"production rollout complete; watching the error rate for {spec.bake_seconds}s"
     d.move(
-        Step.BAKING, "Baking", message, rolled_out_at=d.now, analysis={"startedAt": d.now, "evaluations": []}
+        Step.BAKING,
+        Reason.BAKING,
+        message,
+        rolled_out_at=d.now,
+        analysis={"startedAt": d.now, "evaluations": []},
     )
-    d.effects.append(RecordProduction(entry(d, "Baking")))
-    d.event("Normal", "Baking", message)
+    d.effects.append(RecordProduction(entry(d, Result.BAKING)))
+    d.event("Normal", Reason.BAKING, message)
 
 
 def bake(d: Draft) -> None:
     assert d.run is not None and d.run.analysis is not None
-    if not stages.holds_lock(d):
-        stages.lock_lost(d)
+    if not steps.holds_lock(d):
+        steps.lock_lost(d, system_rollback)
         return
-    if stages.superseded(d):
+    if steps.superseded(d):
         return
     spec = analysis_of(d)
     assert spec is not None
@@ -151,13 +118,15 @@ def bake(d: Draft) -> None:
     evaluations = evaluations[-EVALUATIONS_KEPT:]
     started = d.run.analysis.get("startedAt")
     d.run = replace(d.run, analysis={**d.run.analysis, "evaluations": evaluations})
-    baked = stages.elapsed(d, started)
+    baked = d.elapsed(started)
     if streak(evaluations, Verdict.BREACH) >= spec.consecutive_breaches:
         breach(d, spec, detail)
     elif streak(evaluations, Verdict.INCONCLUSIVE) >= spec.inconclusive_limit:
         inconclusive(d, spec, detail)
     elif verdict == Verdict.HEALTHY and baked >= timedelta(seconds=spec.bake_seconds):
-        d.move(Step.PASSED, "BakePassed", f"healthy for the whole bake ({spec.bake_seconds}s): {detail}")
+        d.move(
+            Step.PASSED, Reason.BAKE_PASSED, f"healthy for the whole bake ({spec.bake_seconds}s): {detail}"
+        )
     else:
         d.message = f"baking {int(baked.total_seconds())}/{spec.bake_seconds}s: {verdict}: {detail}"
 
@@ -166,16 +135,16 @@ def breach(d: Draft, spec: AnalysisSpec, detail: str) -> None:
     assert d.run is not None
     message = f"{detail} for {spec.consecutive_breaches} evaluation(s) in a row"
     d.effects.append(
-        Alert("critical", "ErrorRateBreach", f"Release {d.release.key} in production: {message}")
+        Alert("critical", Reason.ERROR_RATE_BREACH, f"Release {d.release.key} in production: {message}")
     )
-    d.event("Warning", "ErrorRateBreach", message)
+    d.event("Warning", Reason.ERROR_RATE_BREACH, message)
     if spec.on_breach == OnBreach.ROLLBACK:
-        start_rollback(d, "ErrorRateBreach", message, SYSTEM)
+        start_rollback(d, Reason.ERROR_RATE_BREACH, message, SYSTEM)
         return
     deadline = to_rfc3339(d.obs.now + timedelta(seconds=spec.decision_deadline_seconds))
     d.move(
         Step.AWAITING_DECISION,
-        "ErrorRateBreach",
+        Reason.ERROR_RATE_BREACH,
         f"{message}; decide Rollback, Emergency or FailForward before {deadline} "
         f"(then: {spec.default_decision})",
         decision_deadline=deadline,
@@ -185,10 +154,10 @@ def breach(d: Draft, spec: AnalysisSpec, detail: str) -> None:
 def inconclusive(d: Draft, spec: AnalysisSpec, detail: str) -> None:
     message = f"metrics inconclusive for {spec.inconclusive_limit} evaluation(s) in a row: {detail}"
     if spec.on_inconclusive == OnInconclusive.ROLLBACK:
-        d.effects.append(Alert("warning", "MetricsInconclusive", f"Release {d.release.key}: {message}"))
-        start_rollback(d, "MetricsInconclusive", message, SYSTEM)
+        d.effects.append(Alert("warning", Reason.METRICS_INCONCLUSIVE, f"Release {d.release.key}: {message}"))
+        start_rollback(d, Reason.METRICS_INCONCLUSIVE, message, SYSTEM)
         return
-    hold(d, "MetricsInconclusive", f"{message}; holding: approve, roll back, or fail forward")
+    hold(d, Reason.METRICS_INCONCLUSIVE, f"{message}; holding: approve, roll back, or fail forward")
 
 
 def hold(d: Draft, reason: str, message: str) -> None:
@@ -220,40 +189,40 @@ def apply_decision(d: Draft, decision: Mapping[str, Any]) -> None:
     phase = d.phase
     refused = refusal(action, phase)
     if refused is not None:
-        d.event("Warning", "DecisionIgnored", f"{said}; {refused}")
+        d.event("Warning", Reason.DECISION_IGNORED, f"{said}; {refused}")
         return
     in_production = d.run is not None and bool(d.run.spec.get("production")) and current_in_production(d)
     if action == Action.APPROVE and phase == Phase.VERIFIED:
-        d.event("Normal", "Approved", said)
+        d.event("Normal", Reason.APPROVED, said)
         pipeline = d.obs.pipeline
         if not isinstance(pipeline, Problem) and pipeline.production is not None:
             d.stage_index = pipeline.production.index
-            stages.start_stage(d)
+            steps.start_stage(d)
             return
     elif action == Action.APPROVE and phase == Phase.HELD:
-        d.event("Normal", "Approved", said)
-        d.move(Step.PASSED, "Approved", said, decided_by=by)
+        d.event("Normal", Reason.APPROVED, said)
+        d.move(Step.PASSED, Reason.APPROVED, said, decided_by=by)
         return
     elif action == Action.ROLLBACK and in_production:
-        d.event("Warning", "RollbackDecided", said)
-        start_rollback(d, "RollbackDecided", said, by)
+        d.event("Warning", Reason.ROLLBACK_DECIDED, said)
+        start_rollback(d, Reason.ROLLBACK_DECIDED, said, by)
         return
     elif action == Action.EMERGENCY and in_production:
         emergency(d, said, by)
         return
     elif action == Action.FAIL_FORWARD:
-        d.event("Warning", "FailForward", said)
-        d.move(Step.PASSED, "FailForward", said, decided_by=by)
+        d.event("Warning", Reason.FAIL_FORWARD, said)
+        d.move(Step.PASSED, Reason.FAIL_FORWARD, said, decided_by=by)
         return
-    d.event("Warning", "DecisionIgnored", f"{said}; this Release is not what production runs now")
+    d.event("Warning", Reason.DECISION_IGNORED, f"{said}; this Release is not what production runs now")
 
 
 def current_in_production(d: Draft) -> bool:
     """Is this Release what production runs now (its history entry is the newest that stood)?"""
     for item in reversed(d.obs.production.history):
         if item.get("uid") == d.release.uid:
-            return item.get("result") not in ("RolledBack",)
-        if item.get("result") in (*STOOD, "Baking"):
+            return bool(item.get("result") != Result.ROLLED_BACK)
+        if item.get("result") in ledger.CURRENT:
             return False
     return d.phase in (Phase.BAKING, Phase.AWAITING_DECISION, Phase.HELD)
 
@@ -267,15 +236,15 @@ def emergency(d: Draft, said: str, by: str) -> None:
     for environment in environments:
         d.effects.append(PreemptLock(environment, reason, hold=False, freeze=True))
     if d.run.lock:
-        d.effects.append(ReleaseLock(d.run.environment, "Emergency"))
+        d.effects.append(ReleaseLock(d.run.environment, Reason.EMERGENCY))
     frozen = ", ".join(environments) or "no locked environment"
     message = f"{said}; frozen for hotfixes only: {frozen}; production keeps this version until a hotfix"
-    d.effects.append(Alert("critical", "Emergency", f"Release {d.release.key}: {message}"))
-    d.effects.append(RecordProduction(entry(d, "Emergency", by)))
+    d.effects.append(Alert("critical", Reason.EMERGENCY, f"Release {d.release.key}: {message}"))
+    d.effects.append(RecordProduction(entry(d, Result.EMERGENCY, by)))
     d.effects.append(Retrospective("Emergency", said, by))
-    d.event("Warning", "Emergency", message)
-    d.run = replace(d.run, reason="Emergency", message=message, finished_at=d.now)
-    d.phase, d.reason, d.message = Phase.EMERGENCY, "Emergency", message
+    d.event("Warning", Reason.EMERGENCY, message)
+    d.run = replace(d.run, reason=Reason.EMERGENCY, message=message, finished_at=d.now)
+    d.phase, d.reason, d.message = Phase.EMERGENCY, Reason.EMERGENCY, message
 
 
 # --- rollback to the previous Release ------------------------------------------------------------
@@ -290,7 +259,13 @@ def previous_release(d: Draft) -> Mapping[str, Any] | None:
         before.append(item)
     else:
         before = list(d.obs.production.history)
-    return next((i for i in reversed(before) if i.get("result") in STOOD), None)
+    return next((i for i in reversed(before) if i.get("result") in ledger.STOOD), None)
+
+
+def system_rollback(d: Draft, reason: str, detail: str) -> None:
+    """A step of the production stage failed (rollout, test, lock): Gantry rolls back, no person."""
+    assert d.run is not None
+    start_rollback(d, reason, f"stage {d.run.name}: {detail}", SYSTEM)
 
 
 def start_rollback(d: Draft, reason: str, detail: str, by: str) -> None:
@@ -301,7 +276,7 @@ def start_rollback(d: Draft, reason: str, detail: str, by: str) -> None:
             f"{detail}; cannot roll back: no earlier Release stood in production (see the Pipeline's "
             "status.production.history); fix: decide FailForward, or Emergency and ship a hotfix"
         )
-        hold(d, "NoPreviousRelease", message)
+        hold(d, Reason.NO_PREVIOUS_RELEASE, message)
         return
     if not d.run.changes:
         d.move(Step.FAILED, reason, f"{detail}; nothing was deployed to production", finished_at=d.now)
@@ -320,7 +295,7 @@ def start_rollback(d: Draft, reason: str, detail: str, by: str) -> None:
     if staging:
         d.effects.append(SetImages(staging))
     message = f"{detail}; re-applying {target.get('release')} ({target.get('version')}), the previous Release"
-    d.event("Warning", "RollingBack", message)
+    d.event("Warning", Reason.ROLLING_BACK, message)
     d.move(
         Step.ROLLING_BACK,
         reason,
@@ -358,13 +333,16 @@ def staging_reverts(d: Draft) -> tuple[Any, ...]:
     return tuple(reverts)
 
 
-def roll_back_production(d: Draft) -> None:
+def roll_back(d: Draft) -> None:
     assert d.run is not None and d.run.changes is not None and d.run.rollback is not None
-    refusal = stages.rejected(d, "SetImages")
-    reason, detail = d.run.reason or "RolledBack", d.run.message or ""
-    if refusal is not None:
+    failed = d.rejected(SetImages)
+    reason, detail = d.run.reason or Reason.ROLLED_BACK, d.run.message or ""
+    if failed is not None:
         d.move(
-            Step.FAILED, reason, f"{detail}; the rollback itself was refused: {refusal}", finished_at=d.now
+            Step.FAILED,
+            reason,
+            f"{detail}; the rollback itself was refused: {failed.message}",
+            finished_at=d.now,
         )
         return
     wanted = list(d.run.rollback.get("images") or [])
@@ -374,8 +352,8 @@ def roll_back_production(d: Draft) -> None:
         if seen is None or seen.containers.get(change.container) != image or not seen.rollout.done:
             detail_of = seen.rollout.detail if seen is not None else "not found"
             pending.append(f"{change.workload}: {detail_of}")
-    timeout = timedelta(seconds=d.run.stage(d.release.pipeline).rollout_timeout_seconds)
-    if pending and stages.elapsed(d, d.run.rolled_back_at) <= timeout:
+    timeout = timedelta(seconds=d.run.stage.rollout_timeout_seconds)
+    if pending and d.elapsed(d.run.rolled_back_at) <= timeout:
         d.message = f"{detail}; waiting for the rollback rollout: {'; '.join(sorted(set(pending)))}"
         return
     outcome = (
@@ -390,17 +368,19 @@ def finish_failed(d: Draft) -> None:
     run = d.run
     rollback = run.rollback or {}
     for environment in rollback.get("environments") or ():
-        d.effects.append(ReleaseLock(environment, "ProductionRolledBack"))
-    if run.lock and run.reason != "LockLost":
-        d.effects.append(ReleaseLock(run.environment, "Failed"))
+        d.effects.append(ReleaseLock(environment, Reason.PRODUCTION_ROLLED_BACK))
+    if run.lock and run.reason != Reason.LOCK_LOST:
+        d.effects.append(ReleaseLock(run.environment, Reason.FAILED))
     message = run.message or "production stage failed"
     if rollback:
         by = str(rollback.get("decidedBy") or SYSTEM)
         digests = tuple(
             sorted({ref.digest for ref in map(parse_pinned, d.release.artifacts.values()) if ref})
         )
-        d.effects.append(Quarantine(digests, d.release.key, d.release.version, run.reason or "RolledBack"))
-        d.effects.append(RecordProduction(entry(d, "RolledBack", by)))
+        d.effects.append(
+            Quarantine(digests, d.release.key, d.release.version, run.reason or Reason.ROLLED_BACK)
+        )
+        d.effects.append(RecordProduction(entry(d, Result.ROLLED_BACK, by)))
         restored = {
             "release": rollback.get("release"),
             "uid": rollback.get("uid"),
@@ -410,7 +390,7 @@ def finish_failed(d: Draft) -> None:
                 for c, image in zip(run.changes or (), rollback.get("images") or (), strict=False)
             ],
             "deployedAt": d.now,
-            "result": "Restored",
+            "result": Result.RESTORED,
             "decidedBy": by,
             "reason": f"rollback of {d.release.key}",
         }
@@ -419,7 +399,7 @@ def finish_failed(d: Draft) -> None:
         d.phase = Phase.ROLLED_BACK
     else:
         d.phase = Phase.FAILED
-    d.reason, d.message = run.reason or "Failed", message
+    d.reason, d.message = run.reason or Reason.FAILED, message
     d.effects.append(
         Alert("critical" if rollback else "warning", d.reason, f"Release {d.release.key}: {message}")
     )
@@ -430,20 +410,20 @@ def finish_passed(d: Draft) -> None:
     assert d.run is not None
     run = d.run
     if run.lock:
-        d.effects.append(ReleaseLock(run.environment, "Released"))
-    result = "FailedForward" if run.reason == "FailForward" else "Released"
+        d.effects.append(ReleaseLock(run.environment, Reason.RELEASED))
+    result = Result.FAILED_FORWARD if run.reason == Reason.FAIL_FORWARD else Result.RELEASED
     d.effects.append(RecordProduction(entry(d, result, run.decided_by or SYSTEM)))
     if d.release.hotfix:
         pipeline = d.obs.pipeline
         for environment in pipeline.locked_environments() if not isinstance(pipeline, Problem) else ():
             d.effects.append(UnfreezeLock(environment))
     d.run = replace(run, finished_at=d.now)
-    d.phase, d.reason = Phase.RELEASED, run.reason or "Released"
+    d.phase, d.reason = Phase.RELEASED, run.reason or Reason.RELEASED
     d.message = f"released to production ({run.message})" if run.message else "released to production"
-    d.event("Normal", "Released", d.message)
+    d.event("Normal", Reason.RELEASED, d.message)
 
 
-def entry(d: Draft, result: str, by: str = SYSTEM) -> dict[str, Any]:
+def entry(d: Draft, result: Result, by: str = SYSTEM) -> dict[str, Any]:
     """This Release's line in the production history."""
     assert d.run is not None
     return {

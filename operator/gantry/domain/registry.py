@@ -11,26 +11,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import timedelta
 
-from gantry.domain import stages
-from gantry.domain.images import digest_of, parse_pinned
-from gantry.domain.model import Draft, Phase, PromoteArtifacts, ReleaseView, StageRun, Step, TagOp
+from gantry.domain import steps
+from gantry.domain.draft import Draft
+from gantry.domain.images import parse_pinned
+from gantry.domain.model import Failure, ObservedRegistry, PromoteArtifacts, ReleaseView, StageRun, TagOp
+from gantry.domain.phases import Phase, Step
 from gantry.domain.problems import Problem
+from gantry.domain.reasons import Reason
 from gantry.domain.timefmt import from_rfc3339, to_rfc3339
 
 BACKOFF_CAP_SECONDS = 60
 TAG_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-@dataclass(frozen=True)
-class ObservedRegistry:
-    """What each wanted tag names now (None: no such tag), or why the registry could not be read."""
-
-    tags: Mapping[str, str | None] = field(default_factory=dict)  # "<repository>:<tag>" -> digest
-    error: str | None = None
-    kind: str | None = None  # unavailable | auth | collision | invalid
 
 
 def version_tag(version: str) -> str:
@@ -64,20 +58,6 @@ def promoted(ops: tuple[TagOp, ...]) -> dict[str, str]:
     return {op.artifact: f"{op.repository}@{op.digest}" for op in ops}
 
 
-def stage_artifacts(d: Draft) -> dict[str, str]:
-    """The Release's artifacts as this stage deploys them: a digest copied to another repository by
-    this or an earlier stage is deployed from there; the digest itself never changes."""
-    images = dict(d.release.artifacts)
-    runs = [StageRun.from_status(r) for r in d.release.status.get("stages") or ()]
-    if d.run is not None:
-        runs = [r for r in runs if r.index != d.run.index] + [d.run]
-    for run in runs:
-        for name, image in ((run.registry or {}).get("images") or {}).items():
-            if name in images and digest_of(images[name]) == digest_of(image):
-                images[name] = image
-    return images
-
-
 def wanted_tags(release: ReleaseView, run: StageRun, version: str = "") -> tuple[TagOp, ...]:
     """The tags a Promoting stage wants; the reconciler observes exactly these, `promote` decides on
     them. The settled version (status.version) wins over the spec's, so both always agree."""
@@ -96,13 +76,12 @@ def promote(d: Draft) -> None:
     run = d.run
     ops = wanted_tags(d.release, run, d.version)
     seen = d.obs.registry
-    refusal = d.obs.error if d.obs.error is not None and d.obs.error.effect == "PromoteArtifacts" else None
-    if refusal is not None and not d.error_handled:
-        d.error_handled = True
-        seen = ObservedRegistry(error=refusal.message, kind=refusal.kind or "invalid")
+    failed = d.rejected(PromoteArtifacts)
+    if failed is not None:
+        seen = ObservedRegistry(error=failed.message, failure=failed.failure)
     if seen is None:
         return  # backing off: nothing looked at this tick
-    if seen.kind != "auth" and d.phase == Phase.BLOCKED:
+    if seen.failure != Failure.UNAUTHORIZED and d.phase == Phase.BLOCKED:
         d.phase = Phase.PROMOTING  # the credentials were fixed
     if seen.error is not None:
         _registry_error(d, seen)
@@ -129,29 +108,35 @@ def promote(d: Draft) -> None:
     )
     tags = ", ".join(sorted(op.key for op in ops))
     d.event(
-        "Normal", "Promoted", f"stage {run.name}: registry tags verified on the Release's digests: {tags}"
+        "Normal",
+        Reason.PROMOTED,
+        f"stage {run.name}: registry tags verified on the Release's digests: {tags}",
     )
-    stages.enter_stage(d)
+    steps.enter_stage(d)
 
 
 def _collision(d: Draft, message: str) -> None:
     """A version tag already names another digest: fail, never overwrite it."""
-    d.event("Warning", "RegistryTagCollision", message)
-    d.move(Step.FAILED, "RegistryTagCollision", message + "; release under a new version", finished_at=d.now)
+    d.event("Warning", Reason.REGISTRY_TAG_COLLISION, message)
+    d.move(
+        Step.FAILED,
+        Reason.REGISTRY_TAG_COLLISION,
+        message + "; release under a new version",
+        finished_at=d.now,
+    )
 
 
 def _registry_error(d: Draft, seen: ObservedRegistry) -> None:
     assert d.run is not None and seen.error is not None
     run = d.run
     field_ = "Pipeline spec.registry"
-    if seen.kind == "collision":
+    if seen.failure == Failure.CONFLICT:
         _collision(d, f"stage {run.name}: {seen.error}")
         return
-    if seen.kind == "auth":
-        stages.block(
-            d,
+    if seen.failure == Failure.UNAUTHORIZED:
+        d.block(
             Problem(
-                "RegistryAuthFailed",
+                Reason.REGISTRY_AUTH_FAILED,
                 f"{field_}.credentialsSecretRef",
                 seen.error,
                 "put credentials for this registry in the kubernetes.io/dockerconfigjson Secret the Pipeline "
@@ -161,9 +146,10 @@ def _registry_error(d: Draft, seen: ObservedRegistry) -> None:
         return
     timeout = int((run.spec.get("registry") or {}).get("timeoutSeconds", 600))
     waited = d.obs.now - from_rfc3339(run.started_at)
-    if seen.kind != "unavailable" or waited > timedelta(seconds=timeout):
-        why = "RegistryUnavailable" if seen.kind == "unavailable" else "RegistryError"
-        after = f" (gave up after {timeout}s of retries)" if seen.kind == "unavailable" else ""
+    unavailable = seen.failure == Failure.UNAVAILABLE
+    if not unavailable or waited > timedelta(seconds=timeout):
+        why = Reason.REGISTRY_UNAVAILABLE if unavailable else Reason.REGISTRY_ERROR
+        after = f" (gave up after {timeout}s of retries)" if unavailable else ""
         message = f"stage {run.name}: {seen.error}{after}; nothing was deployed"
         d.event("Warning", why, message)
         d.move(Step.FAILED, why, message, finished_at=d.now)
@@ -172,10 +158,10 @@ def _registry_error(d: Draft, seen: ObservedRegistry) -> None:
     delay = min(2**attempts, BACKOFF_CAP_SECONDS)
     retry_at = to_rfc3339(d.obs.now + timedelta(seconds=delay))
     d.run = replace(run, registry={"attempts": attempts, "retryAt": retry_at, "lastError": seen.error})
-    d.reason = "RegistryUnavailable"
+    d.reason = Reason.REGISTRY_UNAVAILABLE
     d.message = (
         f"stage {run.name}: {seen.error}; retry {attempts} at {retry_at} "
         f"(gives up {timeout}s after the stage began)"
     )
     if attempts == 1:
-        d.event("Warning", "RegistryUnavailable", d.message)
+        d.event("Warning", Reason.REGISTRY_UNAVAILABLE, d.message)

@@ -9,60 +9,51 @@ deterministic name), so a tick that runs twice or dies half-way is harmless, and
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
-from gantry.domain import production, registry, stages
+from gantry.domain import production, registry, stages, steps
 from gantry.domain.conditions import set_condition
-from gantry.domain.model import (
-    FINAL,
-    HISTORY_LIMIT,
-    MANAGED_STATUS_KEYS,
-    PHASE_OF_STEP,
-    WAITING,
-    AcquireLock,
-    Alert,
-    CreateJob,
-    Draft,
-    Effect,
-    EffectError,
-    Event,
-    Observation,
-    ObservedJob,
-    ObservedLock,
-    Phase,
-    Plan,
-    ReleaseLock,
-    ReleaseView,
-    SetImages,
-    StageRun,
-    Step,
-    current_run,
-)
+from gantry.domain.draft import Draft
+from gantry.domain.model import MANAGED_STATUS_KEYS, Observation, Plan, ReleaseView, current_run
+from gantry.domain.phases import FINAL, WAITING, WORKING, Phase, Step
+from gantry.domain.reasons import Reason
 
-__all__ = [
-    "FINAL",
-    "MANAGED_STATUS_KEYS",
-    "PHASE_OF_STEP",
-    "WAITING",
-    "AcquireLock",
-    "Alert",
-    "CreateJob",
-    "Effect",
-    "EffectError",
-    "Event",
-    "Observation",
-    "ObservedJob",
-    "ObservedLock",
-    "Phase",
-    "Plan",
-    "ReleaseLock",
-    "ReleaseView",
-    "SetImages",
-    "StageRun",
-    "Step",
-    "current_run",
-    "decide",
-]
+STATUS_HISTORY_LIMIT = 50  # transitions kept in a Release's status.history
+
+Handler = Callable[[Draft], None]
+
+# What each step of a stage run leads to: one table for the stages before production, one for
+# production. A stage's outcome is recorded before its lock is let go (Passed/Failed act on the
+# next tick): were the lock released first and that write lost in a crash, the restarted
+# operator would see a stage in progress without its lock and take it for a lost lock.
+BEFORE_PRODUCTION: Mapping[Step, Handler] = {
+    Step.PENDING: steps.start_stage,
+    Step.PROMOTING: registry.promote,
+    Step.WAITING_FOR_LOCK: steps.wait_for_lock,
+    Step.DEPLOYING: partial(steps.deploy, rollback=stages.start_rollback),
+    Step.ROLLING_OUT: partial(steps.roll_out, rollback=stages.start_rollback, then=stages.rolled_out),
+    Step.TESTING: partial(steps.run_test, rollback=stages.start_rollback),
+    Step.ROLLING_BACK: stages.roll_back,
+    Step.PASSED: stages.pass_stage,
+    Step.FAILED: stages.fail_release,
+}
+PRODUCTION: Mapping[Step, Handler] = {
+    Step.PENDING: steps.start_stage,
+    Step.PROMOTING: registry.promote,
+    Step.WAITING_FOR_LOCK: steps.wait_for_lock,
+    Step.DEPLOYING: partial(steps.deploy, rollback=production.system_rollback),
+    Step.ROLLING_OUT: partial(
+        steps.roll_out, rollback=production.system_rollback, then=production.rolled_out
+    ),
+    Step.TESTING: partial(steps.run_test, rollback=production.system_rollback),
+    Step.BAKING: production.bake,
+    Step.AWAITING_DECISION: production.await_decision,
+    Step.ROLLING_BACK: production.roll_back,
+    Step.PASSED: production.finish_passed,
+    Step.FAILED: production.finish_failed,
+}
 
 
 def decide(release: ReleaseView, obs: Observation) -> Plan:
@@ -88,41 +79,22 @@ def decide(release: ReleaseView, obs: Observation) -> Plan:
         # one per tick, in the order they were made.
         production.apply_decision(draft, decisions[applied])
         return _finish(release, draft, decisions_applied=applied + 1)
-    _advance(draft)
+    route(draft)(draft)
     return _finish(release, draft, decisions_applied=applied)
 
 
-def _advance(d: Draft) -> None:
+def route(d: Draft) -> Handler:
+    """The one place that chooses what happens next."""
     if d.phase == Phase.VERIFIED:
-        production.await_promotion(d)
-        return
-    if d.run is None or d.run.step == Step.PENDING:
-        stages.start_stage(d)
-        return
-    step = d.run.step
-    # A stage's outcome is recorded before the lock is let go (on the next tick): were the lock
-    # released first and that write lost in a crash, the restarted operator would see a stage
-    # in progress without its lock and take it for a lost lock.
-    if step == Step.PASSED:
-        stages.pass_stage(d)
-    elif step == Step.FAILED:
-        stages.fail_release(d)
-    elif step == Step.WAITING_FOR_LOCK:
-        stages.wait_for_lock(d)
-    elif step == Step.PROMOTING:
-        registry.promote(d)
-    elif step == Step.DEPLOYING:
-        stages.deploy(d)
-    elif step == Step.ROLLING_OUT:
-        stages.roll_out(d)
-    elif step == Step.TESTING:
-        stages.run_test(d)
-    elif step == Step.ROLLING_BACK:
-        stages.roll_back(d)
-    elif step == Step.BAKING:
-        production.bake(d)
-    elif step == Step.AWAITING_DECISION:
-        production.await_decision(d)
+        return production.await_promotion
+    if d.run is None:
+        return steps.start_stage
+    table = PRODUCTION if d.run.production else BEFORE_PRODUCTION
+    return table.get(d.run.step, _wait)
+
+
+def _wait(d: Draft) -> None:
+    """Held (or a step this track does not have): only a person's decision moves it on."""
 
 
 def _finish(release: ReleaseView, d: Draft, decisions_applied: int) -> Plan:
@@ -137,7 +109,7 @@ def _finish(release: ReleaseView, d: Draft, decisions_applied: int) -> Plan:
     status: dict[str, Any] = {
         "phase": str(d.phase),
         "stageIndex": d.stage_index,
-        "reason": d.reason,
+        "reason": str(d.reason),
         "message": d.message,
         "observedGeneration": release.generation,
         "stages": runs,
@@ -155,22 +127,21 @@ def _finish(release: ReleaseView, d: Draft, decisions_applied: int) -> Plan:
         status["stage"] = stage_name
     if current is not None:
         status["step"] = str(current.step)
-    working = (Step.DEPLOYING, Step.ROLLING_OUT, Step.TESTING, Step.ROLLING_BACK, Step.PASSED, Step.FAILED)
     held = (
         current is not None
         and current.lock
-        and current.step in working
+        and current.step in WORKING
         and d.phase not in FINAL
-        and current.reason != "LockLost"
+        and current.reason != Reason.LOCK_LOST
     )
     if held and current is not None:
         status["lock"] = {"name": current.environment, "acquiredAt": current.lock_acquired_at or d.now}
     transition = any(old.get(k) != status.get(k) for k in ("phase", "step", "reason"))
     if transition:
-        entry = {"time": d.now, "phase": status["phase"], "reason": d.reason, "message": d.message}
+        entry = {"time": d.now, "phase": status["phase"], "reason": str(d.reason), "message": d.message}
         if stage_name:
             entry["stage"] = stage_name
-        status["history"] = [*status["history"], entry][-HISTORY_LIMIT:]
+        status["history"] = [*status["history"], entry][-STATUS_HISTORY_LIMIT:]
     status["conditions"] = _conditions(status["conditions"], d, release.generation)
     changed = any(old.get(k) != status.get(k) for k in MANAGED_STATUS_KEYS)
     return Plan(status=status, effects=tuple(d.effects), events=tuple(d.events), changed=changed)

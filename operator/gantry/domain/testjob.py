@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gantry.domain.problems import Problem
+from gantry.domain.reasons import Reason
 
 LABEL_RELEASE = "gantry.dev/release"
 LABEL_RELEASE_UID = "gantry.dev/release-uid"
@@ -27,7 +28,7 @@ def check_template(template: Mapping[str, Any], field: str) -> Problem | None:
     containers = pod.get("containers") if isinstance(pod, Mapping) else None
     if not isinstance(containers, list) or not containers:
         return Problem(
-            "InvalidTestJobTemplate",
+            Reason.INVALID_TEST_JOB_TEMPLATE,
             f"{field}.spec.template.spec.containers",
             "the Job template has no containers",
             "give jobTemplate.spec.template.spec.containers at least one container with name and image",
@@ -35,7 +36,7 @@ def check_template(template: Mapping[str, Any], field: str) -> Problem | None:
     for index, container in enumerate(containers):
         if not isinstance(container, Mapping) or not container.get("name") or not container.get("image"):
             return Problem(
-                "InvalidTestJobTemplate",
+                Reason.INVALID_TEST_JOB_TEMPLATE,
                 f"{field}.spec.template.spec.containers[{index}]",
                 "a test container needs a name and an image",
                 "set name: and image: on every container",
@@ -43,7 +44,7 @@ def check_template(template: Mapping[str, Any], field: str) -> Problem | None:
     restart = pod.get("restartPolicy", "Never") if isinstance(pod, Mapping) else "Never"
     if restart not in ("Never", "OnFailure"):
         return Problem(
-            "InvalidTestJobTemplate",
+            Reason.INVALID_TEST_JOB_TEMPLATE,
             f"{field}.spec.template.spec.restartPolicy",
             f"restartPolicy {restart!r} is not allowed for a Job",
             "use Never (or OnFailure)",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from gantry.domain.images import parse_pinned
 from gantry.domain.pipeline import Stage, Target
 from gantry.domain.problems import Problem
+from gantry.domain.reasons import Reason
 
 
 @dataclass(frozen=True, order=True)
@@ -65,7 +66,7 @@ def plan_changes(
     for name, image in artifacts.items():
         if parse_pinned(image) is None:
             return Problem(
-                "ImageNotPinned",
+                Reason.IMAGE_NOT_PINNED,
                 f"spec.artifacts[name={name}].image",
                 f"{image!r} is not pinned by digest",
                 "use REPOSITORY@sha256:<digest>",
@@ -85,7 +86,7 @@ def plan_changes(
     for index, name in enumerate(artifacts):
         if name not in used:
             return Problem(
-                "ArtifactUnmatched",
+                Reason.ARTIFACT_UNMATCHED,
                 f"spec.artifacts[{index}].name",
                 f"artifact {name!r} matches no container in the targets of stage {stage.name!r}",
                 f"name the artifact after a container in {where}.targets, or add that workload as a target",
@@ -96,13 +97,13 @@ def plan_changes(
 def _missing_workload(where: str, target: Target) -> Problem:
     if target.name:
         return Problem(
-            "WorkloadNotFound",
+            Reason.WORKLOAD_NOT_FOUND,
             f"{where}.targets[{target.index}].name",
             f"{target.describe()} does not exist",
             "create the workload first, or correct the target's namespace/name in the Pipeline",
         )
     return Problem(
-        "WorkloadNotFound",
+        Reason.WORKLOAD_NOT_FOUND,
         f"{where}.targets[{target.index}].selector",
         f"no {target.describe()}",
         "label the workloads, or correct the selector in the Pipeline",
@@ -118,14 +119,14 @@ def _changes_for(
             if container not in workload.containers:
                 have = ", ".join(workload.containers) or "none"
                 return Problem(
-                    "ContainerNotFound",
+                    Reason.CONTAINER_NOT_FOUND,
                     f"{field}[{position}]",
                     f"{workload.ref} has no container {container!r} (it has: {have})",
                     "list only containers the workload has",
                 )
             if container not in artifacts:
                 return Problem(
-                    "ArtifactMissing",
+                    Reason.ARTIFACT_MISSING,
                     "spec.artifacts",
                     f"no artifact for container {container!r}, which {field} re-pins",
                     f"add an artifact named {container!r}, or drop it from the target's containers",
@@ -136,7 +137,7 @@ def _changes_for(
         if not names:
             have = ", ".join(workload.containers) or "none"
             return Problem(
-                "ContainerNotFound",
+                Reason.CONTAINER_NOT_FOUND,
                 field,
                 f"no container of {workload.ref} ({have}) is named like an artifact ({', '.join(artifacts)})",
                 "name the artifacts after the containers, or list containers in the target",

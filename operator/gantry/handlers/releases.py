@@ -21,7 +21,7 @@ import kopf
 
 from gantry.adapters.kube import GROUP, VERSION
 from gantry.domain.cadence import LastLook, first_look, look_due
-from gantry.domain.model import FINAL
+from gantry.domain.phases import FINAL
 from gantry.runtime import Runtime
 from gantry.settings import Config
 

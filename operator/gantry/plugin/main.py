@@ -18,8 +18,11 @@ from typing import Any
 import yaml
 from kubernetes import config as k8s_config
 
-from gantry.adapters.kube import ApiError, Kube, custom_path, load_api_client, workload_path
-from gantry.domain.timefmt import to_rfc3339
+from gantry.adapters.kube import ApiError, Kube, custom_path, load_api_client
+from gantry.adapters.resources import Resources
+from gantry.domain import locks
+from gantry.domain.pipeline import parse_pipeline
+from gantry.domain.problems import Problem
 from gantry.plugin import views
 
 BUTTONS = {
@@ -153,25 +156,16 @@ def show_status(kube: Kube, namespace: str, args: argparse.Namespace, out: Calla
 
 def stage_images(kube: Kube, pipeline: dict[str, Any]) -> dict[str, list[str]]:
     """What each stage's first target workload runs now (container images), by stage name."""
+    parsed = parse_pipeline(pipeline["metadata"]["name"], pipeline.get("spec") or {})
+    if isinstance(parsed, Problem):
+        return {}
     out: dict[str, list[str]] = {}
-    for stage in (pipeline.get("spec") or {}).get("stages") or ():
-        target = (stage.get("targets") or [{}])[0]
-        kind = "StatefulSet" if target.get("kind") == "StatefulSet" else "Deployment"
-        namespace = str(target.get("namespace") or "")
+    for stage in parsed.stages:
         try:
-            if target.get("name"):
-                found = [kube.get(workload_path(kind, namespace, target["name"]))]
-            else:
-                labels = (target.get("selector") or {}).get("matchLabels") or {}
-                selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-                found = list(kube.list_items(workload_path(kind, namespace), selector)[:1])
+            found = Resources(kube).find_workloads(stage.targets[0])[:1]
         except ApiError:
-            found = []  # not allowed to read it: the row shows "-"
-        workload = next((w for w in found if w), None) or {}
-        containers = (((workload.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
-            "containers"
-        )
-        out[str(stage["name"])] = [str(c.get("image", "")) for c in containers or ()]
+            found = ()  # not allowed to read it: the row shows "-"
+        out[stage.name] = list(found[0].containers.values()) if found else []
     return out
 
 
@@ -223,30 +217,29 @@ def press(kube: Kube, namespace: str, args: argparse.Namespace, out: Callable[[s
 def handle_lock(kube: Kube, namespace: str, args: argparse.Namespace, out: Callable[[str], None]) -> None:
     now = datetime.now(UTC)
     if args.verb == "status":
-        locks = kube.list_items(custom_path("environmentlocks", namespace))
+        found = kube.list_items(custom_path("environmentlocks", namespace))
         if args.environment:
-            locks = [lock for lock in locks if lock["metadata"]["name"] == args.environment]
-        emit([views.lock_table(sorted(locks, key=lambda lock: lock["metadata"]["name"]), now)], args, out)
+            found = [lock for lock in found if lock["metadata"]["name"] == args.environment]
+        emit([views.lock_table(sorted(found, key=lambda lock: lock["metadata"]["name"]), now)], args, out)
         return
     if not args.environment:
         raise PluginError(f"lock {args.verb} needs an ENVIRONMENT (kubectl gantry lock status lists them)")
-    path = custom_path("environmentlocks", namespace, args.environment)
-    if kube.get(path) is None:
+    body = kube.get(custom_path("environmentlocks", namespace, args.environment))
+    if body is None:
         raise PluginError(f"EnvironmentLock {args.environment!r} not found in namespace {namespace!r}")
+    resources = Resources(kube)
     if args.verb == "freeze":
-        frozen = {
-            "by": whoami(kube),
-            "since": to_rfc3339(now),
-            "reason": args.reason or "frozen by hand",
-        }
-        kube.merge_patch(path + "/status", {"status": {"frozen": frozen}})
+        freeze = locks.freeze_by_hand(whoami(kube), args.reason or "frozen by hand", now)
+        resources.freeze_by_hand(namespace, args.environment, freeze)
         out(
             f"environmentlock.gantry.dev/{args.environment} frozen: "
             "only hotfix Releases may take it until unfrozen"
         )
-    else:
-        kube.merge_patch(path + "/status", {"status": {"frozen": None}})
-        out(f"environmentlock.gantry.dev/{args.environment} unfrozen")
+        return
+    resources.freeze_by_hand(namespace, args.environment, None)
+    if locks.from_object(body).frozen is not None:  # an emergency's freeze: lifting it is an override
+        resources.update_lock(namespace, args.environment, lambda state, lease: (locks.unfreeze(state), None))
+    out(f"environmentlock.gantry.dev/{args.environment} unfrozen")
 
 
 def whoami(kube: Kube) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gantry.domain import ledger
+from gantry.domain import ledger, locks
 from gantry.domain.images import digest_of
 from gantry.domain.timefmt import from_rfc3339
 
@@ -87,8 +87,9 @@ def lock_cells(lock: Mapping[str, Any] | None, now: datetime) -> tuple[str, str]
     status = (lock or {}).get("status") or {}
     holder = status.get("holder")
     held = f"{short_name(holder['release'])} ({age(holder.get('since'), now)})" if holder else NONE
-    if status.get("frozen"):
-        held += f" FROZEN by {status['frozen'].get('by')}"
+    freeze = locks.from_object(lock or {}).freeze
+    if freeze is not None:
+        held += f" FROZEN by {freeze.by}"
     return held, queue_cell(status)
 
 
@@ -158,22 +159,29 @@ def history_table(pipeline: Mapping[str, Any], now: datetime) -> Table:
     return Table(("VERSION", "RELEASE", "RESULT", "DIGEST", "DEPLOYED", "DECIDED BY", "REASON"), rows)
 
 
-def lock_table(locks: Iterable[Mapping[str, Any]], now: datetime) -> Table:
+def lock_table(objects: Iterable[Mapping[str, Any]], now: datetime) -> Table:
     rows = []
-    for lock in locks:
+    for lock in objects:
         status = lock.get("status") or {}
         holder = status.get("holder") or {}
-        frozen = status.get("frozen") or {}
+        freeze = locks.from_object(lock).freeze
         rows.append(
             (
                 str(lock["metadata"]["name"]),
                 short_name(holder["release"]) if holder else NONE,
                 age(holder.get("since"), now) if holder else NONE,
                 queue_cell(status),
-                f"{frozen.get('by')} ({frozen.get('reason') or 'no reason given'})" if frozen else NONE,
+                freeze_cell(freeze),
             )
         )
     return Table(("ENVIRONMENT", "HOLDER", "SINCE", "QUEUE", "FROZEN BY"), tuple(rows))
+
+
+def freeze_cell(freeze: locks.Freeze | None) -> str:
+    if freeze is None:
+        return NONE
+    why = freeze.reason or "no reason given"
+    return f"{freeze.by} (by hand: {why})" if freeze.by_hand else f"{freeze.by} ({why})"
 
 
 def current_release(pipeline: Mapping[str, Any]) -> str | None:

@@ -1,0 +1,121 @@
+"""Executors for the effects carried out through the Kubernetes API: locks, workloads, test Jobs
+and the production ledger in the Pipeline's status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gantry.adapters.effects import Context, EffectFailed, Executor
+from gantry.adapters.kube import ApiError
+from gantry.domain import locks
+from gantry.domain.model import (
+    AcquireLock,
+    CreateJob,
+    Failure,
+    PreemptLock,
+    Quarantine,
+    RecordProduction,
+    ReleaseLock,
+    SetImages,
+    UnfreezeLock,
+)
+from gantry.domain.timefmt import to_rfc3339
+from gantry.domain.workloads import WorkloadRef
+
+
+def failure_of(error: ApiError) -> EffectFailed:
+    """A permanent answer of the API server in the domain's words (blips are never asked here)."""
+    failure = Failure.UNAUTHORIZED if error.status in (401, 403) else Failure.REFUSED
+    return EffectFailed(failure, error.message or str(error))
+
+
+def claimant(ctx: Context) -> locks.Claimant:
+    return locks.Claimant(ctx.release.key, ctx.release.uid)
+
+
+def acquire_lock(ctx: Context, effect: AcquireLock) -> None:
+    who, hotfix = claimant(ctx), ctx.release.hotfix
+    ctx.adapters.resources.update_lock(
+        ctx.namespace,
+        effect.environment,
+        lambda state, lease: locks.acquire(state, who, ctx.now, lease, hotfix),
+    )
+
+
+def release_lock(ctx: Context, effect: ReleaseLock) -> None:
+    who = claimant(ctx)
+    ctx.adapters.resources.update_lock(
+        ctx.namespace,
+        effect.environment,
+        lambda state, lease: (locks.release(state, who, ctx.now, effect.reason), None),
+    )
+
+
+def preempt_lock(ctx: Context, effect: PreemptLock) -> None:
+    who = claimant(ctx)
+    ctx.adapters.resources.update_lock(
+        ctx.namespace,
+        effect.environment,
+        lambda state, lease: (
+            locks.preempt(state, who, ctx.now, effect.reason, effect.hold, effect.freeze),
+            None,
+        ),
+    )
+
+
+def unfreeze_lock(ctx: Context, effect: UnfreezeLock) -> None:
+    ctx.adapters.resources.update_lock(
+        ctx.namespace, effect.environment, lambda state, lease: (locks.unfreeze(state), None)
+    )
+
+
+def set_images(ctx: Context, effect: SetImages) -> None:
+    by_workload: dict[WorkloadRef, dict[str, str]] = {}
+    for ref, container, image in effect.images:
+        by_workload.setdefault(ref, {})[container] = image
+    try:
+        for ref, images in sorted(by_workload.items()):
+            ctx.adapters.resources.set_images(ref, images)
+    except ApiError as error:
+        if error.transient:
+            raise
+        raise failure_of(error) from error
+
+
+def create_job(ctx: Context, effect: CreateJob) -> None:
+    try:
+        ctx.adapters.resources.create_job(effect.manifest)
+    except ApiError as error:
+        if error.transient:
+            raise
+        raise failure_of(error) from error
+
+
+def record_production(ctx: Context, effect: RecordProduction) -> None:
+    ctx.adapters.resources.record_production(ctx.namespace, ctx.release.pipeline, effect.entry)
+
+
+def quarantine(ctx: Context, effect: Quarantine) -> None:
+    ctx.adapters.resources.quarantine(
+        ctx.namespace,
+        ctx.release.pipeline,
+        effect.digests,
+        effect.release,
+        effect.version,
+        effect.reason,
+        to_rfc3339(ctx.now),
+    )
+
+
+# Lock and ledger writes raise what they meet: a refusal there is a bug or missing RBAC, which
+# Kopf retries with backoff and logs; workloads and Jobs refusing is the domain's business.
+EXECUTORS: dict[type[Any], Executor] = {
+    AcquireLock: acquire_lock,
+    ReleaseLock: release_lock,
+    PreemptLock: preempt_lock,
+    UnfreezeLock: unfreeze_lock,
+    SetImages: set_images,
+    CreateJob: create_job,
+    RecordProduction: record_production,
+    Quarantine: quarantine,
+}

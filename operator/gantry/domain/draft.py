@@ -1,0 +1,66 @@
+"""The plan one tick builds: a mutable draft of the Release's status, effects and events.
+
+Local to `release.decide` and the step handlers it routes to; the primitives every step shares
+(move, block, rejected, elapsed) live here, so the stage, production and registry modules use
+them without knowing each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+from gantry.domain.model import Effect, EffectFailure, Event, Observation, ReleaseView, StageRun
+from gantry.domain.phases import PHASE_OF_STEP, Phase, Step
+from gantry.domain.problems import Problem
+from gantry.domain.timefmt import from_rfc3339, to_rfc3339
+
+
+@dataclass
+class Draft:
+    release: ReleaseView
+    obs: Observation
+    phase: Phase
+    stage_index: int
+    run: StageRun | None
+    reason: str
+    message: str
+    effects: list[Effect] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    error_handled: bool = False
+    version: str = ""
+    changelog: tuple[Mapping[str, str], ...] = ()
+
+    @property
+    def now(self) -> str:
+        return to_rfc3339(self.obs.now)
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+    def move(self, step: Step, reason: str, message: str, **fields: Any) -> None:
+        """The current stage run goes to `step`; the Release's phase follows it."""
+        assert self.run is not None
+        self.run = replace(self.run, step=step, reason=reason, message=message, **fields)
+        self.reason, self.message = reason, message
+        if step in PHASE_OF_STEP:
+            self.phase = PHASE_OF_STEP[step]
+
+    def block(self, problem: Problem) -> None:
+        """Blocked until someone fixes the named field; announced once, not on every tick."""
+        if self.phase != Phase.BLOCKED or self.reason != problem.reason or self.message != problem.describe():
+            self.event("Warning", problem.reason, problem.describe())
+        self.phase, self.reason, self.message = Phase.BLOCKED, problem.reason, problem.describe()
+
+    def rejected(self, effect: type[Any]) -> EffectFailure | None:
+        """How an effect of this type failed on the last try, if it did; each failure is acted on once."""
+        error = self.obs.error
+        if error is None or error.effect is not effect or self.error_handled:
+            return None
+        self.error_handled = True
+        return error
+
+    def elapsed(self, since: str | None) -> timedelta:
+        return self.obs.now - from_rfc3339(since) if since else timedelta(0)

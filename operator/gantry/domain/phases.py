@@ -1,0 +1,64 @@
+"""Where a Release stands (Phase, for people and `kubectl get`) and where its current stage run
+stands (Step, for the router). One home for both, and for which phases are final or waiting.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    BLOCKED = "Blocked"
+    QUEUED = "Queued"
+    PROMOTING = "Promoting"
+    DEPLOYING = "Deploying"
+    TESTING = "Testing"
+    ROLLING_BACK = "RollingBack"
+    VERIFIED = "Verified"
+    FAILED = "Failed"
+    BAKING = "Baking"
+    AWAITING_DECISION = "AwaitingDecision"
+    HELD = "Held"
+    RELEASED = "Released"
+    ROLLED_BACK = "RolledBack"
+    EMERGENCY = "Emergency"
+
+
+# Nothing more happens by itself; only a decision (rollback, emergency) can move a Release on.
+FINAL = frozenset({Phase.FAILED, Phase.RELEASED, Phase.ROLLED_BACK, Phase.EMERGENCY})
+# Waiting for a person (approval, one of the three buttons) or a deadline: looked at less often.
+WAITING = frozenset({Phase.VERIFIED, Phase.AWAITING_DECISION, Phase.HELD})
+
+
+class Step(StrEnum):
+    PENDING = "Pending"
+    WAITING_FOR_LOCK = "WaitingForLock"
+    PROMOTING = "Promoting"
+    DEPLOYING = "Deploying"
+    ROLLING_OUT = "RollingOut"
+    TESTING = "Testing"
+    ROLLING_BACK = "RollingBack"
+    PASSED = "Passed"
+    FAILED = "Failed"
+    BAKING = "Baking"
+    AWAITING_DECISION = "AwaitingDecision"
+    HELD = "Held"
+
+
+PHASE_OF_STEP = {
+    Step.PENDING: Phase.PENDING,
+    Step.WAITING_FOR_LOCK: Phase.QUEUED,
+    Step.PROMOTING: Phase.PROMOTING,
+    Step.DEPLOYING: Phase.DEPLOYING,
+    Step.ROLLING_OUT: Phase.DEPLOYING,
+    Step.TESTING: Phase.TESTING,
+    Step.ROLLING_BACK: Phase.ROLLING_BACK,
+    Step.BAKING: Phase.BAKING,
+    Step.AWAITING_DECISION: Phase.AWAITING_DECISION,
+    Step.HELD: Phase.HELD,
+}
+# Steps in which the stage has (or may have) changed its workloads while holding its lock.
+WORKING = frozenset(
+    {Step.DEPLOYING, Step.ROLLING_OUT, Step.TESTING, Step.ROLLING_BACK, Step.PASSED, Step.FAILED}
+)

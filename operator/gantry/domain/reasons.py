@@ -1,0 +1,86 @@
+"""Every reason Gantry writes: Release status and conditions, Events, alerts, lock tenures.
+
+One vocabulary, so `kubectl get releases`, alert routing rules and the docs agree on spelling.
+A StrEnum: the wire format is the plain string.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    # --- bad input: the Release is Blocked until someone fixes the named field
+    INVALID_PIPELINE = "InvalidPipeline"
+    INVALID_TEST_JOB_TEMPLATE = "InvalidTestJobTemplate"
+    PIPELINE_NOT_FOUND = "PipelineNotFound"
+    PIPELINE_MISMATCH = "PipelineMismatch"
+    PIPELINE_CHANGED = "PipelineChanged"
+    WORKLOAD_NOT_FOUND = "WorkloadNotFound"
+    CONTAINER_NOT_FOUND = "ContainerNotFound"
+    IMAGE_NOT_PINNED = "ImageNotPinned"
+    ARTIFACT_MISSING = "ArtifactMissing"
+    ARTIFACT_UNMATCHED = "ArtifactUnmatched"
+    QUARANTINED = "Quarantined"
+    NOT_VERIFIED = "NotVerified"
+    VERSION_NOT_NEWER = "VersionNotNewer"
+    FORBIDDEN = "Forbidden"
+    # --- git source and version tags
+    GIT_SOURCE_UNAVAILABLE = "GitSourceUnavailable"
+    NOTHING_TO_RELEASE = "NothingToRelease"
+    NOT_A_HOTFIX_BRANCH = "NotAHotfixBranch"
+    TAG_MISMATCH = "TagMismatch"
+    TAG_PUSH_REJECTED = "TagPushRejected"
+    TAGGED = "Tagged"
+    # --- registry promotion
+    PROMOTING = "Promoting"
+    PROMOTED = "Promoted"
+    REGISTRY_TAGGED = "RegistryTagged"
+    REGISTRY_AUTH_FAILED = "RegistryAuthFailed"
+    REGISTRY_UNAVAILABLE = "RegistryUnavailable"
+    REGISTRY_ERROR = "RegistryError"
+    REGISTRY_TAG_COLLISION = "RegistryTagCollision"
+    # --- locks
+    LOCK_REQUESTED = "LockRequested"
+    WAITING_FOR_LOCK = "WaitingForLock"
+    LOCK_FROZEN = "LockFrozen"
+    LOCK_ACQUIRED = "LockAcquired"
+    LOCK_LOST = "LockLost"
+    PREEMPTED = "Preempted"
+    # --- deploy, rollout, test
+    DEPLOYING = "Deploying"
+    DEPLOYED = "Deployed"
+    DEPLOY_REJECTED = "DeployRejected"
+    ROLLING_OUT = "RollingOut"
+    ROLLED_OUT = "RolledOut"
+    ROLLOUT_TIMEOUT = "RolloutTimeout"
+    SUPERSEDED = "Superseded"
+    TEST_STARTED = "TestStarted"
+    TEST_PASSED = "TestPassed"
+    TEST_FAILED = "TestFailed"
+    TEST_TIMEOUT = "TestTimeout"
+    TEST_JOB_REJECTED = "TestJobRejected"
+    ROLLING_BACK = "RollingBack"
+    ROLLED_BACK = "RolledBack"
+    STAGE_PASSED = "StagePassed"
+    VERIFIED = "Verified"
+    FAILED = "Failed"
+    # --- production: bake, buttons, rollback
+    BAKING = "Baking"
+    BAKE_PASSED = "BakePassed"
+    ERROR_RATE_BREACH = "ErrorRateBreach"
+    METRICS_INCONCLUSIVE = "MetricsInconclusive"
+    NO_PREVIOUS_RELEASE = "NoPreviousRelease"
+    APPROVED = "Approved"
+    ROLLBACK_DECIDED = "RollbackDecided"
+    FAIL_FORWARD = "FailForward"
+    EMERGENCY = "Emergency"
+    DECISION_IGNORED = "DecisionIgnored"
+    RELEASED = "Released"
+    RETROSPECTIVE = "Retrospective"
+    PAPERWORK_FAILED = "PaperworkFailed"
+    # --- why a lock tenure ended (EnvironmentLock status.history)
+    BLOCKED = "Blocked"
+    PASSED = "Passed"
+    PRODUCTION_ROLLED_BACK = "ProductionRolledBack"
+    LEASE_EXPIRED = "LeaseExpired"

@@ -1,0 +1,391 @@
+"""The steps every stage shares: start, queue for the lock, record, deploy, roll out, test.
+
+Each takes the tick's Draft and moves it forward; none does I/O. Where a step fails it hands over
+to the `rollback` it is given (a stage's own, or production's), and when a rollout completes to
+`then`: the router (`domain.release`) binds both, so this module knows neither track.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import timedelta
+
+from gantry.domain import gates, source, testjob
+from gantry.domain.draft import Draft
+from gantry.domain.images import digest_of
+from gantry.domain.model import AcquireLock, CreateJob, ReleaseLock, SetImages, StageRun
+from gantry.domain.phases import Phase, Step
+from gantry.domain.pipeline import Stage
+from gantry.domain.problems import Problem
+from gantry.domain.reasons import Reason
+from gantry.domain.workloads import ImageChange, plan_changes
+
+# (draft, reason, detail): stop the stage and put back what it changed.
+Rollback = Callable[[Draft, str, str], None]
+AWAITING_APPROVAL = (
+    "passed every stage before production; "
+    "waiting for approval to promote (a ReleaseDecision with action: Approve)"
+)
+Then = Callable[[Draft], None]  # what a complete rollout leads to
+
+
+def pipeline_stage(d: Draft) -> Stage | Problem:
+    pipeline = d.obs.pipeline
+    if isinstance(pipeline, Problem):
+        return pipeline
+    if pipeline.application != d.release.application:
+        return Problem(
+            Reason.PIPELINE_MISMATCH,
+            "spec.pipeline",
+            f"Pipeline {pipeline.name} serves application {pipeline.application!r}, "
+            f"not {d.release.application!r}",
+            "point spec.pipeline at this application's Pipeline",
+        )
+    if d.stage_index >= len(pipeline.stages):
+        return Problem(
+            Reason.PIPELINE_CHANGED,
+            "spec.pipeline",
+            f"Pipeline {pipeline.name} has no stage #{d.stage_index} any more",
+            "restore the stage, or create a new Release",
+        )
+    return pipeline.stages[d.stage_index]
+
+
+def validate(d: Draft, stage: Stage) -> tuple[ImageChange, ...] | Problem:
+    pipeline = d.obs.pipeline
+    assert not isinstance(pipeline, Problem)
+    quarantined = gates.quarantine_problem(d)
+    if quarantined is not None:
+        return quarantined
+    if stage.test is not None:
+        problem = testjob.check_template(
+            stage.test.job_template, f"Pipeline {pipeline.name} {stage.field}.test.jobTemplate"
+        )
+        if problem is not None:
+            return problem
+    changes = plan_changes(pipeline.name, stage, d.release.artifacts, d.obs.targets)
+    if stage.production and not isinstance(changes, Problem):
+        provenance = gates.check_provenance(d, changes)
+        if isinstance(provenance, Problem):
+            return provenance
+        older = gates.not_newer(d)
+        if older is not None:
+            return older
+    return changes
+
+
+# --- entering a stage ----------------------------------------------------------------------------
+
+
+def start_stage(d: Draft) -> None:
+    if not source.version_settled(d):
+        return
+    stage = pipeline_stage(d)
+    if isinstance(stage, Problem):
+        d.block(stage)
+        return
+    changes = validate(d, stage)
+    if isinstance(changes, Problem):
+        d.block(changes)
+        return
+    d.run = StageRun(
+        index=d.stage_index,
+        name=stage.name,
+        environment=stage.environment,
+        step=Step.PENDING,
+        started_at=d.now,
+        spec=stage.to_spec(),
+        lock=stage.lock,
+    )
+    if stage.production:
+        provenance = gates.check_provenance(d, changes)
+        assert not isinstance(provenance, Problem)  # validate() already checked it
+        d.run = replace(d.run, provenance=provenance)
+    if stage.registry is not None:
+        # The seed's order: tag (and copy) the existing artifact first, then lock and deploy.
+        message = f"stage {stage.name}: tagging {d.version or d.release.version} in the registry"
+        d.move(Step.PROMOTING, Reason.PROMOTING, message)
+        return
+    enter_stage(d)
+
+
+def enter_stage(d: Draft) -> None:
+    """Queue for the stage's lock, or go straight to deploying."""
+    assert d.run is not None
+    stage = d.run.stage
+    if stage.lock:
+        d.effects.append(AcquireLock(stage.environment))
+        message = f"waiting for EnvironmentLock {stage.environment}"
+        d.move(Step.WAITING_FOR_LOCK, Reason.WAITING_FOR_LOCK, message)
+        d.event("Normal", Reason.LOCK_REQUESTED, f"stage {stage.name}: {message}")
+    else:
+        d.move(Step.DEPLOYING, Reason.DEPLOYING, f"deploying to stage {stage.name}")
+
+
+def wait_for_lock(d: Draft) -> None:
+    assert d.run is not None
+    lock = d.obs.lock
+    stage = pipeline_stage(d)
+    problem = stage if isinstance(stage, Problem) else validate(d, stage)
+    if isinstance(problem, Problem):
+        # Nothing is deployed yet: leave the queue so others are not held up, and wait for a fix.
+        d.effects.append(ReleaseLock(d.run.environment, Reason.BLOCKED))
+        d.run = replace(d.run, step=Step.PENDING)
+        d.block(problem)
+        return
+    if lock is not None and lock.held:
+        assert not isinstance(stage, Problem)
+        message = f"holding EnvironmentLock {d.run.environment}; deploying to stage {d.run.name}"
+        spec = stage.to_spec()  # the Pipeline may have changed while we queued
+        d.move(Step.DEPLOYING, Reason.LOCK_ACQUIRED, message, lock_acquired_at=d.now, spec=spec)
+        d.event("Normal", Reason.LOCK_ACQUIRED, message)
+        return
+    d.effects.append(AcquireLock(d.run.environment))  # joins the queue, or keeps our place alive
+    where = f"position {lock.position}" if lock and lock.position else "in queue"
+    behind = f" behind {lock.holder}" if lock and lock.holder else ""
+    d.phase, d.reason = Phase.QUEUED, Reason.WAITING_FOR_LOCK
+    d.message = f"waiting for EnvironmentLock {d.run.environment}: {where}{behind}"
+    if lock is not None and lock.frozen_by and lock.frozen_by_hand:
+        d.reason = Reason.LOCK_FROZEN
+        d.message = (
+            f"EnvironmentLock {d.run.environment} is frozen by {lock.frozen_by} "
+            f"({lock.frozen_reason or 'no reason given'}): only hotfix Releases (spec.hotfix: true) may "
+            f"deploy until it is unfrozen (kubectl gantry lock unfreeze {d.run.environment})"
+        )
+    elif lock is not None and lock.frozen_by:
+        d.reason = Reason.LOCK_FROZEN
+        d.message = (
+            f"EnvironmentLock {d.run.environment} is frozen after the emergency of {lock.frozen_by}: "
+            "only hotfix Releases (spec.hotfix: true) may deploy until a hotfix reaches production"
+        )
+
+
+def holds_lock(d: Draft) -> bool:
+    """Check (and renew) the lock of a stage that needs one; False means we lost it."""
+    assert d.run is not None
+    if not d.run.lock:
+        return True
+    lock = d.obs.lock
+    if lock is None or not lock.held:
+        return False
+    if lock.renewal_due:
+        d.effects.append(AcquireLock(d.run.environment))
+    return True
+
+
+def lock_lost(d: Draft, rollback: Rollback) -> None:
+    assert d.run is not None
+    if d.obs.lock is not None and d.obs.lock.preempted:
+        holder = d.obs.lock.holder or "an emergency"
+        rollback(d, Reason.PREEMPTED, f"preempted by {holder} (production rollback or emergency)")
+        return
+    message = (
+        f"lost EnvironmentLock {d.run.environment} (lease expired while Gantry was not renewing it); "
+        f"stage {d.run.name} was left as it is because another Release now owns it"
+    )
+    d.move(Step.FAILED, Reason.LOCK_LOST, message, finished_at=d.now)
+
+
+# --- deploying and watching the rollout ----------------------------------------------------------
+
+
+def stage_artifacts(d: Draft) -> dict[str, str]:
+    """The Release's artifacts as this stage deploys them: a digest copied to another repository by
+    this or an earlier stage is deployed from there; the digest itself never changes."""
+    images = dict(d.release.artifacts)
+    runs = [StageRun.from_status(r) for r in d.release.status.get("stages") or ()]
+    if d.run is not None:
+        runs = [r for r in runs if r.index != d.run.index] + [d.run]
+    for run in runs:
+        for name, image in ((run.registry or {}).get("images") or {}).items():
+            if name in images and digest_of(images[name]) == digest_of(image):
+                images[name] = image
+    return images
+
+
+def deploy(d: Draft, rollback: Rollback) -> None:
+    assert d.run is not None
+    if not holds_lock(d):
+        if d.run.changes is None:  # nothing touched yet: queue again
+            d.move(
+                Step.WAITING_FOR_LOCK,
+                Reason.WAITING_FOR_LOCK,
+                f"waiting for EnvironmentLock {d.run.environment}",
+            )
+            d.effects.append(AcquireLock(d.run.environment))
+        else:
+            lock_lost(d, rollback)
+        return
+    if d.run.changes is None:
+        record_images(d)
+        return
+    refusal = d.rejected(SetImages)
+    if refusal is not None:
+        rollback(d, Reason.DEPLOY_REJECTED, f"the API server refused the new images: {refusal.message}")
+        return
+    images = tuple((c.workload, c.container, c.after) for c in d.run.changes)
+    d.effects.append(SetImages(images))
+    workloads = sorted({str(c.workload) for c in d.run.changes})
+    message = f"stage {d.run.name}: set {len(images)} container image(s) on {', '.join(workloads)}"
+    d.move(Step.ROLLING_OUT, Reason.ROLLING_OUT, message, deployed_at=d.now)
+    d.event("Normal", Reason.DEPLOYED, message)
+
+
+def record_images(d: Draft) -> None:
+    """First record what runs now (the rollback target); only the next tick patches."""
+    assert d.run is not None
+    pipeline = d.obs.pipeline
+    name = pipeline.name if not isinstance(pipeline, Problem) else d.release.pipeline
+    changes = plan_changes(name, d.run.stage, stage_artifacts(d), d.obs.targets)
+    if isinstance(changes, Problem):
+        if d.run.lock:
+            d.effects.append(ReleaseLock(d.run.environment, Reason.BLOCKED))
+        d.run = replace(d.run, step=Step.PENDING)
+        d.block(changes)
+        return
+    d.run = replace(d.run, changes=changes)
+    d.message = f"recorded the images stage {d.run.name} runs now; deploying"
+
+
+def replaced(d: Draft, want: str) -> list[str]:
+    """Containers that now run an image that is neither ours nor what we replaced: someone else's."""
+    assert d.run is not None and d.run.changes is not None
+    foreign: list[str] = []
+    for change in d.run.changes:
+        seen = d.obs.workloads.get(change.workload)
+        image = seen.containers.get(change.container) if seen is not None else None
+        if (
+            image is not None
+            and image != getattr(change, want)
+            and image not in (change.before, change.after)
+        ):
+            foreign.append(f"{change.workload} container {change.container} now runs {image}")
+    return foreign
+
+
+def rollout_pending(d: Draft, want: str) -> list[str]:
+    """Workloads not yet fully rolled out to the wanted images ('after' or 'before')."""
+    assert d.run is not None and d.run.changes is not None
+    pending: list[str] = []
+    for ref in sorted({c.workload for c in d.run.changes}):
+        seen = d.obs.workloads.get(ref)
+        if seen is None:
+            pending.append(f"{ref}: not found")
+            continue
+        changes = [c for c in d.run.changes if c.workload == ref]
+        images = [seen.containers.get(c.container) for c in changes]
+        if any(image not in (c.before, c.after) for c, image in zip(changes, images, strict=True)):
+            continue  # someone else's images: reported by replaced(), nothing of ours to wait for
+        behind = [c.container for c, image in zip(changes, images, strict=True) if image != getattr(c, want)]
+        if behind:
+            pending.append(f"{ref}: container(s) {', '.join(behind)} not yet set")
+        elif not seen.rollout.done:
+            pending.append(f"{ref}: {seen.rollout.detail}")
+    return pending
+
+
+def superseded(d: Draft) -> bool:
+    """Another Release or a person re-pinned our containers mid-stage: stop, and do not fight them."""
+    assert d.run is not None
+    foreign = replaced(d, "after")
+    if not foreign:
+        return False
+    message = (
+        f"stage {d.run.name}: images were replaced before the stage finished ({'; '.join(foreign)}); "
+        "not rolling back over someone else's change"
+    )
+    d.event("Warning", Reason.SUPERSEDED, message)
+    d.move(Step.FAILED, Reason.SUPERSEDED, message, finished_at=d.now)
+    return True
+
+
+def roll_out(d: Draft, rollback: Rollback, then: Then) -> None:
+    """Wait until every workload runs the new images; `then` decides what a complete rollout leads to."""
+    assert d.run is not None
+    if not holds_lock(d):
+        lock_lost(d, rollback)
+        return
+    if superseded(d):
+        return
+    pending = rollout_pending(d, "after")
+    if not pending:
+        then(d)
+        return
+    timeout = d.run.stage.rollout_timeout_seconds
+    if d.elapsed(d.run.deployed_at) > timedelta(seconds=timeout):
+        rollback(d, Reason.ROLLOUT_TIMEOUT, f"rollout not complete after {timeout}s: {'; '.join(pending)}")
+        return
+    d.message = f"stage {d.run.name}: waiting for rollout: {'; '.join(pending)}"
+
+
+def test_or_pass(d: Draft, rollback: Rollback) -> None:
+    """A complete rollout: run the stage's integration test, or pass when it has none."""
+    assert d.run is not None
+    if d.run.stage.test is None:
+        d.move(Step.PASSED, Reason.ROLLED_OUT, f"stage {d.run.name}: rollout complete", rolled_out_at=d.now)
+        return
+    message = f"stage {d.run.name}: rollout complete; running integration tests"
+    d.move(Step.TESTING, Reason.ROLLED_OUT, message, rolled_out_at=d.now)
+    d.event("Normal", Reason.ROLLED_OUT, message)
+    run_test(d, rollback)
+
+
+# --- the integration test ------------------------------------------------------------------------
+
+
+def run_test(d: Draft, rollback: Rollback) -> None:
+    assert d.run is not None
+    if not holds_lock(d):
+        lock_lost(d, rollback)
+        return
+    stage = d.run.stage
+    assert stage.test is not None
+    refusal = d.rejected(CreateJob)
+    if refusal is not None:
+        rollback(d, Reason.TEST_JOB_REJECTED, f"the API server refused the test Job: {refusal.message}")
+        return
+    if superseded(d):  # a test result would not be about this Release's images any more
+        return
+    job = d.obs.job
+    if job is None:
+        start_test(d, stage)
+        return
+    if job.finished and job.succeeded:
+        message = f"stage {d.run.name}: test Job {d.run.test_job} succeeded"
+        d.move(Step.PASSED, Reason.TEST_PASSED, message, test_result="Succeeded")
+        d.event("Normal", Reason.TEST_PASSED, message)
+        return
+    if job.finished:
+        d.run = replace(d.run, test_result="Failed")
+        detail = f": {job.message}" if job.message else ""
+        rollback(d, Reason.TEST_FAILED, f"test Job {d.run.test_job} failed{detail}")
+        return
+    timeout = stage.test.timeout_seconds
+    if d.elapsed(d.run.test_started_at) > timedelta(seconds=timeout):
+        d.run = replace(d.run, test_result="TimedOut")
+        rollback(d, Reason.TEST_TIMEOUT, f"test Job {d.run.test_job} did not finish within {timeout}s")
+        return
+    d.message = f"stage {d.run.name}: test Job {d.run.test_job} running"
+
+
+def start_test(d: Draft, stage: Stage) -> None:
+    """Not there (yet, or deleted by someone): create it; the name is fixed, so never twice."""
+    assert d.run is not None and stage.test is not None
+    name = testjob.job_name(d.release.name, d.run.name, d.release.uid)
+    manifest = testjob.build_job(
+        stage.test.job_template,
+        name=name,
+        namespace=stage.test_namespace,
+        release=d.release.name,
+        release_uid=d.release.uid,
+        application=d.release.application,
+        version=d.version or d.release.version,
+        stage=d.run.name,
+    )
+    d.effects.append(CreateJob(manifest))
+    if d.run.test_job is None:
+        where = f"{stage.test_namespace}/{name}"
+        d.run = replace(d.run, test_job=where, test_started_at=d.now)
+        d.event("Normal", Reason.TEST_STARTED, f"stage {d.run.name}: started test Job {where}")
+        d.message = f"stage {d.run.name}: test Job {where} running"

@@ -1,0 +1,215 @@
+"""What one Release's next decision needs to know, read from the world.
+
+Each source is read only when the current step can use it: the Pipeline and its production
+ledger always; the target workloads only while a stage has not recorded its images yet; the
+lock only while the stage queues for it or works under it; the test Job only while testing;
+Prometheus only when a bake evaluation is due; git only until the version is settled; the
+registry only while a stage is promoting (and not backing off).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from gantry.adapters.effects import Adapters
+from gantry.adapters.git import GitError, Repository
+from gantry.adapters.git_effects import git_credentials
+from gantry.adapters.kube import ApiError
+from gantry.adapters.prometheus import PrometheusSource
+from gantry.adapters.registry import RegistryError, parse_repository
+from gantry.adapters.registry_effects import failure_of
+from gantry.domain import locks, registry
+from gantry.domain.analysis import Sample, evaluation_due, render
+from gantry.domain.model import (
+    EffectFailure,
+    Observation,
+    ObservedLock,
+    ObservedRegistry,
+    ReleaseView,
+    Source,
+    StageRun,
+    current_run,
+)
+from gantry.domain.phases import Step
+from gantry.domain.pipeline import Pipeline, Stage
+from gantry.domain.problems import Problem
+from gantry.domain.reasons import Reason
+from gantry.domain.timefmt import to_rfc3339
+from gantry.domain.versions import changelog
+from gantry.domain.workloads import ObservedWorkload, WorkloadRef
+from gantry.versioning import next_release
+
+log = logging.getLogger(__name__)
+
+# Steps that queue for the stage's lock or work under it (and so must see whether they hold it).
+LOCKED_STEPS = frozenset({Step.WAITING_FOR_LOCK, Step.DEPLOYING, Step.ROLLING_OUT, Step.TESTING, Step.BAKING})
+
+
+@dataclass
+class Observer:
+    adapters: Adapters
+    clock: Callable[[], datetime]
+    prometheus: PrometheusSource
+    prometheus_url: str | None = None  # the operator-wide default; a Pipeline may name its own
+
+    def observe(
+        self, release: ReleaseView, error: EffectFailure | None
+    ) -> tuple[Pipeline | Problem, Observation]:
+        now = self.clock()
+        resources = self.adapters.resources
+        pipeline, production = resources.get_pipeline_state(release.namespace, release.pipeline)
+        run = current_run(release.status)
+        stage = current_stage(release, pipeline, run)
+        targets: dict[int, tuple[ObservedWorkload, ...]] = {}
+        if stage is not None and (run is None or run.changes is None):
+            try:
+                targets = {t.index: resources.find_workloads(t) for t in stage.targets}
+            except ApiError as refused:
+                if refused.status != 403:
+                    raise
+                pipeline = forbidden(release, stage, refused)  # the stage cannot start: say why, not crash
+        return pipeline, Observation(
+            now=now,
+            pipeline=pipeline,
+            targets=targets,
+            workloads=self.workloads(release.status),
+            lock=self.lock(release, run, stage, now),
+            job=self.job(run),
+            error=error,
+            metrics=self.metrics(release, run, stage, now),
+            production=production,
+            source=self.source(release, pipeline),
+            registry=self.registry(release, pipeline, run, now),
+        )
+
+    def workloads(self, status: Mapping[str, Any]) -> dict[WorkloadRef, ObservedWorkload]:
+        """Every workload any stage of this Release changed: rollbacks may need to look at all of them."""
+        changed = {
+            WorkloadRef.from_key(image["workload"])
+            for run in status.get("stages") or ()
+            for image in run.get("images") or ()
+        }
+        seen = {ref: self.adapters.resources.get_workload(ref) for ref in sorted(changed)}
+        return {ref: workload for ref, workload in seen.items() if workload is not None}
+
+    def lock(
+        self, release: ReleaseView, run: StageRun | None, stage: Stage | None, now: datetime
+    ) -> ObservedLock | None:
+        if stage is None or not stage.lock or run is None or run.step not in LOCKED_STEPS:
+            return None
+        claimant = locks.Claimant(release.key, release.uid)
+        return self.adapters.resources.observe_lock(
+            release.namespace, stage.environment, claimant, now, release.hotfix
+        )
+
+    def job(self, run: StageRun | None) -> Any:
+        if run is None or not run.test_job or run.step != Step.TESTING:
+            return None
+        namespace, name = run.test_job.split("/", 1)
+        return self.adapters.resources.get_job(namespace, name)
+
+    def metrics(
+        self, release: ReleaseView, run: StageRun | None, stage: Stage | None, now: datetime
+    ) -> Sample | None:
+        if run is None or run.step != Step.BAKING or stage is None or stage.analysis is None:
+            return None
+        spec = stage.analysis
+        if not evaluation_due(list((run.analysis or {}).get("evaluations") or []), now, spec):
+            return None
+        url = spec.prometheus_url or self.prometheus_url
+        if not url:
+            return Sample(
+                None, None, error="no Prometheus URL (set analysis.prometheus.url or GANTRY_PROMETHEUS_URL)"
+            )
+        values = {
+            "application": release.application,
+            "namespace": stage.targets[0].namespace,
+            "version": release.version,
+            "window": spec.window,
+        }
+        return self.prometheus.sample(
+            url, render(spec.error_rate_query, **values), render(spec.request_rate_query, **values)
+        )
+
+    def source(self, release: ReleaseView, pipeline: Pipeline | Problem) -> Source | None:
+        """Look at git only until the version is settled (status.version), then never again."""
+        mirrors = self.adapters.mirrors
+        if mirrors is None or not release.repository or release.status.get("version"):
+            return None
+        try:
+            credentials = git_credentials(self.adapters.resources, release.namespace, pipeline)
+            with mirrors.lock(release.repository):
+                return read_source(release, mirrors.open(release.repository, credentials), mirrors.tag_commit)
+        except GitError as error:
+            return Source(error=str(error))
+
+    def registry(
+        self, release: ReleaseView, pipeline: Pipeline | Problem, run: StageRun | None, now: datetime
+    ) -> ObservedRegistry | None:
+        """While a stage is Promoting (and not backing off): what each wanted tag names now."""
+        if run is None or run.step != Step.PROMOTING or not registry.retry_due(run, to_rfc3339(now)):
+            return None
+        ops = registry.wanted_tags(release, run)
+        try:
+            client = self.adapters.registry(release.namespace, pipeline)
+            tags = {op.key: client.resolve(parse_repository(op.repository), op.tag) for op in ops}
+        except RegistryError as failure:
+            return ObservedRegistry(error=str(failure), failure=failure_of(failure))
+        return ObservedRegistry(tags=tags)
+
+
+def read_source(
+    release: ReleaseView, repo: Repository, tag_commit: Callable[[Repository, str], str | None]
+) -> Source:
+    revision = repo.resolve(release.revision or "HEAD")
+    hotfix_branch = None
+    if release.hotfix:
+        hotfix_branch = next(iter(repo.branches_containing(revision, "HOT-*")), None)
+    result = next_release(repo, revision, patch_only=release.hotfix)
+    if not release.version and result.base and tag_commit(repo, result.base) == revision:
+        # Already released at this very commit (by us before a crash, or by CI): reuse that tag.
+        earlier = next_release(repo, revision, patch_only=release.hotfix, skip=result.base)
+        return Source(
+            revision,
+            result.base,
+            result.base,
+            result.base,
+            revision,
+            changelog=tuple(changelog(earlier.commits)),
+            hotfix_branch=hotfix_branch,
+        )
+    tag = release.version or result.tag
+    return Source(
+        revision,
+        result.tag,
+        result.base,
+        tag,
+        tag_commit(repo, tag) if tag else None,
+        changelog=tuple(changelog(result.commits)),
+        hotfix_branch=hotfix_branch,
+    )
+
+
+def current_stage(release: ReleaseView, pipeline: Pipeline | Problem, run: StageRun | None) -> Stage | None:
+    """The stage the Release is in: its run's pinned copy once it works there, else the Pipeline's."""
+    if run is not None and run.step not in (Step.PENDING, Step.WAITING_FOR_LOCK):
+        return run.stage
+    if isinstance(pipeline, Problem):
+        return None
+    index = int(release.status.get("stageIndex", 0))
+    return pipeline.stages[index] if index < len(pipeline.stages) else None
+
+
+def forbidden(release: ReleaseView, stage: Stage, error: ApiError) -> Problem:
+    namespaces = ", ".join(sorted({t.namespace for t in stage.targets}))
+    return Problem(
+        Reason.FORBIDDEN,
+        f"Pipeline {release.pipeline} {stage.field}.targets",
+        f"Gantry may not read the stage's workloads ({namespaces}): {error.message}",
+        "grant Gantry's ServiceAccount access there (Helm value rbac.workloadNamespaces), "
+        "or target a namespace Gantry manages",
+    )
