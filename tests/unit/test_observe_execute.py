@@ -1,0 +1,204 @@
+"""The shell below the decision: what the observer reads for each step, and how executors report
+failures in the domain's vocabulary (and let blips through to be retried)."""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+import pytest
+
+from gantry.adapters.effects import Context
+from gantry.adapters.kube import ApiError, custom_path, job_path, workload_path
+from gantry.domain.analysis import Sample
+from gantry.domain.model import (
+    AcquireLock,
+    CreateJob,
+    Effect,
+    EffectFailure,
+    Failure,
+    PromoteArtifacts,
+    ReleaseView,
+    SetImages,
+    TagOp,
+)
+from gantry.domain.pipeline import Pipeline, parse_pipeline
+from gantry.domain.workloads import WorkloadRef
+from gantry.executors import EXECUTORS, execute
+from tests.unit.world import NAMESPACE, World
+
+OLD = "reg.io/shop/web@sha256:" + "0" * 64
+NEW = "reg.io/shop/web@sha256:" + "1" * 64
+DIGEST = "sha256:" + "1" * 64
+WEB = WorkloadRef("Deployment", "shop", "web")
+JOB = {"spec": {"template": {"spec": {"containers": [{"name": "t", "image": "busybox"}]}}}}
+
+
+def pipeline(**staging: Any) -> Pipeline:
+    parsed = parse_pipeline(
+        "shop",
+        {
+            "application": "shop",
+            "stages": [
+                {
+                    "name": "staging",
+                    "lock": True,
+                    "targets": [{"namespace": "shop", "name": "web"}],
+                    "test": {"jobTemplate": JOB},
+                    **staging,
+                },
+                {
+                    "name": "production",
+                    "production": True,
+                    "targets": [{"namespace": "prod", "name": "web"}],
+                    "analysis": {"intervalSeconds": 30},
+                },
+            ],
+        },
+    )
+    assert isinstance(parsed, Pipeline)
+    return parsed
+
+
+def release(status: dict[str, Any] | None = None) -> ReleaseView:
+    return ReleaseView(NAMESPACE, "shop-v1", "uid-1", 1, "shop", "shop", "v1.0.0", {"web": NEW}, status or {})
+
+
+def run(step: str, **fields: Any) -> dict[str, Any]:
+    """A status whose current stage run (staging, index 0) is at `step`."""
+    record = {
+        "index": 0,
+        "name": "staging",
+        "environment": "staging",
+        "step": step,
+        "startedAt": "2026-05-01T09:00:00Z",
+        "lock": True,
+        "spec": pipeline().stages[0].to_spec(),
+        "images": [{"workload": WEB.key(), "container": "web", "before": OLD, "after": NEW}],
+        **fields,
+    }
+    return {"phase": "Testing", "stageIndex": 0, "stages": [record]}
+
+
+def reads(world: World, status: dict[str, Any]) -> set[str]:
+    world.kube.reads.clear()
+    world.observe(release(status))
+    return set(world.kube.reads)
+
+
+# --- observe: only what the current step can use ------------------------------------------------
+
+
+def test_a_testing_stage_reads_its_job_its_lock_and_its_workloads_but_not_the_targets_again() -> None:
+    world = World(pipeline(), {WEB: NEW})
+    seen = reads(world, run("Testing", testJob="shop/shop-v1-staging-x"))
+    assert job_path("shop", "shop-v1-staging-x") in seen
+    assert custom_path("environmentlocks", NAMESPACE, "staging") in seen
+    assert workload_path("Deployment", "shop", "web") in seen  # the changed workload, for the rollout
+    assert world.kube.reads.count(workload_path("Deployment", "shop", "web")) == 1  # not as a target too
+
+
+def test_a_verified_release_reads_no_lock_and_no_job() -> None:
+    world = World(pipeline(), {WEB: NEW})
+    status = {**run("Passed", testJob="shop/j"), "phase": "Verified", "stageIndex": 1}
+    seen = reads(world, status)
+    assert custom_path("environmentlocks", NAMESPACE, "staging") not in seen
+    assert job_path("shop", "j") not in seen
+
+
+def test_a_passed_stage_reads_no_job_any_more() -> None:
+    world = World(pipeline(), {WEB: NEW})
+    assert job_path("shop", "j") not in reads(world, run("Passed", testJob="shop/j"))
+
+
+def test_the_registry_is_asked_only_while_promoting() -> None:
+    world = World(pipeline(registry={}), {WEB: OLD})
+    world.registry.failure = ("unavailable", "registry down")
+    promoting = world.observe(release(run("Promoting", images=None)))
+    assert promoting.registry is not None and promoting.registry.failure == Failure.UNAVAILABLE
+    assert world.observe(release(run("Testing"))).registry is None
+
+
+def test_prometheus_is_asked_only_when_a_bake_evaluation_is_due() -> None:
+    world = World(pipeline(), {WEB: NEW})
+    world.prometheus.answer = Sample(0.0, 10)
+    baking = run("Baking", analysis={"startedAt": "2026-05-01T09:00:00Z", "evaluations": []})
+    baking["stages"][0].update(name="production", index=1, spec=pipeline().stages[1].to_spec(), lock=False)
+    baking["stageIndex"] = 1
+    assert world.observe(release(baking)).metrics == Sample(0.0, 10)
+    evaluated = {"time": "2026-05-01T09:00:00Z", "verdict": "Healthy"}
+    baking["stages"][0]["analysis"] = {"startedAt": "2026-05-01T09:00:00Z", "evaluations": [evaluated]}
+    assert world.observe(release(baking)).metrics is None  # the next one is due 30 s later
+
+
+# --- execute: one vocabulary for failures --------------------------------------------------------
+
+
+def context(world: World) -> Context:
+    return Context(release(), world.pipe, world.now, world.adapters)
+
+
+def test_every_kind_of_effect_has_an_executor() -> None:
+    assert set(typing.get_args(Effect)) == set(EXECUTORS)
+
+
+def test_a_refused_image_change_is_reported_as_refused_and_stops_the_rest() -> None:
+    world = World(pipeline(), {WEB: OLD})
+    renamed = SetImages(((WEB, "nginx", NEW),))  # no such container
+    job = CreateJob({"metadata": {"name": "j", "namespace": "shop"}, "spec": {}})
+    failure = execute(context(world), (renamed, job))
+    assert failure is not None
+    assert (failure.effect, failure.failure) == (SetImages, Failure.REFUSED)
+    assert "nginx" in failure.message
+    assert job_path("shop", "j") not in world.kube.objects  # nothing after the failed effect ran
+
+
+def test_a_missing_workload_is_refused_and_a_forbidden_one_unauthorized() -> None:
+    world = World(pipeline(), {})
+    failure = execute(context(world), (SetImages(((WEB, "web", NEW),)),))
+    assert failure == EffectFailure(SetImages, Failure.REFUSED, failure.message if failure else "")
+
+    def forbidden(path: str, ops: Any) -> Any:
+        raise ApiError(403, "Forbidden", "deployments.apps is forbidden")
+
+    world.deployment(WEB, OLD)
+    world.kube.json_patch = forbidden  # type: ignore[method-assign]
+    failure = execute(context(world), (SetImages(((WEB, "web", NEW),)),))
+    assert failure is not None and failure.failure == Failure.UNAUTHORIZED
+
+
+@pytest.mark.parametrize("status", [409, 429, 503])
+def test_blips_are_not_failures_but_raised_so_the_tick_is_retried(status: int) -> None:
+    world = World(pipeline(), {WEB: OLD})
+
+    def blip(path: str, ops: Any) -> Any:
+        raise ApiError(status, "Blip", "try again")
+
+    world.kube.json_patch = blip  # type: ignore[method-assign]
+    with pytest.raises(ApiError):
+        execute(context(world), (SetImages(((WEB, "web", NEW),)),))
+
+
+@pytest.mark.parametrize(
+    ("kind", "failure"),
+    [
+        ("unavailable", Failure.UNAVAILABLE),
+        ("auth", Failure.UNAUTHORIZED),
+        ("collision", Failure.CONFLICT),
+        ("invalid", Failure.REFUSED),
+    ],
+)
+def test_registry_errors_in_the_domains_words(kind: str, failure: Failure) -> None:
+    world = World(pipeline(), {WEB: OLD})
+    world.registry.failure = (kind, "registry said no")
+    op = TagOp("web", "reg.io/shop/web", DIGEST, "reg.io/prod/web", "v1.0.0")
+    assert execute(context(world), (PromoteArtifacts((op,)),)) == EffectFailure(
+        PromoteArtifacts, failure, "registry said no"
+    )
+
+
+def test_a_lock_effect_goes_through_the_lock_and_its_history() -> None:
+    world = World(pipeline(), {WEB: OLD})
+    assert execute(context(world), (AcquireLock("staging"),)) is None
+    holder = world.lock.holder
+    assert holder is not None and holder.claimant.uid == "uid-1"
