@@ -22,6 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy operator/gantry
+	$(BIN)/lint-imports
 
 # pytest exits 5 when it collected nothing: that is a failure here, never a silent pass.
 test: lint
