@@ -10,7 +10,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from gantry.adapters.kube import ApiError, Kube, custom_path, job_path, workload_path
 from gantry.domain import ledger, locks
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LEASE_SECONDS = 300
 CONFLICT_RETRIES = 12
 
+T = TypeVar("T")
 LockUpdate = Callable[[locks.LockState, timedelta], tuple[locks.LockState, Any]]
 
 
@@ -64,7 +65,8 @@ class Resources:
     ) -> None:
         """Read-modify-write the Pipeline's production ledger (status.production, status.quarantine*)."""
         path = custom_path("pipelines", namespace, name)
-        for attempt in range(CONFLICT_RETRIES):
+
+        def attempt() -> None:
             body = self.kube.get(path)
             if body is None:
                 log.warning("Pipeline %s/%s is gone; production ledger not written", namespace, name)
@@ -73,17 +75,12 @@ class Resources:
             patch = change(status)
             if all(status.get(k) == v for k, v in patch.items()):
                 return
-            try:
-                self.kube.merge_patch(
-                    f"{path}/status",
-                    {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": patch},
-                )
-                return
-            except ApiError as error:
-                if not error.conflict:
-                    raise
-                time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
-        raise ApiError(409, "Conflict", f"Pipeline {namespace}/{name} kept changing; will retry")
+            self.kube.merge_patch(
+                f"{path}/status",
+                {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": patch},
+            )
+
+        retry_on_conflict(f"Pipeline {namespace}/{name}", attempt)
 
     def record_production(self, namespace: str, name: str, entry: Mapping[str, Any]) -> None:
         def change(status: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +153,8 @@ class Resources:
     ) -> dict[str, Any] | None:
         """Copy a ReleaseDecision into the Release's status (once, by decision name)."""
         path = custom_path("releases", namespace, name)
-        for attempt in range(CONFLICT_RETRIES):
+
+        def attempt() -> dict[str, Any] | None:
             body = self.kube.get(path)
             if body is None:
                 return None
@@ -167,13 +165,9 @@ class Resources:
                 "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
                 "status": {"decisions": [*decisions, dict(decision)]},
             }
-            try:
-                return self.kube.merge_patch(f"{path}/status", patch)
-            except ApiError as error:
-                if not error.conflict:
-                    raise
-                time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
-        raise ApiError(409, "Conflict", f"Release {namespace}/{name} kept changing; will retry")
+            return self.kube.merge_patch(f"{path}/status", patch)
+
+        return retry_on_conflict(f"Release {namespace}/{name}", attempt)
 
     def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         body = self.kube.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
@@ -273,32 +267,23 @@ class Resources:
     def update_lock(self, namespace: str, environment: str, change: LockUpdate) -> Any:
         """Read-decide-write the lock's status until no one else wrote in between (409 = try again)."""
         path = custom_path("environmentlocks", namespace, environment)
-        for attempt in range(CONFLICT_RETRIES):
+
+        def attempt() -> Any:
             body = self.kube.get(path) or self._create_lock(namespace, environment)
             state, result = change(locks.from_object(body), lease_of(body))
             new_status = locks.to_status(state)
-            if new_status == _comparable(body.get("status")):
-                return result
-            replacement = {**body, "status": new_status}
-            try:
-                self.kube.replace(f"{path}/status", replacement)
-                return result
-            except ApiError as error:
-                if not error.conflict:
-                    raise
-                log.debug(
-                    "EnvironmentLock %s/%s changed under us (attempt %d)", namespace, environment, attempt
-                )
-                time.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # jitter: racing peers spread out
-        raise ApiError(
-            409, "Conflict", f"EnvironmentLock {namespace}/{environment} kept changing; will retry"
-        )
+            if new_status != _comparable(body.get("status")):
+                self.kube.replace(f"{path}/status", {**body, "status": new_status})
+            return result
+
+        return retry_on_conflict(f"EnvironmentLock {namespace}/{environment}", attempt)
 
     def freeze_by_hand(self, namespace: str, environment: str, freeze: Mapping[str, Any] | None) -> None:
         """Set (or, with None, lift) the lock's spec.freeze, against the version read: a person's
         freeze is the lock's desired state, so it lives in spec (and in git, under GitOps)."""
         path = custom_path("environmentlocks", namespace, environment)
-        for attempt in range(CONFLICT_RETRIES):
+
+        def attempt() -> None:
             body = self.kube.get(path)
             if body is None:
                 raise ApiError(404, "NotFound", f"EnvironmentLock {namespace}/{environment} does not exist")
@@ -306,14 +291,9 @@ class Resources:
                 "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
                 "spec": {"freeze": dict(freeze) if freeze else None},
             }
-            try:
-                self.kube.merge_patch(path, patch)
-                return
-            except ApiError as error:
-                if not error.conflict:
-                    raise
-                time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
-        raise ApiError(409, "Conflict", f"EnvironmentLock {namespace}/{environment} kept changing; try again")
+            self.kube.merge_patch(path, patch)
+
+        retry_on_conflict(f"EnvironmentLock {namespace}/{environment}", attempt)
 
     def _create_lock(self, namespace: str, environment: str) -> dict[str, Any]:
         body = {
@@ -335,6 +315,20 @@ class Resources:
             if existing is None:
                 raise
             return existing
+
+
+def retry_on_conflict(what: str, attempt: Callable[[], T]) -> T:
+    """Run a read-decide-write until no one else wrote in between (409 = read and decide again),
+    with jitter so racing peers spread out."""
+    for number in range(CONFLICT_RETRIES):
+        try:
+            return attempt()
+        except ApiError as error:
+            if not error.conflict:
+                raise
+            log.debug("%s changed under us (attempt %d)", what, number)
+            time.sleep(random.uniform(0, 0.05 * (number + 1)))
+    raise ApiError(409, "Conflict", f"{what} kept changing; will retry")
 
 
 def _comparable(status: Mapping[str, Any] | None) -> dict[str, Any]:
