@@ -40,7 +40,7 @@ def image_history(cluster: Cluster) -> dict[tuple[str, str, str], list[str]]:
             if not images or images[-1] != container["image"]:
                 images.append(container["image"])
 
-    cluster.server.change_hooks.append(hook)
+    cluster.record_changes(hook)  # from what is there now: the first image is part of the history
     return seen
 
 

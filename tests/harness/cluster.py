@@ -8,6 +8,7 @@ play the deployment controller, kubelet and job controller.
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import re
 import threading
@@ -183,7 +184,8 @@ class Controllers:
                         "type": "Failed",
                         "status": "True",
                         "reason": "BackoffLimitExceeded",
-                        "message": f"Job has reached the specified backoff limit (exit code {code})",
+                        # As the real Job controller says it: no exit code (that is on the Pod).
+                        "message": "Job has reached the specified backoff limit",
                     }
                 ],
             }
@@ -292,6 +294,20 @@ class Cluster:
                 f"Release {namespace}/{name} did not reach {phases}: phase={status.get('phase')} "
                 f"reason={status.get('reason')} message={status.get('message')}"
             ) from None
+
+    def record_changes(self, hook: Callable[[str, Any, dict[str, Any]], None]) -> None:
+        """Call `hook` for every object already stored, then for every committed change, with no
+        gap between the two: both run in the server's own loop, so no write slips in between
+        (a hook installed from the test thread misses what was committed just before it)."""
+        assert self.server is not None and self.controllers is not None, "needs the emulated cluster"
+        server = self.server
+
+        async def install() -> None:
+            for (key, _, _), obj in list(server.store.items()):
+                hook("ADDED", key, copy.deepcopy(obj))
+            server.change_hooks.append(hook)
+
+        asyncio.run_coroutine_threadsafe(install(), self.controllers.loop).result(10)
 
     # --- controller knobs (no-ops on a real cluster, where real controllers decide) ---
 
