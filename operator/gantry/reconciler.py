@@ -24,7 +24,7 @@ from gantry.adapters.resources import Resources
 from gantry.domain.model import MANAGED_STATUS_KEYS, EffectFailure, Event, ReleaseView
 from gantry.domain.phases import Phase
 from gantry.domain.release import decide
-from gantry.executors import execute
+from gantry.executors import execute, follow_up, split
 from gantry.observer import Observer
 
 
@@ -62,11 +62,15 @@ class ReleaseReconciler:
             pipeline, observation = self.observer.observe(release, failure)
             plan = decide(release, observation)
             phase = Phase(plan.status["phase"])
-            failure = execute(Context(release, pipeline, self.clock(), self.adapters), plan.effects)
+            context = Context(release, pipeline, self.clock(), self.adapters)
+            now, after_record = split(plan.effects)
+            failure = execute(context, now)
             if failure is not None:
                 continue  # decide again, now knowing how that effect failed
-            if plan.changed and not self.record(body, release, plan.status, plan.events):
-                continue  # someone wrote in between: our effects were idempotent, decide again
+            if plan.changed:
+                if not self.record(body, release, plan.status, plan.events):
+                    continue  # someone wrote in between: our effects were idempotent, decide again
+                follow_up(context, after_record)
             if plan.idle:
                 break
         return phase

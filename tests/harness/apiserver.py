@@ -263,7 +263,7 @@ class ApiServer(kmock.KubernetesEmulator):
             params = dict(request.params)
             if method == "GET" and params.get("watch") in ("true", "1"):
                 return await self._watch(request, key, params)
-            body = json.loads(request.body) if request.body else None
+            body = strict_json(request.body) if request.body else None
             if user is not None and method in ("POST", "PUT", "PATCH"):
                 self._check_policies(key, request, method, body, user)
             result = self._dispatch(method, key, request, body, params)
@@ -515,6 +515,7 @@ class ApiServer(kmock.KubernetesEmulator):
 
     def _admit(self, key: Key, obj: dict[str, Any], old: Mapping[str, Any] | None) -> None:
         schema = self.schemas[key]
+        _check_labels(schema.kind, obj)
         if schema.openapi is None:
             return
         errors = admit(schema.openapi, obj, old)
@@ -654,3 +655,41 @@ def _api_version(key: Key) -> str:
 def _spec_of(obj: Mapping[str, Any]) -> dict[str, Any]:
     """Everything but metadata and status: what bumps generation when it changes."""
     return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def _check_labels(kind: str, obj: Mapping[str, Any]) -> None:
+    """Label values as kube-apiserver validates them, for every kind: 63 characters at most."""
+    name = (obj.get("metadata") or {}).get("name", "")
+    for value in ((obj.get("metadata") or {}).get("labels") or {}).values():
+        problem = None
+        if not isinstance(value, str):
+            problem = "must be a string"
+        elif len(value) > 63:
+            problem = "must be no more than 63 characters"
+        elif not LABEL_VALUE.match(value):
+            problem = (
+                "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.'"
+            )
+        if problem is not None:
+            raise ApiStatus(
+                422,
+                "Invalid",
+                f'{kind} "{name}" is invalid: metadata.labels: Invalid value: "{value}": {problem}',
+            )
+
+
+def strict_json(raw: Any) -> Any:
+    """JSON as kube-apiserver reads it: NaN and Infinity are not JSON, and the request is refused."""
+
+    def refuse(constant: str) -> Any:
+        raise ApiStatus(
+            400,
+            "BadRequest",
+            f"the body of the request was in an unknown format: invalid character '{constant[0]}' "
+            "looking for beginning of value",
+        )
+
+    return json.loads(raw, parse_constant=refuse)

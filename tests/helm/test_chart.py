@@ -157,7 +157,10 @@ def test_workload_permissions_are_limited_to_the_listed_namespaces() -> None:
     }
     for role in by_kind(docs, "Role"):
         for rule in role["rules"]:
-            assert "*" not in rule["verbs"] and "delete" not in rule["verbs"]
+            # delete only on Jobs: Gantry stops test Jobs nobody waits for any more (issue 16)
+            assert "*" not in rule["verbs"] and (
+                "delete" not in rule["verbs"] or rule["resources"] == ["jobs"]
+            )
 
 
 def test_several_replicas_without_peering_are_refused_at_render_time() -> None:

@@ -159,10 +159,21 @@ def test_a_finished_rollout_starts_the_test_job_once() -> None:
     assert later.effects == () and not later.changed
 
 
-def test_a_vanished_test_job_is_created_again_under_the_same_name() -> None:
+def test_a_test_job_deleted_by_someone_fails_the_stage_instead_of_running_again() -> None:
+    # (Until issue 16 a vanished Job was silently created again: a test nobody saw finish passed.)
+    tested = step(to_rolling_out(), observe(4, image=NEW))
+    assert [e for e in tested.effects if isinstance(e, CreateJob)]
+    again = step(tested.status, observe(5, image=NEW, job=None))
+    assert not [e for e in again.effects if isinstance(e, CreateJob)]
+    assert again.status["reason"] == "TestJobDeleted" and "rolling back" in again.status["message"]
+    assert SetImages(((WEB, "web", OLD),)) in again.effects
+
+
+def test_a_job_created_but_not_yet_on_record_is_asked_for_again_under_the_same_name() -> None:
+    # The status write after CreateJob was lost: nothing says a Job exists, so ask again (409 = fine).
     tested = step(to_rolling_out(), observe(4, image=NEW))
     [first] = [e for e in tested.effects if isinstance(e, CreateJob)]
-    again = step(tested.status, observe(5, image=NEW, job=None))
+    again = step(to_rolling_out(), observe(4, image=NEW))
     [second] = [e for e in again.effects if isinstance(e, CreateJob)]
     assert second.manifest["metadata"]["name"] == first.manifest["metadata"]["name"]
 

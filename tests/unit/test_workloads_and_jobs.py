@@ -129,6 +129,7 @@ def test_job_manifest_carries_labels_env_and_safe_defaults() -> None:
         application="shop",
         version="v1.2.3",
         stage="staging",
+        timeout_seconds=120,
     )
     assert job["metadata"]["labels"]["team"] == "qa"
     assert job["metadata"]["labels"][testjob.LABEL_RELEASE] == "r"
@@ -146,6 +147,47 @@ def test_job_manifest_carries_labels_env_and_safe_defaults() -> None:
         "env" not in template["spec"]["template"]["spec"]["containers"][0]
         or len(template["spec"]["template"]["spec"]["containers"][0]["env"]) == 1
     )  # the template is not mutated
+
+
+def test_a_test_job_stops_itself_is_cleaned_up_is_owned_and_has_valid_labels() -> None:
+    long_name = "shop-" + "x" * 240  # a Release name may have 253 characters, a label value 63
+    owner = {
+        "apiVersion": "gantry.dev/v1alpha1",
+        "kind": "Release",
+        "metadata": {"name": long_name, "namespace": "shop", "uid": "u-1"},
+    }
+    template = {"spec": {"template": {"spec": {"containers": [{"name": "t", "image": "busybox"}]}}}}
+    job = testjob.build_job(
+        template,
+        name="j",
+        namespace="shop",
+        release=long_name,
+        release_uid="u-1",
+        application="shop",
+        version="v1",
+        stage="staging",
+        timeout_seconds=120,
+        owner=owner,
+    )
+    labels = job["metadata"]["labels"]
+    assert all(len(value) <= 63 for value in labels.values())
+    assert labels[testjob.LABEL_RELEASE] != testjob.label_value(long_name[:-1])  # still tells them apart
+    assert job["spec"]["activeDeadlineSeconds"] == 120
+    assert job["spec"]["ttlSecondsAfterFinished"] == testjob.FINISHED_JOB_TTL_SECONDS
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    elsewhere = testjob.build_job(
+        template,
+        name="j",
+        namespace="qa",
+        release="r",
+        release_uid="u-1",
+        application="shop",
+        version="v1",
+        stage="staging",
+        timeout_seconds=120,
+        owner=owner,
+    )
+    assert "ownerReferences" not in elsewhere["metadata"]  # owners never cross namespaces
 
 
 @pytest.mark.parametrize(

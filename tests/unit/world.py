@@ -99,6 +99,9 @@ class MemoryKube:
             raise ApiError(422, "Invalid", str(failed)) from failed
         return self._store(key, current, new)
 
+    def delete(self, path: str, propagation: str = "Background") -> None:
+        self.objects.pop(path, None)
+
     def put(self, body: Mapping[str, Any], path: str) -> None:
         """Test setup: store an object as it is (no precondition)."""
         self.objects[path] = copy.deepcopy(dict(body))

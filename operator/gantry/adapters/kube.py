@@ -156,6 +156,14 @@ class Kube:
         result: dict[str, Any] = self.request("PATCH", path, body=dict(patch), content_type=MERGE_PATCH)
         return result
 
+    def delete(self, path: str, propagation: str = "Background") -> None:
+        """Delete, with dependents collected by the garbage collector; already gone is fine."""
+        try:
+            self.request("DELETE", path, body={"propagationPolicy": propagation})
+        except ApiError as error:
+            if not error.not_found:
+                raise
+
     def json_patch(self, path: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         result: dict[str, Any] = self.request("PATCH", path, body=ops, content_type=JSON_PATCH)
         return result

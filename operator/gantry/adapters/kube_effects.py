@@ -11,6 +11,7 @@ from gantry.domain import locks
 from gantry.domain.model import (
     AcquireLock,
     CreateJob,
+    DeleteJob,
     Failure,
     PreemptLock,
     Quarantine,
@@ -91,6 +92,10 @@ def create_job(ctx: Context, effect: CreateJob) -> None:
         raise failure_of(error) from error
 
 
+def delete_job(ctx: Context, effect: DeleteJob) -> None:
+    ctx.adapters.resources.delete_job(effect.namespace, effect.name)
+
+
 def record_production(ctx: Context, effect: RecordProduction) -> None:
     ctx.adapters.resources.record_production(ctx.namespace, ctx.release.pipeline, effect.entry)
 
@@ -116,6 +121,7 @@ EXECUTORS: dict[type[Any], Executor] = {
     UnfreezeLock: unfreeze_lock,
     SetImages: set_images,
     CreateJob: create_job,
+    DeleteJob: delete_job,
     RecordProduction: record_production,
     Quarantine: quarantine,
 }

@@ -239,6 +239,10 @@ class Resources:
             if error.status != 409:  # AlreadyExists: created by an earlier attempt of this very tick
                 raise
 
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Stop a test Job and its Pods (background propagation)."""
+        self.kube.delete(job_path(namespace, name))
+
     # --- EnvironmentLocks ------------------------------------------------------------------------
 
     def observe_lock(

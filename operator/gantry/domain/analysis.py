@@ -154,5 +154,10 @@ def streak(evaluations: list[Mapping[str, Any]], verdict: Verdict) -> int:
     return count
 
 
+def finite(value: float | None) -> float | None:
+    """For status: JSON has no NaN or Infinity, and kube-apiserver refuses a body that holds one."""
+    return None if value is None or _nan(value) else value
+
+
 def _nan(value: float) -> bool:
     return math.isnan(value) or math.isinf(value)

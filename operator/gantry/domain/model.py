@@ -196,6 +196,14 @@ class CreateJob:
 
 
 @dataclass(frozen=True)
+class DeleteJob:
+    """Stop a test Job nobody waits for any more (its Pods go with it)."""
+
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
 class Alert:
     severity: str
     reason: str
@@ -279,6 +287,7 @@ Effect = (
     | ReleaseLock
     | SetImages
     | CreateJob
+    | DeleteJob
     | Alert
     | PreemptLock
     | UnfreezeLock

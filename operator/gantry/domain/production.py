@@ -19,6 +19,7 @@ from gantry.domain.analysis import (
     OnBreach,
     OnInconclusive,
     Verdict,
+    finite,
     judge,
     streak,
 )
@@ -110,8 +111,8 @@ def bake(d: Draft) -> None:
         {
             "time": d.now,
             "verdict": str(verdict),
-            "errorRate": sample.error_rate,
-            "requestRate": sample.request_rate,
+            "errorRate": finite(sample.error_rate),
+            "requestRate": finite(sample.request_rate),
             "detail": detail,
         }
     )

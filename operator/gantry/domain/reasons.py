@@ -60,6 +60,7 @@ class Reason(StrEnum):
     TEST_FAILED = "TestFailed"
     TEST_TIMEOUT = "TestTimeout"
     TEST_JOB_REJECTED = "TestJobRejected"
+    TEST_JOB_DELETED = "TestJobDeleted"
     ROLLING_BACK = "RollingBack"
     ROLLED_BACK = "RolledBack"
     STAGE_PASSED = "StagePassed"

@@ -16,7 +16,15 @@ from typing import Any
 from gantry.domain import production, registry, stages, steps
 from gantry.domain.conditions import set_condition
 from gantry.domain.draft import Draft
-from gantry.domain.model import MANAGED_STATUS_KEYS, Observation, Plan, ReleaseView, current_run
+from gantry.domain.model import (
+    MANAGED_STATUS_KEYS,
+    DeleteJob,
+    Observation,
+    Plan,
+    ReleaseView,
+    StageRun,
+    current_run,
+)
 from gantry.domain.phases import FINAL, WAITING, WORKING, Phase, Step
 from gantry.domain.reasons import Reason
 
@@ -143,8 +151,21 @@ def _finish(release: ReleaseView, d: Draft, decisions_applied: int) -> Plan:
             entry["stage"] = stage_name
         status["history"] = [*status["history"], entry][-STATUS_HISTORY_LIMIT:]
     status["conditions"] = _conditions(status["conditions"], d, release.generation)
+    effects = [*d.effects, *_abandoned_job(d, current_run(old))]
     changed = any(old.get(k) != status.get(k) for k in MANAGED_STATUS_KEYS)
-    return Plan(status=status, effects=tuple(d.effects), events=tuple(d.events), changed=changed)
+    return Plan(status=status, effects=tuple(effects), events=tuple(d.events), changed=changed)
+
+
+def _abandoned_job(d: Draft, before: StageRun | None) -> list[DeleteJob]:
+    """A test Job still running when its stage stops waiting for it (timeout, failure, preemption,
+    a decision) is stopped, so it neither holds the environment nor reports on images long gone."""
+    job = d.obs.job
+    if before is None or before.step != Step.TESTING or job is None or job.finished or not before.test_job:
+        return []
+    if d.run is not None and d.run.index == before.index and d.run.step == Step.TESTING:
+        return []
+    namespace, name = before.test_job.split("/", 1)
+    return [DeleteJob(namespace, name)]
 
 
 def _conditions(conditions: list[dict[str, Any]], d: Draft, generation: int) -> list[dict[str, Any]]:

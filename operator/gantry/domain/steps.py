@@ -348,6 +348,11 @@ def run_test(d: Draft, rollback: Rollback) -> None:
     if superseded(d):  # a test result would not be about this Release's images any more
         return
     job = d.obs.job
+    if job is None and d.run.test_job is not None:
+        # Created (its name is recorded only after it was), now gone: someone deleted it. A test
+        # nobody saw finish is no pass; running it again would hide that.
+        rollback(d, Reason.TEST_JOB_DELETED, f"test Job {d.run.test_job} was deleted before it finished")
+        return
     if job is None:
         start_test(d, stage)
         return
@@ -382,6 +387,8 @@ def start_test(d: Draft, stage: Stage) -> None:
         application=d.release.application,
         version=d.version or d.release.version,
         stage=d.run.name,
+        timeout_seconds=stage.test.timeout_seconds,
+        owner=d.release.reference(),
     )
     d.effects.append(CreateJob(manifest))
     if d.run.test_job is None:

@@ -14,6 +14,17 @@ LABEL_RELEASE = "gantry.dev/release"
 LABEL_RELEASE_UID = "gantry.dev/release-uid"
 LABEL_STAGE = "gantry.dev/stage"
 LABEL_APPLICATION = "gantry.dev/application"
+LABEL_VALUE_MAX = 63  # Kubernetes refuses longer label values; Release names may have 253 characters
+FINISHED_JOB_TTL_SECONDS = 86_400  # finished test Jobs are kept a day for their logs, then cleaned up
+
+
+def label_value(text: str) -> str:
+    """`text` as a valid label value: cut to 63 characters with a hash of the whole, so distinct
+    long names stay distinct."""
+    if len(text) <= LABEL_VALUE_MAX:
+        return text
+    suffix = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return text[: LABEL_VALUE_MAX - 9].rstrip("-_.") + "-" + suffix
 
 
 def job_name(release: str, stage: str, uid: str) -> str:
@@ -62,19 +73,39 @@ def build_job(
     application: str,
     version: str,
     stage: str,
+    timeout_seconds: int,
+    owner: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A Job manifest: the template plus Gantry's labels and GANTRY_* variables for the test code."""
+    """A Job manifest: the template plus Gantry's labels and GANTRY_* variables for the test code.
+
+    The Job stops itself at the stage's test timeout (activeDeadlineSeconds), is cleaned up a day
+    after it finished, and, in the Release's own namespace, is owned by the Release, so deleting
+    the Release deletes its Jobs.
+    """
     labels = {
-        LABEL_RELEASE: release,
-        LABEL_RELEASE_UID: release_uid,
-        LABEL_STAGE: stage,
-        LABEL_APPLICATION: application,
+        LABEL_RELEASE: label_value(release),
+        LABEL_RELEASE_UID: label_value(release_uid),
+        LABEL_STAGE: label_value(stage),
+        LABEL_APPLICATION: label_value(application),
     }
     metadata = copy.deepcopy(dict(template.get("metadata") or {}))
     metadata.update(name=name, namespace=namespace)
     metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
+    if owner is not None and owner["metadata"]["namespace"] == namespace:
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": owner["apiVersion"],
+                "kind": owner["kind"],
+                "name": owner["metadata"]["name"],
+                "uid": owner["metadata"]["uid"],
+            }
+        ]
     spec = copy.deepcopy(dict(template["spec"]))
     spec.setdefault("backoffLimit", 0)  # a flaky test is a failed test; retries hide regressions
+    spec["activeDeadlineSeconds"] = min(
+        int(spec.get("activeDeadlineSeconds") or timeout_seconds), timeout_seconds
+    )
+    spec.setdefault("ttlSecondsAfterFinished", FINISHED_JOB_TTL_SECONDS)
     pod_template = spec.setdefault("template", {})
     pod_template.setdefault("metadata", {})
     pod_template["metadata"]["labels"] = {**(pod_template["metadata"].get("labels") or {}), **labels}
