@@ -14,7 +14,9 @@ from typing import Any
 
 from gantry.adapters.resources import Resources
 from gantry.domain.decisions import Action, refusal
+from gantry.domain.gates import version_refusal
 from gantry.domain.images import parse_pinned
+from gantry.domain.model import ReleaseView
 from gantry.domain.phases import Phase
 from gantry.domain.timefmt import to_rfc3339
 from gantry.reconciler import ReleaseReconciler
@@ -39,7 +41,7 @@ class DecisionDesk:
         if action == Action.LIFT_QUARANTINE:
             return self._lift(namespace, release, spec, by, now)
         phase = Phase((release.get("status") or {}).get("phase", Phase.PENDING))
-        why_not = refusal(action, phase)
+        why_not = refusal(action, phase) or self._older_than_production(namespace, release, action, phase)
         if why_not is not None:
             return rejected(f"{why_not}; fix: wait for the right phase, or decide something else")
         decision = {
@@ -57,6 +59,18 @@ class DecisionDesk:
             "decidedBy": by,
             "time": now,
         }
+
+    def _older_than_production(
+        self, namespace: str, release: Mapping[str, Any], action: Action, phase: Phase
+    ) -> str | None:
+        """Approving a promotion: refused at once when production runs (or is deploying) a version
+        at least as new; production only moves forward."""
+        if action != Action.APPROVE or phase != Phase.VERIFIED:
+            return None
+        view = ReleaseView.from_body(release)
+        _, production = self.resources.get_pipeline_state(namespace, view.pipeline)
+        why = version_refusal(view.version, view.uid, production.history)
+        return f"spec.version: {why}" if why else None
 
     def _lift(
         self, namespace: str, release: Mapping[str, Any], spec: Mapping[str, Any], by: str, now: str

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -22,20 +22,21 @@ from gantry.adapters.kube import ApiError
 from gantry.adapters.prometheus import PrometheusSource
 from gantry.adapters.registry import RegistryError, parse_repository
 from gantry.adapters.registry_effects import failure_of
-from gantry.domain import locks, registry
+from gantry.domain import ledger, locks, registry
 from gantry.domain.analysis import Sample, evaluation_due, render
 from gantry.domain.model import (
     EffectFailure,
     Observation,
     ObservedLock,
     ObservedRegistry,
+    Production,
     ReleaseView,
     Source,
     StageRun,
     current_run,
 )
 from gantry.domain.phases import Step
-from gantry.domain.pipeline import Pipeline, Stage
+from gantry.domain.pipeline import Pipeline, Stage, pinned
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
 from gantry.domain.timefmt import to_rfc3339
@@ -62,6 +63,7 @@ class Observer:
         now = self.clock()
         resources = self.adapters.resources
         pipeline, production = resources.get_pipeline_state(release.namespace, release.pipeline)
+        production = self.without_abandoned(release, production)
         run = current_run(release.status)
         stage = current_stage(release, pipeline, run)
         targets: dict[int, tuple[ObservedWorkload, ...]] = {}
@@ -85,6 +87,17 @@ class Observer:
             source=self.source(release, pipeline),
             registry=self.registry(release, pipeline, run, now),
         )
+
+    def without_abandoned(self, release: ReleaseView, production: Production) -> Production:
+        """Another Release holding production whose object is gone holds nothing: seen as Abandoned
+        (the claim that follows records it so), so a deleted Release never blocks production."""
+        other = ledger.in_flight(list(production.history), release.uid)
+        if other is None or self.adapters.resources.alive(other):
+            return production
+        history = tuple(
+            {**e, "result": ledger.Result.ABANDONED} if e is other else e for e in production.history
+        )
+        return replace(production, history=history)
 
     def workloads(self, status: Mapping[str, Any]) -> dict[WorkloadRef, ObservedWorkload]:
         """Every workload any stage of this Release changed: rollbacks may need to look at all of them."""
@@ -194,10 +207,12 @@ def read_source(
     )
 
 
-def current_stage(release: ReleaseView, pipeline: Pipeline | Problem, run: StageRun | None) -> Stage | None:
-    """The stage the Release is in: its run's pinned copy once it works there, else the Pipeline's."""
-    if run is not None and run.step not in (Step.PENDING, Step.WAITING_FOR_LOCK):
+def current_stage(release: ReleaseView, live: Pipeline | Problem, run: StageRun | None) -> Stage | None:
+    """The stage the Release is in: its run's copy once it has one, else the pinned Pipeline's (the
+    same stage the decision reads: lock observations and lock requests always agree)."""
+    if run is not None:
         return run.stage
+    pipeline = pinned(release.status.get("pipeline"), live, release.pipeline, release.application)
     if isinstance(pipeline, Problem):
         return None
     index = int(release.status.get("stageIndex", 0))

@@ -13,6 +13,7 @@ from gantry.adapters.kube import ApiError, custom_path, job_path, workload_path
 from gantry.domain.analysis import Sample
 from gantry.domain.model import (
     AcquireLock,
+    ClaimProduction,
     CreateJob,
     Effect,
     EffectFailure,
@@ -202,3 +203,44 @@ def test_a_lock_effect_goes_through_the_lock_and_its_history() -> None:
     assert execute(context(world), (AcquireLock("staging"),)) is None
     holder = world.lock.holder
     assert holder is not None and holder.claimant.uid == "uid-1"
+
+
+# --- production is claimed through the ledger, one Release at a time ----------------------------
+
+
+def claim(world: World, name: str, version: str) -> EffectFailure | None:
+    view = ReleaseView(NAMESPACE, name, f"uid-{name}", 1, "shop", "shop", version, {"web": NEW}, {})
+    entry = {"release": view.key, "uid": view.uid, "version": version, "images": [], "result": "Deploying"}
+    return execute(Context(view, world.pipe, world.now, world.adapters), (ClaimProduction(entry),))
+
+
+def stored_release(world: World, name: str) -> None:
+    body = {"metadata": {"name": name, "namespace": NAMESPACE, "uid": f"uid-{name}"}, "spec": {}}
+    world.kube.put(body, custom_path("releases", NAMESPACE, name))
+
+
+def test_two_racing_claims_on_production_one_wins_the_other_is_told_who_holds_it() -> None:
+    world = World(pipeline(), {WEB: OLD})
+    stored_release(world, "v2")
+    assert claim(world, "v2", "v2.0.0") is None
+    lost = claim(world, "v3", "v3.0.0")
+    assert lost is not None and lost.failure == Failure.CONFLICT and "team/v2" in lost.message
+    assert [(e["release"], e["result"]) for e in world.history] == [("team/v2", "Deploying")]
+
+
+def test_a_claim_older_than_what_production_runs_is_refused() -> None:
+    world = World(pipeline(), {WEB: OLD})
+    world.history = [{"release": "team/v2", "uid": "uid-v2", "version": "v2.0.0", "result": "Released"}]
+    refused = claim(world, "v1", "v1.5.0")
+    assert refused is not None and refused.failure == Failure.REFUSED
+    assert "not newer than v2.0.0" in refused.message
+
+
+def test_a_deleted_release_never_holds_production() -> None:
+    world = World(pipeline(), {WEB: OLD})
+    world.history = [{"release": "team/gone", "uid": "uid-gone", "version": "v2.0.0", "result": "Baking"}]
+    assert claim(world, "v3", "v3.0.0") is None  # team/gone does not exist any more
+    assert [(e["release"], e["result"]) for e in world.history] == [
+        ("team/gone", "Abandoned"),
+        ("team/v3", "Deploying"),
+    ]

@@ -10,6 +10,7 @@ from gantry.adapters.kube import ApiError
 from gantry.domain import locks
 from gantry.domain.model import (
     AcquireLock,
+    ClaimProduction,
     CreateJob,
     DeleteJob,
     Failure,
@@ -96,6 +97,14 @@ def delete_job(ctx: Context, effect: DeleteJob) -> None:
     ctx.adapters.resources.delete_job(effect.namespace, effect.name)
 
 
+def claim_production(ctx: Context, effect: ClaimProduction) -> None:
+    resources = ctx.adapters.resources
+    refused = resources.claim_production(ctx.namespace, ctx.release.pipeline, effect.entry, resources.alive)
+    if refused is not None:
+        kind, why = refused
+        raise EffectFailed(Failure.CONFLICT if kind == "conflict" else Failure.REFUSED, why)
+
+
 def record_production(ctx: Context, effect: RecordProduction) -> None:
     ctx.adapters.resources.record_production(ctx.namespace, ctx.release.pipeline, effect.entry)
 
@@ -123,5 +132,6 @@ EXECUTORS: dict[type[Any], Executor] = {
     CreateJob: create_job,
     DeleteJob: delete_job,
     RecordProduction: record_production,
+    ClaimProduction: claim_production,
     Quarantine: quarantine,
 }

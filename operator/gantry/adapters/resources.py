@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from gantry.adapters.kube import ApiError, Kube, custom_path, job_path, workload_path
-from gantry.domain import ledger, locks
+from gantry.domain import gates, ledger, locks
 from gantry.domain.model import ObservedJob, ObservedLock, Production
 from gantry.domain.pipeline import Pipeline, Target, parse_pipeline
 from gantry.domain.problems import Problem
@@ -84,16 +84,36 @@ class Resources:
 
     def record_production(self, namespace: str, name: str, entry: Mapping[str, Any]) -> None:
         def change(status: dict[str, Any]) -> dict[str, Any]:
-            history = ledger.record(ledger.entries(status), entry)
-            now = ledger.current(history)
-            summary = (
-                {"release": now.get("release"), "version": now.get("version"), "since": now.get("deployedAt")}
-                if now
-                else {}
-            )
-            return {"production": {**summary, "history": history}}
+            return ledger_patch(ledger.record(ledger.entries(status), entry))
 
         self.update_ledger(namespace, name, change)
+
+    def claim_production(
+        self, namespace: str, name: str, entry: Mapping[str, Any], alive: Callable[[Mapping[str, Any]], bool]
+    ) -> tuple[str, str] | None:
+        """Record `entry` as production's one Release in flight, in the same optimistic-concurrency
+        write that checks no other is (two racing claims: one wins, the other re-reads and is told).
+        None when claimed; else (conflict | refused, why). An in-flight entry whose Release is gone
+        is marked Abandoned: a deleted Release must not hold production for ever."""
+        refused: list[tuple[str, str]] = []
+
+        def change(status: dict[str, Any]) -> dict[str, Any]:
+            refused.clear()
+            history = ledger.entries(status)
+            other = ledger.in_flight(history, str(entry["uid"]))
+            if other is not None and alive(other):
+                refused.append(("conflict", gates.busy_message(other)))
+                return {}
+            if other is not None:
+                history = ledger.record(history, {**other, "result": ledger.Result.ABANDONED})
+            why = gates.version_refusal(str(entry.get("version") or ""), str(entry["uid"]), history)
+            if why is not None:
+                refused.append(("refused", why))
+                return {}
+            return ledger_patch(ledger.record(history, entry))
+
+        self.update_ledger(namespace, name, change)
+        return refused[0] if refused else None
 
     def quarantine(
         self,
@@ -168,6 +188,12 @@ class Resources:
             return self.kube.merge_patch(f"{path}/status", patch)
 
         return retry_on_conflict(f"Release {namespace}/{name}", attempt)
+
+    def alive(self, entry: Mapping[str, Any]) -> bool:
+        """Does the Release of this ledger entry still exist (the same object, by uid)?"""
+        namespace, _, name = str(entry.get("release")).partition("/")
+        body = self.get_release(namespace, name)
+        return body is not None and body["metadata"].get("uid") == entry.get("uid")
 
     def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         body = self.kube.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
@@ -319,6 +345,17 @@ class Resources:
             if existing is None:
                 raise
             return existing
+
+
+def ledger_patch(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """status.production: the history and, for `kubectl get pipelines`, what production runs."""
+    now = ledger.current(history)
+    summary = (
+        {"release": now.get("release"), "version": now.get("version"), "since": now.get("deployedAt")}
+        if now
+        else {}
+    )
+    return {"production": {**summary, "history": history}}
 
 
 def retry_on_conflict(what: str, attempt: Callable[[], T]) -> T:

@@ -14,6 +14,7 @@ from typing import Any
 
 from gantry.domain.model import Effect, EffectFailure, Event, Observation, ReleaseView, StageRun
 from gantry.domain.phases import PHASE_OF_STEP, Phase, Step
+from gantry.domain.pipeline import Pipeline
 from gantry.domain.problems import Problem
 from gantry.domain.timefmt import from_rfc3339, to_rfc3339
 
@@ -32,6 +33,8 @@ class Draft:
     error_handled: bool = False
     version: str = ""
     changelog: tuple[Mapping[str, str], ...] = ()
+    pipeline: Pipeline | Problem = field(default_factory=lambda: Problem("", "", "", ""))  # as pinned
+    pinned: Mapping[str, Any] | None = None  # status.pipeline: the stages pinned at the first stage
 
     @property
     def now(self) -> str:

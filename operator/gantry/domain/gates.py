@@ -4,12 +4,13 @@ digests that passed an earlier stage of this Release, at a version newer than pr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gantry.domain import ledger
 from gantry.domain.draft import Draft
 from gantry.domain.images import digest_of
+from gantry.domain.model import EffectFailure, Failure
 from gantry.domain.phases import Step
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
@@ -62,18 +63,82 @@ def check_provenance(d: Draft, changes: tuple[ImageChange, ...]) -> Mapping[str,
 
 
 def not_newer(d: Draft) -> Problem | None:
-    """Production moves forward only; going back is a Rollback decision, which re-applies the previous tag."""
-    current = ledger.current([dict(e) for e in d.obs.production.history])
-    version = d.version or d.release.version
-    if current is None or current.get("uid") == d.release.uid or not version:
-        return None
-    ours, theirs = parse_tag(version), parse_tag(str(current.get("version", "")))
-    if ours is None or theirs is None or ours > theirs:
+    """Production moves forward only, past what it runs and what is on its way there; going back
+    is a Rollback decision, which re-applies the previous tag."""
+    why = version_refusal(d.version or d.release.version, d.release.uid, d.obs.production.history)
+    if why is None:
         return None
     return Problem(
         Reason.VERSION_NOT_NEWER,
         "spec.version",
-        f"{version} is not newer than {current.get('version')}, "
-        f"which production runs ({current.get('release')})",
+        why,
         "release a higher version; to go back to an earlier one, decide Rollback on the current Release",
     )
+
+
+def version_refusal(version: str, uid: str, history: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why `version` may not go to production (not newer than what runs there or is on its way)."""
+    entries = [dict(e) for e in history]
+    for other, how in ((ledger.current(entries), "runs"), (ledger.in_flight(entries, uid), "is deploying")):
+        if other is None or other.get("uid") == uid or not version:
+            continue
+        ours, theirs = parse_tag(version), parse_tag(str(other.get("version", "")))
+        if ours is not None and theirs is not None and ours <= theirs:
+            theirs_text = f"{other.get('version')}, which production {how} ({other.get('release')})"
+            return f"{version} is not newer than {theirs_text}"
+    return None
+
+
+def production_busy(d: Draft) -> Problem | None:
+    """One Release at a time in production: from its claim until it is released or rolled back."""
+    other = ledger.in_flight([dict(e) for e in d.obs.production.history], d.release.uid)
+    if other is None:
+        return None
+    return Problem(
+        Reason.PRODUCTION_BUSY,
+        "spec.pipeline",
+        busy_message(other),
+        f"wait, or decide on {other.get('release')} (kubectl gantry status)",
+    )
+
+
+def busy_message(other: Mapping[str, Any]) -> str:
+    return (
+        f"production is busy with {other.get('release')} ({other.get('version')}, {other.get('result')}); "
+        "this Release goes on once that one is released or rolled back"
+    )
+
+
+def claim_refused(failure: EffectFailure) -> Problem:
+    """Another Release claimed production first (a race the ledger's optimistic concurrency settled)."""
+    if failure.failure == Failure.CONFLICT:
+        return Problem(
+            Reason.PRODUCTION_BUSY, "spec.pipeline", failure.message, "wait: this Release goes on after it"
+        )
+    return Problem(
+        Reason.VERSION_NOT_NEWER,
+        "spec.version",
+        failure.message,
+        "release a higher version; to go back to an earlier one, decide Rollback on the current Release",
+    )
+
+
+def ledger_entry(d: Draft, result: ledger.Result, by: str) -> dict[str, Any]:
+    """This Release's line in the production history."""
+    assert d.run is not None
+    entry = {
+        "release": d.release.key,
+        "uid": d.release.uid,
+        "version": d.release.version,
+        "images": [
+            {"workload": c.workload.key(), "container": c.container, "image": c.after}
+            for c in d.run.changes or ()
+        ],
+        "deployedAt": d.run.deployed_at or d.now,
+        "result": result,
+        "decidedBy": by,
+        "updatedAt": d.now,
+    }
+    if result == ledger.Result.DEPLOYING:
+        del entry["deployedAt"]  # claimed, not deployed yet: the first deploy sets it
+    return entry

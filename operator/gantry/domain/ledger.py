@@ -4,7 +4,7 @@ decided, and which digests are quarantined after a rollback. Pure list and map e
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -15,18 +15,23 @@ LOG_LIMIT = 50
 class Result(StrEnum):
     """How a Release's time in production went (a history entry's `result`)."""
 
+    DEPLOYING = "Deploying"  # production claimed: deploying, or rolling out
     BAKING = "Baking"
     RELEASED = "Released"
     FAILED_FORWARD = "FailedForward"
     EMERGENCY = "Emergency"
     ROLLED_BACK = "RolledBack"
     RESTORED = "Restored"  # the previous Release, re-applied by a rollback
+    FAILED = "Failed"  # left production before anything of it stood there
+    ABANDONED = "Abandoned"  # its Release was deleted while it held production
 
 
 # Ran in production and was not rolled back: a rollback target ("the previous tag").
 STOOD = frozenset({Result.RELEASED, Result.FAILED_FORWARD, Result.EMERGENCY, Result.RESTORED})
 # What production runs now, or ran until replaced: what stood, or what is baking there.
 CURRENT = STOOD | {Result.BAKING}
+# In production's flight: one Release at a time, from its claim until it is released or rolled back.
+IN_FLIGHT = frozenset({Result.DEPLOYING, Result.BAKING})
 
 
 def entries(pipeline_status: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -67,6 +72,14 @@ def record(history: list[dict[str, Any]], entry: Mapping[str, Any]) -> list[dict
         kept = out[again].get("deployedAt", entry.get("deployedAt"))
         out[again] = {**out[again], **entry, "deployedAt": kept}
     return out[-HISTORY_LIMIT:]
+
+
+def in_flight(history: Sequence[Mapping[str, Any]], uid: str) -> Mapping[str, Any] | None:
+    """Another Release's entry that holds production now (deploying, baking, held, awaiting a decision)."""
+    latest: dict[str, Mapping[str, Any]] = {}
+    for entry in history:
+        latest[str(entry.get("uid"))] = entry
+    return next((e for u, e in reversed(latest.items()) if u != uid and e.get("result") in IN_FLIGHT), None)
 
 
 def current(history: list[dict[str, Any]]) -> dict[str, Any] | None:

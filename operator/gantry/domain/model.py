@@ -32,6 +32,7 @@ MANAGED_STATUS_KEYS = (
     "decisionsApplied",
     "version",
     "changelog",
+    "pipeline",
 )
 
 
@@ -264,6 +265,14 @@ class RecordProduction:
 
 
 @dataclass(frozen=True)
+class ClaimProduction:
+    """Record this Release as production's one Release in flight, unless another one is (then it
+    fails with Conflict) or production runs a version at least as new (Refused)."""
+
+    entry: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class Quarantine:
     """Refuse these digests for the application until someone lifts the quarantine."""
 
@@ -292,6 +301,7 @@ Effect = (
     | PreemptLock
     | UnfreezeLock
     | RecordProduction
+    | ClaimProduction
     | Quarantine
     | Retrospective
     | CreateTag

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gantry.domain.analysis import AnalysisSpec
@@ -166,6 +166,29 @@ class Pipeline:
 
     def summary(self) -> str:
         return " → ".join(s.name + (" (lock)" if s.lock else "") for s in self.stages)
+
+
+def pin(pipeline: Pipeline) -> dict[str, Any]:
+    """The stages as a Release pins them when it starts (status.pipeline): later edits of the
+    Pipeline do not change the stages, environments, locks or targets of a Release in flight."""
+    return {"stages": [{**stage.to_spec(), "name": stage.name} for stage in pipeline.stages]}
+
+
+def pinned(
+    snapshot: Mapping[str, Any] | None, live: Pipeline | Problem, name: str, application: str
+) -> Pipeline | Problem:
+    """The Pipeline a Release runs on: its pinned stages with the live Pipeline's settings (alerts,
+    git, registry), or the live Pipeline while nothing is pinned yet."""
+    if not snapshot:
+        return live
+    base = live if isinstance(live, Pipeline) else Pipeline(name, application, ())
+    raw = snapshot.get("stages") or ()
+    return replace(base, stages=tuple(Stage.from_spec(i, str(s["name"]), s) for i, s in enumerate(raw)))
+
+
+def differs(snapshot: Mapping[str, Any] | None, live: Pipeline | Problem) -> bool:
+    """Has the Pipeline's list of stages changed since the Release pinned it?"""
+    return bool(snapshot) and (isinstance(live, Problem) or snapshot != pin(live))
 
 
 def parse_pipeline(name: str, spec: Mapping[str, Any]) -> Pipeline | Problem:

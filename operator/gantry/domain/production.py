@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from gantry.domain import ledger, steps
+from gantry.domain import gates, ledger, steps
 from gantry.domain.analysis import (
     EVALUATIONS_KEPT,
     AnalysisSpec,
@@ -51,7 +51,7 @@ SYSTEM = "gantry"  # who decided, when no person did
 
 def await_promotion(d: Draft) -> None:
     """Verified: promote now (promotion: Auto) or wait for an Approve decision."""
-    pipeline = d.obs.pipeline
+    pipeline = d.pipeline
     if isinstance(pipeline, Problem) or pipeline.production is None:
         return  # no production stage: Verified is where this Release ends
     d.stage_index = pipeline.production.index
@@ -195,7 +195,7 @@ def apply_decision(d: Draft, decision: Mapping[str, Any]) -> None:
     in_production = d.run is not None and bool(d.run.spec.get("production")) and current_in_production(d)
     if action == Action.APPROVE and phase == Phase.VERIFIED:
         d.event("Normal", Reason.APPROVED, said)
-        pipeline = d.obs.pipeline
+        pipeline = d.pipeline
         if not isinstance(pipeline, Problem) and pipeline.production is not None:
             d.stage_index = pipeline.production.index
             steps.start_stage(d)
@@ -231,7 +231,7 @@ def current_in_production(d: Draft) -> bool:
 def emergency(d: Draft, said: str, by: str) -> None:
     """Escalate, take staging over (its in-progress work rolls back) and freeze it for hotfixes only."""
     assert d.run is not None
-    pipeline = d.obs.pipeline
+    pipeline = d.pipeline
     environments = pipeline.locked_environments() if not isinstance(pipeline, Problem) else ()
     reason = f"emergency for {d.release.key}"
     for environment in environments:
@@ -283,7 +283,7 @@ def start_rollback(d: Draft, reason: str, detail: str, by: str) -> None:
         d.move(Step.FAILED, reason, f"{detail}; nothing was deployed to production", finished_at=d.now)
         return
     wanted = target_images(d, target)
-    pipeline = d.obs.pipeline
+    pipeline = d.pipeline
     environments = pipeline.locked_environments() if not isinstance(pipeline, Problem) else ()
     for environment in environments:
         d.effects.append(
@@ -399,6 +399,7 @@ def finish_failed(d: Draft) -> None:
         d.effects.append(Retrospective("Rollback", message, by))
         d.phase = Phase.ROLLED_BACK
     else:
+        d.effects.append(RecordProduction(entry(d, Result.FAILED)))  # ends its claim on production
         d.phase = Phase.FAILED
     d.reason, d.message = run.reason or Reason.FAILED, message
     d.effects.append(
@@ -415,7 +416,7 @@ def finish_passed(d: Draft) -> None:
     result = Result.FAILED_FORWARD if run.reason == Reason.FAIL_FORWARD else Result.RELEASED
     d.effects.append(RecordProduction(entry(d, result, run.decided_by or SYSTEM)))
     if d.release.hotfix:
-        pipeline = d.obs.pipeline
+        pipeline = d.pipeline
         for environment in pipeline.locked_environments() if not isinstance(pipeline, Problem) else ():
             d.effects.append(UnfreezeLock(environment))
     d.run = replace(run, finished_at=d.now)
@@ -425,18 +426,4 @@ def finish_passed(d: Draft) -> None:
 
 
 def entry(d: Draft, result: Result, by: str = SYSTEM) -> dict[str, Any]:
-    """This Release's line in the production history."""
-    assert d.run is not None
-    return {
-        "release": d.release.key,
-        "uid": d.release.uid,
-        "version": d.release.version,
-        "images": [
-            {"workload": c.workload.key(), "container": c.container, "image": c.after}
-            for c in d.run.changes or ()
-        ],
-        "deployedAt": d.run.deployed_at or d.now,
-        "result": result,
-        "decidedBy": by,
-        "updatedAt": d.now,
-    }
+    return gates.ledger_entry(d, result, by)

@@ -24,6 +24,7 @@ class Reason(StrEnum):
     QUARANTINED = "Quarantined"
     NOT_VERIFIED = "NotVerified"
     VERSION_NOT_NEWER = "VersionNotNewer"
+    PRODUCTION_BUSY = "ProductionBusy"
     FORBIDDEN = "Forbidden"
     # --- git source and version tags
     GIT_SOURCE_UNAVAILABLE = "GitSourceUnavailable"

@@ -26,6 +26,7 @@ from gantry.domain.model import (
     current_run,
 )
 from gantry.domain.phases import FINAL, WAITING, WORKING, Phase, Step
+from gantry.domain.pipeline import differs, pinned
 from gantry.domain.reasons import Reason
 
 STATUS_HISTORY_LIMIT = 50  # transitions kept in a Release's status.history
@@ -81,7 +82,9 @@ def decide(release: ReleaseView, obs: Observation) -> Plan:
         message=status.get("message", ""),
         version=str(status.get("version") or ""),
         changelog=tuple(status.get("changelog") or ()),
+        pinned=status.get("pipeline"),
     )
+    draft.pipeline = pinned(draft.pinned, obs.pipeline, release.pipeline, release.application)
     if applied < len(decisions):
         # People's decisions (ReleaseDecision objects, copied here by the operator) come first,
         # one per tick, in the order they were made.
@@ -129,6 +132,8 @@ def _finish(release: ReleaseView, d: Draft, decisions_applied: int) -> Plan:
         status["version"] = d.version
     if d.changelog:
         status["changelog"] = [dict(c) for c in d.changelog]
+    if d.pinned:
+        status["pipeline"] = dict(d.pinned)
     current = d.run if d.run is not None and d.run.index == d.stage_index else None
     stage_name = current.name if current else (runs[-1]["name"] if runs else "")
     if stage_name:
@@ -177,6 +182,13 @@ def _conditions(conditions: list[dict[str, Any]], d: Draft, generation: int) -> 
     out = set_condition(
         out, "Stalled", stalled, d.reason or str(d.phase), d.message if stalled else "", now, generation
     )
-    return set_condition(
+    out = set_condition(
         out, "Reconciling", reconciling, str(d.phase), d.message if reconciling else "", now, generation
     )
+    if not d.pinned or not differs(d.pinned, d.obs.pipeline) or d.phase in FINAL:
+        return [c for c in out if c.get("type") != "PipelineChanged"]  # shown only while it matters
+    message = (
+        "the Pipeline changed after this Release started; it goes on with the stages it started "
+        "with (status.pipeline); to use the new stages, create a new Release"
+    )
+    return set_condition(out, "PipelineChanged", True, Reason.PIPELINE_CHANGED, message, now, generation)

@@ -72,7 +72,7 @@ def pass_stage(d: Draft) -> None:
         d.effects.append(ReleaseLock(run.environment, Reason.PASSED))
     d.run = replace(run, finished_at=d.now)
     d.event("Normal", Reason.STAGE_PASSED, f"stage {run.name} passed")
-    pipeline = d.obs.pipeline
+    pipeline = d.pipeline
     remaining = 0 if isinstance(pipeline, Problem) else len(pipeline.pre_production()) - (run.index + 1)
     if remaining > 0:
         # The next stage starts on a later tick, from the Pipeline as it is then.

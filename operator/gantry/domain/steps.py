@@ -14,9 +14,10 @@ from datetime import timedelta
 from gantry.domain import gates, source, testjob
 from gantry.domain.draft import Draft
 from gantry.domain.images import digest_of
-from gantry.domain.model import AcquireLock, CreateJob, ReleaseLock, SetImages, StageRun
+from gantry.domain.ledger import Result
+from gantry.domain.model import AcquireLock, ClaimProduction, CreateJob, ReleaseLock, SetImages, StageRun
 from gantry.domain.phases import Phase, Step
-from gantry.domain.pipeline import Stage
+from gantry.domain.pipeline import Pipeline, Stage, pin
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
 from gantry.domain.workloads import ImageChange, plan_changes
@@ -31,7 +32,7 @@ Then = Callable[[Draft], None]  # what a complete rollout leads to
 
 
 def pipeline_stage(d: Draft) -> Stage | Problem:
-    pipeline = d.obs.pipeline
+    pipeline = d.pipeline
     if isinstance(pipeline, Problem):
         return pipeline
     if pipeline.application != d.release.application:
@@ -53,7 +54,7 @@ def pipeline_stage(d: Draft) -> Stage | Problem:
 
 
 def validate(d: Draft, stage: Stage) -> tuple[ImageChange, ...] | Problem:
-    pipeline = d.obs.pipeline
+    pipeline = d.pipeline
     assert not isinstance(pipeline, Problem)
     quarantined = gates.quarantine_problem(d)
     if quarantined is not None:
@@ -69,7 +70,7 @@ def validate(d: Draft, stage: Stage) -> tuple[ImageChange, ...] | Problem:
         provenance = gates.check_provenance(d, changes)
         if isinstance(provenance, Problem):
             return provenance
-        older = gates.not_newer(d)
+        older = gates.not_newer(d) or gates.production_busy(d)
         if older is not None:
             return older
     return changes
@@ -79,6 +80,10 @@ def validate(d: Draft, stage: Stage) -> tuple[ImageChange, ...] | Problem:
 
 
 def start_stage(d: Draft) -> None:
+    claim = d.rejected(ClaimProduction)
+    if claim is not None:
+        d.block(gates.claim_refused(claim))
+        return
     if not source.version_settled(d):
         return
     stage = pipeline_stage(d)
@@ -89,6 +94,8 @@ def start_stage(d: Draft) -> None:
     if isinstance(changes, Problem):
         d.block(changes)
         return
+    if d.pinned is None and isinstance(d.pipeline, Pipeline):
+        d.pinned = pin(d.pipeline)  # from now on the Release runs on these stages
     d.run = StageRun(
         index=d.stage_index,
         name=stage.name,
@@ -102,6 +109,9 @@ def start_stage(d: Draft) -> None:
         provenance = gates.check_provenance(d, changes)
         assert not isinstance(provenance, Problem)  # validate() already checked it
         d.run = replace(d.run, provenance=provenance)
+        d.effects.append(
+            ClaimProduction(gates.ledger_entry(d, Result.DEPLOYING, d.run.decided_by or "gantry"))
+        )
     if stage.registry is not None:
         # The seed's order: tag (and copy) the existing artifact first, then lock and deploy.
         message = f"stage {stage.name}: tagging {d.version or d.release.version} in the registry"
@@ -135,10 +145,8 @@ def wait_for_lock(d: Draft) -> None:
         d.block(problem)
         return
     if lock is not None and lock.held:
-        assert not isinstance(stage, Problem)
         message = f"holding EnvironmentLock {d.run.environment}; deploying to stage {d.run.name}"
-        spec = stage.to_spec()  # the Pipeline may have changed while we queued
-        d.move(Step.DEPLOYING, Reason.LOCK_ACQUIRED, message, lock_acquired_at=d.now, spec=spec)
+        d.move(Step.DEPLOYING, Reason.LOCK_ACQUIRED, message, lock_acquired_at=d.now)
         d.event("Normal", Reason.LOCK_ACQUIRED, message)
         return
     d.effects.append(AcquireLock(d.run.environment))  # joins the queue, or keeps our place alive
@@ -235,7 +243,7 @@ def deploy(d: Draft, rollback: Rollback) -> None:
 def record_images(d: Draft) -> None:
     """First record what runs now (the rollback target); only the next tick patches."""
     assert d.run is not None
-    pipeline = d.obs.pipeline
+    pipeline = d.pipeline
     name = pipeline.name if not isinstance(pipeline, Problem) else d.release.pipeline
     changes = plan_changes(name, d.run.stage, stage_artifacts(d), d.obs.targets)
     if isinstance(changes, Problem):

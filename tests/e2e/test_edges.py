@@ -1,0 +1,194 @@
+"""Trust at the edges: what people and real API servers do to Gantry's objects mid-flight."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.e2e import manifests as m
+from tests.e2e.test_staging_flow import setup_app
+from tests.harness.cluster import Cluster
+from tests.harness.operator import OperatorThread
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_test_job_that_times_out_is_stopped_and_the_stage_rolled_back(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    setup_app(cluster, namespace, script="sleep infinity", test_timeout=2)
+    cluster.apply(m.release(namespace, "shop-v1", "v1"))
+    body = cluster.wait_for_phase(namespace, "shop-v1", "Failed", "Verified", timeout=60)
+    assert (body["status"]["phase"], body["status"]["reason"]) == ("Failed", "TestTimeout")
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB
+    cluster.wait_for(
+        "the timed-out test Job to be deleted",
+        lambda: not cluster.list("Job", namespace, "gantry.dev/release=shop-v1"),
+        timeout=30,
+    )
+
+
+def test_a_test_job_stops_itself_at_the_stage_timeout_and_is_owned_by_its_release(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    setup_app(cluster, namespace, test_timeout=45)
+    release = cluster.apply(m.release(namespace, "shop-v1", "v1"))
+    cluster.wait_for_phase(namespace, "shop-v1", "Verified", "Failed", timeout=60)
+    (job,) = cluster.list("Job", namespace, "gantry.dev/release=shop-v1")
+    assert job["spec"]["activeDeadlineSeconds"] == 45
+    assert job["spec"]["ttlSecondsAfterFinished"] > 0
+    (owner,) = job["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"]) == ("Release", release["metadata"]["uid"])
+
+
+def test_a_test_job_deleted_by_someone_fails_the_stage_instead_of_running_again(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    setup_app(cluster, namespace, script="sleep infinity", test_timeout=120)
+    cluster.apply(m.release(namespace, "shop-v1", "v1"))
+    jobs = cluster.wait_for(
+        "the test Job to run",
+        lambda: cluster.list("Job", namespace, "gantry.dev/release=shop-v1"),
+        timeout=30,
+    )
+    cluster.delete("Job", namespace, jobs[0]["metadata"]["name"])
+    body = cluster.wait_for_phase(namespace, "shop-v1", "Failed", "Verified", timeout=60)
+    assert (body["status"]["phase"], body["status"]["reason"]) == ("Failed", "TestJobDeleted")
+    assert "was deleted before it finished" in body["status"]["message"]
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB
+    assert not cluster.list("Job", namespace, "gantry.dev/release=shop-v1")  # not re-created
+
+
+def test_a_release_with_a_long_name_gets_test_jobs_a_real_server_accepts(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    setup_app(cluster, namespace)
+    name = "shop-" + "v1-" * 30 + "candidate"  # 104 characters: fine for a Release, not for a label
+    cluster.apply(m.release(namespace, name, "v1"))
+    body = cluster.wait_for_phase(namespace, name, "Verified", "Failed", timeout=60)
+    assert body["status"]["phase"] == "Verified", body["status"]["message"]
+    job_namespace, job_name = body["status"]["stages"][0]["testJob"].split("/", 1)
+    labels = cluster.must_get("Job", job_namespace, job_name)["metadata"]["labels"]
+    assert all(len(value) <= 63 for value in labels.values())
+
+
+# --- a Release runs on the Pipeline it started with -----------------------------------------------
+
+
+def test_renaming_the_environment_while_a_release_queues_does_not_deadlock_it(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    setup_app(cluster, namespace)
+    cluster.hold_rollouts(namespace, "web")
+    cluster.apply(m.release(namespace, "shop-v1", "v1"))
+    cluster.wait_for_phase(namespace, "shop-v1", "Deploying", timeout=30)
+    cluster.apply(m.release(namespace, "shop-v2", "v2", version="v1.1.0"))
+    cluster.wait_for_phase(namespace, "shop-v2", "Queued", timeout=30)
+    cluster.apply(m.pipeline(namespace, lease_env="staging-eu"))  # edited while v2 waits
+    cluster.release_rollouts(namespace, "web")
+    for name in ("shop-v1", "shop-v2"):
+        body = cluster.wait_for_phase(namespace, name, "Verified", "Failed", timeout=60)
+        assert body["status"]["phase"] == "Verified", (name, body["status"]["message"])
+    assert "holder" not in cluster.must_get("EnvironmentLock", namespace, "staging")["status"]
+    # A Release created after the edit runs on the edited Pipeline.
+    cluster.apply(m.release(namespace, "shop-v3", "v3", version="v1.2.0"))
+    body = cluster.wait_for_phase(namespace, "shop-v3", "Verified", "Failed", timeout=60)
+    assert body["status"]["stages"][0]["environment"] == "staging-eu"
+
+
+def test_a_stage_removed_after_a_release_passed_it_does_not_strand_its_approval(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    prod = f"{namespace}-prod"
+    for workload in m.workloads(namespace) + m.workloads(prod):
+        cluster.apply(workload)
+    cluster.apply(two_namespace_pipeline(namespace, prod))
+    cluster.apply(m.release(namespace, "shop-v1", "v1"))
+    cluster.wait_for_phase(namespace, "shop-v1", "Verified", timeout=60)
+    edited = two_namespace_pipeline(namespace, prod)
+    edited["spec"]["stages"] = edited["spec"]["stages"][1:]  # staging removed: production only
+    cluster.apply(edited)
+    cluster.apply(m.decision(namespace, "shop-v1", "Approve"))
+    body = cluster.wait_for_phase(namespace, "shop-v1", "Released", "Failed", "Blocked", timeout=60)
+    assert body["status"]["phase"] == "Released", body["status"]["message"]
+    assert [s["name"] for s in body["status"]["stages"]] == ["staging", "production"]
+    assert cluster.images("Deployment", prod, "web")["web"] == m.image("web", "v1")
+
+
+def test_a_stage_inserted_before_the_current_one_neither_reruns_nor_skips_anything(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    setup_app(cluster, namespace)
+    cluster.hold_rollouts(namespace, "web")
+    cluster.apply(m.release(namespace, "shop-v1", "v1"))
+    cluster.wait_for_phase(namespace, "shop-v1", "Deploying", timeout=30)
+    edited = m.pipeline(namespace)
+    dev = {"name": "dev", "targets": [{"namespace": namespace, "name": "worker"}]}
+    edited["spec"]["stages"].insert(0, dev)
+    cluster.apply(edited)
+    cluster.release_rollouts(namespace, "web")
+    body = cluster.wait_for_phase(namespace, "shop-v1", "Verified", "Failed", timeout=60)
+    assert body["status"]["phase"] == "Verified", body["status"]["message"]
+    assert [s["name"] for s in body["status"]["stages"]] == ["staging"]  # as pinned when it started
+    assert len(cluster.list("Job", namespace, "gantry.dev/release=shop-v1")) == 1
+    tenures = cluster.must_get("EnvironmentLock", namespace, "staging")["status"]["history"]
+    assert [t["release"] for t in tenures] == [f"{namespace}/shop-v1"]  # one tenure, not two
+    conditions = {c["type"]: c for c in body["status"]["conditions"]}
+    assert conditions["PipelineChanged"]["status"] == "True"
+    assert "status.pipeline" in conditions["PipelineChanged"]["message"]
+
+
+# --- production moves forward only, one Release at a time ----------------------------------------
+
+
+def two_namespace_pipeline(namespace: str, prod: str) -> dict[str, Any]:
+    """staging in `namespace`, production (web and worker) in `prod`."""
+    pipeline = m.pipeline(namespace)
+    pipeline["spec"]["stages"][1]["targets"] = [
+        {"namespace": prod, "name": "web"},
+        {"namespace": prod, "name": "worker"},
+    ]
+    return pipeline
+
+
+def test_approving_an_older_version_while_a_newer_one_rolls_out_never_moves_production_back(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    prod = f"{namespace}-prod"
+    for workload in m.workloads(namespace) + m.workloads(prod):
+        cluster.apply(workload)
+    cluster.apply(two_namespace_pipeline(namespace, prod))
+    for name, seed, version in (("shop-new", "new", "v1.2.0"), ("shop-old", "old1", "v1.1.0")):
+        cluster.apply(m.release(namespace, name, seed, version=version))
+        cluster.wait_for_phase(namespace, name, "Verified", timeout=60)
+    cluster.hold_rollouts(prod, "web")
+    cluster.apply(m.decision(namespace, "shop-new", "Approve"))
+    cluster.wait_for(
+        "the newer version to be rolling out in production",
+        lambda: cluster.images("Deployment", prod, "web")["web"] == m.image("web", "new"),
+        timeout=30,
+    )
+    cluster.apply(m.decision(namespace, "shop-old", "Approve"))
+    cluster.wait_for(
+        "the older Release to be refused or held back",
+        lambda: (
+            (cluster.must_get("ReleaseDecision", namespace, "shop-old-approve").get("status") or {}).get(
+                "phase"
+            )
+            in ("Rejected", "Ignored")
+            or (cluster.release(namespace, "shop-old").get("status") or {}).get("phase") == "Blocked"
+        ),
+        timeout=30,
+    )
+    assert cluster.images("Deployment", prod, "web")["web"] == m.image("web", "new")
+    cluster.release_rollouts(prod, "web")
+    body = cluster.wait_for_phase(namespace, "shop-new", "Released", "Failed", timeout=60)
+    assert body["status"]["phase"] == "Released", body["status"]["message"]
+    assert cluster.images("Deployment", prod, "web")["web"] == m.image("web", "new")
+    old = cluster.release(namespace, "shop-old")["status"]
+    assert old["phase"] != "Released" and old.get("reason") in (
+        "VersionNotNewer",
+        "Verified",
+        "ProductionBusy",
+    )
