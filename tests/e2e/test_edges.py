@@ -192,3 +192,40 @@ def test_approving_an_older_version_while_a_newer_one_rolls_out_never_moves_prod
         "Verified",
         "ProductionBusy",
     )
+
+
+# --- rollbacks that keep going, and locks that go missing ----------------------------------------
+
+
+def test_a_rollback_restores_every_workload_it_can_and_names_the_one_it_cannot(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    setup_app(cluster, namespace, script="sleep infinity", test_timeout=3)
+    cluster.apply(m.release(namespace, "shop-v1", "v1"))
+    cluster.wait_for_phase(namespace, "shop-v1", "Testing", timeout=30)
+    cluster.delete("Deployment", namespace, "web")  # someone deletes one target mid-test
+    body = cluster.wait_for_phase(namespace, "shop-v1", "Failed", "Verified", timeout=60)
+    assert body["status"]["reason"] == "TestTimeout"
+    assert cluster.images("Deployment", namespace, "worker")["worker"] == m.OLD_WORKER  # restored anyway
+    assert f"could not restore: Deployment {namespace}/web: not found" in body["status"]["message"]
+
+
+def test_a_deleted_lock_rolls_the_stage_back_and_says_so(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    setup_app(cluster, namespace)
+    cluster.hold_rollouts(namespace, "web")
+    cluster.apply(m.release(namespace, "shop-v1", "v1"))
+    cluster.wait_for(
+        "v1 to be rolling out under the lock",
+        lambda: cluster.images("Deployment", namespace, "web")["web"] == m.image("web", "v1"),
+        timeout=30,
+    )
+    cluster.delete("EnvironmentLock", namespace, "staging")
+    cluster.release_rollouts(namespace, "web")
+    body = cluster.wait_for_phase(namespace, "shop-v1", "Failed", "Verified", timeout=60)
+    assert (body["status"]["phase"], body["status"]["reason"]) == ("Failed", "LockLost")
+    assert "the EnvironmentLock object was deleted" in body["status"]["message"]
+    assert "another Release now owns it" not in body["status"]["message"]
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB
+    assert cluster.images("Deployment", namespace, "worker")["worker"] == m.OLD_WORKER

@@ -162,3 +162,20 @@ def test_an_emergency_freeze_is_told_apart_from_a_freeze_by_hand() -> None:
     both = locks.from_object({"spec": {"freeze": {"by": "alice"}}, "status": locks.to_status(emergency)})
     assert both.freeze is not None and both.freeze.by == "ns/v2" and not both.freeze.by_hand
     assert both.manual is not None and both.manual.by_hand
+
+
+def test_a_renew_time_in_the_future_is_aged_from_now_so_a_skewed_clock_cannot_hold_a_lock_for_ever() -> None:
+    skewed, _ = locks.acquire(LockState(), A, at(3600), LEASE)  # the holder's clock is an hour ahead
+    seen = locks.expire(skewed, at(0), LEASE)
+    assert seen.holder is not None and seen.holder.renew_time == at(0)
+    assert locks.expire(seen, at(61), LEASE).holder is None  # one lease after we first saw it
+
+
+def test_a_lost_lock_is_described_as_it_happened() -> None:
+    state, _ = locks.acquire(LockState(), A, at(0), LEASE)
+    expired = locks.expire(state, at(120), LEASE)
+    assert "lease ran out (60s" in locks.why_lost(expired, A, LEASE)
+    taken, _ = locks.acquire(expired, B, at(121), LEASE)
+    assert locks.why_lost(taken, A, LEASE).endswith("ns/b holds it now")
+    by_hand = locks.release(state, A, at(5), "edited")
+    assert "removed this Release as its holder" in locks.why_lost(by_hand, A, LEASE)

@@ -21,6 +21,7 @@ from gantry.domain.model import (
     SetImages,
     UnfreezeLock,
 )
+from gantry.domain.reasons import Reason
 from gantry.domain.timefmt import to_rfc3339
 from gantry.domain.workloads import WorkloadRef
 
@@ -75,13 +76,20 @@ def set_images(ctx: Context, effect: SetImages) -> None:
     by_workload: dict[WorkloadRef, dict[str, str]] = {}
     for ref, container, image in effect.images:
         by_workload.setdefault(ref, {})[container] = image
-    try:
-        for ref, images in sorted(by_workload.items()):
+    refused: list[ApiError] = []
+    for ref, images in sorted(by_workload.items()):
+        try:
             ctx.adapters.resources.set_images(ref, images)
-    except ApiError as error:
-        if error.transient:
-            raise
-        raise failure_of(error) from error
+        except ApiError as error:
+            if error.transient:
+                raise
+            if not effect.restore:
+                raise failure_of(error) from error
+            # Keep restoring the others: one deleted Deployment must not leave the rest on bad digests.
+            ctx.announce("Warning", Reason.RESTORE_REFUSED, f"could not restore {ref}: {error.message}")
+            refused.append(error)
+    if refused and len(refused) == len(by_workload):
+        raise failure_of(refused[0]) from refused[0]  # nothing could be restored: say so loudly
 
 
 def create_job(ctx: Context, effect: CreateJob) -> None:

@@ -276,7 +276,7 @@ class Resources:
     ) -> ObservedLock:
         body = self.kube.get(custom_path("environmentlocks", namespace, environment))
         if body is None:
-            return ObservedLock(held=False)
+            return ObservedLock(held=False, lost="the EnvironmentLock object was deleted")
         lease = lease_of(body)
         state = locks.expire(locks.from_object(body), now, lease)
         if state.holder is not None and state.holder.claimant.uid == claimant.uid:
@@ -292,6 +292,7 @@ class Resources:
             frozen_by=freeze.by if freeze else None,
             frozen_by_hand=freeze is not None and freeze.by_hand,
             frozen_reason=freeze.reason if freeze else "",
+            lost=locks.why_lost(state, claimant, lease),
         )
 
     def update_lock(self, namespace: str, environment: str, change: LockUpdate) -> Any:

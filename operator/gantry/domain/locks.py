@@ -92,10 +92,14 @@ Outcome = Granted | Waiting
 def expire(state: LockState, now: datetime, lease: timedelta) -> LockState:
     """Drop a holder and waiters whose lease ran out: they crashed or were deleted."""
     holder, history = state.holder, state.history
+    if holder is not None and holder.renew_time > now:
+        holder = replace(holder, renew_time=now)  # a clock ahead of ours: age it from now, never never
     if holder is not None and now - holder.renew_time > lease:
         history = _remember(history, Tenure(holder.claimant, holder.since, now, Reason.LEASE_EXPIRED))
         holder = None
-    queue = tuple(w for w in state.queue if now - w.renew_time <= lease)
+    queue = tuple(
+        replace(w, renew_time=min(w.renew_time, now)) for w in state.queue if now - w.renew_time <= lease
+    )
     return replace(state, holder=holder, queue=queue, history=history)
 
 
@@ -176,6 +180,18 @@ def release(state: LockState, claimant: Claimant, now: datetime, reason: str) ->
         holder = None
     queue = tuple(w for w in state.queue if w.claimant.uid != claimant.uid)
     return replace(state, holder=holder, queue=queue, history=history)
+
+
+def why_lost(state: LockState, claimant: Claimant, lease: timedelta) -> str:
+    """What happened to a lock `claimant` expected to hold, in words for its stage's message."""
+    mine = [t for t in state.history if t.claimant.uid == claimant.uid]
+    if mine and mine[-1].reason == Reason.LEASE_EXPIRED:
+        lost = f"its lease ran out ({int(lease.total_seconds())}s without a renewal)"
+    else:
+        lost = "someone removed this Release as its holder (no lease ran out)"
+    if state.holder is not None:
+        return f"{lost}; {state.holder.claimant.release} holds it now"
+    return lost
 
 
 def renewal_due(holder: Holder, now: datetime, lease: timedelta) -> bool:

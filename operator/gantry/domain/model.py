@@ -49,6 +49,7 @@ class ObservedLock:
     frozen_by: str | None = None  # frozen (after an emergency, or by hand), and we are no hotfix
     frozen_by_hand: bool = False
     frozen_reason: str = ""
+    lost: str = ""  # when it is not ours: what happened to it, in words for the stage's message
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,9 @@ class ReleaseLock:
 @dataclass(frozen=True)
 class SetImages:
     images: tuple[tuple[WorkloadRef, str, str], ...]  # (workload, container, image)
+    # A rollback: every workload gets its images back even if another refuses (each refusal is a
+    # Warning Event, and the stage's outcome names what was not restored); a deploy stops instead.
+    restore: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -271,6 +271,11 @@ def system_rollback(d: Draft, reason: str, detail: str) -> None:
 
 def start_rollback(d: Draft, reason: str, detail: str, by: str) -> None:
     assert d.run is not None
+    failed = d.rejected(SetImages)
+    if failed is not None:  # this very rollback was refused for every workload: do not ask again
+        message = f"{detail}; the rollback itself was refused: {failed.message}"
+        d.move(Step.FAILED, reason, message, finished_at=d.now)
+        return
     target = previous_release(d)
     if target is None:
         message = (
@@ -290,11 +295,13 @@ def start_rollback(d: Draft, reason: str, detail: str, by: str) -> None:
             PreemptLock(environment, f"production rollback of {d.release.key}", hold=True, freeze=False)
         )
     d.effects.append(
-        SetImages(tuple((c.workload, c.container, wanted[i]) for i, c in enumerate(d.run.changes)))
+        SetImages(
+            tuple((c.workload, c.container, wanted[i]) for i, c in enumerate(d.run.changes)), restore=True
+        )
     )
     staging = staging_reverts(d)
     if staging:
-        d.effects.append(SetImages(staging))
+        d.effects.append(SetImages(staging, restore=True))
     message = f"{detail}; re-applying {target.get('release')} ({target.get('version')}), the previous Release"
     d.event("Warning", Reason.ROLLING_BACK, message)
     d.move(
@@ -336,9 +343,9 @@ def staging_reverts(d: Draft) -> tuple[Any, ...]:
 
 def roll_back(d: Draft) -> None:
     assert d.run is not None and d.run.changes is not None and d.run.rollback is not None
-    failed = d.rejected(SetImages)
     reason, detail = d.run.reason or Reason.ROLLED_BACK, d.run.message or ""
-    if failed is not None:
+    failed = d.rejected(SetImages)
+    if failed is not None:  # refused for every workload: nothing was restored
         d.move(
             Step.FAILED,
             reason,

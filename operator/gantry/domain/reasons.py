@@ -64,6 +64,7 @@ class Reason(StrEnum):
     TEST_JOB_DELETED = "TestJobDeleted"
     ROLLING_BACK = "RollingBack"
     ROLLED_BACK = "RolledBack"
+    RESTORE_REFUSED = "RestoreRefused"
     STAGE_PASSED = "StagePassed"
     VERIFIED = "Verified"
     FAILED = "Failed"

@@ -37,7 +37,7 @@ def roll_back(d: Draft) -> None:
     assert d.run is not None and d.run.changes is not None
     reason, detail = d.run.reason or Reason.ROLLED_BACK, d.run.message or ""
     refusal = d.rejected(SetImages)
-    if refusal is not None:
+    if refusal is not None:  # refused for every workload: nothing was restored
         d.move(
             Step.FAILED,
             reason,
@@ -46,12 +46,15 @@ def roll_back(d: Draft) -> None:
         )
         return
     if d.run.rolled_back_at is None:
-        d.effects.append(SetImages(tuple((c.workload, c.container, c.before) for c in d.run.changes)))
+        d.effects.append(SetImages(steps.restorable(d, d.run.changes), restore=True))
         d.run = replace(d.run, rolled_back_at=d.now)
         d.event("Warning", Reason.ROLLING_BACK, f"stage {d.run.name}: re-applying the images it ran before")
         d.message = f"{detail}; re-applied previous images"
         return
-    pending = steps.rollout_pending(d, "before")
+    pending = [p for p in steps.rollout_pending(d, "before") if not p.endswith(steps.GONE)]
+    gone = [p for p in steps.rollout_pending(d, "before") if p.endswith(steps.GONE)]
+    if gone:
+        detail += f"; could not restore: {'; '.join(gone)}"
     foreign = steps.replaced(d, "before")
     if foreign:
         detail += f"; left alone because someone changed them since: {'; '.join(foreign)}"

@@ -20,7 +20,7 @@ from gantry.domain.phases import Phase, Step
 from gantry.domain.pipeline import Pipeline, Stage, pin
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
-from gantry.domain.workloads import ImageChange, plan_changes
+from gantry.domain.workloads import ImageChange, WorkloadRef, plan_changes
 
 # (draft, reason, detail): stop the stage and put back what it changed.
 Rollback = Callable[[Draft, str, str], None]
@@ -188,11 +188,16 @@ def lock_lost(d: Draft, rollback: Rollback) -> None:
         holder = d.obs.lock.holder or "an emergency"
         rollback(d, Reason.PREEMPTED, f"preempted by {holder} (production rollback or emergency)")
         return
-    message = (
-        f"lost EnvironmentLock {d.run.environment} (lease expired while Gantry was not renewing it); "
-        f"stage {d.run.name} was left as it is because another Release now owns it"
-    )
-    d.move(Step.FAILED, Reason.LOCK_LOST, message, finished_at=d.now)
+    lock = d.obs.lock
+    what = lock.lost if lock is not None and lock.lost else "the EnvironmentLock object was deleted"
+    message = f"lost EnvironmentLock {d.run.environment}: {what}"
+    if lock is not None and lock.holder:
+        # Another Release works there now and has recorded what runs as its rollback target:
+        # rolling back under it would pull the floor from under its records.
+        message += f"; stage {d.run.name} was left as it is for {lock.holder}"
+        d.move(Step.FAILED, Reason.LOCK_LOST, message, finished_at=d.now)
+        return
+    rollback(d, Reason.LOCK_LOST, message)  # nobody else is there: put back what this stage changed
 
 
 # --- deploying and watching the rollout ----------------------------------------------------------
@@ -256,6 +261,21 @@ def record_images(d: Draft) -> None:
     d.message = f"recorded the images stage {d.run.name} runs now; deploying"
 
 
+GONE = ": not found"  # a workload deleted since the stage recorded it: nothing left to restore
+
+
+def restorable(d: Draft, changes: tuple[ImageChange, ...]) -> tuple[tuple[WorkloadRef, str, str], ...]:
+    """What a rollback re-applies: the recorded images, except where someone else's image runs now
+    (a rollback never overwrites another Release's or a person's change)."""
+    out = []
+    for c in changes:
+        seen = d.obs.workloads.get(c.workload)
+        image = seen.containers.get(c.container) if seen is not None else None
+        if image is None or image in (c.before, c.after):
+            out.append((c.workload, c.container, c.before))
+    return tuple(out)
+
+
 def replaced(d: Draft, want: str) -> list[str]:
     """Containers that now run an image that is neither ours nor what we replaced: someone else's."""
     assert d.run is not None and d.run.changes is not None
@@ -279,7 +299,7 @@ def rollout_pending(d: Draft, want: str) -> list[str]:
     for ref in sorted({c.workload for c in d.run.changes}):
         seen = d.obs.workloads.get(ref)
         if seen is None:
-            pending.append(f"{ref}: not found")
+            pending.append(f"{ref}{GONE}")
             continue
         changes = [c for c in d.run.changes if c.workload == ref]
         images = [seen.containers.get(c.container) for c in changes]
