@@ -53,8 +53,13 @@ class DecisionDesk:
         }
         self.resources.append_decision(namespace, target, decision)
         self.reconciler.reconcile(namespace, target)
+        after = self.resources.get_release(namespace, target) or {}
+        results = (after.get("status") or {}).get("decisionResults") or ()
+        outcome = next((r for r in results if r.get("name") == name), None)
+        if outcome is not None and outcome.get("result") == "Ignored":
+            return {"phase": "Ignored", "message": str(outcome.get("message")), "decidedBy": by, "time": now}
         return {
-            "phase": "Accepted",
+            "phase": "Applied" if outcome is not None else "Accepted",
             "message": f"{action} recorded on Release {target}",
             "decidedBy": by,
             "time": now,

@@ -229,3 +229,86 @@ def test_a_deleted_lock_rolls_the_stage_back_and_says_so(
     assert "another Release now owns it" not in body["status"]["message"]
     assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB
     assert cluster.images("Deployment", namespace, "worker")["worker"] == m.OLD_WORKER
+
+
+# --- records that tell the truth -----------------------------------------------------------------
+
+
+def released(cluster: Cluster, namespace: str, name: str, seed: str, version: str, by: str = "bob") -> None:
+    cluster.apply(m.release(namespace, name, seed, version=version))
+    cluster.wait_for_phase(namespace, name, "Verified", timeout=60)
+    cluster.apply(m.decision(namespace, name, "Approve", by=by))
+    body = cluster.wait_for_phase(namespace, name, "Released", "Failed", "Blocked", timeout=60)
+    assert body["status"]["phase"] == "Released", body["status"]["message"]
+
+
+def test_the_ledger_names_the_approver_and_a_rollback_of_an_older_release_is_ignored_not_accepted(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    prod = f"{namespace}-prod"
+    for workload in m.workloads(namespace) + m.workloads(prod):
+        cluster.apply(workload)
+    cluster.apply(two_namespace_pipeline(namespace, prod))
+    released(cluster, namespace, "shop-v1", "v1", "v1.0.0", by="alice")
+    released(cluster, namespace, "shop-v2", "v2", "v1.1.0", by="bob")
+    ledger = cluster.must_get("Pipeline", namespace, "shop")["status"]["production"]["history"]
+    assert [(e["release"], e["result"], e["decidedBy"]) for e in ledger] == [
+        (f"{namespace}/shop-v1", "Released", "alice"),
+        (f"{namespace}/shop-v2", "Released", "bob"),
+    ]
+    cluster.apply(m.decision(namespace, "shop-v1", "Rollback", name="late-rollback"))
+
+    def handled() -> str | None:
+        status = cluster.must_get("ReleaseDecision", namespace, "late-rollback").get("status") or {}
+        return status.get("phase")
+
+    assert cluster.wait_for("the late rollback to be handled", handled) == "Ignored"
+    status = cluster.must_get("ReleaseDecision", namespace, "late-rollback")["status"]
+    assert "not what production runs now" in status["message"]
+    assert cluster.images("Deployment", prod, "web")["web"] == m.image("web", "v2")
+
+
+def test_rolling_back_a_release_with_the_same_digests_quarantines_nothing_production_keeps(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    prod = f"{namespace}-prod"
+    for workload in m.workloads(namespace) + m.workloads(prod):
+        cluster.apply(workload)
+    cluster.apply(two_namespace_pipeline(namespace, prod))
+    released(cluster, namespace, "shop-v1", "same", "v1.0.0")
+    released(cluster, namespace, "shop-v2", "same", "v1.1.0")  # a rebuild with identical digests
+    cluster.apply(m.decision(namespace, "shop-v2", "Rollback"))
+    body = cluster.wait_for_phase(namespace, "shop-v2", "RolledBack", "Failed", timeout=60)
+    assert body["status"]["phase"] == "RolledBack"
+    status = cluster.must_get("Pipeline", namespace, "shop")["status"]
+    assert not status.get("quarantine"), status.get("quarantine")  # production runs those digests
+
+
+def test_a_container_renamed_mid_stage_supersedes_the_release_instead_of_verifying_it(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    setup_app(cluster, namespace)
+    cluster.hold_rollouts(namespace, "worker")
+    cluster.apply(m.release(namespace, "shop-v1", "v1"))
+    cluster.wait_for(
+        "v1 to be rolling out",
+        lambda: cluster.images("Deployment", namespace, "worker")["worker"] == m.image("worker", "v1"),
+        timeout=30,
+    )
+    renamed = m.deployment(namespace, "worker", {"jobs": m.image("worker", "v1")}, replicas=1)
+    cluster.apply(renamed)  # someone renames the container
+    cluster.release_rollouts(namespace, "worker")
+    body = cluster.wait_for_phase(namespace, "shop-v1", "Failed", "Verified", timeout=60)
+    assert (body["status"]["phase"], body["status"]["reason"]) == ("Failed", "Superseded")
+    assert "has no container worker any more" in body["status"]["message"]
+
+
+def test_a_workload_scaled_to_zero_passes_with_a_warning_that_nothing_runs_it(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    setup_app(cluster, namespace)
+    cluster.apply(m.deployment(namespace, "worker", {"worker": m.OLD_WORKER}, replicas=0))
+    cluster.apply(m.release(namespace, "shop-v1", "v1"))
+    cluster.wait_for_phase(namespace, "shop-v1", "Verified", "Failed", timeout=60)
+    events = cluster.wait_for_events(namespace, "shop-v1", "ZeroReplicas")
+    assert any("scaled to 0 replicas" in e["message"] and "worker" in e["message"] for e in events)

@@ -208,14 +208,22 @@ class Cluster:
     # --- objects ---
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Create or replace, re-reading on a conflict as kubectl does when the operator (or a
+        controller) wrote the object in between."""
         kind, meta = manifest["kind"], manifest["metadata"]
         namespace = meta.get("namespace") if kind not in CLUSTER_SCOPED else None
-        existing = self.kube.get(object_path(kind, namespace, meta["name"]))
-        if existing is None:
-            return self.kube.create(object_path(kind, namespace), manifest)
-        body = dict(manifest)
-        body["metadata"] = {**meta, "resourceVersion": existing["metadata"]["resourceVersion"]}
-        return self.kube.replace(object_path(kind, namespace, meta["name"]), body)
+        for _ in range(10):
+            existing = self.kube.get(object_path(kind, namespace, meta["name"]))
+            if existing is None:
+                return self.kube.create(object_path(kind, namespace), manifest)
+            body = dict(manifest)
+            body["metadata"] = {**meta, "resourceVersion": existing["metadata"]["resourceVersion"]}
+            try:
+                return self.kube.replace(object_path(kind, namespace, meta["name"]), body)
+            except ApiError as error:
+                if not error.conflict:
+                    raise
+        raise AssertionError(f"{kind} {namespace}/{meta['name']} kept changing while the test applied it")
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         return self.kube.get(object_path(kind, namespace, name))

@@ -405,11 +405,13 @@ def rollout_of(
     available = int(status.get("availableReplicas") or 0)
     done = observed and updated >= wanted and available >= wanted and total <= wanted
     detail = f"{updated}/{wanted} updated, {available} available"
-    if not observed:
+    if spec.get("paused") and not done:
+        detail = f"paused ({detail}): nothing rolls out until someone runs kubectl rollout resume"
+    elif not observed:
         detail = "controller has not seen the new spec yet; " + detail
     elif total > wanted:
         detail += f", {total - updated} old replica(s) terminating"
-    return Rollout(done, detail)
+    return Rollout(done, detail, idle=wanted == 0)
 
 
 def observe_job(body: Mapping[str, Any]) -> ObservedJob:

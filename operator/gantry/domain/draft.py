@@ -35,6 +35,9 @@ class Draft:
     changelog: tuple[Mapping[str, str], ...] = ()
     pipeline: Pipeline | Problem = field(default_factory=lambda: Problem("", "", "", ""))  # as pinned
     pinned: Mapping[str, Any] | None = None  # status.pipeline: the stages pinned at the first stage
+    approved_by: str | None = None  # who approved promotion to production (the latest Approve)
+    ignored: str | None = None  # why the decision applied this tick changed nothing
+    results: list[dict[str, Any]] = field(default_factory=list)  # status.decisionResults
 
     @property
     def now(self) -> str:

@@ -33,6 +33,7 @@ MANAGED_STATUS_KEYS = (
     "version",
     "changelog",
     "pipeline",
+    "decisionResults",
 )
 
 

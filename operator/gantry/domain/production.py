@@ -25,7 +25,7 @@ from gantry.domain.analysis import (
 )
 from gantry.domain.decisions import Action, refusal
 from gantry.domain.draft import Draft
-from gantry.domain.images import parse_pinned
+from gantry.domain.images import digest_of, parse_pinned
 from gantry.domain.ledger import Result
 from gantry.domain.model import (
     Alert,
@@ -190,11 +190,12 @@ def apply_decision(d: Draft, decision: Mapping[str, Any]) -> None:
     phase = d.phase
     refused = refusal(action, phase)
     if refused is not None:
-        d.event("Warning", Reason.DECISION_IGNORED, f"{said}; {refused}")
+        ignore(d, f"{said}; {refused}")
         return
     in_production = d.run is not None and bool(d.run.spec.get("production")) and current_in_production(d)
     if action == Action.APPROVE and phase == Phase.VERIFIED:
         d.event("Normal", Reason.APPROVED, said)
+        d.approved_by = by
         pipeline = d.pipeline
         if not isinstance(pipeline, Problem) and pipeline.production is not None:
             d.stage_index = pipeline.production.index
@@ -215,7 +216,13 @@ def apply_decision(d: Draft, decision: Mapping[str, Any]) -> None:
         d.event("Warning", Reason.FAIL_FORWARD, said)
         d.move(Step.PASSED, Reason.FAIL_FORWARD, said, decided_by=by)
         return
-    d.event("Warning", Reason.DECISION_IGNORED, f"{said}; this Release is not what production runs now")
+    ignore(d, f"{said}; this Release is not what production runs now")
+
+
+def ignore(d: Draft, message: str) -> None:
+    """A decision that changes nothing is said to be Ignored, with why (not Accepted, not silent)."""
+    d.ignored = message
+    d.event("Warning", Reason.DECISION_IGNORED, message)
 
 
 def current_in_production(d: Draft) -> bool:
@@ -331,8 +338,8 @@ def staging_reverts(d: Draft) -> tuple[Any, ...]:
     """Earlier stages that still run this Release's images go back to what they ran before it."""
     reverts = []
     for raw in d.release.status.get("stages") or ():
-        if (raw.get("spec") or {}).get("production"):
-            continue
+        if (raw.get("spec") or {}).get("production") or not raw.get("lock"):
+            continue  # unlocked stages (dev) keep what they run: their "before" may never have passed
         for image in raw.get("images") or ():
             ref = WorkloadRef.from_key(image["workload"])
             seen = d.obs.workloads.get(ref)
@@ -382,12 +389,12 @@ def finish_failed(d: Draft) -> None:
     message = run.message or "production stage failed"
     if rollback:
         by = str(rollback.get("decidedBy") or SYSTEM)
-        digests = tuple(
-            sorted({ref.digest for ref in map(parse_pinned, d.release.artifacts.values()) if ref})
-        )
-        d.effects.append(
-            Quarantine(digests, d.release.key, d.release.version, run.reason or Reason.ROLLED_BACK)
-        )
+        kept = {digest_of(str(image)) for image in rollback.get("images") or ()}  # what runs again
+        ours = {ref.digest for ref in map(parse_pinned, d.release.artifacts.values()) if ref}
+        digests = tuple(sorted(ours - kept))
+        if digests:
+            reason = run.reason or Reason.ROLLED_BACK
+            d.effects.append(Quarantine(digests, d.release.key, d.release.version, reason))
         d.effects.append(RecordProduction(entry(d, Result.ROLLED_BACK, by)))
         restored = {
             "release": rollback.get("release"),

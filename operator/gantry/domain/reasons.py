@@ -56,6 +56,7 @@ class Reason(StrEnum):
     ROLLED_OUT = "RolledOut"
     ROLLOUT_TIMEOUT = "RolloutTimeout"
     SUPERSEDED = "Superseded"
+    ZERO_REPLICAS = "ZeroReplicas"
     TEST_STARTED = "TestStarted"
     TEST_PASSED = "TestPassed"
     TEST_FAILED = "TestFailed"

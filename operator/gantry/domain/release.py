@@ -15,6 +15,7 @@ from typing import Any
 
 from gantry.domain import production, registry, stages, steps
 from gantry.domain.conditions import set_condition
+from gantry.domain.decisions import Action
 from gantry.domain.draft import Draft
 from gantry.domain.model import (
     MANAGED_STATUS_KEYS,
@@ -83,15 +84,44 @@ def decide(release: ReleaseView, obs: Observation) -> Plan:
         version=str(status.get("version") or ""),
         changelog=tuple(status.get("changelog") or ()),
         pinned=status.get("pipeline"),
+        results=list(status.get("decisionResults") or []),
+        approved_by=next(
+            (
+                str(x.get("decidedBy"))
+                for x in reversed(decisions[: applied + 1])
+                if x.get("action") == "Approve"
+            ),
+            None,
+        ),
     )
     draft.pipeline = pinned(draft.pinned, obs.pipeline, release.pipeline, release.application)
     if applied < len(decisions):
         # People's decisions (ReleaseDecision objects, copied here by the operator) come first,
         # one per tick, in the order they were made.
         production.apply_decision(draft, decisions[applied])
+        outcome = {
+            "name": decisions[applied].get("name"),
+            "result": "Ignored" if draft.ignored else "Applied",
+        }
+        if draft.ignored:
+            outcome["message"] = draft.ignored
+        draft.results = [*draft.results, outcome]
         return _finish(release, draft, decisions_applied=applied + 1)
     route(draft)(draft)
     return _finish(release, draft, decisions_applied=applied)
+
+
+def _approver(decisions: list[Any]) -> str | None:
+    """Who approved promotion to production: the latest Approve decision's author."""
+    approvals = [x for x in decisions if x.get("action") == Action.APPROVE]
+    return str(approvals[-1].get("decidedBy")) if approvals else None
+
+
+def _outcome(decision: Any, d: Draft) -> dict[str, Any]:
+    """What became of a decision, for its ReleaseDecision: Applied, or Ignored with why."""
+    if d.ignored:
+        return {"name": decision.get("name"), "result": "Ignored", "message": d.ignored}
+    return {"name": decision.get("name"), "result": "Applied"}
 
 
 def route(d: Draft) -> Handler:
@@ -134,6 +164,8 @@ def _finish(release: ReleaseView, d: Draft, decisions_applied: int) -> Plan:
         status["changelog"] = [dict(c) for c in d.changelog]
     if d.pinned:
         status["pipeline"] = dict(d.pinned)
+    if d.results:
+        status["decisionResults"] = [dict(r) for r in d.results][-STATUS_HISTORY_LIMIT:]
     current = d.run if d.run is not None and d.run.index == d.stage_index else None
     stage_name = current.name if current else (runs[-1]["name"] if runs else "")
     if stage_name:

@@ -104,6 +104,7 @@ def start_stage(d: Draft) -> None:
         started_at=d.now,
         spec=stage.to_spec(),
         lock=stage.lock,
+        decided_by=d.approved_by if stage.production else None,
     )
     if stage.production:
         provenance = gates.check_provenance(d, changes)
@@ -283,7 +284,9 @@ def replaced(d: Draft, want: str) -> list[str]:
     for change in d.run.changes:
         seen = d.obs.workloads.get(change.workload)
         image = seen.containers.get(change.container) if seen is not None else None
-        if (
+        if seen is not None and image is None:
+            foreign.append(f"{change.workload} has no container {change.container} any more (renamed?)")
+        elif (
             image is not None
             and image != getattr(change, want)
             and image not in (change.before, change.after)
@@ -338,6 +341,7 @@ def roll_out(d: Draft, rollback: Rollback, then: Then) -> None:
         return
     pending = rollout_pending(d, "after")
     if not pending:
+        warn_idle(d)
         then(d)
         return
     timeout = d.run.stage.rollout_timeout_seconds
@@ -345,6 +349,20 @@ def roll_out(d: Draft, rollback: Rollback, then: Then) -> None:
         rollback(d, Reason.ROLLOUT_TIMEOUT, f"rollout not complete after {timeout}s: {'; '.join(pending)}")
         return
     d.message = f"stage {d.run.name}: waiting for rollout: {'; '.join(pending)}"
+
+
+def warn_idle(d: Draft) -> None:
+    """A workload scaled to 0 "rolls out" at once with nothing running the new images: say so."""
+    assert d.run is not None and d.run.changes is not None
+    idle = sorted(
+        {str(c.workload) for c in d.run.changes if (s := d.obs.workloads.get(c.workload)) and s.rollout.idle}
+    )
+    if idle:
+        d.event(
+            "Warning",
+            Reason.ZERO_REPLICAS,
+            f"stage {d.run.name}: {', '.join(idle)} scaled to 0 replicas: nothing runs the new images",
+        )
 
 
 def test_or_pass(d: Draft, rollback: Rollback) -> None:

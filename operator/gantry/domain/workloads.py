@@ -33,6 +33,7 @@ class WorkloadRef:
 class Rollout:
     done: bool
     detail: str  # e.g. "1/3 replicas updated, 0 available"
+    idle: bool = False  # scaled to 0 replicas: "rolled out", with nothing running the images
 
 
 @dataclass(frozen=True)
