@@ -58,6 +58,11 @@ class ReleaseReconciler:
             body = self.resources.get_release(namespace, name)
             if body is None:
                 return None
+            if body["metadata"].get("deletionTimestamp"):
+                # Being deleted (Kopf's finalizer keeps it a moment): it only leaves, and never
+                # takes a lock again. Its workloads stay as they are; see the README.
+                self.resources.leave_locks(body, self.clock())
+                return None
             release = ReleaseView.from_body(body)
             pipeline, observation = self.observer.observe(release, failure)
             plan = decide(release, observation)

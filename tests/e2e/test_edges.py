@@ -312,3 +312,46 @@ def test_a_workload_scaled_to_zero_passes_with_a_warning_that_nothing_runs_it(
     cluster.wait_for_phase(namespace, "shop-v1", "Verified", "Failed", timeout=60)
     events = cluster.wait_for_events(namespace, "shop-v1", "ZeroReplicas")
     assert any("scaled to 0 replicas" in e["message"] and "worker" in e["message"] for e in events)
+
+
+# --- deleting a Release gives back what it held --------------------------------------------------
+
+
+def test_deleting_the_lock_holder_mid_flight_frees_the_lock_for_the_next_release_at_once(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    setup_app(cluster, namespace)
+    cluster.hold_rollouts(namespace, "web")
+    cluster.apply(m.release(namespace, "shop-v1", "v1"))
+    cluster.wait_for_phase(namespace, "shop-v1", "Deploying", timeout=30)
+    cluster.apply(m.release(namespace, "shop-v2", "v2", version="v1.1.0"))
+    cluster.wait_for_phase(namespace, "shop-v2", "Queued", timeout=30)
+    cluster.delete("Release", namespace, "shop-v1")  # in flight, holding the lock (lease: 300 s)
+
+    def holder() -> str | None:
+        status = cluster.must_get("EnvironmentLock", namespace, "staging").get("status") or {}
+        return (status.get("holder") or {}).get("release")
+
+    assert cluster.wait_for("shop-v2 to get the lock", lambda: holder() == f"{namespace}/shop-v2", timeout=10)
+    cluster.release_rollouts(namespace, "web")
+    body = cluster.wait_for_phase(namespace, "shop-v2", "Verified", "Failed", timeout=30)
+    assert body["status"]["phase"] == "Verified", body["status"]["message"]
+    tenures = cluster.must_get("EnvironmentLock", namespace, "staging")["status"]["history"]
+    assert tenures[0]["release"] == f"{namespace}/shop-v1" and tenures[0]["reason"] == "ReleaseDeleted"
+
+
+def test_a_deleted_waiter_at_the_head_of_the_queue_does_not_block_a_free_lock(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    setup_app(cluster, namespace)
+    cluster.hold_rollouts(namespace, "web")
+    cluster.apply(m.release(namespace, "shop-v1", "v1"))
+    cluster.wait_for_phase(namespace, "shop-v1", "Deploying", timeout=30)
+    for name, seed, version in (("shop-v2", "v2", "v1.1.0"), ("shop-v3", "v3", "v1.2.0")):
+        cluster.apply(m.release(namespace, name, seed, version=version))
+        cluster.wait_for_phase(namespace, name, "Queued", timeout=30)
+    cluster.delete("Release", namespace, "shop-v2")  # next in line, gone
+    cluster.release_rollouts(namespace, "web")
+    cluster.wait_for_phase(namespace, "shop-v1", "Verified", timeout=30)
+    body = cluster.wait_for_phase(namespace, "shop-v3", "Verified", "Failed", timeout=20)
+    assert body["status"]["phase"] == "Verified", body["status"]["message"]

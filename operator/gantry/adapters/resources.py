@@ -190,10 +190,12 @@ class Resources:
         return retry_on_conflict(f"Release {namespace}/{name}", attempt)
 
     def alive(self, entry: Mapping[str, Any]) -> bool:
-        """Does the Release of this ledger entry still exist (the same object, by uid)?"""
+        """Does the Release of this entry still exist (the same object, by uid) and is it not being
+        deleted? (Kopf's own finalizer keeps a deleted Release around while its timer stops.)"""
         namespace, _, name = str(entry.get("release")).partition("/")
         body = self.get_release(namespace, name)
-        return body is not None and body["metadata"].get("uid") == entry.get("uid")
+        meta = (body or {}).get("metadata") or {}
+        return body is not None and meta.get("uid") == entry.get("uid") and not meta.get("deletionTimestamp")
 
     def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         body = self.kube.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
@@ -262,7 +264,9 @@ class Resources:
         try:
             self.kube.create(job_path(namespace), manifest)
         except ApiError as error:
-            if error.status != 409:  # AlreadyExists: created by an earlier attempt of this very tick
+            # AlreadyExists: created by an earlier attempt of this very tick. Any other 409 is no
+            # proof the Job exists: raise, and the tick is retried.
+            if not (error.conflict and error.reason == "AlreadyExists"):
                 raise
 
     def delete_job(self, namespace: str, name: str) -> None:
@@ -308,6 +312,35 @@ class Resources:
             return result
 
         return retry_on_conflict(f"EnvironmentLock {namespace}/{environment}", attempt)
+
+    def sweep_lock(self, namespace: str, environment: str, now: datetime) -> None:
+        """Drop expired leases, and a holder or head of the queue whose Release was deleted (in case
+        the deletion's watch event was missed)."""
+
+        def change(state: locks.LockState, lease: timedelta) -> tuple[locks.LockState, None]:
+            state = locks.expire(state, now, lease)
+            gone = {
+                c.uid for c in locks.blocking(state) if not self.alive({"release": c.release, "uid": c.uid})
+            }
+            return locks.drop(state, gone, now), None
+
+        self.update_lock(namespace, environment, change)
+
+    def leave_locks(self, body: Mapping[str, Any], now: datetime) -> None:
+        """A Release was deleted: give back every lock it held or queued for, at once."""
+        meta = body["metadata"]
+        environments = {
+            r["environment"] for r in (body.get("status") or {}).get("stages") or () if r.get("lock")
+        }
+        for environment in sorted(environments):
+            path = custom_path("environmentlocks", meta["namespace"], environment)
+            if self.kube.get(path) is None:
+                continue
+            self.update_lock(
+                meta["namespace"],
+                environment,
+                lambda state, lease: (locks.drop(state, {meta["uid"]}, now), None),
+            )
 
     def freeze_by_hand(self, namespace: str, environment: str, freeze: Mapping[str, Any] | None) -> None:
         """Set (or, with None, lift) the lock's spec.freeze, against the version read: a person's

@@ -194,6 +194,19 @@ def why_lost(state: LockState, claimant: Claimant, lease: timedelta) -> str:
     return lost
 
 
+def drop(state: LockState, gone: set[str], now: datetime) -> LockState:
+    """Forget claimants (by uid) whose Release no longer exists: a deleted Release never holds the
+    lock nor blocks the queue until its lease runs out."""
+    if state.holder is not None and state.holder.claimant.uid in gone:
+        state = release(state, state.holder.claimant, now, Reason.RELEASE_DELETED)
+    return replace(state, queue=tuple(w for w in state.queue if w.claimant.uid not in gone))
+
+
+def blocking(state: LockState) -> list[Claimant]:
+    """The claimants others wait for: the holder and the head of the queue."""
+    return ([state.holder.claimant] if state.holder else []) + [w.claimant for w in state.queue[:1]]
+
+
 def renewal_due(holder: Holder, now: datetime, lease: timedelta) -> bool:
     """Renew at a third of the lease: often enough to survive two missed ticks, rarely enough not to storm."""
     return now - holder.renew_time >= lease / 3

@@ -88,3 +88,4 @@ class Reason(StrEnum):
     PASSED = "Passed"
     PRODUCTION_ROLLED_BACK = "ProductionRolledBack"
     LEASE_EXPIRED = "LeaseExpired"
+    RELEASE_DELETED = "ReleaseDeleted"

@@ -7,7 +7,6 @@ from typing import Any
 import kopf
 
 from gantry.adapters.kube import GROUP, VERSION
-from gantry.domain import locks
 from gantry.reconciler import utcnow
 from gantry.runtime import Runtime
 from gantry.settings import Config
@@ -18,6 +17,4 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     def sweep_expired_leases(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
         now = utcnow()
         runtime: Runtime = memo
-        runtime.resources.update_lock(
-            namespace or "", name, lambda state, lease: (locks.expire(state, now, lease), None)
-        )
+        runtime.resources.sweep_lock(namespace or "", name, now)

@@ -81,6 +81,8 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
             raise
 
     @kopf.on.event(GROUP, VERSION, "releases", registry=registry)
-    def forget_release(event: kopf.RawEvent, uid: str, **_: Any) -> None:
+    def forget_release(event: kopf.RawEvent, uid: str, memo: Any, **_: Any) -> None:
         if event.get("type") == "DELETED":
             last_looks.pop(uid, None)
+            runtime: Runtime = memo
+            runtime.resources.leave_locks(event["object"], datetime.now(UTC))  # its lock is free now
