@@ -355,3 +355,39 @@ def test_a_deleted_waiter_at_the_head_of_the_queue_does_not_block_a_free_lock(
     cluster.wait_for_phase(namespace, "shop-v1", "Verified", timeout=30)
     body = cluster.wait_for_phase(namespace, "shop-v3", "Verified", "Failed", timeout=20)
     assert body["status"]["phase"] == "Verified", body["status"]["message"]
+
+
+# --- the production record outlives the Pipeline -------------------------------------------------
+
+
+def test_deleting_and_reapplying_the_pipeline_keeps_history_and_quarantine(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    prod = f"{namespace}-prod"
+    for workload in m.workloads(namespace) + m.workloads(prod):
+        cluster.apply(workload)
+    cluster.apply(two_namespace_pipeline(namespace, prod))
+    released(cluster, namespace, "shop-v1", "v1", "v1.0.0")
+    released(cluster, namespace, "shop-v2", "v2", "v1.1.0")
+    cluster.apply(m.decision(namespace, "shop-v2", "Rollback"))
+    cluster.wait_for_phase(namespace, "shop-v2", "RolledBack", timeout=60)
+
+    cluster.delete("Pipeline", namespace, "shop")  # what a GitOps re-sync may do
+    cluster.wait_for("the Pipeline to be gone", lambda: cluster.get("Pipeline", namespace, "shop") is None)
+    cluster.apply(two_namespace_pipeline(namespace, prod))
+
+    ledger = cluster.must_get("ProductionLedger", namespace, "shop")["status"]
+    assert [e["result"] for e in ledger["production"]["history"]] == ["Released", "RolledBack", "Restored"]
+    assert {q["digest"] for q in ledger["quarantine"]} == {
+        m.image("web", "v2").split("@")[1],
+        m.image("worker", "v2").split("@")[1],
+    }
+
+    def shown_version() -> str | None:
+        status = cluster.must_get("Pipeline", namespace, "shop").get("status") or {}
+        return (status.get("production") or {}).get("version")
+
+    cluster.wait_for("the re-applied Pipeline to show the kept history", lambda: shown_version() == "v1.0.0")
+    cluster.apply(m.release(namespace, "shop-v2-again", "v2", version="v1.2.0"))  # the bad digests again
+    body = cluster.wait_for_phase(namespace, "shop-v2-again", "Blocked", "Verified", timeout=30)
+    assert (body["status"]["phase"], body["status"]["reason"]) == ("Blocked", "Quarantined")

@@ -95,7 +95,11 @@ def test_a_crashed_holder_loses_the_lock_when_its_lease_expires(
             "spec": {"leaseSeconds": 2},
         }
     )
-    ghost = {"release": f"{namespace}/ghost", "uid": "ghost-uid", "since": now, "renewTime": now}
+    # The holder's operator crashed: its Release still exists (blocked here, so no operator takes
+    # it up again); only its lease can free the lock. (A holder whose Release was deleted is freed
+    # at once: tests/e2e/test_edges.py.)
+    body = cluster.apply(m.release(namespace, "ghost", "ghost", version="v0.9.0", pipeline_name="absent"))
+    ghost = {"release": f"{namespace}/ghost", "uid": body["metadata"]["uid"], "since": now, "renewTime": now}
     cluster.kube.replace(
         f"/apis/gantry.dev/v1alpha1/namespaces/{namespace}/environmentlocks/staging/status",
         {**lock, "status": {"holder": ghost, "queue": [], "queueLength": 0, "history": []}},

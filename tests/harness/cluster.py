@@ -38,6 +38,7 @@ PLURALS = {
     "Pipeline": ("gantry.dev", "v1alpha1", "pipelines"),
     "EnvironmentLock": ("gantry.dev", "v1alpha1", "environmentlocks"),
     "ReleaseDecision": ("gantry.dev", "v1alpha1", "releasedecisions"),
+    "ProductionLedger": ("gantry.dev", "v1alpha1", "productionledgers"),
     "ServiceAccount": ("", "v1", "serviceaccounts"),
     "Secret": ("", "v1", "secrets"),
     "ClusterRole": ("rbac.authorization.k8s.io", "v1", "clusterroles"),

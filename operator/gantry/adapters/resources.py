@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from gantry.adapters.kube import ApiError, Kube, custom_path, job_path, workload_path
+from gantry.adapters.kube import GROUP, VERSION, ApiError, Kube, custom_path, job_path, workload_path
 from gantry.domain import gates, ledger, locks
 from gantry.domain.model import ObservedJob, ObservedLock, Production
 from gantry.domain.pipeline import Pipeline, Target, parse_pipeline
@@ -23,6 +23,8 @@ from gantry.domain.workloads import ObservedWorkload, Rollout, WorkloadRef
 log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_SECONDS = 300
+# What the production ledger holds (a ProductionLedger's status, mirrored in its Pipeline's).
+LEDGER_KEYS = ("production", "quarantine", "quarantineLog", "tickets")
 CONFLICT_RETRIES = 12
 
 T = TypeVar("T")
@@ -49,38 +51,95 @@ class Resources:
         return self.get_pipeline_state(namespace, name)[0]
 
     def get_pipeline_state(self, namespace: str, name: str) -> tuple[Pipeline | Problem, Production]:
-        """The Pipeline and the production ledger in its status."""
+        """The Pipeline and its application's production ledger (which outlives the Pipeline)."""
         body = self.kube.get(custom_path("pipelines", namespace, name))
-        if body is None:
-            return self._missing_pipeline(namespace, name), Production()
-        status = body.get("status") or {}
+        status = self.ledger_status(namespace, name, (body or {}).get("status"))
         production = Production(
             history=tuple(ledger.entries(status)),
             quarantine={q["digest"]: q for q in status.get("quarantine") or ()},
         )
+        if body is None:
+            return self._missing_pipeline(namespace, name), production
         return parse_pipeline(name, body.get("spec") or {}), production
+
+    def ledger_status(
+        self, namespace: str, name: str, pipeline_status: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The ProductionLedger's status; before one exists, what an older Gantry kept in the
+        Pipeline's status (read once more, then moved over by the first write)."""
+        body = self.kube.get(custom_path("productionledgers", namespace, name))
+        if body is not None:
+            return dict(body.get("status") or {})
+        return {k: v for k, v in (pipeline_status or {}).items() if k in LEDGER_KEYS}
 
     def update_ledger(
         self, namespace: str, name: str, change: Callable[[dict[str, Any]], dict[str, Any]]
     ) -> None:
-        """Read-modify-write the Pipeline's production ledger (status.production, status.quarantine*)."""
+        """Read-modify-write the production ledger (its own object, named after the Pipeline, so a
+        Pipeline deleted and applied again keeps its history and quarantine), then mirror it into
+        the Pipeline's status for `kubectl get pipelines` and the plugin."""
+        path = custom_path("productionledgers", namespace, name)
+        written: list[dict[str, Any]] = []
+
+        def attempt() -> None:
+            body = self.kube.get(path) or self._create_ledger(namespace, name)
+            status = dict(body.get("status") or {}) or self._ledger_in_pipeline(namespace, name)
+            patch = change(status)
+            if all(status.get(k) == v for k, v in patch.items()) and body.get("status"):
+                written[:] = [status]
+                return
+            new = {**status, **patch, "revision": int(status.get("revision") or 0) + 1}
+            self.kube.merge_patch(
+                f"{path}/status",
+                {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": new},
+            )
+            written[:] = [new]
+
+        retry_on_conflict(f"ProductionLedger {namespace}/{name}", attempt)
+        if written:
+            self.mirror_ledger(namespace, name, written[0])
+
+    def mirror_ledger(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Copy the ledger into the Pipeline's status unless the Pipeline already shows a newer
+        revision (two writers mirroring out of order never leave it stale)."""
         path = custom_path("pipelines", namespace, name)
+        revision = int(status.get("revision") or 0)
 
         def attempt() -> None:
             body = self.kube.get(path)
-            if body is None:
-                log.warning("Pipeline %s/%s is gone; production ledger not written", namespace, name)
+            if body is None or int((body.get("status") or {}).get("ledgerRevision") or 0) >= revision:
                 return
-            status = body.get("status") or {}
-            patch = change(status)
-            if all(status.get(k) == v for k, v in patch.items()):
-                return
-            self.kube.merge_patch(
-                f"{path}/status",
-                {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": patch},
-            )
+            mirrored = {k: status.get(k) for k in LEDGER_KEYS} | {"ledgerRevision": revision}
+            patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": mirrored}
+            self.kube.merge_patch(f"{path}/status", patch)
 
         retry_on_conflict(f"Pipeline {namespace}/{name}", attempt)
+
+    def _ledger_in_pipeline(self, namespace: str, name: str) -> dict[str, Any]:
+        """Where an older Gantry kept the ledger: moved into the ProductionLedger on its first write."""
+        body = self.kube.get(custom_path("pipelines", namespace, name))
+        return {k: v for k, v in ((body or {}).get("status") or {}).items() if k in LEDGER_KEYS}
+
+    def _create_ledger(self, namespace: str, name: str) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ProductionLedger",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": "gantry"},
+            },
+            "spec": {},
+        }
+        try:
+            return self.kube.create(custom_path("productionledgers", namespace), body)
+        except ApiError as error:
+            if not error.conflict:
+                raise
+            existing = self.kube.get(custom_path("productionledgers", namespace, name))
+            if existing is None:
+                raise
+            return existing
 
     def record_production(self, namespace: str, name: str, entry: Mapping[str, Any]) -> None:
         def change(status: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 import kopf
 
 from gantry.adapters.kube import GROUP, VERSION
+from gantry.adapters.resources import LEDGER_KEYS
 from gantry.domain import ledger
 from gantry.domain.conditions import set_condition
 from gantry.domain.pipeline import parse_pipeline
@@ -21,11 +22,13 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.create(GROUP, VERSION, "pipelines", registry=registry)
     @kopf.on.update(GROUP, VERSION, "pipelines", field="spec", registry=registry)
     def validate_pipeline(
+        namespace: str | None,
         name: str,
         spec: kopf.Spec,
         status: kopf.Status,
         meta: kopf.Meta,
         patch: kopf.Patch,
+        memo: Any,
         **_: Any,
     ) -> None:
         parsed = parse_pipeline(name, dict(spec))
@@ -43,6 +46,14 @@ def register(registry: kopf.OperatorRegistry) -> None:
             patch.status["stageSummary"] = parsed.summary()
         patch.status["conditions"] = conditions
         patch.status["observedGeneration"] = generation
+        if not status.get("ledgerRevision"):
+            # Applied again after a delete (a GitOps re-sync): show the history it kept.
+            runtime: Runtime = memo
+            kept = runtime.resources.ledger_status(namespace or "", name, dict(status))
+            if kept.get("revision"):
+                patch.status.update(
+                    {k: kept.get(k) for k in LEDGER_KEYS} | {"ledgerRevision": kept["revision"]}
+                )
 
     @kopf.on.event(GROUP, VERSION, "pipelines", registry=registry)
     def follow_production(
