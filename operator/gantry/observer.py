@@ -56,6 +56,7 @@ class Observer:
     clock: Callable[[], datetime]
     prometheus: PrometheusSource
     prometheus_url: str | None = None  # the operator-wide default; a Pipeline may name its own
+    min_lease_seconds: float = 0.0  # a lease shorter than this cannot be renewed in time
 
     def observe(
         self, release: ReleaseView, error: EffectFailure | None
@@ -115,9 +116,17 @@ class Observer:
         if stage is None or not stage.lock or run is None or run.step not in LOCKED_STEPS:
             return None
         claimant = locks.Claimant(release.key, release.uid)
-        return self.adapters.resources.observe_lock(
+        seen = self.adapters.resources.observe_lock(
             release.namespace, stage.environment, claimant, now, release.hotfix
         )
+        lease = seen.lease_seconds
+        if lease and lease < self.min_lease_seconds:
+            why = (
+                f"a {lease}s lease cannot be renewed in time by an operator that looks every "
+                f"{self.min_lease_seconds / 3:g}s (renewals come at a third of the lease)"
+            )
+            return replace(seen, too_short=why)
+        return seen
 
     def job(self, run: StageRun | None) -> Any:
         if run is None or not run.test_job or run.step != Step.TESTING:

@@ -43,12 +43,15 @@ class ReleaseReconciler:
     prometheus_url: str | None = None  # the operator-wide default; a Pipeline may name its own
     mirrors: Mirrors | None = None  # git sources; None: Releases' versions are taken as given
     max_steps: int = 8
+    min_lease_seconds: float = 0.0  # three reconcile intervals: a shorter lease is refused
 
     def __post_init__(self) -> None:
         self.adapters = Adapters(
             self.resources, self.alerter, self.emit, self.mirrors, partial(registry_client, self.resources)
         )
-        self.observer = Observer(self.adapters, self.clock, self.prometheus, self.prometheus_url)
+        self.observer = Observer(
+            self.adapters, self.clock, self.prometheus, self.prometheus_url, self.min_lease_seconds
+        )
 
     def reconcile(self, namespace: str, name: str) -> Phase | None:
         """Advance the Release; return its phase (None if it no longer exists)."""

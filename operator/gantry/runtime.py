@@ -34,6 +34,7 @@ class Runtime(kopf.Memo):
             metrics=self.metrics,
             prometheus_url=config.prometheus_url,
             mirrors=Mirrors(config.git_cache) if config.git_cache else None,
+            min_lease_seconds=3 * config.reconcile_interval,
         )
         self.desk = DecisionDesk(self.resources, self.reconciler)
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from tests.conftest import FAST
 from tests.e2e import manifests as m
 from tests.e2e.test_staging_flow import setup_app
 from tests.harness.cluster import Cluster
-from tests.harness.operator import OperatorThread
+from tests.harness.operator import OperatorThread, RecordingAlerter
 
 pytestmark = pytest.mark.e2e
 
@@ -391,3 +393,27 @@ def test_deleting_and_reapplying_the_pipeline_keeps_history_and_quarantine(
     cluster.apply(m.release(namespace, "shop-v2-again", "v2", version="v1.2.0"))  # the bad digests again
     body = cluster.wait_for_phase(namespace, "shop-v2-again", "Blocked", "Verified", timeout=30)
     assert (body["status"]["phase"], body["status"]["reason"]) == ("Blocked", "Quarantined")
+
+
+def test_a_lease_too_short_for_the_operator_to_renew_is_refused_with_the_field_and_the_fix(
+    cluster: Cluster, namespace: str
+) -> None:
+    setup_app(cluster, namespace)
+    cluster.apply(
+        {
+            "apiVersion": "gantry.dev/v1alpha1",
+            "kind": "EnvironmentLock",
+            "metadata": {"name": "staging", "namespace": namespace},
+            "spec": {"leaseSeconds": 2},
+        }
+    )
+    slow = replace(FAST, reconcile_interval=1.0)  # looks every second: a lease needs 3 s or more
+    running = OperatorThread(slow, RecordingAlerter()).start()
+    try:
+        cluster.apply(m.release(namespace, "shop-v1", "v1"))
+        body = cluster.wait_for_phase(namespace, "shop-v1", "Blocked", "Verified", timeout=30)
+    finally:
+        running.stop()
+    assert (body["status"]["phase"], body["status"]["reason"]) == ("Blocked", "LeaseTooShort")
+    assert "EnvironmentLock staging spec.leaseSeconds" in body["status"]["message"]
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB

@@ -343,7 +343,8 @@ class Resources:
         lease = lease_of(body)
         state = locks.expire(locks.from_object(body), now, lease)
         if state.holder is not None and state.holder.claimant.uid == claimant.uid:
-            return ObservedLock(held=True, renewal_due=locks.renewal_due(state.holder, now, lease))
+            due = locks.renewal_due(state.holder, now, lease)
+            return ObservedLock(held=True, renewal_due=due, lease_seconds=int(lease.total_seconds()))
         position = next((i for i, w in enumerate(state.queue, 1) if w.claimant.uid == claimant.uid), None)
         holder = state.holder.claimant.release if state.holder else None
         freeze = state.freeze if not hotfix else None
@@ -356,6 +357,7 @@ class Resources:
             frozen_by_hand=freeze is not None and freeze.by_hand,
             frozen_reason=freeze.reason if freeze else "",
             lost=locks.why_lost(state, claimant, lease),
+            lease_seconds=int(lease.total_seconds()),
         )
 
     def update_lock(self, namespace: str, environment: str, change: LockUpdate) -> Any:

@@ -51,6 +51,8 @@ class ObservedLock:
     frozen_by_hand: bool = False
     frozen_reason: str = ""
     lost: str = ""  # when it is not ours: what happened to it, in words for the stage's message
+    lease_seconds: int = 0  # spec.leaseSeconds (0: not read)
+    too_short: str = ""  # spec.leaseSeconds too short for this operator to renew it in time
 
 
 @dataclass(frozen=True)

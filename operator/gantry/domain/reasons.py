@@ -47,6 +47,7 @@ class Reason(StrEnum):
     LOCK_FROZEN = "LockFrozen"
     LOCK_ACQUIRED = "LockAcquired"
     LOCK_LOST = "LockLost"
+    LEASE_TOO_SHORT = "LeaseTooShort"
     PREEMPTED = "Preempted"
     # --- deploy, rollout, test
     DEPLOYING = "Deploying"

@@ -139,6 +139,13 @@ def wait_for_lock(d: Draft) -> None:
     lock = d.obs.lock
     stage = pipeline_stage(d)
     problem = stage if isinstance(stage, Problem) else validate(d, stage)
+    if lock is not None and lock.too_short and not isinstance(problem, Problem):
+        problem = Problem(
+            Reason.LEASE_TOO_SHORT,
+            f"EnvironmentLock {d.run.environment} spec.leaseSeconds",
+            lock.too_short,
+            "set spec.leaseSeconds to three reconcile intervals or more (or lower GANTRY_RECONCILE_INTERVAL)",
+        )
     if isinstance(problem, Problem):
         # Nothing is deployed yet: leave the queue so others are not held up, and wait for a fix.
         d.effects.append(ReleaseLock(d.run.environment, Reason.BLOCKED))
