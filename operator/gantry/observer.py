@@ -63,9 +63,11 @@ class Observer:
     ) -> tuple[Pipeline | Problem, Observation]:
         now = self.clock()
         resources = self.adapters.resources
-        pipeline, production = resources.get_pipeline_state(release.namespace, release.pipeline)
-        production = self.without_abandoned(release, production)
         run = current_run(release.status)
+        pipeline, production = resources.get_pipeline_state(
+            release.namespace, release.pipeline, with_ledger=needs_ledger(release, run)
+        )
+        production = self.without_abandoned(release, production)
         stage = current_stage(release, pipeline, run)
         targets: dict[int, tuple[ObservedWorkload, ...]] = {}
         if stage is not None and (run is None or run.changes is None):
@@ -214,6 +216,16 @@ def read_source(
         changelog=tuple(changelog(result.commits)),
         hotfix_branch=hotfix_branch,
     )
+
+
+def needs_ledger(release: ReleaseView, run: StageRun | None) -> bool:
+    """The production ledger decides entering a stage (quarantine, provenance, forward-only),
+    everything in production, and people's decisions; a stage rolling out or testing before
+    production does not need it (the Pipeline's mirror is enough there)."""
+    status = release.status
+    if len(status.get("decisions") or ()) > int(status.get("decisionsApplied", 0)):
+        return True
+    return run is None or run.production or run.step in (Step.PENDING, Step.WAITING_FOR_LOCK)
 
 
 def current_stage(release: ReleaseView, live: Pipeline | Problem, run: StageRun | None) -> Stage | None:

@@ -50,10 +50,14 @@ class Resources:
     def get_pipeline(self, namespace: str, name: str) -> Pipeline | Problem:
         return self.get_pipeline_state(namespace, name)[0]
 
-    def get_pipeline_state(self, namespace: str, name: str) -> tuple[Pipeline | Problem, Production]:
-        """The Pipeline and its application's production ledger (which outlives the Pipeline)."""
+    def get_pipeline_state(
+        self, namespace: str, name: str, with_ledger: bool = True
+    ) -> tuple[Pipeline | Problem, Production]:
+        """The Pipeline and its application's production ledger (which outlives the Pipeline);
+        `with_ledger=False` reads the Pipeline's mirror of it instead, one request fewer."""
         body = self.kube.get(custom_path("pipelines", namespace, name))
-        status = self.ledger_status(namespace, name, (body or {}).get("status"))
+        pipeline_status = (body or {}).get("status") or {}
+        status = self.ledger_status(namespace, name, pipeline_status) if with_ledger else pipeline_status
         production = Production(
             history=tuple(ledger.entries(status)),
             quarantine={q["digest"]: q for q in status.get("quarantine") or ()},
