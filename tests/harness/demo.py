@@ -180,10 +180,14 @@ def walk(
     status(cluster)
 
     say(f"2. v1.5.0 and v1.5.1 race for the staging lock; {BROKEN_VERSION}'s integration tests fail")
+    # Staging's rollout of v1.5.0 is held until v1.5.1 has queued behind it, so the race is shown
+    # the same way every time (on a busy machine v1.5.0 could otherwise finish before v1.5.1 asks).
+    cluster.hold_rollouts("shop-staging", "web")
     cluster.apply(new_release(base, "v1.5.0", "b", git))
     cluster.wait_for("v1.5.0 to reach staging", lambda: stage_of(cluster, "shop-v1.5.0") == "staging")
     cluster.apply(new_release(base, "v1.5.1", "c", git))
     cluster.wait_for_phase(NAMESPACE, "shop-v1.5.1", "Queued")
+    cluster.release_rollouts("shop-staging", "web")
     show("kubectl get releases -n gantry", kubectl.get(cluster, "Release", NAMESPACE))
     show(
         "kubectl get environmentlocks -n gantry -o wide",
