@@ -158,29 +158,14 @@ def _finish(release: ReleaseView, d: Draft, decisions_applied: int) -> Plan:
         "conditions": list(old.get("conditions") or []),
         "decisionsApplied": decisions_applied,
     }
-    if d.version:
-        status["version"] = d.version
-    if d.changelog:
-        status["changelog"] = [dict(c) for c in d.changelog]
-    if d.pinned:
-        status["pipeline"] = dict(d.pinned)
-    if d.results:
-        status["decisionResults"] = [dict(r) for r in d.results][-STATUS_HISTORY_LIMIT:]
+    status.update(_records(d))
     current = d.run if d.run is not None and d.run.index == d.stage_index else None
     stage_name = current.name if current else (runs[-1]["name"] if runs else "")
     if stage_name:
         status["stage"] = stage_name
     if current is not None:
         status["step"] = str(current.step)
-    held = (
-        current is not None
-        and current.lock
-        and current.step in WORKING
-        and d.phase not in FINAL
-        and current.reason != Reason.LOCK_LOST
-    )
-    if held and current is not None:
-        status["lock"] = {"name": current.environment, "acquiredAt": current.lock_acquired_at or d.now}
+        status.update(_lock_held(d, current))
     transition = any(old.get(k) != status.get(k) for k in ("phase", "step", "reason"))
     if transition:
         entry = {"time": d.now, "phase": status["phase"], "reason": str(d.reason), "message": d.message}
@@ -191,6 +176,33 @@ def _finish(release: ReleaseView, d: Draft, decisions_applied: int) -> Plan:
     effects = [*d.effects, *_abandoned_job(d, current_run(old))]
     changed = any(old.get(k) != status.get(k) for k in MANAGED_STATUS_KEYS)
     return Plan(status=status, effects=tuple(effects), events=tuple(d.events), changed=changed)
+
+
+def _records(d: Draft) -> dict[str, Any]:
+    """What the Release keeps once known: its settled version, changelog, pinned stages, and
+    what became of each decision."""
+    out: dict[str, Any] = {}
+    if d.version:
+        out["version"] = d.version
+    if d.changelog:
+        out["changelog"] = [dict(c) for c in d.changelog]
+    if d.pinned:
+        out["pipeline"] = dict(d.pinned)
+    if d.results:
+        out["decisionResults"] = [dict(r) for r in d.results][-STATUS_HISTORY_LIMIT:]
+    return out
+
+
+def _lock_held(d: Draft, current: StageRun) -> dict[str, Any]:
+    """status.lock while the stage works under its lock (not after it ended, nor once lost)."""
+    if (
+        not current.lock
+        or current.step not in WORKING
+        or d.phase in FINAL
+        or current.reason == Reason.LOCK_LOST
+    ):
+        return {}
+    return {"lock": {"name": current.environment, "acquiredAt": current.lock_acquired_at or d.now}}
 
 
 def _abandoned_job(d: Draft, before: StageRun | None) -> list[DeleteJob]:

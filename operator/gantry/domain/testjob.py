@@ -63,6 +63,17 @@ def check_template(template: Mapping[str, Any], field: str) -> Problem | None:
     return None
 
 
+def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    """So the garbage collector deletes the Job (and its Pods) with the Release."""
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+    }
+
+
 def build_job(
     template: Mapping[str, Any],
     *,
@@ -91,15 +102,8 @@ def build_job(
     metadata = copy.deepcopy(dict(template.get("metadata") or {}))
     metadata.update(name=name, namespace=namespace)
     metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
-    if owner is not None and owner["metadata"]["namespace"] == namespace:
-        metadata["ownerReferences"] = [
-            {
-                "apiVersion": owner["apiVersion"],
-                "kind": owner["kind"],
-                "name": owner["metadata"]["name"],
-                "uid": owner["metadata"]["uid"],
-            }
-        ]
+    if owner is not None and owner["metadata"]["namespace"] == namespace:  # never across namespaces
+        metadata["ownerReferences"] = [owner_reference(owner)]
     spec = copy.deepcopy(dict(template["spec"]))
     spec.setdefault("backoffLimit", 0)  # a flaky test is a failed test; retries hide regressions
     spec["activeDeadlineSeconds"] = min(
