@@ -102,10 +102,7 @@ def test_renaming_the_environment_while_a_release_queues_does_not_deadlock_it(
 def test_a_stage_removed_after_a_release_passed_it_does_not_strand_its_approval(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
-    prod = f"{namespace}-prod"
-    for workload in m.workloads(namespace) + m.workloads(prod):
-        cluster.apply(workload)
-    cluster.apply(two_namespace_pipeline(namespace, prod))
+    prod = setup_production(cluster, namespace)
     cluster.apply(m.release(namespace, "shop-v1", "v1"))
     cluster.wait_for_phase(namespace, "shop-v1", "Verified", timeout=60)
     edited = two_namespace_pipeline(namespace, prod)
@@ -144,6 +141,15 @@ def test_a_stage_inserted_before_the_current_one_neither_reruns_nor_skips_anythi
 # --- production moves forward only, one Release at a time ----------------------------------------
 
 
+def setup_production(cluster: Cluster, namespace: str) -> str:
+    """The shop's workloads in `namespace` (staging) and `<namespace>-prod`, and its Pipeline."""
+    prod = f"{namespace}-prod"
+    for workload in m.workloads(namespace) + m.workloads(prod):
+        cluster.apply(workload)
+    cluster.apply(two_namespace_pipeline(namespace, prod))
+    return prod
+
+
 def two_namespace_pipeline(namespace: str, prod: str) -> dict[str, Any]:
     """staging in `namespace`, production (web and worker) in `prod`."""
     pipeline = m.pipeline(namespace)
@@ -157,10 +163,7 @@ def two_namespace_pipeline(namespace: str, prod: str) -> dict[str, Any]:
 def test_approving_an_older_version_while_a_newer_one_rolls_out_never_moves_production_back(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
-    prod = f"{namespace}-prod"
-    for workload in m.workloads(namespace) + m.workloads(prod):
-        cluster.apply(workload)
-    cluster.apply(two_namespace_pipeline(namespace, prod))
+    prod = setup_production(cluster, namespace)
     for name, seed, version in (("shop-new", "new", "v1.2.0"), ("shop-old", "old1", "v1.1.0")):
         cluster.apply(m.release(namespace, name, seed, version=version))
         cluster.wait_for_phase(namespace, name, "Verified", timeout=60)
@@ -247,10 +250,7 @@ def released(cluster: Cluster, namespace: str, name: str, seed: str, version: st
 def test_the_ledger_names_the_approver_and_a_rollback_of_an_older_release_is_ignored_not_accepted(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
-    prod = f"{namespace}-prod"
-    for workload in m.workloads(namespace) + m.workloads(prod):
-        cluster.apply(workload)
-    cluster.apply(two_namespace_pipeline(namespace, prod))
+    prod = setup_production(cluster, namespace)
     released(cluster, namespace, "shop-v1", "v1", "v1.0.0", by="alice")
     released(cluster, namespace, "shop-v2", "v2", "v1.1.0", by="bob")
     ledger = cluster.must_get("Pipeline", namespace, "shop")["status"]["production"]["history"]
@@ -273,10 +273,7 @@ def test_the_ledger_names_the_approver_and_a_rollback_of_an_older_release_is_ign
 def test_rolling_back_a_release_with_the_same_digests_quarantines_nothing_production_keeps(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
-    prod = f"{namespace}-prod"
-    for workload in m.workloads(namespace) + m.workloads(prod):
-        cluster.apply(workload)
-    cluster.apply(two_namespace_pipeline(namespace, prod))
+    setup_production(cluster, namespace)
     released(cluster, namespace, "shop-v1", "same", "v1.0.0")
     released(cluster, namespace, "shop-v2", "same", "v1.1.0")  # a rebuild with identical digests
     cluster.apply(m.decision(namespace, "shop-v2", "Rollback"))
@@ -365,10 +362,7 @@ def test_a_deleted_waiter_at_the_head_of_the_queue_does_not_block_a_free_lock(
 def test_deleting_and_reapplying_the_pipeline_keeps_history_and_quarantine(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
-    prod = f"{namespace}-prod"
-    for workload in m.workloads(namespace) + m.workloads(prod):
-        cluster.apply(workload)
-    cluster.apply(two_namespace_pipeline(namespace, prod))
+    prod = setup_production(cluster, namespace)
     released(cluster, namespace, "shop-v1", "v1", "v1.0.0")
     released(cluster, namespace, "shop-v2", "v2", "v1.1.0")
     cluster.apply(m.decision(namespace, "shop-v2", "Rollback"))

@@ -125,25 +125,7 @@ class Resources:
         return {k: v for k, v in ((body or {}).get("status") or {}).items() if k in LEDGER_KEYS}
 
     def _create_ledger(self, namespace: str, name: str) -> dict[str, Any]:
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ProductionLedger",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": {"app.kubernetes.io/managed-by": "gantry"},
-            },
-            "spec": {},
-        }
-        try:
-            return self.kube.create(custom_path("productionledgers", namespace), body)
-        except ApiError as error:
-            if not error.conflict:
-                raise
-            existing = self.kube.get(custom_path("productionledgers", namespace, name))
-            if existing is None:
-                raise
-            return existing
+        return self._create_managed("ProductionLedger", "productionledgers", namespace, name)
 
     def record_production(self, namespace: str, name: str, entry: Mapping[str, Any]) -> None:
         def change(status: dict[str, Any]) -> dict[str, Any]:
@@ -425,22 +407,26 @@ class Resources:
         retry_on_conflict(f"EnvironmentLock {namespace}/{environment}", attempt)
 
     def _create_lock(self, namespace: str, environment: str) -> dict[str, Any]:
+        return self._create_managed("EnvironmentLock", "environmentlocks", namespace, environment)
+
+    def _create_managed(self, kind: str, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        """Create one of Gantry's own objects, or take the one a racing writer just created."""
         body = {
-            "apiVersion": "gantry.dev/v1alpha1",
-            "kind": "EnvironmentLock",
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": kind,
             "metadata": {
-                "name": environment,
+                "name": name,
                 "namespace": namespace,
                 "labels": {"app.kubernetes.io/managed-by": "gantry"},
             },
             "spec": {},
         }
         try:
-            return self.kube.create(custom_path("environmentlocks", namespace), body)
+            return self.kube.create(custom_path(plural, namespace), body)
         except ApiError as error:
             if not error.conflict:
                 raise
-            existing = self.kube.get(custom_path("environmentlocks", namespace, environment))
+            existing = self.kube.get(custom_path(plural, namespace, name))
             if existing is None:
                 raise
             return existing
