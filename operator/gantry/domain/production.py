@@ -278,10 +278,7 @@ def system_rollback(d: Draft, reason: str, detail: str) -> None:
 
 def start_rollback(d: Draft, reason: str, detail: str, by: str) -> None:
     assert d.run is not None
-    failed = d.rejected(SetImages)
-    if failed is not None:  # this very rollback was refused for every workload: do not ask again
-        message = f"{detail}; the rollback itself was refused: {failed.message}"
-        d.move(Step.FAILED, reason, message, finished_at=d.now)
+    if steps.restore_refused(d, reason, detail):  # this very rollback, refused: do not ask again
         return
     target = previous_release(d)
     if target is None:
@@ -351,14 +348,7 @@ def staging_reverts(d: Draft) -> tuple[Any, ...]:
 def roll_back(d: Draft) -> None:
     assert d.run is not None and d.run.changes is not None and d.run.rollback is not None
     reason, detail = d.run.reason or Reason.ROLLED_BACK, d.run.message or ""
-    failed = d.rejected(SetImages)
-    if failed is not None:  # refused for every workload: nothing was restored
-        d.move(
-            Step.FAILED,
-            reason,
-            f"{detail}; the rollback itself was refused: {failed.message}",
-            finished_at=d.now,
-        )
+    if steps.restore_refused(d, reason, detail):
         return
     wanted = list(d.run.rollback.get("images") or [])
     pending = []

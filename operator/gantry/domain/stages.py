@@ -36,14 +36,7 @@ def start_rollback(d: Draft, reason: str, detail: str) -> None:
 def roll_back(d: Draft) -> None:
     assert d.run is not None and d.run.changes is not None
     reason, detail = d.run.reason or Reason.ROLLED_BACK, d.run.message or ""
-    refusal = d.rejected(SetImages)
-    if refusal is not None:  # refused for every workload: nothing was restored
-        d.move(
-            Step.FAILED,
-            reason,
-            f"{detail}; the rollback itself was refused: {refusal.message}",
-            finished_at=d.now,
-        )
+    if steps.restore_refused(d, reason, detail):
         return
     if d.run.rolled_back_at is None:
         d.effects.append(SetImages(steps.restorable(d, d.run.changes), restore=True))
@@ -51,8 +44,9 @@ def roll_back(d: Draft) -> None:
         d.event("Warning", Reason.ROLLING_BACK, f"stage {d.run.name}: re-applying the images it ran before")
         d.message = f"{detail}; re-applied previous images"
         return
-    pending = [p for p in steps.rollout_pending(d, "before") if not p.endswith(steps.GONE)]
-    gone = [p for p in steps.rollout_pending(d, "before") if p.endswith(steps.GONE)]
+    waiting = steps.rollout_pending(d, "before")
+    pending = [p for p in waiting if not p.endswith(steps.GONE)]
+    gone = [p for p in waiting if p.endswith(steps.GONE)]
     if gone:
         detail += f"; could not restore: {'; '.join(gone)}"
     foreign = steps.replaced(d, "before")

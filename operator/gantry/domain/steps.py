@@ -269,6 +269,17 @@ def record_images(d: Draft) -> None:
     d.message = f"recorded the images stage {d.run.name} runs now; deploying"
 
 
+def restore_refused(d: Draft, reason: str, detail: str) -> bool:
+    """A rollback's restore refused for every workload (nothing was restored): fail, saying so,
+    and never ask again. True when that happened."""
+    refusal = d.rejected(SetImages)
+    if refusal is None:
+        return False
+    message = f"{detail}; the rollback itself was refused: {refusal.message}"
+    d.move(Step.FAILED, reason, message, finished_at=d.now)
+    return True
+
+
 GONE = ": not found"  # a workload deleted since the stage recorded it: nothing left to restore
 
 
