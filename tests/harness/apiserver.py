@@ -551,14 +551,25 @@ class ApiServer(kmock.KubernetesEmulator):
     ) -> None:
         self.revision += 1
         obj["metadata"]["resourceVersion"] = str(self.revision)
+        old = self.store.get((key, namespace, name)) if kind == "MODIFIED" else None
         if store:
             self.store[(key, namespace, name)] = obj
         event = {"type": kind, "object": copy.deepcopy(obj)}
         self.event_log.append((self.revision, key, event))
         self.write_counts[key[2]] += 1
+        old_labels = (old or {}).get("metadata", {}).get("labels") or {}
         for watcher in self.watchers:
-            wanted = watcher.key == key and watcher.namespace in (None, namespace)
-            if wanted and watcher.selector(obj["metadata"].get("labels") or {}):
+            if watcher.key != key or watcher.namespace not in (None, namespace):
+                continue
+            matches = watcher.selector(obj["metadata"].get("labels") or {})
+            matched = old is None or watcher.selector(old_labels)
+            # As kube-apiserver's watch cache does: an object entering a watch's label selector
+            # arrives as ADDED, one leaving it as DELETED (it is still there, just not watched).
+            if matches and not matched:
+                watcher.queue.put_nowait({**event, "type": "ADDED"})
+            elif matched and not matches and old is not None:
+                watcher.queue.put_nowait({**event, "type": "DELETED"})
+            elif matches:
                 watcher.queue.put_nowait(event)
         for hook in self.change_hooks:
             hook(kind, key, obj)
