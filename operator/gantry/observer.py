@@ -81,7 +81,7 @@ class Observer:
             now=now,
             pipeline=pipeline,
             targets=targets,
-            workloads=self.workloads(release.status),
+            workloads=self.workloads(release.status, run),
             lock=self.lock(release, run, stage, now),
             job=self.job(run),
             error=error,
@@ -102,13 +102,16 @@ class Observer:
         )
         return replace(production, history=history)
 
-    def workloads(self, status: Mapping[str, Any]) -> dict[WorkloadRef, ObservedWorkload]:
-        """Every workload any stage of this Release changed: rollbacks may need to look at all of them."""
-        changed = {
-            WorkloadRef.from_key(image["workload"])
-            for run in status.get("stages") or ()
-            for image in run.get("images") or ()
-        }
+    def workloads(
+        self, status: Mapping[str, Any], current: StageRun | None
+    ) -> dict[WorkloadRef, ObservedWorkload]:
+        """The workloads the current stage changed; in production, every workload any stage of this
+        Release changed (a production rollback also reverts the earlier locked stages). Reading
+        only the current stage's keeps a stage's cost flat however many stages came before."""
+        runs = status.get("stages") or ()
+        if current is not None and not current.production:
+            runs = runs[-1:]
+        changed = {WorkloadRef.from_key(i["workload"]) for run in runs for i in run.get("images") or ()}
         seen = {ref: self.adapters.resources.get_workload(ref) for ref in sorted(changed)}
         return {ref: workload for ref, workload in seen.items() if workload is not None}
 

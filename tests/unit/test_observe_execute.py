@@ -244,3 +244,15 @@ def test_a_deleted_release_never_holds_production() -> None:
         ("team/gone", "Abandoned"),
         ("team/v3", "Deploying"),
     ]
+
+
+def test_a_stage_reads_only_its_own_workloads_however_many_stages_came_before() -> None:
+    world = World(pipeline(), {WEB: NEW})
+    status = run("RollingOut")
+    earlier = {**status["stages"][0], "index": 0, "name": "dev", "step": "Passed", "lock": False}
+    earlier["images"] = [{"workload": "Deployment/dev/web", "container": "web", "before": OLD, "after": NEW}]
+    status["stages"] = [earlier, status["stages"][0]]
+    status["stages"][1]["index"] = 1
+    status["stageIndex"] = 1
+    seen = reads(world, status)
+    assert workload_path("Deployment", "dev", "web") not in seen
