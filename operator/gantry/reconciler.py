@@ -22,10 +22,19 @@ from gantry.adapters.prometheus import PrometheusSource
 from gantry.adapters.registry_effects import registry_client
 from gantry.adapters.resources import Resources
 from gantry.domain.model import MANAGED_STATUS_KEYS, EffectFailure, Event, ReleaseView
-from gantry.domain.phases import Phase
+from gantry.domain.phases import FINAL, FINISHED_LABEL, Phase
 from gantry.domain.release import decide
 from gantry.executors import execute, follow_up, split
 from gantry.observer import Observer
+
+
+@dataclass(frozen=True)
+class Look:
+    """A Release as one reconcile left it: enough for its driver to know what it waits on."""
+
+    phase: Phase
+    status: Mapping[str, Any]
+    resource_version: str
 
 
 def utcnow() -> datetime:
@@ -55,10 +64,16 @@ class ReleaseReconciler:
 
     def reconcile(self, namespace: str, name: str) -> Phase | None:
         """Advance the Release; return its phase (None if it no longer exists)."""
+        look = self.advance(namespace, name)
+        return look.phase if look is not None else None
+
+    def advance(self, namespace: str, name: str) -> Look | None:
+        """Advance the Release as far as it goes without waiting; what it looks like then."""
         failure: EffectFailure | None = None
-        phase: Phase | None = None
+        look: Look | None = None
+        body: Mapping[str, Any] | None = None  # after our own write, the server's answer is the fresh object
         for _ in range(self.max_steps):
-            body = self.resources.get_release(namespace, name)
+            body = body or self.resources.get_release(namespace, name)
             if body is None:
                 return None
             if body["metadata"].get("deletionTimestamp"):
@@ -69,19 +84,25 @@ class ReleaseReconciler:
             release = ReleaseView.from_body(body)
             pipeline, observation = self.observer.observe(release, failure)
             plan = decide(release, observation)
-            phase = Phase(plan.status["phase"])
+            look = Look(Phase(plan.status["phase"]), release.status, body["metadata"]["resourceVersion"])
             context = Context(release, pipeline, self.clock(), self.adapters)
             now, after_record = split(plan.effects)
             failure = execute(context, now)
             if failure is not None:
+                body = None
                 continue  # decide again, now knowing how that effect failed
             if plan.changed:
-                if not self.record(body, release, plan.status, plan.events):
+                written = self.record(body, release, plan.status, plan.events)
+                body = written
+                if written is None:
                     continue  # someone wrote in between: our effects were idempotent, decide again
+                look = Look(look.phase, plan.status, str(written["metadata"]["resourceVersion"]))
                 follow_up(context, after_record)
+            else:
+                body = None
             if plan.idle:
                 break
-        return phase
+        return look
 
     def record(
         self,
@@ -89,10 +110,11 @@ class ReleaseReconciler:
         release: ReleaseView,
         status: Mapping[str, Any],
         events: tuple[Event, ...],
-    ) -> bool:
-        """Write the new status with optimistic concurrency, then announce; False on a conflict."""
+    ) -> dict[str, Any] | None:
+        """Write the new status with optimistic concurrency, then announce; the Release as
+        written, or None on a conflict."""
         try:
-            self.resources.patch_release_status(
+            written = self.resources.patch_release_status(
                 release.namespace,
                 release.name,
                 body["metadata"]["resourceVersion"],
@@ -101,9 +123,12 @@ class ReleaseReconciler:
         except ApiError as conflict:
             if not conflict.conflict:
                 raise
-            return False
+            return None
+        if status.get("phase") not in FINAL and FINISHED_LABEL in (body["metadata"].get("labels") or {}):
+            # A decision moved a finished Release on: back into the operator's watch, for its driver.
+            self.resources.mark_finished(release.namespace, release.name, False)
         self.announce(body, status, events)
-        return True
+        return written
 
     def announce(self, body: Mapping[str, Any], status: Mapping[str, Any], events: tuple[Event, ...]) -> None:
         runs = status.get("stages") or [{}]

@@ -10,11 +10,12 @@ from typing import Any
 
 import kopf
 
-from gantry.adapters.kube import load_configuration
+from gantry.adapters.kube import FINALIZER, load_configuration
 from gantry.handlers import decisions as decision_handlers
 from gantry.handlers import locks as lock_handlers
 from gantry.handlers import pipelines as pipeline_handlers
 from gantry.handlers import releases as release_handlers
+from gantry.handlers import watches as watch_handlers
 from gantry.runtime import Runtime
 from gantry.settings import Config
 
@@ -30,7 +31,7 @@ def build_registry(config: Config) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None:
-        settings.persistence.finalizer = f"{PREFIX}/finalizer"
+        settings.persistence.finalizer = FINALIZER
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=PREFIX, key="last-handled-configuration"
@@ -51,6 +52,8 @@ def build_registry(config: Config) -> kopf.OperatorRegistry:
         settings.peering.mandatory = config.peering is not None
         if not hasattr(memo, "resources"):
             memo.connect(config)
+        memo.executor = settings.execution.executor
+        watch_handlers.select(settings, config)
         if config.metrics_port and memo.metrics is not None:
             memo.metrics.serve(config.metrics_port)
 
@@ -58,6 +61,7 @@ def build_registry(config: Config) -> kopf.OperatorRegistry:
     pipeline_handlers.register(registry)
     lock_handlers.register(registry, config)
     decision_handlers.register(registry)
+    watch_handlers.register(registry, config)
     return registry
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextvars
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any, TypeVar
 
 import kopf
 
@@ -15,6 +19,9 @@ from gantry.decision_desk import DecisionDesk
 from gantry.domain.model import Event
 from gantry.reconciler import ReleaseReconciler
 from gantry.settings import Config
+from gantry.wakeups import Wakeups
+
+T = TypeVar("T")
 
 
 class Runtime(kopf.Memo):
@@ -22,8 +29,12 @@ class Runtime(kopf.Memo):
     reconciler: ReleaseReconciler
     desk: DecisionDesk
     metrics: Metrics | None
+    wakeups: Wakeups
+    executor: Executor | None  # Kopf's thread pool for blocking work; None: asyncio's default
 
     def connect(self, config: Config, alerter: Alerter | None = None) -> None:
+        self.wakeups = Wakeups()
+        self.executor = None
         self.resources = Resources(Kube(load_api_client(config.workers), timeout=config.api_timeout))
         self.metrics = Metrics()
         alerter = alerter or AlertRouter(config.alertmanager_url, self.resources.read_secret)
@@ -37,6 +48,11 @@ class Runtime(kopf.Memo):
             min_lease_seconds=3 * config.reconcile_interval,
         )
         self.desk = DecisionDesk(self.resources, self.reconciler)
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking work in Kopf's thread pool, with Kopf's context (kopf.event needs it)."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self.executor, context.run, fn, *args)
 
 
 def post_event(body: Any, event: Event) -> None:

@@ -23,6 +23,9 @@ class Config:
     alertmanager_url: str | None = None  # default for Pipelines that do not name their own
     metrics_port: int = 8080  # 0: no metrics endpoint
     git_cache: str = ""  # where git sources are mirrored; empty: versions are taken as given, not tagged
+    # Watch the workloads and Jobs Gantry waits on (needs list/watch on them cluster-wide, or in
+    # every watched namespace); off: rollouts and tests are noticed on the reconcile timer only.
+    watch_workloads: bool = True
 
     @classmethod
     def from_env(cls) -> Config:
@@ -46,4 +49,5 @@ class Config:
             alertmanager_url=env.get("GANTRY_ALERTMANAGER_URL") or None,
             metrics_port=int(env.get("GANTRY_METRICS_PORT", cls.metrics_port)),
             git_cache=env.get("GANTRY_GIT_CACHE", cls.git_cache),
+            watch_workloads=env.get("GANTRY_WATCH_WORKLOADS", "true").lower() not in ("false", "0", "no"),
         )

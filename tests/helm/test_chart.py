@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,9 @@ def test_workload_permissions_are_limited_to_the_listed_namespaces() -> None:
         ("shop-prod", "gantry-workloads"),
         ("teams", "gantry-pipeline-secrets"),
     }
+    (container,) = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert env["GANTRY_WATCH_WORKLOADS"] == "false"  # a cluster-wide watch on them would be refused
     for role in by_kind(docs, "Role"):
         for rule in role["rules"]:
             # delete only on Jobs: Gantry stops test Jobs nobody waits for any more (issue 16)
@@ -200,7 +204,8 @@ def chart_rbac_cluster(cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyP
     )
     cluster.server.authz.enabled = True
     monkeypatch.setenv("KUBECONFIG", str(as_user(cluster, tmp_path, "operator").kubeconfig))
-    operator = OperatorThread(FAST, RecordingAlerter()).start()
+    # As the chart's scoped install sets it (GANTRY_WATCH_WORKLOADS=false): no cluster-wide watch.
+    operator = OperatorThread(replace(FAST, watch_workloads=False), RecordingAlerter()).start()
     yield cluster
     operator.stop()
 

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "gantry.dev"
 VERSION = "v1alpha1"
+FINALIZER = f"{GROUP}/finalizer"  # Kopf's, while a Release has a driver (handlers.releases)
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"

@@ -22,6 +22,7 @@ from gantry.domain.model import (
     UnfreezeLock,
 )
 from gantry.domain.reasons import Reason
+from gantry.domain.testjob import label_value
 from gantry.domain.timefmt import to_rfc3339
 from gantry.domain.workloads import WorkloadRef
 
@@ -79,7 +80,7 @@ def set_images(ctx: Context, effect: SetImages) -> None:
     refused: list[ApiError] = []
     for ref, images in sorted(by_workload.items()):
         try:
-            ctx.adapters.resources.set_images(ref, images)
+            ctx.adapters.resources.set_images(ref, images, label_value(ctx.release.pipeline))
         except ApiError as error:
             if error.transient:
                 raise

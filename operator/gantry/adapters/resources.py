@@ -15,10 +15,11 @@ from typing import Any, TypeVar
 from gantry.adapters.kube import GROUP, VERSION, ApiError, Kube, custom_path, job_path, workload_path
 from gantry.domain import gates, ledger, locks
 from gantry.domain.model import ObservedJob, ObservedLock, Production
+from gantry.domain.phases import FINISHED_LABEL
 from gantry.domain.pipeline import Pipeline, Target, parse_pipeline
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
-from gantry.domain.workloads import ObservedWorkload, Rollout, WorkloadRef
+from gantry.domain.workloads import LABEL_PIPELINE, ObservedWorkload, Rollout, WorkloadRef
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,15 @@ class Resources:
 
     def get_release(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.kube.get(custom_path("releases", namespace, name))
+
+    def mark_finished(self, namespace: str, name: str, finished: bool) -> None:
+        """Label a final Release (None removes the label: it is in flight again)."""
+        labels = {FINISHED_LABEL: "true" if finished else None}
+        try:
+            self.kube.merge_patch(custom_path("releases", namespace, name), {"metadata": {"labels": labels}})
+        except ApiError as error:
+            if error.status != 404:  # deleted meanwhile: nothing left to label
+                raise
 
     def patch_release_status(
         self, namespace: str, name: str, resource_version: str, status: Mapping[str, Any]
@@ -272,11 +282,13 @@ class Resources:
         body = self.kube.get(workload_path(ref.kind, ref.namespace, ref.name))
         return observe_workload(ref.kind, body) if body is not None else None
 
-    def set_images(self, ref: WorkloadRef, images: Mapping[str, str]) -> bool:
+    def set_images(self, ref: WorkloadRef, images: Mapping[str, str], pipeline: str = "") -> bool:
         """Set only the named containers' images; True if anything had to change.
 
         A JSON patch with a `test` on each container's name: if someone reordered the containers
-        since we read them, the patch fails (422) instead of re-pinning the wrong container.
+        since we read them, the patch fails (422) instead of re-pinning the wrong container. The
+        same patch labels the workload with its Pipeline, so the operator's watch (which selects on
+        that label) sees its rollout finish.
         """
         path = workload_path(ref.kind, ref.namespace, ref.name)
         body = self.kube.get(path)
@@ -293,10 +305,22 @@ class Resources:
         missing = set(images) - {c["name"] for c in containers}
         if missing:
             raise ApiError(422, "Invalid", f"{ref} has no container(s) {', '.join(sorted(missing))}")
+        changed = bool(ops)
+        labels = body["metadata"].get("labels")
+        if pipeline and (labels or {}).get(LABEL_PIPELINE) != pipeline:
+            if labels is None:
+                ops.append({"op": "add", "path": "/metadata/labels", "value": {}})
+            ops.append(
+                {
+                    "op": "add",
+                    "path": "/metadata/labels/" + LABEL_PIPELINE.replace("/", "~1"),
+                    "value": pipeline,
+                }
+            )
         if not ops:
             return False
         self.kube.json_patch(path, ops)
-        return True
+        return changed
 
     # --- Jobs ------------------------------------------------------------------------------------
 

@@ -10,6 +10,9 @@ from gantry.domain.pipeline import Stage, Target
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
 
+# On every workload Gantry re-pinned: the operator watches only workloads carrying it.
+LABEL_PIPELINE = "gantry.dev/pipeline"
+
 
 @dataclass(frozen=True, order=True)
 class WorkloadRef:

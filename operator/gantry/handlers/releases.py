@@ -1,11 +1,15 @@
-"""Releases: one timer per Release that is not final drives it through its stages.
+"""Releases: one driver per Release that is not final moves it through its stages.
 
-A single timer, not one per kind of phase: Kopf re-spawns a timer stopped by its `when` filter
+The driver (a Kopf daemon) reconciles, then sleeps until the watch event that ends the Release's
+wait rings its bell (handlers.watches: a rollout finished, a Job ended, a lock changed hands, the
+Release itself was edited or decided on) or, as a safety net for lost events and leases, until
+the reconcile interval passes. Baking wakes exactly when the next evaluation is due.
+
+One driver, not one per kind of phase: Kopf re-spawns a daemon stopped by its `when` filter
 only on the Release's next watch event, and a reconcile that moves a Release from waiting to
-in-flight writes its last event while the old timer still runs, so a second timer could miss
-its start. Releases waiting for a person are looked at only when that may matter
-(domain.cadence). The record of the last look is in memory on purpose: losing it on a restart
-costs one early look, nothing more.
+in-flight writes its last event while the old one still runs. Releases waiting for a person are
+looked at on the timer only when that may matter (domain.cadence); any event wakes them at
+once. The record of the last look is in memory on purpose: losing it costs one early look.
 
 No create/update/delete handlers on Releases: those would make Kopf annotate every Release it
 sees (one PATCH each, thousands at start-up). Deletions are noticed from the raw watch events.
@@ -13,15 +17,19 @@ sees (one PATCH each, thousands at start-up). Deletions are noticed from the raw
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from gantry.adapters.kube import GROUP, VERSION
+from gantry.adapters.kube import FINALIZER, GROUP, VERSION
 from gantry.domain.cadence import LastLook, first_look, look_due
-from gantry.domain.phases import FINAL
+from gantry.domain.phases import FINAL, FINISHED_LABEL, WAITING
+from gantry.domain.waits import next_due, waits_on
+from gantry.reconciler import Look
 from gantry.runtime import Runtime
 from gantry.settings import Config
 
@@ -33,25 +41,7 @@ def not_final(status: kopf.Status, **_: Any) -> bool:
 def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     last_looks: dict[str, LastLook] = {}
 
-    @kopf.timer(
-        GROUP,
-        VERSION,
-        "releases",
-        interval=config.reconcile_interval,
-        backoff=config.reconcile_interval,
-        when=not_final,
-        registry=registry,
-    )
-    def advance_release(
-        namespace: str | None,
-        name: str,
-        uid: str,
-        status: kopf.Status,
-        meta: kopf.Meta,
-        memo: Any,
-        **_: Any,
-    ) -> None:
-        runtime: Runtime = memo
+    def due(uid: str, status: kopf.Status, meta: kopf.Meta, rung: bool) -> bool:
         now = time.monotonic()
         version = str(meta.get("resourceVersion", ""))
         last = last_looks.get(uid)
@@ -59,30 +49,111 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
             last = first_look(status, uid, now, config.waiting_interval)
             if last is not None:
                 last_looks[uid] = last
-        due = look_due(
-            status,
-            version,
-            last,
-            now,
-            datetime.now(UTC),
-            config.waiting_interval,
-            config.waiting_resync,
-        )
-        if not due:
-            return
-        last_looks[uid] = LastLook(now, version)
+        if rung or look_due(
+            status, version, last, now, datetime.now(UTC), config.waiting_interval, config.waiting_resync
+        ):
+            last_looks[uid] = LastLook(now, version)
+            return True
+        return False
+
+    @kopf.daemon(
+        GROUP,
+        VERSION,
+        "releases",
+        when=not_final,
+        backoff=config.reconcile_interval,
+        cancellation_timeout=config.reconcile_interval,
+        registry=registry,
+    )
+    async def drive_release(
+        namespace: str | None,
+        name: str,
+        uid: str,
+        status: kopf.Status,
+        meta: kopf.Meta,
+        spec: kopf.Spec,
+        stopped: kopf.DaemonStopped,
+        memo: Any,
+        **_: Any,
+    ) -> None:
+        runtime: Runtime = memo
+        ns = namespace or ""
+        bell = runtime.wakeups.bell(uid)
+        # A new driver looks at once, unless its Release waits for a person: after a restart, those
+        # first looks are spread out (domain.cadence) so they do not queue before the ones in flight.
+        rung = status.get("phase") not in WAITING
         try:
-            phase = runtime.reconciler.reconcile(namespace or "", name)
-            if phase is None or phase in FINAL:
-                last_looks.pop(uid, None)  # the timer stops for it; keep the map small
-        except Exception:
-            if runtime.metrics is not None:
-                runtime.metrics.reconcile_errors.labels("Release").inc()
-            raise
+            while not stopped:
+                timeout = config.reconcile_interval
+                if due(uid, status, meta, rung):
+                    bell.clear()
+                    since = runtime.wakeups.sequence
+                    look = await runtime.blocking(advance, runtime, ns, name)
+                    if look is None or look.phase in FINAL:
+                        last_looks.pop(uid, None)  # Kopf stops this driver at the next event
+                    else:
+                        pipeline = str(spec.get("pipeline") or spec.get("application") or "")
+                        waits = waits_on(ns, pipeline, look.status)
+                        runtime.wakeups.expect(uid, waits, look.resource_version, since)
+                        timeout = until(next_due(look.status), timeout)
+                rung = await ring_or_timeout(bell, timeout)
+        finally:
+            runtime.wakeups.forget(uid)
 
     @kopf.on.event(GROUP, VERSION, "releases", registry=registry)
-    def forget_release(event: kopf.RawEvent, uid: str, memo: Any, **_: Any) -> None:
+    async def notice_release(
+        event: kopf.RawEvent, namespace: str | None, name: str, uid: str, memo: Any, **_: Any
+    ) -> None:
+        runtime: Runtime = memo
         if event.get("type") == "DELETED":
             last_looks.pop(uid, None)
-            runtime: Runtime = memo
-            runtime.resources.leave_locks(event["object"], datetime.now(UTC))  # its lock is free now
+            if FINISHED_LABEL in (event["object"]["metadata"].get("labels") or {}):
+                return  # not deleted: finished, it left the watch's label selector
+            await runtime.blocking(leave_locks, runtime, event["object"])  # its lock is free now
+            return
+        body = event["object"]
+        if finished(body):
+            await runtime.blocking(runtime.resources.mark_finished, namespace or "", name, True)
+            return
+        runtime.wakeups.release_changed(uid, str(body["metadata"].get("resourceVersion", "")))
+
+
+def finished(body: Mapping[str, Any]) -> bool:
+    """Final, and Kopf has taken its finalizer off (the driver has stopped): label it, so it leaves
+    the watch. Labelled while Kopf's finalizer is still on, a deletion would wait for ever."""
+    meta = body["metadata"]
+    return (
+        (body.get("status") or {}).get("phase") in FINAL
+        and FINISHED_LABEL not in (meta.get("labels") or {})
+        and FINALIZER not in (meta.get("finalizers") or ())
+        and not meta.get("deletionTimestamp")
+    )
+
+
+def leave_locks(runtime: Runtime, body: Any) -> None:
+    runtime.resources.leave_locks(body, datetime.now(UTC))
+
+
+def advance(runtime: Runtime, namespace: str, name: str) -> Look | None:
+    try:
+        return runtime.reconciler.advance(namespace, name)
+    except Exception:
+        if runtime.metrics is not None:
+            runtime.metrics.reconcile_errors.labels("Release").inc()
+        raise
+
+
+def until(moment: datetime | None, longest: float) -> float:
+    """Seconds to sleep: to the next due moment (a bake evaluation), at most the safety-net interval."""
+    if moment is None:
+        return longest
+    return max(0.0, min(longest, (moment - datetime.now(UTC)).total_seconds()))
+
+
+async def ring_or_timeout(bell: asyncio.Event, timeout: float) -> bool:
+    """True if a watch event rang the bell, False if the timer ran out."""
+    try:
+        await asyncio.wait_for(bell.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
