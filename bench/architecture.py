@@ -57,7 +57,7 @@ def cycles(graph: grimp.ImportGraph) -> list[tuple[str, ...]]:
     return found
 
 
-def main() -> None:
+def main() -> int:
     sys.path.insert(0, str(ROOT))
     files = sorted((ROOT / "gantry").rglob("*.py"))
     sizes = sorted(((len(p.read_text().splitlines()), p.relative_to(ROOT)) for p in files), reverse=True)
@@ -76,7 +76,8 @@ def main() -> None:
     print(f"import cycles (strongly connected groups): {len(groups)}")
     for group in groups:
         print("  " + " <-> ".join(m.removeprefix("gantry.") for m in group))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
