@@ -11,7 +11,6 @@ import threading
 from typing import Any
 
 import pytest
-import urllib3
 
 from gantry.adapters.kube import ApiError
 from tests.e2e import manifests as m
@@ -118,16 +117,19 @@ def test_selector_parser_units() -> None:
 def test_watch_replays_from_a_resource_version_then_streams(cluster: Cluster, namespace: str) -> None:
     first = created(cluster, namespace, "w1")
     created(cluster, namespace, "w2")
-    http = urllib3.PoolManager()
-    host = cluster.kube.api_client.configuration.host
     since = first["metadata"]["resourceVersion"]
-    url = f"{host}{RELEASES.format(ns=namespace)}?watch=true&resourceVersion={since}&timeoutSeconds=2"
     events: list[dict[str, Any]] = []
 
     def consume() -> None:
-        response = http.request(
-            "GET", url, preload_content=False, headers={"Authorization": "Bearer emulated"}
+        # Through the kubeconfig's client: its credentials and CA, whatever the API server.
+        client = cluster.kube.api_client
+        request = client.param_serialize(
+            "GET",
+            RELEASES.format(ns=namespace),
+            query_params=[("watch", "true"), ("resourceVersion", since), ("timeoutSeconds", "2")],
+            auth_settings=["BearerToken"],
         )
+        response = client.call_api(*request).response  # the raw stream, not read at once
         for line in response.stream(1024 * 64):
             for chunk in line.decode().splitlines():
                 if chunk.strip():
@@ -175,3 +177,61 @@ def test_strategic_merge_patch_merges_containers_by_name(cluster: Cluster, names
     )
     containers = {c["name"]: c["image"] for c in patched["spec"]["template"]["spec"]["containers"]}
     assert containers == {"web": m.image("web", "new"), "proxy": "proxy@" + m.digest("p")}
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"artifacts": []}, "spec.artifacts in body should have at least 1 items"),
+        (
+            {"hotfix": "yes"},
+            'spec.hotfix: Invalid value: "string": spec.hotfix in body must be of type boolean: "string"',
+        ),
+        (
+            {
+                "artifacts": [
+                    {"name": "web", "image": m.image("web", "a")},
+                    {"name": "web", "image": m.image("web", "b")},
+                ]
+            },
+            'spec.artifacts[1]: Duplicate value: {"name":"web"}',
+        ),
+    ],
+    ids=["min-items", "type", "duplicate-key"],
+)
+def test_schema_errors_in_the_real_servers_words(
+    cluster: Cluster, namespace: str, change: dict[str, Any], words: str
+) -> None:
+    body = m.release(namespace, "worded", "v1")
+    body["spec"].update(change)
+    with pytest.raises(ApiError) as refused:
+        cluster.apply(body)
+    assert refused.value.status == 422
+    assert words in refused.value.message
+
+
+def test_a_schema_error_says_the_rules_were_not_checked(cluster: Cluster, namespace: str) -> None:
+    body = m.release(namespace, "unchecked", "v1")
+    body["spec"]["hotfix"] = "yes"
+    with pytest.raises(ApiError) as refused:
+        cluster.apply(body)
+    assert "some validation rules were not checked because the object was invalid" in refused.value.message
+
+
+def test_names_longer_than_the_server_allows_are_refused(cluster: Cluster, namespace: str) -> None:
+    with pytest.raises(ApiError) as refused:
+        cluster.apply(m.release(namespace, "r" * 254, "v1"))
+    assert refused.value.status == 422 and "must be no more than 253 characters" in refused.value.message
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "j" * 64, "namespace": namespace},
+        "spec": {
+            "template": {
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "t", "image": "busybox"}]}
+            }
+        },
+    }
+    with pytest.raises(ApiError) as too_long:
+        cluster.apply(job)
+    assert too_long.value.status == 422 and "must be no more than 63 characters" in too_long.value.message

@@ -30,10 +30,12 @@ class FieldError:
     detail: str
 
     def __str__(self) -> str:
+        if self.detail == RULES_NOT_CHECKED:
+            return f'{self.field}: {self.kind}: "null": {self.detail}'
         if self.kind == "Required":
             return f"{self.field}: Required value" + (f": {self.detail}" if self.detail else "")
         if self.kind == "Duplicate":
-            return f"{self.field}: Duplicate value: {json.dumps(self.value)}"
+            return f"{self.field}: Duplicate value: {json.dumps(self.value, separators=(',', ':'))}"
         shown = (
             json.dumps(self.value)
             if isinstance(self.value, str | int | float | bool)
@@ -48,10 +50,27 @@ def admit(schema: Mapping[str, Any], obj: dict[str, Any], old: Mapping[str, Any]
     prune(schema, obj, root=True)
     errors = structural_errors(schema, obj)
     if errors:
-        return errors  # CEL rules are only evaluated on schema-valid objects, as in the server
+        # CEL rules are only evaluated on schema-valid objects, and the server says so.
+        if has_rules(schema):
+            errors.append(FieldError("<nil>", "Invalid value", None, RULES_NOT_CHECKED))
+        return errors
     errors += list_map_errors(schema, obj, "")
     errors += cel_errors(schema, obj, old if old is not None else MISSING, "")
     return errors
+
+
+RULES_NOT_CHECKED = (
+    "some validation rules were not checked because the object was invalid; "
+    "correct the existing errors to complete validation"
+)
+
+
+def has_rules(schema: Any) -> bool:
+    if isinstance(schema, Mapping):
+        return bool(schema.get("x-kubernetes-validations")) or any(has_rules(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(has_rules(v) for v in schema)
+    return False
 
 
 # --- defaulting and pruning ----------------------------------------------------------------------
@@ -109,8 +128,34 @@ def structural_errors(schema: Mapping[str, Any], obj: Any) -> list[FieldError]:
                 FieldError(field, "Unsupported value", error.instance, f"supported values: {allowed}")
             )
         else:
-            errors.append(FieldError(field, "Invalid value", error.instance, error.message))
+            errors.append(in_the_servers_words(field, error))
     return errors
+
+
+JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number", dict: "object", list: "array"}
+
+
+def in_the_servers_words(field: str, error: jsonschema.ValidationError) -> FieldError:
+    """kube-apiserver's messages for the common schema errors (its words, not jsonschema's)."""
+    value, limit = error.instance, error.validator_value
+    if error.validator == "type":
+        actual = JSON_TYPES.get(type(value), "null")
+        return FieldError(
+            field, "Invalid value", actual, f'{field} in body must be of type {limit}: "{actual}"'
+        )
+    words = {
+        "minItems": f"should have at least {limit} items",
+        "maxItems": f"should have at most {limit} items",
+        "minLength": f"should be at least {limit} chars long",
+        "maxLength": f"should be at most {limit} chars long",
+        "pattern": f"should match '{limit}'",
+        "minimum": f"should be greater than or equal to {limit}",
+        "maximum": f"should be less than or equal to {limit}",
+    }
+    if error.validator in words:
+        shown = len(value) if error.validator in ("minItems", "maxItems") else value
+        return FieldError(field, "Invalid value", shown, f"{field} in body {words[str(error.validator)]}")
+    return FieldError(field, "Invalid value", value, error.message)
 
 
 @cache

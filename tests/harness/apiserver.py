@@ -47,6 +47,9 @@ EVENT_LOG_LIMIT = 20_000
 _NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces(?:/([^/]+))?(?:/(status|finalize))?/?$")
 
 Key = tuple[str, str, str]  # group, version, plural
+NAMESPACES: Key = ("", "v1", "namespaces")
+# Kinds whose names are DNS labels (63 characters at most): a Job's name goes into its Pods' labels.
+DNS_LABEL_NAMED = {NAMESPACES, ("", "v1", "services"), ("batch", "v1", "jobs")}
 
 
 class ApiStatus(Exception):
@@ -209,6 +212,8 @@ class ApiServer(kmock.KubernetesEmulator):
                 self.schemas[key] = Schema(
                     info.kind, bool(info.namespaced), None, "status" in info.subresources
                 )
+        for namespace in ("default", "kube-system", "kube-public"):  # what every cluster has
+            self.create(NAMESPACES, None, {"metadata": {"name": namespace}})
 
     def _resource_items(self) -> Iterator[tuple[Key, Any]]:
         for resource in self.resources:
@@ -393,9 +398,24 @@ class ApiServer(kmock.KubernetesEmulator):
         name = meta.get("name")
         if not name:
             raise ApiStatus(422, "Invalid", "metadata.name: Required value: name or generateName is required")
+        longest = 63 if key in DNS_LABEL_NAMED else 253  # as kube-apiserver validates names
+        if len(name) > longest:
+            raise ApiStatus(
+                422,
+                "Invalid",
+                f'{schema.kind} "{name}" is invalid: metadata.name: Invalid value: "{name}": '
+                f"must be no more than {longest} characters",
+            )
         if schema.namespaced:
             namespace = namespace or meta.get("namespace") or "default"
             meta["namespace"] = namespace
+            if (NAMESPACES, None, namespace) not in self.store:  # as kube-apiserver refuses it
+                raise ApiStatus(
+                    404,
+                    "NotFound",
+                    f'namespaces "{namespace}" not found',
+                    {"name": namespace, "kind": "namespaces"},
+                )
         else:
             namespace = None
         if (key, namespace, name) in self.store:
