@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.harness.apiserver import ApiStatus, Key
+from tests.harness.apiserver import NAMESPACES, ApiStatus, Key
 from tests.harness.cluster import (
     DEPLOYMENTS,
     Cluster,
@@ -105,6 +105,8 @@ class Bench:
         self.server = self.thread.server
         if controllers:
             Controllers(self.server, self.thread.loop)
+        namespace = {"metadata": {"name": NAMESPACE}}
+        self.call(lambda: self.server.create(NAMESPACES, None, namespace))
         self.kubeconfig = write_kubeconfig(tmp / "kubeconfig", self.thread.url)
         install_crds(Cluster(self.kubeconfig, self.server, None))
         self.requests: collections.Counter[tuple[str, str, bool]] = collections.Counter()

@@ -21,6 +21,21 @@ from tests.harness.observability import (
 )
 from tests.harness.operator import OperatorThread, RecordingAlerter
 
+
+def real_api_server() -> bool:
+    """The suite runs against a real kube-apiserver (a kubeconfig, or envtest assets)."""
+    return bool(os.environ.get("GANTRY_TEST_KUBECONFIG") or os.environ.get("KUBEBUILDER_ASSETS"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not real_api_server():
+        return
+    for item in items:
+        marker = item.get_closest_marker("emulator_only")
+        if marker is not None:
+            item.add_marker(pytest.mark.skip(reason=f"emulator-only: {marker.args[0]}"))
+
+
 FAST = Config(reconcile_interval=0.2, waiting_interval=0.3, lock_sweep_interval=0.5, metrics_port=0)
 
 
@@ -34,7 +49,7 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster
 @pytest.fixture
 def namespace() -> str:
     """A fresh namespace name per test, so runs against a real cluster do not collide."""
-    return f"gantry-test-{uuid.uuid4().hex[:6]}" if os.environ.get("GANTRY_TEST_KUBECONFIG") else "team"
+    return f"gantry-test-{uuid.uuid4().hex[:6]}" if real_api_server() else "team"
 
 
 @pytest.fixture

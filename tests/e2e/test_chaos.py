@@ -102,12 +102,11 @@ def phases(status: dict[str, Any]) -> list[str]:
     return out
 
 
+@pytest.mark.emulator_only("reads every committed Deployment state through the emulator")
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_sigkill_at_random_moments_from_staging_to_production_rollback_leaves_a_correct_end_state(
     cluster: Cluster, namespace: str, tmp_path: Path, seed: int
 ) -> None:
-    if not cluster.emulated:
-        pytest.skip("reads every committed Deployment state through the emulator")
     for workload in m.workloads(namespace) + m.workloads(PROD):
         cluster.apply(workload)
     cluster.apply(chaos_pipeline(namespace))
@@ -188,11 +187,10 @@ def contention_pipeline(namespace: str, app: str, environment: str) -> dict[str,
     }
 
 
+@pytest.mark.emulator_only("observes every committed lock state through the emulator")
 def test_fifty_releases_of_ten_applications_share_three_staging_locks_fairly(
     cluster: Cluster, namespace: str, operator: OperatorThread
 ) -> None:
-    if not cluster.emulated:
-        pytest.skip("observes every committed lock state through the emulator")
     assert cluster.server is not None
     apps = [f"app{a}" for a in range(10)]
     environment = {app: f"staging-{a % 3}" for a, app in enumerate(apps)}

@@ -78,6 +78,7 @@ def test_a_release_with_a_long_name_gets_test_jobs_a_real_server_accepts(
 # --- a Release runs on the Pipeline it started with -----------------------------------------------
 
 
+@pytest.mark.emulator_only("holds a rollout open with the stand-in deployment controller")
 def test_renaming_the_environment_while_a_release_queues_does_not_deadlock_it(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
@@ -115,6 +116,7 @@ def test_a_stage_removed_after_a_release_passed_it_does_not_strand_its_approval(
     assert cluster.images("Deployment", prod, "web")["web"] == m.image("web", "v1")
 
 
+@pytest.mark.emulator_only("holds a rollout open with the stand-in deployment controller")
 def test_a_stage_inserted_before_the_current_one_neither_reruns_nor_skips_anything(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
@@ -160,6 +162,7 @@ def two_namespace_pipeline(namespace: str, prod: str) -> dict[str, Any]:
     return pipeline
 
 
+@pytest.mark.emulator_only("holds a rollout open with the stand-in deployment controller")
 def test_approving_an_older_version_while_a_newer_one_rolls_out_never_moves_production_back(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
@@ -215,6 +218,7 @@ def test_a_rollback_restores_every_workload_it_can_and_names_the_one_it_cannot(
     assert f"could not restore: Deployment {namespace}/web: not found" in body["status"]["message"]
 
 
+@pytest.mark.emulator_only("holds a rollout open with the stand-in deployment controller")
 def test_a_deleted_lock_rolls_the_stage_back_and_says_so(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
@@ -283,6 +287,7 @@ def test_rolling_back_a_release_with_the_same_digests_quarantines_nothing_produc
     assert not status.get("quarantine"), status.get("quarantine")  # production runs those digests
 
 
+@pytest.mark.emulator_only("holds a rollout open with the stand-in deployment controller")
 def test_a_container_renamed_mid_stage_supersedes_the_release_instead_of_verifying_it(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
@@ -316,6 +321,7 @@ def test_a_workload_scaled_to_zero_passes_with_a_warning_that_nothing_runs_it(
 # --- deleting a Release gives back what it held --------------------------------------------------
 
 
+@pytest.mark.emulator_only("holds a rollout open with the stand-in deployment controller")
 def test_deleting_the_lock_holder_mid_flight_frees_the_lock_for_the_next_release_at_once(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
@@ -339,6 +345,7 @@ def test_deleting_the_lock_holder_mid_flight_frees_the_lock_for_the_next_release
     assert tenures[0]["release"] == f"{namespace}/shop-v1" and tenures[0]["reason"] == "ReleaseDeleted"
 
 
+@pytest.mark.emulator_only("holds a rollout open with the stand-in deployment controller")
 def test_a_deleted_waiter_at_the_head_of_the_queue_does_not_block_a_free_lock(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:

@@ -43,11 +43,10 @@ def test_a_locked_tested_stage_goes_through_without_waiting_for_a_tick(
     assert labels["gantry.dev/pipeline"] == "shop"
 
 
+@pytest.mark.emulator_only("holds a rollout with the stand-in controller")
 def test_a_slow_rollout_is_noticed_from_its_watch_event(
     cluster: Cluster, slow_ticks: OperatorThread, namespace: str
 ) -> None:
-    if not cluster.emulated:
-        pytest.skip("emulator-only: holds a rollout with the stand-in controller")
     setup_app(cluster, namespace)
     cluster.hold_rollouts(namespace, "web")
     cluster.apply(m.release(namespace, "shop-v1", "v1"))

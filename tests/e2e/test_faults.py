@@ -47,12 +47,11 @@ def inject_faults(cluster: Cluster, seed: int, conflict: float, unavailable: flo
     return injected
 
 
+@pytest.mark.emulator_only("injects faults through the emulated API server")
 @pytest.mark.parametrize("seed", [1, 2])
 def test_the_staging_flow_converges_under_injected_conflicts_and_server_errors(
     cluster: Cluster, operator: OperatorThread, namespace: str, seed: int
 ) -> None:
-    if not cluster.emulated:
-        pytest.skip("injects faults through the emulated API server")
     setup_app(cluster, namespace)
     injected = inject_faults(cluster, seed, conflict=0.15, unavailable=0.10)
     generation = cluster.must_get("Deployment", namespace, "web")["metadata"]["generation"]
@@ -97,14 +96,13 @@ def inject_timeouts(cluster: Cluster, seed: int, chance_of_timeout: float, stall
     return injected
 
 
+@pytest.mark.emulator_only("injects faults through the emulated API server")
 @pytest.mark.parametrize("seed", [3, 4])
 def test_the_staging_flow_converges_when_writes_time_out_applied_or_not(
     cluster: Cluster, alerts: RecordingAlerter, namespace: str, seed: int
 ) -> None:
     """A timed-out write may or may not have happened; the operator must not care which. Its
     API timeout is cut to 0.5 s so a silent server costs little."""
-    if not cluster.emulated:
-        pytest.skip("injects faults through the emulated API server")
     setup_app(cluster, namespace)
     generation = cluster.must_get("Deployment", namespace, "web")["metadata"]["generation"]
     cluster.apply(m.release(namespace, "shop-v1", "v1"))

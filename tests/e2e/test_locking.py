@@ -38,12 +38,11 @@ def staging_runs(cluster: Cluster, namespace: str, names: list[str]) -> list[dic
     return sorted(runs, key=lambda r: r["lockAcquiredAt"])
 
 
+@pytest.mark.emulator_only("observes every committed lock state through the emulator")
 @pytest.mark.parametrize("contenders", [2, 10])
 def test_racing_releases_take_turns_in_queue_order(
     cluster: Cluster, operator: OperatorThread, namespace: str, contenders: int
 ) -> None:
-    if not cluster.emulated:
-        pytest.skip("observes every committed lock state through the emulator")
     setup_app(cluster, namespace)
     states = record_lock_states(cluster)
     names = [f"shop-r{i}" for i in range(contenders)]

@@ -366,6 +366,7 @@ def test_the_operator_exports_when_each_version_became_active(
                 row
                 for row in exported().splitlines()
                 if row.startswith("gantry_release_deployed_timestamp_seconds")
+                and f'namespace="{app.namespace}"' in row  # not another test's row
                 and 'version="v1.0.0"' in row
                 and 'result="Released"' in row
             ),

@@ -60,6 +60,7 @@ def rbac_cluster(
     operator.stop()
 
 
+@pytest.mark.emulator_only("maps the emulated API server's tokens to users and groups")
 def test_developers_release_on_call_approves_and_the_operator_needs_nothing_more(
     cluster: Cluster, rbac_cluster: dict[str, Any]
 ) -> None:

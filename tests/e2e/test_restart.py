@@ -15,11 +15,10 @@ from tests.harness.operator import OperatorProcess
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.emulator_only("holds a rollout open, which needs the emulated deployment controller")
 def test_killed_mid_deploy_then_restarted_deploys_once_and_still_tests(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
-    if not cluster.emulated:
-        pytest.skip("holds a rollout open, which needs the emulated deployment controller")
     setup_app(cluster, namespace)
     cluster.hold_rollouts(namespace, "web")
     generation_before = cluster.must_get("Deployment", namespace, "web")["metadata"]["generation"]

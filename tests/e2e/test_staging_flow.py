@@ -82,6 +82,8 @@ def test_failed_test_rolls_staging_back_exactly_and_alerts(
     assert status["phase"] == "Failed"
     assert status["reason"] == "TestFailed"
     assert "rolled back" in status["message"]
+    # What the Job's Pod says, not only the Job's "backoff limit reached":
+    assert "container tests exited with code 1 (Error)" in status["message"], status["message"]
     assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB
     assert cluster.images("Deployment", namespace, "worker") == {"worker": m.OLD_WORKER}
     assert status["stages"][0]["testResult"] == "Failed"

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,15 +25,20 @@ import yaml
 from kubernetes import config as k8s_config
 
 from gantry.adapters.kube import ApiError, Kube, custom_path, job_path, workload_path
+from tests.harness import envtest
+from tests.harness.api_controllers import ApiControllers
 from tests.harness.apiserver import ApiServer, Key
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "crds"
 REAL_CLUSTER_ENV = "GANTRY_TEST_KUBECONFIG"
+CONTROLLERS_ENV = "GANTRY_TEST_CONTROLLERS"  # "api": the stand-in controllers work through the API
+KEEP_NAMESPACES_ENV = "GANTRY_TEST_KEEP_NAMESPACES"  # set: leave each test's namespaces to look at
 
 DEPLOYMENTS: Key = ("apps", "v1", "deployments")
 STATEFULSETS: Key = ("apps", "v1", "statefulsets")
 JOBS: Key = ("batch", "v1", "jobs")
+PODS: Key = ("", "v1", "pods")
 
 PLURALS = {
     "Release": ("gantry.dev", "v1alpha1", "releases"),
@@ -41,6 +48,7 @@ PLURALS = {
     "ProductionLedger": ("gantry.dev", "v1alpha1", "productionledgers"),
     "ServiceAccount": ("", "v1", "serviceaccounts"),
     "Secret": ("", "v1", "secrets"),
+    "Service": ("", "v1", "services"),
     "ClusterRole": ("rbac.authorization.k8s.io", "v1", "clusterroles"),
     "ClusterRoleBinding": ("rbac.authorization.k8s.io", "v1", "clusterrolebindings"),
     "Role": ("rbac.authorization.k8s.io", "v1", "roles"),
@@ -191,6 +199,30 @@ class Controllers:
                 ],
             }
         self.server.write_status(JOBS, namespace, name, status)
+        self._pod_for(obj, code)
+
+    def _pod_for(self, job: dict[str, Any], code: int) -> None:
+        """The Pod that ran the Job, ended with its exit code: where a real cluster keeps it."""
+        meta = job["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        pod = {
+            "metadata": {
+                "name": f"{name}-{uuid.uuid4().hex[:5]}",
+                "labels": {"job-name": name, "batch.kubernetes.io/job-name": name},
+            },
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": container["name"], "image": container.get("image", "")}],
+            },
+        }
+        created = self.server.create(PODS, namespace, pod)
+        terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}
+        status = {
+            "phase": "Succeeded" if code == 0 else "Failed",
+            "containerStatuses": [{"name": container["name"], "state": {"terminated": terminated}}],
+        }
+        self.server.write_status(PODS, namespace, created["metadata"]["name"], status)
 
 
 class Cluster:
@@ -201,6 +233,8 @@ class Cluster:
         self.server = server
         self.controllers = controllers
         self.kube = Kube(k8s_config.new_client_from_config(config_file=str(kubeconfig)))  # type: ignore[no-untyped-call]
+        self.namespaces_made: list[str] = []
+        self.namespaces_seen: set[str] = set()
 
     @property
     def emulated(self) -> bool:
@@ -208,11 +242,66 @@ class Cluster:
 
     # --- objects ---
 
+    def ensure_namespace(self, name: str) -> None:
+        """Create the Namespace a test puts objects in (an API server refuses them otherwise); one
+        this cluster made is deleted again at the end (see `cleanup`). A namespace still
+        terminating from an earlier test is waited for, then made anew."""
+        if name in self.namespaces_seen:
+            return
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                existing = self.kube.get(object_path("Namespace", None, name))
+            except ApiError as error:
+                if error.status != 403:
+                    raise
+                break  # a user who may not read namespaces (a developer): an admin made this one
+            if existing is None:
+                self.kube.create(
+                    object_path("Namespace", None),
+                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+                )
+                self.namespaces_made.append(name)
+                break
+            if not (existing.get("metadata") or {}).get("deletionTimestamp"):
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"namespace {name} stayed Terminating for 120 s")
+            time.sleep(0.5)
+        self.namespaces_seen.add(name)
+
+    def cleanup(self) -> None:
+        """Delete the namespaces this cluster made, unless GANTRY_TEST_KEEP_NAMESPACES is set. With
+        no operator running, a Release in flight still carries Kopf's finalizer and would hold its
+        namespace in Terminating for ever (what the README tells users to do when the operator is
+        gone): take it off first, then wait for each namespace to be gone."""
+        if os.environ.get(KEEP_NAMESPACES_ENV) or self.emulated:
+            return  # the emulator goes away with the test
+        if envtest.assets() is not None and not os.environ.get(REAL_CLUSTER_ENV):
+            return  # envtest has no namespace controller to empty them; the session's server goes away
+        for name in reversed(self.namespaces_made):
+            for release in self.kube.list_items(object_path("Release", name)):
+                if release["metadata"].get("finalizers"):
+                    path = object_path("Release", name, release["metadata"]["name"])
+                    self.kube.merge_patch(path, {"metadata": {"finalizers": None}})
+            self.delete("Namespace", None, name)
+        for name in self.namespaces_made:
+            self.wait_for(
+                f"namespace {name} deleted",
+                lambda n=name: self.get("Namespace", None, n) is None,
+                timeout=120,
+                interval=0.5,
+            )
+        self.namespaces_made.clear()
+        self.namespaces_seen.clear()
+
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Create or replace, re-reading on a conflict as kubectl does when the operator (or a
         controller) wrote the object in between."""
         kind, meta = manifest["kind"], manifest["metadata"]
         namespace = meta.get("namespace") if kind not in CLUSTER_SCOPED else None
+        if namespace:
+            self.ensure_namespace(namespace)
         for _ in range(10):
             existing = self.kube.get(object_path(kind, namespace, meta["name"]))
             if existing is None:
@@ -334,8 +423,14 @@ class Cluster:
 
 
 def install_crds(cluster: Cluster) -> None:
+    """As `kubectl apply -f crds/` does it, last-applied annotation included, so a later
+    `kubectl apply -f crds/` on the same cluster merges instead of warning."""
     for path in sorted(CRD_DIR.glob("*.yaml")):
-        cluster.apply(yaml.safe_load(path.read_text()))
+        crd = yaml.safe_load(path.read_text())
+        applied = json.dumps(crd, separators=(",", ":"), sort_keys=True)
+        annotations = crd["metadata"].setdefault("annotations", {})
+        annotations["kubectl.kubernetes.io/last-applied-configuration"] = applied
+        cluster.apply(crd)
 
 
 def write_kubeconfig(path: Path, url: str, token: str = "emulated") -> Path:
@@ -398,22 +493,49 @@ class ServerThread:
 
 
 @contextmanager
-def cluster_for_tests(tmp: Path) -> Iterator[Cluster]:
-    real = os.environ.get(REAL_CLUSTER_ENV)
+def cluster_for_tests(tmp: Path, emulated: bool = False) -> Iterator[Cluster]:
+    """The cluster under GANTRY_TEST_KUBECONFIG; else a real kube-apiserver from
+    KUBEBUILDER_ASSETS (envtest); else, and always when `emulated`, the embedded one.
+
+    With GANTRY_TEST_CONTROLLERS=api the emulator runs without its built-in controllers and the
+    stand-in controllers work through the API, exactly as in the envtest tier."""
+    real = None if emulated else os.environ.get(REAL_CLUSTER_ENV)
     if real:
         cluster = Cluster(Path(real), None, None)
         install_crds(cluster)
-        yield cluster
+        try:
+            yield cluster
+        finally:
+            cluster.cleanup()
+        return
+    if not emulated and envtest.assets() is not None:
+        yield from _with_api_controllers(envtest.kubeconfig(), None)
         return
     thread = ServerThread().start()
     assert thread.server is not None
-    controllers = Controllers(thread.server, thread.loop)
     try:
-        cluster = Cluster(write_kubeconfig(tmp / "kubeconfig", thread.url), thread.server, controllers)
+        kubeconfig = write_kubeconfig(tmp / "kubeconfig", thread.url)
+        if os.environ.get(CONTROLLERS_ENV) == "api" and not emulated:
+            yield from _with_api_controllers(kubeconfig, thread.server)
+            return
+        controllers = Controllers(thread.server, thread.loop)
+        cluster = Cluster(kubeconfig, thread.server, controllers)
         install_crds(cluster)
         yield cluster
     finally:
         thread.stop()
+
+
+def _with_api_controllers(kubeconfig: Path, server: ApiServer | None) -> Iterator[Cluster]:
+    cluster = Cluster(kubeconfig, server, None)
+    install_crds(cluster)
+    controllers = ApiControllers(cluster.kube).start()
+    cluster.controllers = controllers  # type: ignore[assignment]  # the same knobs, through the API
+    try:
+        yield cluster
+    finally:
+        controllers.stop()
+        cluster.cleanup()
 
 
 def _now() -> str:

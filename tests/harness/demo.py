@@ -116,7 +116,7 @@ def main() -> int:
     started = time.monotonic()
     with (
         tempfile.TemporaryDirectory() as tmp,
-        cluster_for_tests(Path(tmp)) as cluster,
+        cluster_for_tests(Path(tmp), emulated=True) as cluster,  # the demo needs no cluster, ever
         observability(Path(tmp) / "observability") as (app, prometheus, _),
     ):
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)

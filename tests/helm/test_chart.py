@@ -140,6 +140,7 @@ def test_the_operator_settings_in_values_are_the_ones_the_operator_reads(
     assert (config.lock_sweep_interval, config.workers, config.api_timeout) == (31, 3, 9)
     assert (config.prometheus_url, config.alertmanager_url) == ("http://prom:9090", "http://am:9093")
     assert (config.peering, config.peering_lifetime, config.metrics_port) == ("gantry", 45, 8080)
+    assert config.metrics_address == "0.0.0.0"
     assert config.liveness == "http://0.0.0.0:8081/healthz" and config.git_cache
 
 
@@ -210,6 +211,7 @@ def chart_rbac_cluster(cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyP
     operator.stop()
 
 
+@pytest.mark.emulator_only("maps the emulated API server's tokens to users and groups")
 @pytest.mark.e2e
 def test_the_chart_grants_the_operator_enough_for_a_whole_flow_and_no_more(chart_rbac_cluster: Any) -> None:
     from tests.e2e import manifests as m
