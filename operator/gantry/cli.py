@@ -63,9 +63,14 @@ def main(argv: list[str] | None = None) -> int:
             config = replace(config, peering=args.peering)
         if args.interval:
             config = replace(config, reconcile_interval=args.interval)
+        from gantry.runner import StartupFailed
         from gantry.runner import run as run_operator  # Kopf is slow to import; not needed for --help
 
-        run_operator(config)
+        try:
+            run_operator(config)
+        except StartupFailed as failed:
+            print(f"gantry run: {failed}", file=sys.stderr)
+            return 1
         return 0
     parser.error(f"unknown command {args.command}")
     return 2

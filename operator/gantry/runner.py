@@ -55,7 +55,7 @@ def build_registry(config: Config) -> kopf.OperatorRegistry:
         memo.executor = settings.execution.executor
         watch_handlers.select(settings, config)
         if config.metrics_port and memo.metrics is not None:
-            memo.metrics.serve(config.metrics_port)
+            serve_metrics(memo, config)
 
     release_handlers.register(registry, config)
     pipeline_handlers.register(registry)
@@ -63,6 +63,18 @@ def build_registry(config: Config) -> kopf.OperatorRegistry:
     decision_handlers.register(registry)
     watch_handlers.register(registry, config)
     return registry
+
+
+def serve_metrics(memo: Runtime, config: Config) -> None:
+    """A taken port stops the operator at once with one line, instead of retrying start-up."""
+    assert memo.metrics is not None
+    try:
+        memo.metrics.serve(config.metrics_port, config.metrics_address)
+    except OSError as error:
+        raise kopf.PermanentError(
+            f"cannot serve metrics on {config.metrics_address}:{config.metrics_port}: {error.strerror}; "
+            "fix: free the port, or set GANTRY_METRICS_PORT (0: no metrics) or GANTRY_METRICS_ADDRESS"
+        ) from error
 
 
 def connection_info(config: Any, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
@@ -105,5 +117,22 @@ async def run_async(
     )
 
 
+class StartupFailed(Exception):
+    """The operator cannot start as configured; the message says why and what to change."""
+
+
 def run(config: Config) -> None:
-    asyncio.run(run_async(config))
+    try:
+        asyncio.run(run_async(config))
+    except Exception as failure:
+        permanent = permanent_cause(failure)
+        if permanent is not None:
+            raise StartupFailed(str(permanent)) from None
+        raise
+
+
+def permanent_cause(error: BaseException | None) -> BaseException | None:
+    """The PermanentError a start-up handler raised, under Kopf's ActivityError."""
+    while error is not None and not isinstance(error, kopf.PermanentError):
+        error = error.__cause__
+    return error

@@ -22,6 +22,7 @@ class Config:
     prometheus_url: str | None = None  # default for Pipelines that do not name their own
     alertmanager_url: str | None = None  # default for Pipelines that do not name their own
     metrics_port: int = 8080  # 0: no metrics endpoint
+    metrics_address: str = "0.0.0.0"  # where it listens; 127.0.0.1 keeps it off the network
     git_cache: str = ""  # where git sources are mirrored; empty: versions are taken as given, not tagged
     # Watch the workloads and Jobs Gantry waits on (needs list/watch on them cluster-wide, or in
     # every watched namespace); off: rollouts and tests are noticed on the reconcile timer only.
@@ -48,6 +49,7 @@ class Config:
             prometheus_url=env.get("GANTRY_PROMETHEUS_URL") or None,
             alertmanager_url=env.get("GANTRY_ALERTMANAGER_URL") or None,
             metrics_port=int(env.get("GANTRY_METRICS_PORT", cls.metrics_port)),
+            metrics_address=env.get("GANTRY_METRICS_ADDRESS") or cls.metrics_address,
             git_cache=env.get("GANTRY_GIT_CACHE", cls.git_cache),
             watch_workloads=env.get("GANTRY_WATCH_WORKLOADS", "true").lower() not in ("false", "0", "no"),
         )
