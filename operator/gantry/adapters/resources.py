@@ -9,6 +9,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -326,7 +327,35 @@ class Resources:
 
     def get_job(self, namespace: str, name: str) -> ObservedJob | None:
         body = self.kube.get(job_path(namespace, name))
-        return observe_job(body) if body is not None else None
+        if body is None:
+            return None
+        job = observe_job(body)
+        if job.finished and not job.succeeded:
+            why = self.exit_codes(namespace, name)  # the Job says only "backoff limit reached"
+            if why:
+                job = replace(job, message=f"{why} ({job.message})" if job.message else why)
+        return job
+
+    def exit_codes(self, namespace: str, job: str) -> str:
+        """How the Job's containers ended, from its Pods (where Kubernetes keeps the exit code)."""
+        try:
+            path = f"/api/v1/namespaces/{namespace}/pods"
+            pods = self.kube.list_items(path, label_selector=f"job-name={job}")
+        except ApiError as error:
+            if error.transient:
+                raise
+            return ""  # no right to list Pods: the Job's own message has to do
+        ended = [
+            (c["name"], c["state"]["terminated"])
+            for pod in pods
+            for c in (pod.get("status") or {}).get("containerStatuses") or ()
+            if (c.get("state") or {}).get("terminated", {}).get("exitCode")
+        ]
+        return "; ".join(
+            f"container {name} exited with code {t['exitCode']}"
+            + (f" ({t['reason']})" if t.get("reason") else "")
+            for name, t in ended
+        )
 
     def create_job(self, manifest: Mapping[str, Any]) -> None:
         namespace = manifest["metadata"]["namespace"]
