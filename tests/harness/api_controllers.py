@@ -10,14 +10,13 @@ emulator by tests that check these controllers themselves (GANTRY_TEST_CONTROLLE
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 from gantry.adapters.kube import ApiError, Kube, job_path, workload_path
+from tests.harness import stand_in
 
 WATCHED = {
     "Deployment": "/apis/apps/v1/deployments",
@@ -51,10 +50,6 @@ def watch(kube: Kube, path: str, since: str, timeout_seconds: int) -> Iterator[d
                 yield json.loads(line)
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 class ApiControllers:
     """Roll workloads out `delay` s after their spec changes; run Jobs by their `exit N`."""
 
@@ -62,7 +57,7 @@ class ApiControllers:
         self.kube, self.delay = kube, delay
         self.unpullable: set[str] = set()
         self.held: set[tuple[str, str]] = set()
-        self.job_exit_code: Any = None  # as Controllers.job_exit_code
+        self.job_exit_code: stand_in.ExitCode | None = None  # as Controllers.job_exit_code
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._watch, args=(kind, path), daemon=True, name=f"stand-in-{kind}")
@@ -119,127 +114,28 @@ class ApiControllers:
 
     def roll_out(self, kind: str, seen: dict[str, Any]) -> None:
         meta = seen["metadata"]
-        body = self.kube.get(workload_path(kind, meta["namespace"], meta["name"]))
+        path = workload_path(kind, meta["namespace"], meta["name"])
+        body = self.kube.get(path)
         if body is None:
             return
-        meta, status = body["metadata"], body.get("status") or {}
-        generation, replicas = meta["generation"], int(body["spec"].get("replicas", 1))
-        images = {c.get("image") for c in body["spec"]["template"]["spec"]["containers"]}
-        stuck = bool(images & self.unpullable) or (meta["namespace"], meta["name"]) in self.held
-        done = status.get("observedGeneration") == generation and status.get("availableReplicas") == replicas
-        if done and not stuck:
-            return
-        if stuck:
-            new = {
-                "observedGeneration": generation,
-                "replicas": replicas + 1,
-                "updatedReplicas": 1,
-                "availableReplicas": max(replicas - 1, 0),
-                "readyReplicas": 0,
-            }
-        else:
-            new = {
-                "observedGeneration": generation,
-                "replicas": replicas,
-                "updatedReplicas": replicas,
-                "availableReplicas": replicas,
-                "readyReplicas": replicas,
-            }
-            if kind == "StatefulSet":
-                new["currentRevision"] = new["updateRevision"] = f"{meta['name']}-{generation}"
-        path = workload_path(kind, meta["namespace"], meta["name"]) + "/status"
-        try:
-            self.kube.merge_patch(path, {"status": new})
-        except ApiError as error:
-            if not error.not_found:
-                raise
+        new = stand_in.workload_status(kind, body, stand_in.is_stuck(body, self.unpullable, self.held))
+        if new is not None:
+            self.patch_status(path, new)
 
     def run_job(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        container = body["spec"]["template"]["spec"]["containers"][0]
-        script = " ".join([*(container.get("command") or []), *(container.get("args") or [])])
-        started = _now()
-        path = job_path(namespace, name) + "/status"
-        if "sleep infinity" in script:
-            self.kube.merge_patch(path, {"status": {"active": 1, "startTime": started}})
-            return
-        match = re.search(r"exit (\d+)", script)
-        code = int(match[1]) if match else 0
-        if self.job_exit_code is not None:
-            code = self.job_exit_code(body, code)
-        self.pod_for(body, container, code)
-        if code == 0:
-            status = {
-                "startTime": started,
-                "succeeded": 1,
-                "completionTime": _now(),
-                "conditions": [
-                    {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": started},
-                    {"type": "Complete", "status": "True", "lastTransitionTime": _now()},
-                ],
-            }
-        else:
-            status = {
-                "startTime": started,
-                "failed": 1,
-                "conditions": [
-                    {
-                        "type": "FailureTarget",
-                        "status": "True",
-                        "reason": "BackoffLimitExceeded",
-                        "message": "Job has reached the specified backoff limit",
-                        "lastTransitionTime": started,
-                    },
-                    {
-                        "type": "Failed",
-                        "status": "True",
-                        "reason": "BackoffLimitExceeded",
-                        "message": "Job has reached the specified backoff limit",
-                        "lastTransitionTime": _now(),
-                    },
-                ],
-            }
-        try:
-            self.kube.merge_patch(path, {"status": status})
-        except ApiError as error:
-            if not error.not_found:
-                raise
+        started = stand_in.now()
+        code = stand_in.exit_code(body, self.job_exit_code)
+        if code is not None:
+            pod, status = stand_in.job_pod(body, code)
+            pods = f"/api/v1/namespaces/{meta['namespace']}/pods"
+            created = self.kube.create(pods, pod)
+            self.patch_status(f"{pods}/{created['metadata']['name']}", status)
+        self.patch_status(job_path(meta["namespace"], meta["name"]), stand_in.job_status(code, started))
 
-    def pod_for(self, job: dict[str, Any], container: dict[str, Any], code: int) -> None:
-        meta = job["metadata"]
-        name, namespace = meta["name"], meta["namespace"]
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": f"{name}-{uuid.uuid4().hex[:5]}",
-                "labels": {"job-name": name, "batch.kubernetes.io/job-name": name},
-            },
-            "spec": {
-                "restartPolicy": "Never",
-                "containers": [{"name": container["name"], "image": container.get("image") or "busybox"}],
-            },
-        }
-        pods = f"/api/v1/namespaces/{namespace}/pods"
-        created = self.kube.create(pods, pod)
-        terminated = {
-            "exitCode": code,
-            "reason": "Completed" if code == 0 else "Error",
-            "startedAt": _now(),
-            "finishedAt": _now(),
-        }
-        status = {
-            "phase": "Succeeded" if code == 0 else "Failed",
-            "containerStatuses": [
-                {
-                    "name": container["name"],
-                    "image": container.get("image") or "busybox",
-                    "imageID": "",
-                    "ready": False,
-                    "restartCount": 0,
-                    "state": {"terminated": terminated},
-                }
-            ],
-        }
-        self.kube.merge_patch(f"{pods}/{created['metadata']['name']}/status", {"status": status})
+    def patch_status(self, path: str, status: dict[str, Any]) -> None:
+        try:
+            self.kube.merge_patch(f"{path}/status", {"status": status})
+        except ApiError as error:
+            if not error.not_found:  # deleted meanwhile
+                raise

@@ -11,10 +11,8 @@ import asyncio
 import copy
 import json
 import os
-import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +23,7 @@ import yaml
 from kubernetes import config as k8s_config
 
 from gantry.adapters.kube import ApiError, Kube, custom_path, job_path, workload_path
-from tests.harness import envtest
+from tests.harness import envtest, stand_in
 from tests.harness.api_controllers import ApiControllers
 from tests.harness.apiserver import ApiServer, Key
 
@@ -122,36 +120,10 @@ class Controllers:
         obj = self.server.store.get((key, namespace, name))
         if obj is None:
             return
-        generation = obj["metadata"]["generation"]
-        status = obj.get("status") or {}
-        replicas = int(obj["spec"].get("replicas", 1))
-        images = {c.get("image") for c in obj["spec"]["template"]["spec"]["containers"]}
-        stuck = bool(images & self.unpullable) or (namespace, name) in self.held
-        if (
-            status.get("observedGeneration") == generation
-            and not stuck
-            and status.get("availableReplicas") == replicas
-        ):
-            return
-        if stuck:
-            new = {
-                "observedGeneration": generation,
-                "replicas": replicas + 1,
-                "updatedReplicas": 1,
-                "availableReplicas": replicas - 1 if replicas > 1 else 0,
-                "readyReplicas": 0,
-            }
-        else:
-            new = {
-                "observedGeneration": generation,
-                "replicas": replicas,
-                "updatedReplicas": replicas,
-                "availableReplicas": replicas,
-                "readyReplicas": replicas,
-            }
-            if key == STATEFULSETS:
-                new["currentRevision"] = new["updateRevision"] = f"{name}-{generation}"
-        self.server.write_status(key, namespace, name, new)
+        kind = "StatefulSet" if key == STATEFULSETS else "Deployment"
+        new = stand_in.workload_status(kind, obj, stand_in.is_stuck(obj, self.unpullable, self.held))
+        if new is not None:
+            self.server.write_status(key, namespace, name, new)
 
     def release(self, namespace: str, name: str) -> None:
         """Let a held workload finish its rollout."""
@@ -167,62 +139,12 @@ class Controllers:
         obj = self.server.store.get((JOBS, namespace, name))
         if obj is None:
             return
-        container = obj["spec"]["template"]["spec"]["containers"][0]
-        script = " ".join([*(container.get("command") or []), *(container.get("args") or [])])
-        if "sleep infinity" in script:
-            self.server.write_status(JOBS, namespace, name, {"active": 1, "startTime": _now()})
-            return
-        match = re.search(r"exit (\d+)", script)
-        code = int(match[1]) if match else 0
-        if self.job_exit_code is not None:
-            code = self.job_exit_code(obj, code)
-        if code == 0:
-            status = {
-                "succeeded": 1,
-                "completionTime": _now(),
-                "conditions": [
-                    {"type": "SuccessCriteriaMet", "status": "True"},
-                    {"type": "Complete", "status": "True"},
-                ],
-            }
-        else:
-            status = {
-                "failed": 1,
-                "conditions": [
-                    {
-                        "type": "Failed",
-                        "status": "True",
-                        "reason": "BackoffLimitExceeded",
-                        # As the real Job controller says it: no exit code (that is on the Pod).
-                        "message": "Job has reached the specified backoff limit",
-                    }
-                ],
-            }
-        self.server.write_status(JOBS, namespace, name, status)
-        self._pod_for(obj, code)
-
-    def _pod_for(self, job: dict[str, Any], code: int) -> None:
-        """The Pod that ran the Job, ended with its exit code: where a real cluster keeps it."""
-        meta = job["metadata"]
-        name, namespace = meta["name"], meta["namespace"]
-        container = job["spec"]["template"]["spec"]["containers"][0]
-        pod = {
-            "metadata": {
-                "name": f"{name}-{uuid.uuid4().hex[:5]}",
-                "labels": {"job-name": name, "batch.kubernetes.io/job-name": name},
-            },
-            "spec": {
-                "restartPolicy": "Never",
-                "containers": [{"name": container["name"], "image": container.get("image", "")}],
-            },
-        }
-        created = self.server.create(PODS, namespace, pod)
-        terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}
-        status = {
-            "phase": "Succeeded" if code == 0 else "Failed",
-            "containerStatuses": [{"name": container["name"], "state": {"terminated": terminated}}],
-        }
-        self.server.write_status(PODS, namespace, created["metadata"]["name"], status)
+        code = stand_in.exit_code(obj, self.job_exit_code)
+        if code is not None:
+            pod, status = stand_in.job_pod(obj, code)
+            created = self.server.create(PODS, namespace, pod)
+            self.server.write_status(PODS, namespace, created["metadata"]["name"], status)
+        self.server.write_status(JOBS, namespace, name, stand_in.job_status(code, stand_in.now()))
 
 
 class Cluster:
@@ -536,10 +458,6 @@ def _with_api_controllers(kubeconfig: Path, server: ApiServer | None) -> Iterato
     finally:
         controllers.stop()
         cluster.cleanup()
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 __all__ = [
