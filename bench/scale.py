@@ -141,8 +141,8 @@ class Bench:
         """Finished Releases (with their Pipelines and Deployments), straight into the store."""
 
         started = time.monotonic()
-        for chunk in range(0, count, 500):
-            self.thread.call(lambda c=chunk: fill_range(self.server, c, min(count, c + 500), apps))
+        for chunk in range(0, count, 100):  # small chunks: each call on the server's loop times out at 10 s
+            self.thread.call(lambda c=chunk: fill_range(self.server, c, min(count, c + 100), apps))
         if count:
             self.thread.call(lambda: fill_apps(self.server, min(apps, count)))
         took = time.monotonic() - started
