@@ -62,11 +62,14 @@ class Wakeups:
         for uid in self._waiting.get(key, ()):
             self._ring(uid, key[0])
 
-    def release_changed(self, uid: str, resource_version: str) -> None:
+    def release_changed(self, uid: str, resource_version: str, listed: bool = False) -> None:
         """Someone else changed the Release (its spec, a decision): look at it now. Our own status
-        writes come back as events too; those are skipped."""
-        written = self._written.get(uid)  # None: not looked at yet, and its first look comes anyway
-        if uid in self._bells and written is not None and written != resource_version:
+        writes come back as events too; those are skipped, and so is the watch's initial listing
+        (`listed`), which is no change at all."""
+        written = self._written.get(uid)  # None: not looked at since start-up; domain.cadence sees
+        if listed or written is None:  # the change on the timer (at most a waiting interval later)
+            return
+        if uid in self._bells and written != resource_version:
             self._ring(uid, "release")
 
     def lock_changed(self, key: str, seen: Hashable) -> None:

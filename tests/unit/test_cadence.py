@@ -45,3 +45,15 @@ def test_first_looks_after_a_start_are_spread_over_one_waiting_interval() -> Non
         assert last is not None
         delays.append(next(t / 10 for t in range(0, 101) if due(WAITING, "5", last, t / 10)))
     assert min(delays) < 1 and max(delays) > 9 and max(delays) <= 10
+
+
+def test_after_a_start_a_waiting_release_holding_nothing_is_first_looked_at_within_one_resync() -> None:
+    """It changes only by an event (which wakes it at once) or a deadline (due on its own)."""
+    firsts = [first_look(WAITING, f"uid-{i}", 1000.0, 10, "5", resync=300) for i in range(200)]
+    delays = []
+    for last in firsts:
+        assert last is not None
+        delays.append(next(t for t in range(0, 302) if due(WAITING, "5", last, t)))
+    assert min(delays) < 15 and max(delays) > 280 and max(delays) <= 300
+    holder = first_look({**WAITING, "lock": {"name": "staging"}}, "uid-0", 1000.0, 10, "5", resync=300)
+    assert holder is not None and due({**WAITING, "lock": {"name": "staging"}}, "5", holder, 10)

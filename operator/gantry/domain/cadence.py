@@ -26,12 +26,24 @@ class LastLook:
     resource_version: str
 
 
-def first_look(status: Mapping[str, Any], uid: str, now: float, waiting_interval: float) -> LastLook | None:
-    """After a start-up, spread the first looks at waiting Releases over one waiting interval, so
-    thousands of them do not queue in front of the Releases that are in flight."""
+def first_look(
+    status: Mapping[str, Any],
+    uid: str,
+    now: float,
+    waiting_interval: float,
+    resource_version: str = "",
+    resync: float | None = None,
+) -> LastLook | None:
+    """After a start-up, spread the first looks at waiting Releases, so thousands of them do not
+    queue in front of the Releases that are in flight. One holding a lock (its lease needs
+    renewing) is looked at within one waiting interval. One holding nothing changes only by an
+    event (which wakes it), a deadline (due on its own) or not at all: with `resync`, its first
+    look is spread over one resync, counted as if it had been looked at in its current version."""
     if status.get("phase") not in WAITING:
         return None
     fraction = int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    if resync is not None and not status.get("lock"):
+        return LastLook(now - resync * fraction, resource_version)
     return LastLook(now - waiting_interval * fraction, "")  # "" differs from any resourceVersion
 
 

@@ -46,7 +46,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         version = str(meta.get("resourceVersion", ""))
         last = last_looks.get(uid)
         if last is None:
-            last = first_look(status, uid, now, config.waiting_interval)
+            last = first_look(status, uid, now, config.waiting_interval, version, config.waiting_resync)
             if last is not None:
                 last_looks[uid] = last
         if rung or look_due(
@@ -115,7 +115,8 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         if finished(body):
             await runtime.blocking(runtime.resources.mark_finished, namespace or "", name, True)
             return
-        runtime.wakeups.release_changed(uid, str(body["metadata"].get("resourceVersion", "")))
+        version = str(body["metadata"].get("resourceVersion", ""))
+        runtime.wakeups.release_changed(uid, version, listed=event.get("type") is None)  # Kopf: None = listed
 
 
 def finished(body: Mapping[str, Any]) -> bool:
