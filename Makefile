@@ -38,9 +38,10 @@ e2e: $(STAMP)
 # Figures, not assertions: needs Debian's prometheus package (see .ci/run).
 bench: $(STAMP)
 	$(BIN)/python -m bench.time_to_rollback
+	$(BIN)/python -m bench.lead_time
 
 # Compares with python-semantic-release and commitizen, installed here only for the comparison.
-# Latency, requests, memory and start-up at 0 / 1,000 / 5,000 Releases, and a 500-Release burst.
+# Latency, requests, memory and start-up at 0 / 1,000 / 5,000 / 20,000 Releases, and a 500-Release burst.
 bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale
 
