@@ -16,6 +16,19 @@ from tests.harness.operator import OperatorThread, RecordingAlerter
 pytestmark = pytest.mark.e2e
 
 
+def v1_held_mid_rollout(cluster: Cluster, namespace: str, workload: str = "web") -> None:
+    """The app set up and shop-v1 deployed to `workload`, whose rollout the stand-in controller
+    holds open until the test releases it: the Release is in flight under the staging lock."""
+    setup_app(cluster, namespace)
+    cluster.hold_rollouts(namespace, workload)
+    cluster.apply(m.release(namespace, "shop-v1", "v1"))
+    cluster.wait_for(
+        f"v1 rolling out to {workload}",
+        lambda: cluster.images("Deployment", namespace, workload)[workload] == m.image(workload, "v1"),
+        timeout=30,
+    )
+
+
 def test_a_test_job_that_times_out_is_stopped_and_the_stage_rolled_back(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
@@ -82,10 +95,7 @@ def test_a_release_with_a_long_name_gets_test_jobs_a_real_server_accepts(
 def test_renaming_the_environment_while_a_release_queues_does_not_deadlock_it(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
-    setup_app(cluster, namespace)
-    cluster.hold_rollouts(namespace, "web")
-    cluster.apply(m.release(namespace, "shop-v1", "v1"))
-    cluster.wait_for_phase(namespace, "shop-v1", "Deploying", timeout=30)
+    v1_held_mid_rollout(cluster, namespace)
     cluster.apply(m.release(namespace, "shop-v2", "v2", version="v1.1.0"))
     cluster.wait_for_phase(namespace, "shop-v2", "Queued", timeout=30)
     cluster.apply(m.pipeline(namespace, lease_env="staging-eu"))  # edited while v2 waits
@@ -120,10 +130,7 @@ def test_a_stage_removed_after_a_release_passed_it_does_not_strand_its_approval(
 def test_a_stage_inserted_before_the_current_one_neither_reruns_nor_skips_anything(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
-    setup_app(cluster, namespace)
-    cluster.hold_rollouts(namespace, "web")
-    cluster.apply(m.release(namespace, "shop-v1", "v1"))
-    cluster.wait_for_phase(namespace, "shop-v1", "Deploying", timeout=30)
+    v1_held_mid_rollout(cluster, namespace)
     edited = m.pipeline(namespace)
     dev = {"name": "dev", "targets": [{"namespace": namespace, "name": "worker"}]}
     edited["spec"]["stages"].insert(0, dev)
@@ -222,14 +229,7 @@ def test_a_rollback_restores_every_workload_it_can_and_names_the_one_it_cannot(
 def test_a_deleted_lock_rolls_the_stage_back_and_says_so(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
-    setup_app(cluster, namespace)
-    cluster.hold_rollouts(namespace, "web")
-    cluster.apply(m.release(namespace, "shop-v1", "v1"))
-    cluster.wait_for(
-        "v1 to be rolling out under the lock",
-        lambda: cluster.images("Deployment", namespace, "web")["web"] == m.image("web", "v1"),
-        timeout=30,
-    )
+    v1_held_mid_rollout(cluster, namespace)
     cluster.delete("EnvironmentLock", namespace, "staging")
     cluster.release_rollouts(namespace, "web")
     body = cluster.wait_for_phase(namespace, "shop-v1", "Failed", "Verified", timeout=60)
@@ -291,14 +291,7 @@ def test_rolling_back_a_release_with_the_same_digests_quarantines_nothing_produc
 def test_a_container_renamed_mid_stage_supersedes_the_release_instead_of_verifying_it(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
-    setup_app(cluster, namespace)
-    cluster.hold_rollouts(namespace, "worker")
-    cluster.apply(m.release(namespace, "shop-v1", "v1"))
-    cluster.wait_for(
-        "v1 to be rolling out",
-        lambda: cluster.images("Deployment", namespace, "worker")["worker"] == m.image("worker", "v1"),
-        timeout=30,
-    )
+    v1_held_mid_rollout(cluster, namespace, "worker")
     renamed = m.deployment(namespace, "worker", {"jobs": m.image("worker", "v1")}, replicas=1)
     cluster.apply(renamed)  # someone renames the container
     cluster.release_rollouts(namespace, "worker")
@@ -325,10 +318,7 @@ def test_a_workload_scaled_to_zero_passes_with_a_warning_that_nothing_runs_it(
 def test_deleting_the_lock_holder_mid_flight_frees_the_lock_for_the_next_release_at_once(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
-    setup_app(cluster, namespace)
-    cluster.hold_rollouts(namespace, "web")
-    cluster.apply(m.release(namespace, "shop-v1", "v1"))
-    cluster.wait_for_phase(namespace, "shop-v1", "Deploying", timeout=30)
+    v1_held_mid_rollout(cluster, namespace)
     cluster.apply(m.release(namespace, "shop-v2", "v2", version="v1.1.0"))
     cluster.wait_for_phase(namespace, "shop-v2", "Queued", timeout=30)
     cluster.delete("Release", namespace, "shop-v1")  # in flight, holding the lock (lease: 300 s)
@@ -349,10 +339,7 @@ def test_deleting_the_lock_holder_mid_flight_frees_the_lock_for_the_next_release
 def test_a_deleted_waiter_at_the_head_of_the_queue_does_not_block_a_free_lock(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
-    setup_app(cluster, namespace)
-    cluster.hold_rollouts(namespace, "web")
-    cluster.apply(m.release(namespace, "shop-v1", "v1"))
-    cluster.wait_for_phase(namespace, "shop-v1", "Deploying", timeout=30)
+    v1_held_mid_rollout(cluster, namespace)
     for name, seed, version in (("shop-v2", "v2", "v1.1.0"), ("shop-v3", "v3", "v1.2.0")):
         cluster.apply(m.release(namespace, name, seed, version=version))
         cluster.wait_for_phase(namespace, name, "Queued", timeout=30)

@@ -13,6 +13,7 @@ import pytest
 
 from gantry.settings import Config
 from tests.e2e import manifests as m
+from tests.e2e.test_edges import v1_held_mid_rollout
 from tests.e2e.test_staging_flow import setup_app
 from tests.harness.cluster import Cluster
 from tests.harness.operator import OperatorThread, RecordingAlerter
@@ -47,9 +48,7 @@ def test_a_locked_tested_stage_goes_through_without_waiting_for_a_tick(
 def test_a_slow_rollout_is_noticed_from_its_watch_event(
     cluster: Cluster, slow_ticks: OperatorThread, namespace: str
 ) -> None:
-    setup_app(cluster, namespace)
-    cluster.hold_rollouts(namespace, "web")
-    cluster.apply(m.release(namespace, "shop-v1", "v1"))
+    v1_held_mid_rollout(cluster, namespace)
 
     def step() -> str | None:
         runs = (cluster.release(namespace, "shop-v1").get("status") or {}).get("stages") or [{}]
