@@ -48,7 +48,7 @@ class Resources:
         try:
             self.kube.merge_patch(custom_path("releases", namespace, name), {"metadata": {"labels": labels}})
         except ApiError as error:
-            if error.status != 404:  # deleted meanwhile: nothing left to label
+            if not error.not_found:  # deleted meanwhile: nothing left to label
                 raise
 
     def patch_release_status(
