@@ -8,7 +8,7 @@ the custom resources, so any call may be the first after a crash.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -35,6 +35,10 @@ class Look:
     phase: Phase
     status: Mapping[str, Any]
     resource_version: str
+    # False: the reconcile stopped at `max_steps` with more to do at once (a flow whose rollouts
+    # and Job finish as fast as it writes), so the Release waits on nothing and its driver must
+    # look again now rather than sleep until the safety-net timer.
+    settled: bool = True
 
 
 def utcnow() -> datetime:
@@ -102,6 +106,8 @@ class ReleaseReconciler:
                 body = None
             if plan.idle:
                 break
+        else:
+            return replace(look, settled=False) if look is not None else None
         return look
 
     def record(

@@ -74,6 +74,21 @@ def test_releases_racing_for_the_lock_each_take_it_as_soon_as_it_is_free(
         assert body["status"]["phase"] == "Verified", body["status"]["message"]
 
 
+def test_a_look_cut_short_with_more_to_do_goes_on_at_once(
+    cluster: Cluster, slow_ticks: OperatorThread, namespace: str
+) -> None:
+    """On a loaded machine the rollouts and the Job finish as fast as Gantry writes, so one look
+    can run out of steps with nothing left to wait on: the next look follows at once, not a tick
+    later. Here every look is cut short after one step."""
+    slow_ticks.memo.reconciler.max_steps = 1
+    setup_app(cluster, namespace, script="echo broken; exit 1")
+    cluster.apply(m.release(namespace, "shop-v1", "v1"))
+    body = cluster.wait_for_phase(namespace, "shop-v1", "Failed", "Verified", timeout=WITHIN)
+    assert body["status"]["phase"] == "Failed", body["status"]["message"]
+    assert body["status"]["reason"] == "TestFailed"
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB  # rolled back
+
+
 def test_a_finished_release_leaves_the_watch_and_deletes_without_the_operator(
     cluster: Cluster, slow_ticks: OperatorThread, namespace: str
 ) -> None:
