@@ -21,7 +21,8 @@ from gantry.adapters.metrics import Metrics
 from gantry.adapters.prometheus import PrometheusSource
 from gantry.adapters.registry_effects import registry_client
 from gantry.adapters.resources import Resources
-from gantry.domain.model import MANAGED_STATUS_KEYS, EffectFailure, Event, ReleaseView
+from gantry.domain.leaving import leave
+from gantry.domain.model import MANAGED_STATUS_KEYS, EffectFailure, Event, ReleaseView, current_run
 from gantry.domain.phases import FINAL, FINISHED_LABEL, Phase
 from gantry.domain.release import decide
 from gantry.executors import execute, follow_up, split
@@ -81,8 +82,8 @@ class ReleaseReconciler:
             if body is None:
                 return None
             if body["metadata"].get("deletionTimestamp"):
-                # Being deleted (Kopf's finalizer keeps it a moment): it only leaves, and never
-                # takes a lock again. Its workloads stay as they are; see the README.
+                # Being deleted (Kopf's finalizer keeps it a moment): it never takes a lock again.
+                # The deletion's watch event puts back what its stage changed (`leave`).
                 self.resources.leave_locks(body, self.clock())
                 return None
             release = ReleaseView.from_body(body)
@@ -109,6 +110,20 @@ class ReleaseReconciler:
         else:
             return replace(look, settled=False) if look is not None else None
         return look
+
+    def leave(self, body: Mapping[str, Any]) -> None:
+        """The Release was deleted (its last state, from the watch event): put back what its
+        unfinished stage changed and stop its test Job (domain.leaving), then give its locks back."""
+        release = ReleaseView.from_body(body)
+        leaving = leave(release, self.observer.workloads(release.status, current_run(release.status)))
+        if leaving.effects or leaving.events:
+            pipeline, _ = self.resources.get_pipeline_state(
+                release.namespace, release.pipeline, with_ledger=False
+            )
+            follow_up(Context(release, pipeline, self.clock(), self.adapters), leaving.effects)
+            for event in leaving.events:
+                self.emit(body, event)
+        self.resources.leave_locks(body, self.clock())
 
     def record(
         self,

@@ -335,6 +335,35 @@ def test_deleting_the_lock_holder_mid_flight_frees_the_lock_for_the_next_release
     assert tenures[0]["release"] == f"{namespace}/shop-v1" and tenures[0]["reason"] == "ReleaseDeleted"
 
 
+def test_a_release_deleted_while_testing_puts_its_stage_back_and_stops_its_job(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    setup_app(cluster, namespace, script="sleep infinity", test_timeout=600)
+    cluster.apply(m.release(namespace, "shop-v1", "v1"))
+    cluster.wait_for_phase(namespace, "shop-v1", "Testing", timeout=30)
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.image("web", "v1")
+    cluster.delete("Release", namespace, "shop-v1")  # by hand, or a GitOps prune
+
+    def put_back() -> bool:
+        images = {
+            **cluster.images("Deployment", namespace, "web"),
+            **cluster.images("Deployment", namespace, "worker"),
+        }
+        return images["web"] == m.OLD_WEB and images["worker"] == m.OLD_WORKER
+
+    cluster.wait_for("staging back on the images it ran before", put_back, timeout=30)
+    cluster.wait_for(
+        "the test Job stopped",
+        lambda: not cluster.list("Job", namespace, "gantry.dev/release=shop-v1"),
+        timeout=30,
+    )
+    lock = cluster.must_get("EnvironmentLock", namespace, "staging")["status"]
+    assert not lock.get("holder"), lock
+    events = cluster.wait_for_events(namespace, "shop-v1", "ReleaseDeleted")
+    (said,) = [e["message"] for e in events if e["reason"] == "ReleaseDeleted"]
+    assert "re-applied the images" in said and "stopped test Job" in said, said
+
+
 @pytest.mark.emulator_only("holds a rollout open with the stand-in deployment controller")
 def test_a_deleted_waiter_at_the_head_of_the_queue_does_not_block_a_free_lock(
     cluster: Cluster, operator: OperatorThread, namespace: str

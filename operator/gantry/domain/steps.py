@@ -7,7 +7,7 @@ to the `rollback` it is given (a stage's own, or production's), and when a rollo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 
@@ -15,12 +15,19 @@ from gantry.domain import gates, source, testjob
 from gantry.domain.draft import Draft
 from gantry.domain.images import digest_of
 from gantry.domain.ledger import Result
-from gantry.domain.model import AcquireLock, ClaimProduction, CreateJob, ReleaseLock, SetImages, StageRun
+from gantry.domain.model import (
+    AcquireLock,
+    ClaimProduction,
+    CreateJob,
+    ReleaseLock,
+    SetImages,
+    StageRun,
+)
 from gantry.domain.phases import Phase, Step
 from gantry.domain.pipeline import Pipeline, Stage, pin
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
-from gantry.domain.workloads import ImageChange, WorkloadRef, plan_changes
+from gantry.domain.workloads import ImageChange, ObservedWorkload, WorkloadRef, plan_changes
 
 # (draft, reason, detail): stop the stage and put back what it changed.
 Rollback = Callable[[Draft, str, str], None]
@@ -286,9 +293,15 @@ GONE = ": not found"  # a workload deleted since the stage recorded it: nothing 
 def restorable(d: Draft, changes: tuple[ImageChange, ...]) -> tuple[tuple[WorkloadRef, str, str], ...]:
     """What a rollback re-applies: the recorded images, except where someone else's image runs now
     (a rollback never overwrites another Release's or a person's change)."""
+    return restorable_in(d.obs.workloads, changes)
+
+
+def restorable_in(
+    workloads: Mapping[WorkloadRef, ObservedWorkload], changes: tuple[ImageChange, ...]
+) -> tuple[tuple[WorkloadRef, str, str], ...]:
     out = []
     for c in changes:
-        seen = d.obs.workloads.get(c.workload)
+        seen = workloads.get(c.workload)
         image = seen.containers.get(c.container) if seen is not None else None
         if image is None or image in (c.before, c.after):
             out.append((c.workload, c.container, c.before))

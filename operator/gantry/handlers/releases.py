@@ -119,7 +119,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
             last_looks.pop(uid, None)
             if FINISHED_LABEL in (event["object"]["metadata"].get("labels") or {}):
                 return  # not deleted: finished, it left the watch's label selector
-            await runtime.blocking(leave_locks, runtime, event["object"])  # its lock is free now
+            await runtime.blocking(leave, runtime, event["object"])  # put back, stop, give back its lock
             return
         body = event["object"]
         if finished(body):
@@ -141,8 +141,8 @@ def finished(body: Mapping[str, Any]) -> bool:
     )
 
 
-def leave_locks(runtime: Runtime, body: Any) -> None:
-    runtime.resources.leave_locks(body, datetime.now(UTC))
+def leave(runtime: Runtime, body: Any) -> None:
+    runtime.reconciler.leave(body)
 
 
 def advance(runtime: Runtime, namespace: str, name: str) -> Look | None:

@@ -1,0 +1,59 @@
+"""A Release deleted mid-flight leaves the way a failed one does: it puts back what its stage changed.
+
+Deleting a Release (by hand, or a GitOps prune) while a stage deploys, rolls out, tests or, in
+production, bakes or waits for a decision must not leave that environment on images nobody
+tests or watches any more: the stage's recorded previous images are re-applied (only where ours
+still run: another Release's or a person's change is left alone) and its test Job is stopped.
+Its locks are given back by the caller. A stage that passed stays as it is; so does one that is
+already rolling back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gantry.domain.model import Alert, DeleteJob, Effect, Event, ReleaseView, SetImages, current_run
+from gantry.domain.phases import Step
+from gantry.domain.reasons import Reason
+from gantry.domain.steps import restorable_in
+from gantry.domain.workloads import ObservedWorkload, WorkloadRef
+
+# Steps in which a stage has changed (or may be changing) its workloads and not yet put them back.
+UNFINISHED_WORK = frozenset({Step.DEPLOYING, Step.ROLLING_OUT, Step.TESTING})
+# In production also while the bake runs or a person has still to decide: nothing is released yet.
+UNFINISHED_IN_PRODUCTION = UNFINISHED_WORK | {Step.BAKING, Step.AWAITING_DECISION, Step.HELD}
+
+
+@dataclass(frozen=True)
+class Leaving:
+    effects: tuple[Effect, ...] = ()
+    events: tuple[Event, ...] = ()
+
+
+def leave(release: ReleaseView, workloads: Mapping[WorkloadRef, ObservedWorkload]) -> Leaving:
+    """What a deleted Release does before it goes, given the workloads its stage changed as they are."""
+    run = current_run(release.status)
+    if run is None:
+        return Leaving()
+    unfinished = UNFINISHED_IN_PRODUCTION if run.production else UNFINISHED_WORK
+    rolling_back = run.step == Step.ROLLING_BACK and run.rolled_back_at is None
+    if run.step not in unfinished and not rolling_back:
+        return Leaving()
+    effects: list[Effect] = []
+    said = [f"Release {release.key} was deleted while stage {run.name} was {run.step}"]
+    images = restorable_in(workloads, run.changes or ()) if run.stage.rollback_on_failure else ()
+    if images:
+        effects.append(SetImages(images, restore=True))
+        said.append("re-applied the images the stage ran before")
+    elif run.changes:
+        said.append("left its images in place (rollback disabled, or someone changed them since)")
+    if run.test_job and run.step == Step.TESTING:
+        effects.append(DeleteJob(*run.test_job.split("/", 1)))
+        said.append(f"stopped test Job {run.test_job}")
+    if len(said) == 1:
+        return Leaving()
+    message = "; ".join(said)
+    if run.production:
+        effects.append(Alert("warning", Reason.RELEASE_DELETED, message))
+    return Leaving(tuple(effects), (Event("Warning", Reason.RELEASE_DELETED, message),))
