@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -122,3 +123,44 @@ def test_a_crashed_holder_loses_the_lock_when_its_lease_expires(
         (f"{namespace}/ghost", "LeaseExpired"),
         (f"{namespace}/shop-v3", "Passed"),
     ]
+
+
+def test_a_holder_whose_clock_runs_behind_keeps_the_lock_while_it_renews(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    """Another operator (say, in a second cluster sharing nothing but this API server) holds the
+    lock and renews it, but its clock is ten minutes behind ours: judged by its timestamps the
+    lease ran out long ago; judged, like leader election, by when we saw it renew, it is alive."""
+    setup_app(cluster, namespace)
+    cluster.apply(
+        {
+            "apiVersion": "gantry.dev/v1alpha1",
+            "kind": "EnvironmentLock",
+            "metadata": {"name": "staging", "namespace": namespace},
+            "spec": {"leaseSeconds": 3},
+        }
+    )
+    other = cluster.apply(m.release(namespace, "other", "other", version="v0.9.0", pipeline_name="absent"))
+    path = f"/apis/gantry.dev/v1alpha1/namespaces/{namespace}/environmentlocks/staging/status"
+
+    def renew() -> None:
+        stamp = (datetime.now(UTC) - timedelta(minutes=10)).isoformat().replace("+00:00", "Z")
+        holder = {"release": f"{namespace}/other", "uid": other["metadata"]["uid"], "since": stamp}
+        current = cluster.must_get("EnvironmentLock", namespace, "staging")
+        status = {**(current.get("status") or {}), "holder": {**holder, "renewTime": stamp}}
+        cluster.kube.replace(path, {**current, "status": status})
+
+    renew()
+    cluster.apply(m.release(namespace, "shop-v3", "v3"))
+    deadline = time.monotonic() + 8  # well past the 3 s lease, by the holder's stamps past at once
+    while time.monotonic() < deadline:
+        renew()
+        time.sleep(0.5)
+        status = cluster.release(namespace, "shop-v3").get("status") or {}
+        assert status.get("phase") in (None, "Pending", "Queued"), status
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB
+    # It stops renewing (crashed): one lease after we last saw it renew, the lock is taken over.
+    verified = cluster.wait_for_phase(namespace, "shop-v3", "Verified", "Failed", timeout=30)
+    assert verified["status"]["phase"] == "Verified", verified["status"]["message"]
+    history = cluster.must_get("EnvironmentLock", namespace, "staging")["status"]["history"]
+    assert (history[0]["release"], history[0]["reason"]) == (f"{namespace}/other", "LeaseExpired")

@@ -171,6 +171,35 @@ def test_a_renew_time_in_the_future_is_aged_from_now_so_a_skewed_clock_cannot_ho
     assert locks.expire(seen, at(61), LEASE).holder is None  # one lease after we first saw it
 
 
+def test_a_holder_whose_clock_is_behind_ours_keeps_the_lock_while_it_renews() -> None:
+    """Leases are judged like Kubernetes leader election: by when we saw the renewal, not by its stamp."""
+    seen: locks.Sightings = {}
+    state = LockState()
+    for minute in range(5):  # it renews every 20 s by its clock, which is 10 minutes behind ours
+        ours = at(minute * 60 + 20)
+        state, _ = locks.acquire(state, A, ours - timedelta(minutes=10), LEASE)
+        seen = locks.sight(seen, state, ours)
+        assert locks.expire(state, ours, LEASE, seen).holder is not None
+    assert locks.expire(state, ours, LEASE).holder is None  # by its timestamp it looked long dead
+
+
+def test_a_lease_nobody_renews_runs_out_one_lease_after_we_first_saw_it_whatever_its_stamp() -> None:
+    for stamp in (at(-3600), at(0), at(3600)):  # long ago, now, an hour ahead of our clock
+        state, _ = locks.acquire(LockState(), A, stamp, LEASE)
+        seen = locks.sight({}, state, at(0))  # first seen now (after a restart, say)
+        assert locks.expire(state, at(59), LEASE, locks.sight(seen, state, at(59))).holder is not None
+        expired = locks.expire(state, at(61), LEASE, locks.sight(seen, state, at(61)))
+        assert expired.holder is None and expired.history[-1].reason == "LeaseExpired"
+
+
+def test_a_waiter_is_judged_by_its_sightings_too() -> None:
+    state, _ = locks.acquire(LockState(), A, at(0), LEASE)
+    state, _ = locks.acquire(state, B, at(-600), LEASE)  # B's clock is ten minutes behind
+    seen = locks.sight({}, state, at(0))
+    assert [w.claimant for w in locks.expire(state, at(30), LEASE, seen).queue] == [B]
+    assert locks.expire(state, at(61), LEASE, locks.sight(seen, state, at(61))).queue == ()
+
+
 def test_a_lost_lock_is_described_as_it_happened() -> None:
     state, _ = locks.acquire(LockState(), A, at(0), LEASE)
     expired = locks.expire(state, at(120), LEASE)

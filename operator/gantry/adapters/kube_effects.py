@@ -42,7 +42,8 @@ def acquire_lock(ctx: Context, effect: AcquireLock) -> None:
     ctx.adapters.resources.update_lock(
         ctx.namespace,
         effect.environment,
-        lambda state, lease: locks.acquire(state, who, ctx.now, lease, hotfix),
+        lambda state, lease, seen: locks.acquire(state, who, ctx.now, lease, hotfix, seen),
+        ctx.now,
     )
 
 
@@ -51,7 +52,8 @@ def release_lock(ctx: Context, effect: ReleaseLock) -> None:
     ctx.adapters.resources.update_lock(
         ctx.namespace,
         effect.environment,
-        lambda state, lease: (locks.release(state, who, ctx.now, effect.reason), None),
+        lambda state, lease, seen: (locks.release(state, who, ctx.now, effect.reason), None),
+        ctx.now,
     )
 
 
@@ -60,16 +62,17 @@ def preempt_lock(ctx: Context, effect: PreemptLock) -> None:
     ctx.adapters.resources.update_lock(
         ctx.namespace,
         effect.environment,
-        lambda state, lease: (
+        lambda state, lease, seen: (
             locks.preempt(state, who, ctx.now, effect.reason, effect.hold, effect.freeze),
             None,
         ),
+        ctx.now,
     )
 
 
 def unfreeze_lock(ctx: Context, effect: UnfreezeLock) -> None:
     ctx.adapters.resources.update_lock(
-        ctx.namespace, effect.environment, lambda state, lease: (locks.unfreeze(state), None)
+        ctx.namespace, effect.environment, lambda state, lease, seen: (locks.unfreeze(state), None), ctx.now
     )
 
 

@@ -30,12 +30,16 @@ LEDGER_KEYS = ("production", "quarantine", "quarantineLog", "tickets")
 CONFLICT_RETRIES = 12
 
 T = TypeVar("T")
-LockUpdate = Callable[[locks.LockState, timedelta], tuple[locks.LockState, Any]]
+# (the lock as read, its lease, this operator's sightings of its renewals) -> (next state, result)
+LockUpdate = Callable[[locks.LockState, timedelta, locks.Sightings], tuple[locks.LockState, Any]]
 
 
 class Resources:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
+        # Per EnvironmentLock: when this operator first saw each claimant's current renewTime
+        # (domain.locks.sight). Memory only on purpose: losing it makes a lease last longer, never shorter.
+        self._sightings: dict[str, locks.Sightings] = {}
 
     # --- Releases and Pipelines ------------------------------------------------------------------
 
@@ -376,11 +380,13 @@ class Resources:
     def observe_lock(
         self, namespace: str, environment: str, claimant: locks.Claimant, now: datetime, hotfix: bool = False
     ) -> ObservedLock:
-        body = self.kube.get(custom_path("environmentlocks", namespace, environment))
+        path = custom_path("environmentlocks", namespace, environment)
+        body = self.kube.get(path)
         if body is None:
             return ObservedLock(held=False, lost="the EnvironmentLock object was deleted")
         lease = lease_of(body)
-        state = locks.expire(locks.from_object(body), now, lease)
+        state = locks.from_object(body)
+        state = locks.expire(state, now, lease, self._sight(path, state, now))
         if state.holder is not None and state.holder.claimant.uid == claimant.uid:
             due = locks.renewal_due(state.holder, now, lease)
             return ObservedLock(held=True, renewal_due=due, lease_seconds=int(lease.total_seconds()))
@@ -399,13 +405,14 @@ class Resources:
             lease_seconds=int(lease.total_seconds()),
         )
 
-    def update_lock(self, namespace: str, environment: str, change: LockUpdate) -> Any:
+    def update_lock(self, namespace: str, environment: str, change: LockUpdate, now: datetime) -> Any:
         """Read-decide-write the lock's status until no one else wrote in between (409 = try again)."""
         path = custom_path("environmentlocks", namespace, environment)
 
         def attempt() -> Any:
             body = self.kube.get(path) or self._create_lock(namespace, environment)
-            state, result = change(locks.from_object(body), lease_of(body))
+            state = locks.from_object(body)
+            state, result = change(state, lease_of(body), self._sight(path, state, now))
             new_status = locks.to_status(state)
             if new_status != _comparable(body.get("status")):
                 self.kube.replace(f"{path}/status", {**body, "status": new_status})
@@ -417,14 +424,16 @@ class Resources:
         """Drop expired leases, and a holder or head of the queue whose Release was deleted (in case
         the deletion's watch event was missed)."""
 
-        def change(state: locks.LockState, lease: timedelta) -> tuple[locks.LockState, None]:
-            state = locks.expire(state, now, lease)
+        def change(
+            state: locks.LockState, lease: timedelta, seen: locks.Sightings
+        ) -> tuple[locks.LockState, None]:
+            state = locks.expire(state, now, lease, seen)
             gone = {
                 c.uid for c in locks.blocking(state) if not self.alive({"release": c.release, "uid": c.uid})
             }
             return locks.drop(state, gone, now), None
 
-        self.update_lock(namespace, environment, change)
+        self.update_lock(namespace, environment, change, now)
 
     def leave_locks(self, body: Mapping[str, Any], now: datetime) -> None:
         """A Release was deleted: give back every lock it held or queued for, at once."""
@@ -439,7 +448,8 @@ class Resources:
             self.update_lock(
                 meta["namespace"],
                 environment,
-                lambda state, lease: (locks.drop(state, {meta["uid"]}, now), None),
+                lambda state, lease, seen: (locks.drop(state, {meta["uid"]}, now), None),
+                now,
             )
 
     def freeze_by_hand(self, namespace: str, environment: str, freeze: Mapping[str, Any] | None) -> None:
@@ -458,6 +468,11 @@ class Resources:
             self.kube.merge_patch(path, patch)
 
         retry_on_conflict(f"EnvironmentLock {namespace}/{environment}", attempt)
+
+    def _sight(self, path: str, state: locks.LockState, now: datetime) -> locks.Sightings:
+        seen = locks.sight(self._sightings.get(path, {}), state, now)
+        self._sightings[path] = seen
+        return seen
 
     def _create_lock(self, namespace: str, environment: str) -> dict[str, Any]:
         return self._create_managed("EnvironmentLock", "environmentlocks", namespace, environment)

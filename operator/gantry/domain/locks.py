@@ -89,28 +89,61 @@ class Waiting:
 Outcome = Granted | Waiting
 
 
-def expire(state: LockState, now: datetime, lease: timedelta) -> LockState:
-    """Drop a holder and waiters whose lease ran out: they crashed or were deleted."""
+# Claimant uid -> (its renewTime as the lock records it, when this operator first saw that value).
+Sightings = Mapping[str, tuple[datetime, datetime]]
+
+
+def sight(previous: Sightings, state: LockState, now: datetime) -> dict[str, tuple[datetime, datetime]]:
+    """Note, as Kubernetes leader election does, when each claimant's renewTime last changed by
+    our clock: a lease is judged by that, never by the remote timestamp itself, so a claimant
+    whose clock runs behind or ahead of ours neither loses the lock early nor holds it for ever.
+    Losing the sightings (a restart) only makes one lease last longer, never shorter."""
+    renewals = [(w.claimant.uid, w.renew_time) for w in state.queue]
+    if state.holder is not None:
+        renewals.append((state.holder.claimant.uid, state.holder.renew_time))
+    out = {}
+    for uid, renewed in renewals:
+        recorded, first_seen = previous.get(uid, (None, now))
+        out[uid] = (renewed, first_seen if recorded == renewed else now)
+    return out
+
+
+def expire(state: LockState, now: datetime, lease: timedelta, seen: Sightings | None = None) -> LockState:
+    """Drop a holder and waiters whose lease ran out: they crashed or were deleted. With `seen`
+    (this operator's sightings) a lease runs from when its renewal was first seen here; without,
+    from its renewTime, but never from one in the future."""
+
+    def age(uid: str, renewed: datetime) -> timedelta:
+        recorded, first_seen = (seen or {}).get(uid, (None, now))
+        return now - (first_seen if recorded == renewed else min(renewed, now))
+
     holder, history = state.holder, state.history
-    if holder is not None and holder.renew_time > now:
+    if holder is not None and seen is None and holder.renew_time > now:
         holder = replace(holder, renew_time=now)  # a clock ahead of ours: age it from now, never never
-    if holder is not None and now - holder.renew_time > lease:
+    if holder is not None and age(holder.claimant.uid, holder.renew_time) > lease:
         history = _remember(history, Tenure(holder.claimant, holder.since, now, Reason.LEASE_EXPIRED))
         holder = None
     queue = tuple(
-        replace(w, renew_time=min(w.renew_time, now)) for w in state.queue if now - w.renew_time <= lease
+        w if seen is not None else replace(w, renew_time=min(w.renew_time, now))
+        for w in state.queue
+        if age(w.claimant.uid, w.renew_time) <= lease
     )
     return replace(state, holder=holder, queue=queue, history=history)
 
 
 def acquire(
-    state: LockState, claimant: Claimant, now: datetime, lease: timedelta, hotfix: bool = False
+    state: LockState,
+    claimant: Claimant,
+    now: datetime,
+    lease: timedelta,
+    hotfix: bool = False,
+    seen: Sightings | None = None,
 ) -> tuple[LockState, Outcome]:
     """Take the lock, renew it, or join (and stay alive in) the queue.
 
     While the lock is frozen only hotfix claimants may take it, and they go before other waiters.
     """
-    state = expire(state, now, lease)
+    state = expire(state, now, lease, seen)
     if state.holder is not None and state.holder.claimant.uid == claimant.uid:
         holder = replace(state.holder, renew_time=now)
         return replace(state, holder=holder), Granted(holder.since)

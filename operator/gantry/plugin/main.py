@@ -238,7 +238,12 @@ def handle_lock(kube: Kube, namespace: str, args: argparse.Namespace, out: Calla
         return
     resources.freeze_by_hand(namespace, args.environment, None)
     if locks.from_object(body).frozen is not None:  # an emergency's freeze: lifting it is an override
-        resources.update_lock(namespace, args.environment, lambda state, lease: (locks.unfreeze(state), None))
+        resources.update_lock(
+            namespace,
+            args.environment,
+            lambda state, lease, seen: (locks.unfreeze(state), None),
+            datetime.now(UTC),
+        )
     out(f"environmentlock.gantry.dev/{args.environment} unfrozen")
 
 
