@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 
 from gantry.settings import Config
+from tests.conftest import FAST
 from tests.e2e import manifests as m
+from tests.e2e.test_staging_flow import setup_app
 from tests.harness.cluster import Cluster
-from tests.harness.operator import OperatorProcess, OperatorThread
+from tests.harness.operator import OperatorProcess, OperatorThread, RecordingAlerter
 
 pytestmark = pytest.mark.e2e
 PROD = "shop-prod"
@@ -258,3 +260,34 @@ def test_fifty_releases_of_ten_applications_share_three_staging_locks_fairly(
         assert grants == joined, name
         assert len(grants) == sum(1 for app in apps if environment[app] == name) * 5
         assert "holder" not in states[-1] and not states[-1].get("queue")
+
+
+def test_two_operators_without_peering_alert_once_per_failed_release(
+    cluster: Cluster, operator: OperatorThread, alerts: RecordingAlerter, namespace: str
+) -> None:
+    """Two replicas both active (no peering): both look at every Release, but only the one whose
+    status write won sends the alert, so the team hears of each failure once."""
+    second_alerts = RecordingAlerter()
+    second = OperatorThread(FAST, second_alerts).start()
+    try:
+        setup_app(cluster, namespace, script="echo broken; exit 1")
+        names = [f"shop-f{i}" for i in range(5)]
+        for i, name in enumerate(names):
+            cluster.apply(m.release(namespace, name, f"f{i}", version=f"v2.{i}.0"))
+        for name in names:
+            body = cluster.wait_for_phase(namespace, name, "Failed", "Verified", timeout=90)
+            assert body["status"]["reason"] == "TestFailed", body["status"]["message"]
+
+        def told() -> list[str]:
+            return [
+                a.message
+                for a, _ in alerts.alerts + second_alerts.alerts
+                if a.reason == "TestFailed" and namespace in a.message
+            ]
+
+        cluster.wait_for("an alert per failed Release", lambda: len(told()) >= len(names), timeout=20)
+        time.sleep(2)  # a duplicate would come from the other replica's look a tick or two later
+        for name in names:
+            assert sum(f"{namespace}/{name}:" in said for said in told()) == 1, (name, told())
+    finally:
+        second.stop()
