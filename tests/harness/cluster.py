@@ -415,9 +415,10 @@ class ServerThread:
 
 
 @contextmanager
-def cluster_for_tests(tmp: Path, emulated: bool = False) -> Iterator[Cluster]:
+def cluster_for_tests(tmp: Path, emulated: bool = False, crds: bool = True) -> Iterator[Cluster]:
     """The cluster under GANTRY_TEST_KUBECONFIG; else a real kube-apiserver from
-    KUBEBUILDER_ASSETS (envtest); else, and always when `emulated`, the embedded one.
+    KUBEBUILDER_ASSETS (envtest); else, and always when `emulated`, the embedded one. Without
+    `crds` (emulated only) it is a fresh cluster: not even crds/ installed.
 
     With GANTRY_TEST_CONTROLLERS=api the emulator runs without its built-in controllers and the
     stand-in controllers work through the API, exactly as in the envtest tier."""
@@ -442,7 +443,8 @@ def cluster_for_tests(tmp: Path, emulated: bool = False) -> Iterator[Cluster]:
             return
         controllers = Controllers(thread.server, thread.loop)
         cluster = Cluster(kubeconfig, thread.server, controllers)
-        install_crds(cluster)
+        if crds:
+            install_crds(cluster)
         yield cluster
     finally:
         thread.stop()

@@ -43,7 +43,8 @@ def test_the_charts_crds_are_the_repositorys_crds_not_a_copy() -> None:
     with helm.Chart.load(str(CHART)) as chart:
         packaged = {Path(c["name"]).name: c["data"] for c in chart.crds}
     on_disk = {p.name: p.read_text() for p in (ROOT / "crds").glob("*.yaml")}
-    assert packaged.keys() == on_disk.keys() and len(on_disk) == 5  # ProductionLedger is the fifth (issue 16)
+    # Gantry's five kinds and Kopf's two peering kinds: Helm creates crds/ before any template.
+    assert packaged.keys() == on_disk.keys() and len(on_disk) == 7
     for name, text in on_disk.items():
         assert packaged[name] == text, name
 
@@ -80,10 +81,9 @@ def test_the_default_install_is_two_peered_replicas_of_a_hardened_non_root_pod()
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert deployment["spec"]["replicas"] == 2 and env["GANTRY_PEERING"] == "gantry"
     assert by_kind(docs, "ClusterKopfPeering")[0]["metadata"]["name"] == "gantry"
-    assert {c["metadata"]["name"] for c in by_kind(docs, "CustomResourceDefinition")} == {
-        "clusterkopfpeerings.kopf.dev",
-        "kopfpeerings.kopf.dev",
-    }
+    assert not by_kind(docs, "CustomResourceDefinition")  # all in crds/, so Helm makes them first
+    # Nothing publishes the image: the default is one loaded into kind, a name no registry serves.
+    assert container["image"] == "localhost/gantry:0.1.0"
     assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
@@ -93,6 +93,15 @@ def test_the_default_install_is_two_peered_replicas_of_a_hardened_non_root_pod()
     assert by_kind(docs, "PodDisruptionBudget")[0]["spec"]["minAvailable"] == 1
     assert by_kind(docs, "Service")[0]["spec"]["ports"][0]["port"] == 8080
     assert not by_kind(docs, "ServiceMonitor")
+
+
+def test_the_notes_say_when_the_image_is_not_pinned_by_digest() -> None:
+    def notes(values: dict[str, Any]) -> str:
+        with helm.Chart.load(str(CHART)) as chart:
+            return str(chart.render(values, name="gantry", namespace="gantry")["gantry/templates/NOTES.txt"])
+
+    assert "a tag, not a digest" in notes({}) and "--set image.digest=sha256:" in notes({})
+    assert "a tag, not a digest" not in notes({"image": {"digest": "sha256:" + "c" * 64}})
 
 
 def test_user_values_reach_the_pod() -> None:
@@ -173,8 +182,8 @@ def test_several_replicas_without_peering_are_refused_at_render_time() -> None:
         render({"peering": {"enabled": False}, "replicaCount": 2})
 
 
-def test_helm_lint_finds_nothing() -> None:
-    result = helm.lint(str(CHART))
+def test_helm_lint_strict_finds_nothing() -> None:
+    result = helm.lint(str(CHART), strict=True)
     # Helm's severities: 1 info (e.g. "icon is recommended"), 2 warning, 4 error.
     problems = [m for m in result["messages"] if m["severity"] > 1]
     assert result["total_charts_linted"] == 1 and result["errors"] == [] and problems == [], result
@@ -247,3 +256,106 @@ def test_the_dockerfile_runs_as_the_non_root_user_the_chart_expects() -> None:
     assert uid != 0 and uid == pod["securityContext"]["runAsUser"]
     assert 'ENTRYPOINT ["gantry"]' in final and "git" in final  # GitPython needs the git binary
     assert "HOME=/tmp" in final  # the chart mounts /tmp; the root filesystem is read-only
+
+
+# --- helm install, as Helm does it, on a fresh (emulated) cluster ---------------------------------
+
+
+def chart_files(values: dict[str, Any] | None = None, chart: Path = CHART) -> tuple[list[str], list[str]]:
+    """(the texts of the chart's crds/ files, its rendered templates), as `helm install` gets them."""
+    with helm.Chart.load(str(chart)) as loaded:
+        crds = [c["data"] for c in loaded.crds]
+        files = loaded.render(values or {}, name="gantry", namespace="gantry")
+    return crds, [text for path, text in sorted(files.items()) if path.endswith(".yaml")]
+
+
+@pytest.fixture
+def fresh_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An emulated API server with nothing installed, not even crds/: what `helm install` meets first."""
+    from tests.harness.cluster import cluster_for_tests
+
+    with cluster_for_tests(tmp_path, emulated=True, crds=False) as cluster:
+        monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+        yield cluster
+
+
+def test_the_install_check_fails_as_helm_does_when_a_template_uses_a_kind_its_templates_define(
+    fresh_cluster: Any, tmp_path: Path
+) -> None:
+    """The failure the chart once had (helm/helm#9395): a CRD among the templates and an object of
+    its kind beside it. Helm maps every object before creating any, so the install stops; with
+    the CRD in crds/ it goes through."""
+    from tests.harness.helm_install import InstallFailed, install
+
+    cluster = fresh_cluster
+    crd = yaml.safe_load((ROOT / "crds" / "kopf.dev_clusterkopfpeerings.yaml").read_text())
+    peering = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "gantry"}}
+    for layout in ("templates", "crds"):
+        chart = tmp_path / layout / "broken"
+        (chart / "templates").mkdir(parents=True)
+        (chart / "Chart.yaml").write_text("apiVersion: v2\nname: broken\nversion: 0.1.0\n")
+        (chart / "templates" / "peering.yaml").write_text(yaml.safe_dump(peering))
+        (chart / layout).mkdir(exist_ok=True)
+        (chart / layout / "crd.yaml").write_text(yaml.safe_dump(crd))
+        crds, manifests = chart_files(chart=chart)
+        if layout == "templates":
+            with pytest.raises(
+                InstallFailed, match=r'no matches for kind "ClusterKopfPeering" in version "kopf\.dev/v1"'
+            ):
+                install(cluster, crds, manifests, "gantry")
+            assert cluster.get("ClusterKopfPeering", None, "gantry") is None  # nothing was created
+        else:
+            install(cluster, crds, manifests, "gantry")
+            assert cluster.get("ClusterKopfPeering", None, "gantry") is not None
+
+
+@pytest.mark.e2e
+def test_helm_install_with_default_values_on_a_fresh_cluster_then_the_examples_reach_verified(
+    fresh_cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.e2e.test_rbac import as_user
+    from tests.harness.authz import User
+    from tests.harness.helm_install import install
+    from tests.harness.operator import OperatorThread, RecordingAlerter
+
+    cluster = fresh_cluster
+    crds, manifests = chart_files()
+    created = install(cluster, crds, manifests, "gantry")
+    kinds = {c["kind"] for c in created}
+    assert {
+        "ClusterKopfPeering",
+        "Deployment",
+        "ClusterRole",
+        "ServiceAccount",
+        "PodDisruptionBudget",
+    } <= kinds
+    # The operator as the chart runs it: the Deployment's settings, its ServiceAccount, enforced RBAC.
+    (deployment,) = [c for c in created if c["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    for env in container["env"]:
+        monkeypatch.setenv(env["name"], env.get("value", ""))
+    monkeypatch.setenv("GANTRY_GIT_CACHE", str(tmp_path / "git-cache"))  # the pod's emptyDir
+    monkeypatch.setenv("GANTRY_METRICS_PORT", "0")
+    monkeypatch.delenv("GANTRY_LIVENESS_ENDPOINT")
+    config = Config.from_env()
+    assert config.git_cache and config.peering == "gantry"  # the chart's defaults, git cache included
+    cluster.server.authz.tokens.update(
+        {
+            "emulated": User("admin", ("system:masters",)),
+            "operator": User("system:serviceaccount:gantry:gantry"),
+        }
+    )
+    cluster.server.authz.enabled = True
+    monkeypatch.setenv("KUBECONFIG", str(as_user(cluster, tmp_path, "operator").kubeconfig))
+    operator = OperatorThread(replace(config, peering_priority=100), RecordingAlerter()).start()
+    try:
+        for name in ("workloads.yaml", "pipeline.yaml", "release.yaml"):
+            for doc in yaml.safe_load_all((ROOT / "examples" / name).read_text()):
+                cluster.apply(doc)
+        body = cluster.wait_for_phase("gantry", "shop-v1.4.0", "Verified", "Failed", "Blocked", timeout=90)
+        assert body["status"]["phase"] == "Verified", body["status"]["message"]
+        (artifact,) = body["spec"]["artifacts"]
+        for namespace in ("shop-dev", "shop-staging"):
+            assert cluster.images("Deployment", namespace, "web")["web"] == artifact["image"]
+    finally:
+        operator.stop()
