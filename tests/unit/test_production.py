@@ -351,3 +351,12 @@ def test_production_only_moves_forward() -> None:
     status = run(world, {}, until=("Blocked", "Baking"))  # our Release is v2.0.0
     assert (status["phase"], status["reason"]) == ("Blocked", "VersionNotNewer")
     assert "decide Rollback" in status["message"] and world.images[PROD] == V1
+
+
+def test_the_ledger_keeps_the_first_deploy_time_even_after_a_claim_recorded_none() -> None:
+    """A claim (Deploying) has no deploy time yet, and may come back from the API as null: the
+    entry then takes the first real one and keeps it (kubectl gantry status showed SINCE '-')."""
+    claimed = ledger.record([], {"uid": "u", "result": "Deploying", "deployedAt": None})
+    baking = ledger.record(claimed, {"uid": "u", "result": "Baking", "deployedAt": "2026-05-01T09:00:00Z"})
+    released = ledger.record(baking, {"uid": "u", "result": "Released", "deployedAt": "2026-05-01T09:05:00Z"})
+    assert [e["deployedAt"] for e in released] == ["2026-05-01T09:00:00Z"]

@@ -69,7 +69,7 @@ def record(history: list[dict[str, Any]], entry: Mapping[str, Any]) -> list[dict
     if again is None:
         out.append(dict(entry))
     else:
-        kept = out[again].get("deployedAt", entry.get("deployedAt"))
+        kept = out[again].get("deployedAt") or entry.get("deployedAt")  # the first deploy time, once known
         out[again] = {**out[again], **entry, "deployedAt": kept}
     return out[-HISTORY_LIMIT:]
 
