@@ -66,18 +66,25 @@ def test_status_history_and_a_rollback_pressed_from_the_plugin(
         "v1.1.0",
         "shop-v2",
     ]
-    digest = m.digest("shop-v2").removeprefix("sha256:")[:12]
+    digest = "sha256:" + m.digest("shop-v2").removeprefix("sha256:")[:12]  # the one shortening rule
     assert digest in staging[3] and digest in production[3]
     assert len({line.index("VERSION") for line in lines[1:2]}) == 1  # aligned columns
 
-    code, raw = kubectl_gantry("-n", namespace, "-o", "json", "status", "shop")
-    rows = json.loads(raw)["rows"]
-    assert [(r["environment"], r["version"], r["lock_holder"]) for r in rows] == [
-        ("staging", "v1.1.0", "-"),
-        ("production", "v1.1.0", "-"),
+    # kubectl's convention: flags after the command too; -o json gives raw values for scripts.
+    code, raw = kubectl_gantry("status", "shop", "-n", namespace, "-o", "json")
+    environments, in_flight = json.loads(raw)
+    rows = environments["rows"]
+    assert [(r["environment"], r["version"], r["lockHolder"]) for r in rows] == [
+        ("staging", "v1.1.0", None),
+        ("production", "v1.1.0", None),
     ]
+    assert m.digest("shop-v2") in rows[1]["digests"] and rows[1]["since"].endswith("Z")  # RFC 3339
+    assert in_flight["rows"] == []
 
-    code, said = kubectl_gantry("-n", namespace, "rollback", "shop", "--reason", "checkout errors")
+    code, said = kubectl_gantry("rollback", "shop", "-n", namespace, "--reason", "checkout errors")
+    assert code == 1  # changes production: no terminal here, so it asks for --yes and does nothing
+    assert not cluster.list("ReleaseDecision", namespace)
+    code, said = kubectl_gantry("rollback", "shop", "-n", namespace, "--reason", "checkout errors", "--yes")
     assert code == 0 and "Rollback on shop-v2" in said
     rolled_back = cluster.wait_for_phase(namespace, "shop-v2", "RolledBack", "Failed", timeout=60)
     assert rolled_back["status"]["phase"] == "RolledBack"
@@ -95,6 +102,22 @@ def test_status_history_and_a_rollback_pressed_from_the_plugin(
     ]
     code, table = kubectl_gantry("-n", namespace, "status", "shop")
     assert table.splitlines()[3].split()[:3] == ["production", "v1.0.0", "shop-v1"]
+
+    # The rolled-back digests are quarantined; lift-quarantine is a decision on the record.
+    ledger = cluster.must_get("ProductionLedger", namespace, "shop")["status"]
+    assert m.digest("shop-v2") in json.dumps(ledger.get("quarantine"))
+    code, said = kubectl_gantry("lift-quarantine", "shop-v2", "-n", namespace, "--reason", "false alarm")
+    assert code == 0 and "LiftQuarantine on shop-v2" in said
+    cluster.wait_for(
+        "the quarantine lifted",
+        lambda: (
+            m.digest("shop-v2")
+            not in json.dumps(
+                cluster.must_get("ProductionLedger", namespace, "shop")["status"].get("quarantine")
+            )
+        ),
+        timeout=30,
+    )
 
 
 def test_freezing_a_lock_holds_new_releases_until_it_is_unfrozen(
@@ -156,3 +179,51 @@ def test_a_freeze_by_hand_is_the_locks_spec_and_leaves_its_status_to_gantry(
     )
     assert kubectl_gantry("-n", namespace, "lock", "unfreeze", "staging")[0] == 0
     assert "freeze" not in cluster.must_get("EnvironmentLock", namespace, "staging")["spec"]
+
+
+def test_status_shows_what_is_in_flight_and_what_waits_on_a_person(
+    cluster: Cluster, namespace: str, operator: OperatorThread
+) -> None:
+    setup(cluster, namespace)
+    pipeline = cluster.must_get("Pipeline", namespace, "shop")
+    pipeline["spec"]["stages"][1]["promotion"] = "Manual"
+    cluster.apply(pipeline)
+    cluster.apply(m.release(namespace, "shop-v1", "v1", version="v1.0.0"))
+    cluster.wait_for_phase(namespace, "shop-v1", "Verified", timeout=60)
+    code, table = kubectl_gantry("status", "-n", namespace)
+    assert code == 0
+    flight = table.split("in flight: shop")[1].splitlines()
+    assert flight[2].split()[:5] == ["shop-v1", "v1.0.0", "staging", "Verified", "Passed"]
+    assert "shop-v1 waits for approval to go to production:" in table
+    assert f"kubectl gantry -n {namespace} approve shop-v1 --reason" in table
+    _, raw = kubectl_gantry("status", "-n", namespace, "-o", "yaml")
+    import yaml
+
+    (record,) = yaml.safe_load(raw)[1]["rows"]
+    assert record["waitsOnAPerson"] is True and record["phase"] == "Verified"
+
+
+def test_all_namespaces_watch_and_completion(
+    cluster: Cluster, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup(cluster, namespace)
+    cluster.apply(m.pipeline("other-team", name="cart"))
+    code, table = kubectl_gantry("status", "-A")
+    assert code == 0 and f"shop ({namespace}/shop)" in table and "(other-team/cart)" in table
+
+    frames: list[str] = []
+
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    import gantry.plugin.main as plugin
+
+    monkeypatch.setattr(plugin.time, "sleep", interrupted)
+    assert plugin.main(["status", "shop", "-n", namespace, "--watch"], out=frames.append) == 130
+    assert len(frames) == 1 and frames[0].startswith("shop (")
+
+    assert kubectl_gantry("__complete", "st")[1] == "status"
+    assert "--yes" in kubectl_gantry("__complete", "rollback", "--")[1].split()
+    assert kubectl_gantry("__complete", "lock", "")[1].split()[-3:] == ["freeze", "status", "unfreeze"]
+    code, script = kubectl_gantry("completion", "bash")
+    assert code == 0 and "kubectl-gantry __complete" in script and "complete -F" in script

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from gantry.domain.images import short_digest
 from gantry.plugin.main import main as kubectl_gantry
 from gantry.settings import Config
 from tests.git.repos import Clone, origin_and_clone
@@ -203,7 +204,7 @@ def walk(
     run = failed["status"]["stages"][-1]
     print("staging images recorded before v1.5.0 and restored by its rollback:")
     for change in run["images"]:
-        before, after = change["before"][-20:], change["after"][-20:]
+        before, after = short_digest(change["before"]), short_digest(change["after"])
         print(f"  {change['workload']} {change['container']}: {after} -> {before}")
     history = cluster.must_get("EnvironmentLock", NAMESPACE, "staging")["status"]["history"]
     print("staging lock history: " + ", ".join(f"{h['release']} ({h['reason']})" for h in history))

@@ -52,25 +52,32 @@ class ApiError(Exception):
         return self.status == 404
 
 
-def load_configuration() -> k8s_client.Configuration:
+def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> k8s_client.Configuration:
     """In-cluster credentials when running in a Pod, the kubeconfig otherwise (as kubectl does).
+    An explicit `kubeconfig` or `context` (kubectl's --kubeconfig, --context) means the kubeconfig.
 
     KUBECONFIG is read now, not when the kubernetes package was imported, and the result is a
     private Configuration rather than the process-wide default.
     """
     configuration = k8s_client.Configuration()
     try:
+        if kubeconfig or context:
+            raise k8s_config.ConfigException("a kubeconfig was asked for")
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except k8s_config.ConfigException:
         k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration
+            config_file=kubeconfig or os.environ.get("KUBECONFIG") or None,
+            context=context,
+            client_configuration=configuration,
         )
     return configuration
 
 
-def load_api_client(connections: int = 10) -> k8s_client.ApiClient:
+def load_api_client(
+    connections: int = 10, kubeconfig: str | None = None, context: str | None = None
+) -> k8s_client.ApiClient:
     """`connections`: one per handler thread, so concurrent handlers never queue for a socket."""
-    configuration = load_configuration()
+    configuration = load_configuration(kubeconfig, context)
     configuration.connection_pool_maxsize = max(connections, 1)
     return k8s_client.ApiClient(configuration)
 

@@ -38,6 +38,13 @@ def parse_pinned(reference: str) -> ImageRef | None:
     return ImageRef(match["repository"], match["digest"])
 
 
+def short_digest(digest: str) -> str:
+    """The one way Gantry shortens a digest for people: the algorithm and the first 12 hex, as
+    container tools do (sha256:2d194184b067). Scripts get the full digest (-o json)."""
+    algorithm, _, hexes = digest_of(digest).rpartition(":")
+    return f"{algorithm or 'sha256'}:{hexes[:12]}"
+
+
 def digest_of(reference: str) -> str:
     """The digest part of a pinned reference: what stays the same when an image is copied by digest."""
     return reference.rsplit("@", 1)[-1]

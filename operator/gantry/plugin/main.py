@@ -2,7 +2,8 @@
 
 Installed as the console script `kubectl-gantry`, which kubectl finds on PATH as a plugin.
 Reads with the caller's own kubeconfig and RBAC; every button is a ReleaseDecision made as the
-caller, so the operator's audit trail and the decidedBy admission policy apply as usual.
+caller, so the operator's audit trail and the decidedBy admission policy apply as usual. The
+command line (flags anywhere, completion) is in plugin.flags; what is shown, in plugin.views.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -18,31 +20,34 @@ from typing import Any
 import yaml
 from kubernetes import config as k8s_config
 
-from gantry.adapters.kube import ApiError, Kube, custom_path, load_api_client
+from gantry.adapters.kube import GROUP, VERSION, ApiError, Kube, custom_path, load_api_client
 from gantry.adapters.resources import Resources
 from gantry.domain import locks
 from gantry.domain.pipeline import parse_pipeline
 from gantry.domain.problems import Problem
-from gantry.plugin import views
+from gantry.plugin import flags, views
 
-BUTTONS = {
-    "approve": "Approve",
-    "fail-forward": "FailForward",
-    "rollback": "Rollback",
-    "emergency": "Emergency",
-}
+WATCH_SECONDS = 2.0
+Out = Callable[[str], None]
 
 
 class PluginError(Exception):
     """A message for the user: what is wrong and what to do."""
 
 
-def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) -> int:
-    args = parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, out: Out = print) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["__complete"]:  # what the completion scripts ask
+        out("\n".join(flags.words(words[1:] or [""])))
+        return 0
+    args = flags.parser().parse_args(words)
     try:
-        kube = Kube(load_api_client())
-        namespace = args.namespace or current_namespace()
-        return int(args.handler(kube, namespace, args, out) or 0)
+        if args.handler == "completion":
+            out(flags.completion_script(args.shell))
+            return 0
+        kube = Kube(load_api_client(kubeconfig=args.kubeconfig, context=args.context))
+        namespace = args.namespace or current_namespace(args)
+        return int(HANDLERS[args.handler](kube, namespace, args, out) or 0)
     except PluginError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -56,102 +61,90 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
             file=sys.stderr,
         )
         return 1
+    except KeyboardInterrupt:  # Ctrl-C ends --watch, as it ends kubectl get -w
+        return 130
 
 
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(
-        prog="kubectl gantry", description="Gantry releases: status and on-call decisions"
-    )
-    root.add_argument(
-        "-n", "--namespace", help="where the Pipelines and Releases live (default: the context's)"
-    )
-    root.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
-    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    status = commands.add_parser(
-        "status", help="each environment's version, digest, age, lock holder and queue"
-    )
-    status.add_argument("application", nargs="?", help="one application (default: all in the namespace)")
-    status.set_defaults(handler=show_status)
-
-    history = commands.add_parser("history", help="what ran in production, who decided")
-    history.add_argument("application")
-    history.set_defaults(handler=show_history)
-
-    for name, action in BUTTONS.items():
-        on_app = name in ("rollback", "emergency")
-        button = commands.add_parser(
-            name,
-            help=f"{action} decision on "
-            + ("the Release production runs now" if on_app else "a Release (a ReleaseDecision made as you)"),
-        )
-        button.add_argument("application" if on_app else "release")
-        button.add_argument("--reason", default="", help="why; kept in the decision and the ledger")
-        button.set_defaults(handler=press, action=action)
-
-    lock = commands.add_parser("lock", help="EnvironmentLocks: status, freeze, unfreeze")
-    lock.add_argument("verb", choices=("status", "freeze", "unfreeze"))
-    lock.add_argument("environment", nargs="?")
-    lock.add_argument("--reason", default="")
-    lock.set_defaults(handler=handle_lock)
-    return root
-
-
-def kubeconfig_context() -> dict[str, Any]:
-    """The kubeconfig's current context (namespace, user), as kubectl reads it; {} without one."""
+def kubeconfig_context(args: argparse.Namespace | None = None) -> dict[str, Any]:
+    """The kubeconfig's context (namespace, user) as kubectl reads it: --context's, else the
+    current one; {} without one."""
+    kubeconfig = getattr(args, "kubeconfig", None) or os.environ.get("KUBECONFIG") or None
     try:
-        _, context = k8s_config.list_kube_config_contexts(config_file=os.environ.get("KUBECONFIG") or None)  # type: ignore[no-untyped-call]
+        contexts, current = k8s_config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
     except (k8s_config.ConfigException, OSError):
         return {}
-    return dict((context or {}).get("context") or {})
+    wanted = getattr(args, "context", None)
+    chosen = next((c for c in contexts or () if c.get("name") == wanted), None) if wanted else current
+    return dict((chosen or {}).get("context") or {})
 
 
-def current_namespace() -> str:
-    return str(kubeconfig_context().get("namespace") or "default")
+def current_namespace(args: argparse.Namespace | None = None) -> str:
+    return str(kubeconfig_context(args).get("namespace") or "default")
 
 
-def emit(tables: list[views.Table], args: argparse.Namespace, out: Callable[[str], None]) -> None:
+def render(tables: list[views.Table], args: argparse.Namespace) -> str:
+    """Tables for people; for -o json|yaml the raw records (full digests, RFC 3339 times)."""
     if args.output == "table":
-        out("\n\n".join(views.render(t) for t in tables))
-        return
+        return "\n\n".join(views.render(t) for t in tables)
     data: Any = [
         {"title": t.title, "rows": views.as_data(t)} if t.title else views.as_data(t) for t in tables
     ]
     data = data[0] if len(data) == 1 else data
-    out(
-        json.dumps(data, indent=2)
-        if args.output == "json"
-        else yaml.safe_dump(data, sort_keys=False).rstrip()
-    )
+    if args.output == "json":
+        return json.dumps(data, indent=2)
+    return yaml.safe_dump(data, sort_keys=False).rstrip()
 
 
-def pipelines(kube: Kube, namespace: str, application: str | None) -> list[dict[str, Any]]:
-    found = kube.list_items(custom_path("pipelines", namespace))
+def collection(plural: str, namespace: str | None) -> str:
+    """A namespace's objects of a kind, or (None) every namespace's, as -A lists them."""
+    return custom_path(plural, namespace) if namespace is not None else f"/apis/{GROUP}/{VERSION}/{plural}"
+
+
+def pipelines(kube: Kube, namespace: str | None, application: str | None) -> list[dict[str, Any]]:
+    found = kube.list_items(collection("pipelines", namespace))
     if application is not None:
         found = [
             p for p in found if (p.get("spec") or {}).get("application", p["metadata"]["name"]) == application
         ]
         if not found:
-            raise PluginError(
-                f"no Pipeline for application {application!r} in namespace {namespace!r} (try -n NAMESPACE)"
+            where = (
+                f"in namespace {namespace!r} (try -n NAMESPACE, or -A)" if namespace else "in any namespace"
             )
-    return sorted(found, key=lambda p: p["metadata"]["name"])
+            raise PluginError(f"no Pipeline for application {application!r} {where}")
+    return sorted(found, key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"]))
 
 
-def show_status(kube: Kube, namespace: str, args: argparse.Namespace, out: Callable[[str], None]) -> None:
+# --- status and history ----------------------------------------------------------------------
+
+
+def show_status(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) -> None:
+    while True:
+        out(status_text(kube, namespace, args))
+        if not args.watch:
+            return
+        time.sleep(WATCH_SECONDS)
+        out("")
+
+
+def status_text(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
     now = datetime.now(UTC)
-    releases = kube.list_items(custom_path("releases", namespace))
-    locks = {
-        lock["metadata"]["name"]: lock for lock in kube.list_items(custom_path("environmentlocks", namespace))
-    }
-    tables = [
-        views.status_table(p, releases, locks, stage_images(kube, p), now)
-        for p in pipelines(kube, namespace, args.application)
-    ]
+    where = None if args.all_namespaces else namespace
+    releases = kube.list_items(collection("releases", where))
+    every_lock = kube.list_items(collection("environmentlocks", where))
+    tables = []
+    for pipeline in pipelines(kube, where, args.application):
+        home = pipeline["metadata"]["namespace"]
+        mine = [r for r in releases if r["metadata"]["namespace"] == home]
+        held = {
+            lock["metadata"]["name"]: lock for lock in every_lock if lock["metadata"]["namespace"] == home
+        }
+        tables.append(views.status_table(pipeline, mine, held, stage_images(kube, pipeline), now))
+        flight = views.in_flight_table(pipeline, mine, now)
+        if flight.rows or args.output != "table":
+            tables.append(flight)
     if not tables:
-        out(f"No Pipelines in namespace {namespace}.")
-        return
-    emit(tables, args, out)
+        return f"No Pipelines in namespace {namespace}." if where else "No Pipelines in any namespace."
+    return render(tables, args)
 
 
 def stage_images(kube: Kube, pipeline: dict[str, Any]) -> dict[str, list[str]]:
@@ -169,13 +162,48 @@ def stage_images(kube: Kube, pipeline: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-def show_history(kube: Kube, namespace: str, args: argparse.Namespace, out: Callable[[str], None]) -> None:
+def show_history(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) -> None:
     (pipeline,) = pipelines(kube, namespace, args.application)[:1]
-    emit([views.history_table(pipeline, datetime.now(UTC))], args, out)
+    out(render([views.history_table(pipeline, datetime.now(UTC))], args))
 
 
-def press(kube: Kube, namespace: str, args: argparse.Namespace, out: Callable[[str], None]) -> None:
-    if getattr(args, "application", None):
+# --- the buttons -------------------------------------------------------------------------------
+
+
+def press(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) -> None:
+    release_namespace, release = target(kube, namespace, args)
+    if args.command in flags.CONFIRMED and not args.yes:
+        confirm(f"{args.action} production of {args.application} (it runs {release} now)?")
+    user = whoami(kube)
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    spec = {
+        "release": release,
+        "action": args.action,
+        "decidedBy": user,
+        "reason": args.reason or f"kubectl gantry {args.command}",
+    }
+    if getattr(args, "digest", None):
+        spec["digest"] = args.digest
+    decision = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ReleaseDecision",
+        "metadata": {
+            "name": f"{release}-{args.action.lower()}-{stamp}"[:253],
+            "namespace": release_namespace,
+        },
+        "spec": spec,
+    }
+    created = kube.create(custom_path("releasedecisions", release_namespace), decision)
+    name = created["metadata"]["name"]
+    out(
+        f"releasedecision.gantry.dev/{name} created: {args.action} on {release} as {user}\n"
+        f"follow it: kubectl get releasedecision {name} -n {release_namespace} -w"
+    )
+
+
+def target(kube: Kube, namespace: str, args: argparse.Namespace) -> tuple[str, str]:
+    """(namespace, name) of the Release a button acts on."""
+    if args.command in flags.ON_APPLICATION:
         (pipeline,) = pipelines(kube, namespace, args.application)[:1]
         current = views.current_release(pipeline)
         if current is None:
@@ -183,44 +211,35 @@ def press(kube: Kube, namespace: str, args: argparse.Namespace, out: Callable[[s
                 f"{args.application} has nothing in production yet; there is nothing to {args.action}"
             )
         release_namespace, release = current.split("/", 1)
-    else:
-        release_namespace, release = namespace, args.release
-        if kube.get(custom_path("releases", namespace, release)) is None:
-            raise PluginError(
-                f"Release {release!r} not found in namespace {namespace!r} "
-                f"(kubectl get releases -n {namespace})"
-            )
-    user = whoami(kube)
-    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-    decision = {
-        "apiVersion": "gantry.dev/v1alpha1",
-        "kind": "ReleaseDecision",
-        "metadata": {
-            "name": f"{release}-{args.action.lower()}-{stamp}"[:253],
-            "namespace": release_namespace,
-        },
-        "spec": {
-            "release": release,
-            "action": args.action,
-            "decidedBy": user,
-            "reason": args.reason or f"kubectl gantry {args.command}",
-        },
-    }
-    created = kube.create(custom_path("releasedecisions", release_namespace), decision)
-    out(
-        f"releasedecision.gantry.dev/{created['metadata']['name']} created: "
-        f"{args.action} on {release} as {user}\n"
-        f"follow it: kubectl get releasedecision {created['metadata']['name']} -n {release_namespace} -w"
-    )
+        return release_namespace, release
+    if kube.get(custom_path("releases", namespace, args.release)) is None:
+        raise PluginError(
+            f"Release {args.release!r} not found in namespace {namespace!r} "
+            f"(kubectl get releases -n {namespace})"
+        )
+    return namespace, str(args.release)
 
 
-def handle_lock(kube: Kube, namespace: str, args: argparse.Namespace, out: Callable[[str], None]) -> None:
+def confirm(question: str) -> None:
+    """Ask on the terminal; refuse (never guess) without one: scripts say --yes."""
+    if not sys.stdin.isatty():
+        raise PluginError(f"{question} This changes production: add --yes to confirm without a terminal")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise PluginError("not confirmed; nothing was done")
+
+
+# --- locks -------------------------------------------------------------------------------------
+
+
+def handle_lock(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) -> None:
     now = datetime.now(UTC)
     if args.verb == "status":
-        found = kube.list_items(custom_path("environmentlocks", namespace))
+        found = kube.list_items(collection("environmentlocks", None if args.all_namespaces else namespace))
         if args.environment:
             found = [lock for lock in found if lock["metadata"]["name"] == args.environment]
-        emit([views.lock_table(sorted(found, key=lambda lock: lock["metadata"]["name"]), now)], args, out)
+        ordered = sorted(found, key=lambda lock: (lock["metadata"]["namespace"], lock["metadata"]["name"]))
+        out(render([views.lock_table(ordered, now)], args))
         return
     if not args.environment:
         raise PluginError(f"lock {args.verb} needs an ENVIRONMENT (kubectl gantry lock status lists them)")
@@ -239,10 +258,7 @@ def handle_lock(kube: Kube, namespace: str, args: argparse.Namespace, out: Calla
     resources.freeze_by_hand(namespace, args.environment, None)
     if locks.from_object(body).frozen is not None:  # an emergency's freeze: lifting it is an override
         resources.update_lock(
-            namespace,
-            args.environment,
-            lambda state, lease, seen: (locks.unfreeze(state), None),
-            datetime.now(UTC),
+            namespace, args.environment, lambda state, lease, seen: (locks.unfreeze(state), None), now
         )
     out(f"environmentlock.gantry.dev/{args.environment} unfrozen")
 
@@ -262,5 +278,19 @@ def whoami(kube: Kube) -> str:
     return str(kubeconfig_context().get("user") or os.environ.get("USER") or "unknown")
 
 
+HANDLERS: dict[str, Callable[[Kube, str, argparse.Namespace, Out], None]] = {
+    "status": show_status,
+    "history": show_history,
+    "press": press,
+    "lock": handle_lock,
+}
+
+
 def entry() -> None:
     sys.exit(main())
+
+
+def complete_entry() -> None:
+    """kubectl's plugin completion (`kubectl_complete-gantry ARGS…`): the candidates, one per
+    line, then cobra's directive line (:4, no file names)."""
+    print("\n".join([*flags.words(sys.argv[1:] or [""]), ":4"]))

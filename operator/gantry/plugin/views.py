@@ -5,6 +5,9 @@
   Releases' stage records (the newest deploy that was not rolled back); production from the
   Pipeline's ledger, which is what rollbacks restore.
 - history: the production ledger, oldest first.
+
+Every table carries `records`, the same rows as raw values (full digests, RFC 3339 times, null for
+nothing) for `-o json|yaml`; the table cells are for people (short digests, ages).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 
 from gantry.domain import ledger, locks
 from gantry.domain.images import digest_of
+from gantry.domain.images import short_digest as shorten
+from gantry.domain.phases import FINAL
 from gantry.domain.timefmt import from_rfc3339
 
 NONE = "-"
@@ -26,6 +31,8 @@ class Table:
     headers: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     title: str = ""
+    records: tuple[Mapping[str, Any], ...] = ()  # the rows as raw values, for scripts
+    notes: tuple[str, ...] = ()  # lines printed under the table (what waits on a person)
 
 
 def age(since: str | None, now: datetime) -> str:
@@ -40,7 +47,7 @@ def age(since: str | None, now: datetime) -> str:
 
 
 def short_digest(images: Iterable[str]) -> str:
-    return ",".join(d.removeprefix("sha256:")[:12] for d in sorted(digests(images))) or NONE
+    return ",".join(shorten(d) for d in sorted(digests(images))) or NONE
 
 
 def releases_of(releases: Iterable[Mapping[str, Any]], application: str) -> list[Mapping[str, Any]]:
@@ -110,12 +117,24 @@ def status_table(
     mine = releases_of(releases, application)
     history = production_ledger(pipeline)
     rows: list[tuple[str, ...]] = []
+    records: list[dict[str, Any]] = []
     for stage in spec.get("stages") or ():
         name = str(stage["name"])
         environment = str(stage.get("environment") or name)
         held, queue = lock_cells(locks.get(environment), now) if stage.get("lock") else (NONE, NONE)
         images = list(stage_images.get(name) or ())
         found = running_release(mine, name, images)
+        lock_status = ((locks.get(environment) or {}).get("status") or {}) if stage.get("lock") else {}
+        record: dict[str, Any] = {
+            "environment": name,
+            "version": None,
+            "release": None,
+            "digests": sorted(digests(images)),
+            "since": None,
+            "lockHolder": (lock_status.get("holder") or {}).get("release"),
+            "queue": [w["release"] for w in lock_status.get("queue") or ()],
+        }
+        records.append(record)
         if found is None:
             rows.append((name, NONE, NONE, short_digest(images), NONE, held, queue))
             continue
@@ -126,6 +145,7 @@ def status_table(
             if current is not None and current.get("uid") == release["metadata"].get("uid"):
                 since = current.get("deployedAt")  # for a Restored entry: when the rollback re-applied it
         version = (release.get("status") or {}).get("version") or (release.get("spec") or {}).get("version")
+        record.update(version=version or None, release=release["metadata"]["name"], since=since)
         rows.append(
             (
                 name,
@@ -139,7 +159,8 @@ def status_table(
         )
     headers = ("ENVIRONMENT", "VERSION", "RELEASE", "DIGEST", "SINCE", "LOCK HOLDER", "QUEUE")
     meta = pipeline["metadata"]
-    return Table(headers, tuple(rows), title=f"{application} ({meta['namespace']}/{meta['name']})")
+    title = f"{application} ({meta['namespace']}/{meta['name']})"
+    return Table(headers, tuple(rows), title=title, records=tuple(records))
 
 
 def history_table(pipeline: Mapping[str, Any], now: datetime) -> Table:
@@ -156,10 +177,23 @@ def history_table(pipeline: Mapping[str, Any], now: datetime) -> Table:
         )
         for entry in history
     )
-    return Table(("VERSION", "RELEASE", "RESULT", "DIGEST", "DEPLOYED", "DECIDED BY", "REASON"), rows)
+    records = tuple(
+        {
+            "version": entry.get("version"),
+            "release": entry.get("release"),
+            "result": entry.get("result"),
+            "images": [dict(i) for i in entry.get("images") or ()],
+            "deployedAt": entry.get("deployedAt"),
+            "decidedBy": entry.get("decidedBy"),
+            "reason": entry.get("reason") or "",
+        }
+        for entry in history
+    )
+    headers = ("VERSION", "RELEASE", "RESULT", "DIGEST", "DEPLOYED", "DECIDED BY", "REASON")
+    return Table(headers, rows, records=records)
 
 
-def lock_table(objects: Iterable[Mapping[str, Any]], now: datetime) -> Table:
+def lock_table(objects: Sequence[Mapping[str, Any]], now: datetime) -> Table:
     rows = []
     for lock in objects:
         status = lock.get("status") or {}
@@ -174,7 +208,22 @@ def lock_table(objects: Iterable[Mapping[str, Any]], now: datetime) -> Table:
                 freeze_cell(freeze),
             )
         )
-    return Table(("ENVIRONMENT", "HOLDER", "SINCE", "QUEUE", "FROZEN BY"), tuple(rows))
+    records = tuple(lock_record(lock) for lock in objects)
+    return Table(("ENVIRONMENT", "HOLDER", "SINCE", "QUEUE", "FROZEN BY"), tuple(rows), records=records)
+
+
+def lock_record(lock: Mapping[str, Any]) -> dict[str, Any]:
+    status = lock.get("status") or {}
+    holder = status.get("holder") or {}
+    freeze = locks.from_object(lock).freeze
+    return {
+        "namespace": lock["metadata"].get("namespace"),
+        "environment": lock["metadata"]["name"],
+        "holder": holder.get("release"),
+        "since": holder.get("since"),
+        "queue": [w["release"] for w in status.get("queue") or ()],
+        "frozenBy": freeze.by if freeze else None,
+    }
 
 
 def freeze_cell(freeze: locks.Freeze | None) -> str:
@@ -199,9 +248,101 @@ def render(table: Table) -> str:
         "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in (table.headers, *table.rows)
     ]
-    return "\n".join(([table.title] if table.title else []) + lines)
+    return "\n".join(([table.title] if table.title else []) + lines + list(table.notes))
 
 
-def as_data(table: Table) -> list[dict[str, str]]:
-    keys = [h.lower().replace(" ", "_") for h in table.headers]
-    return [dict(zip(keys, row, strict=True)) for row in table.rows]
+def as_data(table: Table) -> list[Mapping[str, Any]]:
+    return list(table.records)
+
+
+def in_flight_table(
+    pipeline: Mapping[str, Any], releases: Sequence[Mapping[str, Any]], now: datetime
+) -> Table:
+    """The application's Releases that are not final: where each stands and why, and, under the
+    table, what waits on a person, with the exact command to act."""
+    spec = pipeline.get("spec") or {}
+    application = str(spec.get("application") or pipeline["metadata"]["name"])
+    namespace = str(pipeline["metadata"]["namespace"])
+    manual = any(
+        s.get("production") and s.get("promotion", "Manual") != "Auto" for s in spec.get("stages") or ()
+    )
+    rows, records, notes = [], [], []
+    unfinished = [
+        r for r in releases_of(releases, application) if (r.get("status") or {}).get("phase") not in FINAL
+    ]
+    for release in sorted(unfinished, key=lambda r: str(r["metadata"].get("creationTimestamp", ""))):
+        status = release.get("status") or {}
+        run = (status.get("stages") or [{}])[-1]
+        name = str(release["metadata"]["name"])
+        version = str(status.get("version") or (release.get("spec") or {}).get("version") or NONE)
+        phase = str(status.get("phase") or "Pending")
+        rows.append(
+            (
+                name,
+                version,
+                str(run.get("name") or NONE),
+                phase,
+                str(run.get("step") or NONE),
+                age(release["metadata"].get("creationTimestamp"), now),
+                str(status.get("message") or ""),
+            )
+        )
+        records.append(
+            {
+                "release": name,
+                "version": None if version == NONE else version,
+                "stage": run.get("name"),
+                "phase": phase,
+                "step": run.get("step"),
+                "reason": status.get("reason"),
+                "message": status.get("message"),
+                "createdAt": release["metadata"].get("creationTimestamp"),
+                "waitsOnAPerson": phase in PERSON and (phase != "Verified" or manual),
+            }
+        )
+        notes.extend(what_to_do(namespace, application, name, phase, run, manual, now))
+    headers = ("RELEASE", "VERSION", "STAGE", "PHASE", "STEP", "AGE", "MESSAGE")
+    return Table(
+        headers, tuple(rows), title=f"in flight: {application}", records=tuple(records), notes=tuple(notes)
+    )
+
+
+PERSON = frozenset({"Verified", "AwaitingDecision", "Held"})  # phases only a person moves on
+
+
+def what_to_do(
+    namespace: str,
+    application: str,
+    release: str,
+    phase: str,
+    run: Mapping[str, Any],
+    manual: bool,
+    now: datetime,
+) -> list[str]:
+    gantry = f"kubectl gantry -n {namespace}"
+    if phase == "Verified" and manual:
+        return [
+            f"{release} waits for approval to go to production:",
+            f"  {gantry} approve {release} --reason '…'",
+        ]
+    if phase == "AwaitingDecision":
+        deadline = run.get("decisionDeadline")
+        when = f" (the default applies in {until(deadline, now)})" if deadline else ""
+        return [
+            f"{release} waits for your decision on its bake{when}:",
+            f"  {gantry} rollback {application} --reason '…'     # the previous release back in production",
+            f"  {gantry} fail-forward {release} --reason '…'     # keep it, on the record",
+            f"  {gantry} emergency {application} --reason '…'    # keep it, freeze staging for a hotfix",
+        ]
+    if phase == "Held":
+        return [
+            f"{release} is held (the bake could not decide):",
+            f"  {gantry} approve {release} --reason '…'           # accept it",
+            f"  {gantry} rollback {application} --reason '…'      # the previous release back in production",
+        ]
+    return []
+
+
+def until(moment: str, now: datetime) -> str:
+    seconds = max(0, int((from_rfc3339(moment) - now).total_seconds()))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
