@@ -57,3 +57,16 @@ def test_after_a_start_a_waiting_release_holding_nothing_is_first_looked_at_with
     assert min(delays) < 15 and max(delays) > 280 and max(delays) <= 300
     holder = first_look({**WAITING, "lock": {"name": "staging"}}, "uid-0", 1000.0, 10, "5", resync=300)
     assert holder is not None and due({**WAITING, "lock": {"name": "staging"}}, "5", holder, 10)
+
+
+def test_a_look_cut_short_is_followed_at_once_while_it_moves_the_release_on() -> None:
+    from gantry.domain.cadence import MAX_HURRIED, MAX_STALLED, Haste
+
+    haste = Haste()
+    assert not haste.again(True, "1")  # settled: wait for an event
+    moving = [haste.again(False, str(v)) for v in range(2, 2 + MAX_HURRIED + 1)]
+    assert all(moving[:MAX_HURRIED]) and not moving[-1]  # a flow, however long, then the timer
+    stuck = Haste()
+    stalled = [stuck.again(False, "7") for _ in range(MAX_STALLED + 2)]
+    assert all(stalled[: MAX_STALLED + 1]) and not stalled[-1]  # the first look moved (from ""), then 5
+    assert stuck.again(True, "7") is False and stuck.again(False, "8") is True  # settled resets it

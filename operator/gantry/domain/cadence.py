@@ -67,3 +67,27 @@ def look_due(
     if deadline and from_rfc3339(str(deadline)) <= wall_clock:
         return True
     return since >= resync
+
+
+# Looks in a row that may follow at once when one stopped with more to do: a few that changed
+# nothing (an effect failing, a write conflicting), or many that moved the Release on (a flow whose
+# rollouts and Jobs finish as fast as Gantry writes, on a loaded machine). Past either, the timer's
+# pace: something keeps undoing the work, and hammering the API server would not help.
+MAX_STALLED = 5
+MAX_HURRIED = 50
+
+
+@dataclass
+class Haste:
+    """After a look that ran out of steps with more to do (nothing will ring for it): look again
+    at once, within the limits above."""
+
+    stalled: int = 0
+    hurried: int = 0
+    written: str = ""
+
+    def again(self, settled: bool, resource_version: str) -> bool:
+        moved, self.written = resource_version != self.written, resource_version
+        self.hurried = 0 if settled else self.hurried + 1
+        self.stalled = 0 if settled or moved else self.stalled + 1
+        return not settled and self.stalled <= MAX_STALLED and self.hurried <= MAX_HURRIED

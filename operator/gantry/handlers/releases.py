@@ -26,16 +26,12 @@ from typing import Any
 import kopf
 
 from gantry.adapters.kube import FINALIZER, GROUP, VERSION
-from gantry.domain.cadence import LastLook, first_look, look_due
+from gantry.domain.cadence import Haste, LastLook, first_look, look_due
 from gantry.domain.phases import FINAL, FINISHED_LABEL, WAITING
 from gantry.domain.waits import next_due, waits_on
 from gantry.reconciler import Look
 from gantry.runtime import Runtime
 from gantry.settings import Config
-
-# Reconciles in a row that may go on at once without waiting for an event; a Release that still
-# has more to do after that many (something keeps undoing its writes) goes on at the timer's pace.
-MAX_UNSETTLED = 5
 
 
 def not_final(status: kopf.Status, **_: Any) -> bool:
@@ -86,7 +82,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         # A new driver looks at once, unless its Release waits for a person: after a restart, those
         # first looks are spread out (domain.cadence) so they do not queue before the ones in flight.
         rung = status.get("phase") not in WAITING
-        unsettled = 0  # reconciles in a row that stopped with more to do at once
+        haste = Haste()  # whether a look that stopped with more to do is followed at once
         try:
             while not stopped:
                 timeout = config.reconcile_interval
@@ -101,8 +97,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
                         waits = waits_on(ns, pipeline, look.status)
                         runtime.wakeups.expect(uid, waits, look.resource_version, since)
                         timeout = until(next_due(look.status), timeout)
-                        unsettled = 0 if look.settled else unsettled + 1
-                        if 0 < unsettled <= MAX_UNSETTLED:
+                        if haste.again(look.settled, look.resource_version):
                             await asyncio.sleep(0)  # let the watch handlers run in between
                             rung = True  # nothing will ring for it: go on now, not at the next tick
                             continue
