@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--interval", type=float, help="seconds between reconcile ticks of an in-flight Release")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="keep retrying while no API server answers (default: fail at once)",
+    )
 
     version = commands.add_parser("version", help="release versions from Conventional Commits")
     version_commands = version.add_subparsers(dest="version_command", required=True)
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         from gantry.runner import run as run_operator  # Kopf is slow to import; not needed for --help
 
         try:
-            run_operator(config)
+            run_operator(config, wait_for_cluster=args.wait)
         except StartupFailed as failed:
             print(f"gantry run: {failed}", file=sys.stderr)
             return 1

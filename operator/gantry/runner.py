@@ -9,8 +9,11 @@ import threading
 from typing import Any
 
 import kopf
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
 
-from gantry.adapters.kube import FINALIZER, load_configuration
+from gantry.adapters.kube import FINALIZER, ApiError, Kube, load_configuration
 from gantry.handlers import decisions as decision_handlers
 from gantry.handlers import locks as lock_handlers
 from gantry.handlers import pipelines as pipeline_handlers
@@ -121,7 +124,11 @@ class StartupFailed(Exception):
     """The operator cannot start as configured; the message says why and what to change."""
 
 
-def run(config: Config) -> None:
+def run(config: Config, wait_for_cluster: bool = False) -> None:
+    """`wait_for_cluster`: retry (Kopf's back-off) while no API server answers, instead of
+    failing at once with one line."""
+    if not wait_for_cluster:
+        reach_cluster()
     try:
         asyncio.run(run_async(config))
     except Exception as failure:
@@ -129,6 +136,30 @@ def run(config: Config) -> None:
         if permanent is not None:
             raise StartupFailed(str(permanent)) from None
         raise
+
+
+def reach_cluster(timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when there is no cluster to run against (no kubeconfig, nothing
+    listening): Kopf would otherwise log tracebacks and retry for minutes."""
+    try:
+        configuration = load_configuration()
+    except k8s_config.ConfigException as error:
+        raise StartupFailed(
+            f"no cluster configured ({error}); set KUBECONFIG (or run it in a cluster), or use --wait"
+        ) from None
+    configuration.retries = 0  # one question, one answer: no urllib3 retry warnings before the line
+    try:
+        Kube(k8s_client.ApiClient(configuration), timeout=timeout).request("GET", "/version")
+    except ApiError:
+        return  # it answered: whatever it said, there is a cluster (RBAC problems are reported later)
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        reason = str(getattr(error, "reason", None) or error).rsplit(": ", 1)[
+            -1
+        ]  # "[Errno 111] Connection refused"
+        raise StartupFailed(
+            f"cannot reach the API server at {configuration.host} ({reason}); "
+            "start the cluster or point KUBECONFIG at one, or use --wait to keep retrying"
+        ) from None
 
 
 def permanent_cause(error: BaseException | None) -> BaseException | None:

@@ -34,3 +34,37 @@ def test_a_taken_metrics_port_stops_start_up_with_one_line(cluster: Cluster) -> 
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"gantry run: cannot serve metrics on 127.0.0.1:{port}: Address already in use")
     assert "GANTRY_METRICS_PORT" in last and "Traceback" not in result.stderr
+
+
+def gantry_run(kubeconfig: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(Path(ROOT) / "operator")}
+    env.pop("KUBERNETES_SERVICE_HOST", None)  # never the in-cluster credentials of a CI pod
+    return subprocess.run(
+        [sys.executable, "-m", "gantry", "run"], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_no_cluster_configured_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    result = gantry_run(tmp_path / "missing-kubeconfig")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "gantry run: no cluster configured (Invalid kube-config file. No configuration found.); "
+        "set KUBECONFIG (or run it in a cluster), or use --wait"
+    ]
+
+
+def test_an_api_server_nobody_answers_on_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+            f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
+            "users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n"
+        )
+        result = gantry_run(kubeconfig)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"gantry run: cannot reach the API server at http://127.0.0.1:{port} (")
+    assert "Connection refused" in line and line.endswith("or use --wait to keep retrying")
