@@ -6,7 +6,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit e2e bench bench-scale bench-versions clean
+.PHONY: demo sandbox test lint unit e2e bench bench-scale bench-versions clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	.ci/install-services prometheus
 	$(BIN)/python -m tests.harness.demo
+
+# The emulated API server and the operator with examples/ loaded, for real kubectl, until Ctrl-C.
+sandbox: $(STAMP)
+	$(BIN)/python -m tests.harness.sandbox
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -235,3 +235,46 @@ def test_names_longer_than_the_server_allows_are_refused(cluster: Cluster, names
     with pytest.raises(ApiError) as too_long:
         cluster.apply(job)
     assert too_long.value.status == 422 and "must be no more than 63 characters" in too_long.value.message
+
+
+# --- what real kubectl asks of the server (the sandbox relies on these) ------------------------
+
+
+def raw_get(cluster: Cluster, path: str, accept: str = "application/json") -> Any:
+    """GET with kubectl's Accept header, through the kubeconfig's client (its credentials and CA)."""
+    client = cluster.kube.api_client
+    method, url, headers, _, _ = client.param_serialize(
+        method="GET", resource_path=path, header_params={"Accept": accept}, auth_settings=["BearerToken"]
+    )
+    response = client.call_api(method, url, header_params=headers)
+    assert response.status == 200, response.status
+    return json.loads(response.read())
+
+
+def test_core_discovery_says_group_version_v1_and_subresources_have_no_short_names(cluster: Cluster) -> None:
+    listing = raw_get(cluster, "/api/v1")
+    assert listing["groupVersion"] == "v1"  # kubectl apply maps kind Namespace in "v1" by it
+    apps = raw_get(cluster, "/apis/apps/v1")["resources"]
+    assert all(not r.get("shortNames") for r in apps if "/" in r["name"])  # else `kubectl get deploy` warns
+
+
+def test_openapi_v3_tells_kubectl_the_server_validates_fields(cluster: Cluster) -> None:
+    root = raw_get(cluster, "/openapi/v3")
+    document = raw_get(cluster, root["paths"]["apis/gantry.dev/v1alpha1"]["serverRelativeURL"])
+    patch = document["paths"]["/apis/gantry.dev/v1alpha1/namespaces/{namespace}/releases/{name}"]["patch"]
+    assert patch["x-kubernetes-group-version-kind"]["kind"] == "Release"
+    assert "fieldValidation" in {p.get("name") for p in patch.get("parameters") or ()}
+
+
+def test_kubectl_get_receives_a_table_with_the_crds_printer_columns(cluster: Cluster, namespace: str) -> None:
+    created(cluster, namespace)
+    table = raw_get(
+        cluster,
+        f"/apis/gantry.dev/v1alpha1/namespaces/{namespace}/releases",
+        accept="application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+    )
+    assert table["kind"] == "Table"
+    names = [c["name"] for c in table["columnDefinitions"]]
+    assert names[:5] == ["Name", "Application", "Version", "Phase", "Stage"] and "Age" in names
+    (row,) = table["rows"]
+    assert row["cells"][0] == "r1" and row["object"]["metadata"]["name"] == "r1"

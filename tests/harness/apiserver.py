@@ -40,10 +40,11 @@ import jsonpatch
 import kmock
 from kmock._internal import rendering
 
-from tests.harness import authz
+from tests.harness import authz, kubectl_support
 from tests.harness.admission import admit
 
 EVENT_LOG_LIMIT = 20_000
+_DISCOVERY_PATH = re.compile(r"^/(api/v1|apis/[^/]+/[^/]+)/?$")
 _NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces(?:/([^/]+))?(?:/(status|finalize))?/?$")
 
 Key = tuple[str, str, str]  # group, version, plural
@@ -106,6 +107,7 @@ class Schema:
     namespaced: bool
     openapi: Mapping[str, Any] | None
     status_subresource: bool
+    columns: tuple[Mapping[str, Any], ...] = ()  # a CRD's additionalPrinterColumns, for kubectl get
 
 
 # --- label selectors -----------------------------------------------------------------------------
@@ -227,9 +229,14 @@ class ApiServer(kmock.KubernetesEmulator):
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         # kmock's path parser reads "/api/v1/namespaces" as "a namespace with no name" and fails;
         # Namespaces are cluster-scoped objects like any other, so parse those paths here.
+        if raw_request.path.startswith("/openapi/v3"):
+            return self._openapi(raw_request.path)
         match = _NAMESPACE_PATH.match(raw_request.path)
         if match is None:
-            return await super().__call__(raw_request)
+            response = await super().__call__(raw_request)
+            if _DISCOVERY_PATH.match(raw_request.path) and isinstance(response, aiohttp.web.Response):
+                return as_kube_apiserver_lists_resources(response)
+            return response
         body = await raw_request.read()
         request = rendering.Request(
             raw_request=raw_request,
@@ -268,6 +275,13 @@ class ApiServer(kmock.KubernetesEmulator):
             params = dict(request.params)
             if method == "GET" and params.get("watch") in ("true", "1"):
                 return await self._watch(request, key, params)
+            content_type = {k.lower(): v for k, v in request.headers.items()}.get("content-type", "")
+            if request.body and "protobuf" in content_type:  # kubectl create ns sends protobuf
+                raise ApiStatus(
+                    415,
+                    "UnsupportedMediaType",
+                    f"the body of the request was in an unknown format: {content_type}",
+                )
             body = strict_json(request.body) if request.body else None
             if user is not None and method in ("POST", "PUT", "PATCH"):
                 self._check_policies(key, request, method, body, user)
@@ -275,9 +289,27 @@ class ApiServer(kmock.KubernetesEmulator):
             if timeout is not None:  # applied, but the client never learns it
                 await asyncio.sleep(timeout.stall)
                 raise timeout.answer()
-            return aiohttp.web.json_response(result[1], status=result[0])
+            answer = result[1]
+            accept = {k.lower(): v for k, v in request.headers.items()}.get("accept")
+            if method == "GET" and not request.subresource and kubectl_support.wants_table(accept):
+                answer = kubectl_support.as_table(answer, self.schemas[key].columns)
+            return aiohttp.web.json_response(answer, status=result[0])
         except ApiStatus as status:
             return aiohttp.web.json_response(status.body(), status=status.code)
+
+    def _openapi(self, path: str) -> aiohttp.web.StreamResponse:
+        """What `kubectl apply` asks before it validates (tests.harness.kubectl_support)."""
+        kinds = {key: (s.kind, s.namespaced, s.openapi) for key, s in self.schemas.items()}
+        wanted = path.removeprefix("/openapi/v3").strip("/")
+        if not wanted:
+            return aiohttp.web.json_response(kubectl_support.openapi_root(kinds))
+        parts = wanted.split("/")
+        group, version = (
+            ("", parts[1]) if parts[0] == "api" else (parts[1], parts[2] if len(parts) > 2 else "")
+        )
+        if not any((g, v) == (group, version) for g, v, _ in kinds):
+            return aiohttp.web.json_response(ApiStatus(404, "NotFound", "not found").body(), status=404)
+        return aiohttp.web.json_response(kubectl_support.openapi_document(kinds, group, version))
 
     def _authorize(self, request: rendering.Request, key: Key, method: str) -> authz.User | None:
         if not self.authz.enabled:
@@ -626,15 +658,26 @@ class ApiServer(kmock.KubernetesEmulator):
         await response.prepare(raw)
         self.watchers.append(watcher)
         timeout = float(params.get("timeoutSeconds") or 0) or None
+        accept = {k.lower(): v for k, v in request.headers.items()}.get("accept")
+        tables = kubectl_support.wants_table(accept)  # kubectl get -w: each object as a one-row Table
+
+        def line(event: Mapping[str, Any]) -> bytes:
+            if tables and event["type"] != "ERROR":
+                event = {
+                    **event,
+                    "object": kubectl_support.as_table(event["object"], self.schemas[key].columns),
+                }
+            return json.dumps(event).encode() + b"\n"
+
         try:
             for event in backlog:
-                await response.write(json.dumps(event).encode() + b"\n")
+                await response.write(line(event))
             if backlog and backlog[-1]["type"] == "ERROR":
                 return response
             async with asyncio.timeout(timeout):
                 while True:
                     event = await watcher.queue.get()
-                    await response.write(json.dumps(event).encode() + b"\n")
+                    await response.write(line(event))
         except (TimeoutError, ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
@@ -664,7 +707,11 @@ class ApiServer(kmock.KubernetesEmulator):
             )
             openapi = (version.get("schema") or {}).get("openAPIV3Schema")
             self.schemas[key] = Schema(
-                names["kind"], spec.get("scope") == "Namespaced", openapi, "status" in subresources
+                names["kind"],
+                spec.get("scope") == "Namespaced",
+                openapi,
+                "status" in subresources,
+                tuple(version.get("additionalPrinterColumns") or ()),
             )
 
     # --- for tests playing controllers -----------------------------------------------------------
@@ -677,6 +724,24 @@ class ApiServer(kmock.KubernetesEmulator):
         new = copy.deepcopy(old)
         new["status"] = merge_patch(old.get("status") or {}, dict(status))
         self._update(key, namespace, name, copy.deepcopy(old), new, "status")
+
+
+def as_kube_apiserver_lists_resources(response: aiohttp.web.Response) -> aiohttp.web.Response:
+    """kmock's discovery, corrected where kube-apiserver differs and kubectl cares: the core group's
+    groupVersion is "v1" (kmock says "/v1", so `kubectl apply` finds no kind "Namespace" in "v1"),
+    and subresources (deployments/status) carry no short names (else `kubectl get deploy` warns)."""
+    try:
+        listing = json.loads(response.body or b"")  # type: ignore[arg-type]
+    except ValueError:
+        return response
+    if not isinstance(listing, dict) or listing.get("kind") != "APIResourceList":
+        return response
+    listing["groupVersion"] = str(listing.get("groupVersion", "")).lstrip("/")
+    for resource in listing.get("resources") or ():
+        if "/" in resource.get("name", ""):
+            resource.pop("shortNames", None)
+            resource.pop("categories", None)
+    return aiohttp.web.json_response(listing, status=response.status)
 
 
 def _api_version(key: Key) -> str:

@@ -5,7 +5,6 @@ The demo prints what an SRE would see; rendering from crds/*.yaml keeps the colu
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,7 @@ from typing import Any
 import yaml
 
 from tests.harness.cluster import CRD_DIR, Cluster
-
-_FILTER = re.compile(r'^(\w+)\[\?\(@\.(\w+)=="([^"]*)"\)\]$')
-_INDEX = re.compile(r"^(\w+)\[(\d+)\]$")
+from tests.harness.kubectl_support import jsonpath
 
 
 def printer_columns(kind: str, crd_dir: Path = CRD_DIR) -> list[dict[str, Any]]:
@@ -25,26 +22,6 @@ def printer_columns(kind: str, crd_dir: Path = CRD_DIR) -> list[dict[str, Any]]:
             columns: list[dict[str, Any]] = crd["spec"]["versions"][0]["additionalPrinterColumns"]
             return columns
     raise KeyError(kind)
-
-
-def jsonpath(obj: Any, path: str) -> Any:
-    """The subset of kubectl's JSONPath that printer columns use: .a.b, .a[0].b, .a[?(@.k=="v")].b."""
-    value = obj
-    for part in re.split(r"\.(?![^\[]*\])", path.strip(".")):  # dots inside [...] belong to filters
-        if value is None:
-            return None
-        filtered = _FILTER.match(part)
-        indexed = _INDEX.match(part)
-        if filtered:
-            items = (value.get(filtered[1]) or []) if isinstance(value, dict) else []
-            value = next((i for i in items if str(i.get(filtered[2])) == filtered[3]), None)
-        elif indexed:
-            items = (value.get(indexed[1]) or []) if isinstance(value, dict) else []
-            position = int(indexed[2])
-            value = items[position] if position < len(items) else None
-        else:
-            value = value.get(part) if isinstance(value, dict) else None
-    return value
 
 
 def age(timestamp: str | None, now: datetime | None = None) -> str:

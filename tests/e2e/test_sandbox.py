@@ -1,0 +1,109 @@
+"""`make sandbox` as a newcomer uses it: real kubectl against the emulated API server and the operator.
+
+`kubectl apply` with validation on (the emulator serves the OpenAPI kubectl asks for), `kubectl
+get releases` with the CRDs' printer columns, `kubectl get -w` seeing phases move, and `kubectl
+gantry` found on PATH as a plugin. The sandbox always runs its own emulator, whatever the tier.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.cluster import ROOT
+from tests.harness.sandbox import READY
+
+pytestmark = pytest.mark.e2e
+KUBECTL = shutil.which("kubectl")
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[dict[str, str]]:
+    if KUBECTL is None:
+        pytest.skip("needs the kubectl binary (.ci/install-services kubectl)")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.harness.sandbox", "--dir", str(tmp_path / "sandbox"), "--for", "300"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    said: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and READY not in said[-1:]:
+        said.append(process.stdout.readline().strip())
+    assert READY in said, "\n".join(said)
+    kubeconfig = next(line.split("=", 1)[1] for line in said if line.startswith("export KUBECONFIG="))
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "KUBECONFIG": kubeconfig, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env["HOME"] = str(tmp_path)  # kubectl's discovery cache: this sandbox's own
+    try:
+        yield env
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        out, _ = process.communicate(timeout=30)
+        assert process.returncode == 0 and "sandbox stopped" in out, out
+
+
+def kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+    assert KUBECTL is not None
+    done = subprocess.run([KUBECTL, *args], env=env, input=stdin, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+def test_a_newcomer_applies_a_release_with_kubectl_and_watches_it_move(sandbox: dict[str, str]) -> None:
+    def phase(name: str) -> str:
+        rows = kubectl(sandbox, "get", "releases", "-n", "gantry").splitlines()
+        assert rows[0].split() == [
+            "NAME",
+            "APPLICATION",
+            "VERSION",
+            "PHASE",
+            "STAGE",
+            "AGE",
+        ]  # printer columns
+        return next((row.split()[3] for row in rows[1:] if row.split()[0] == name), "")
+
+    deadline = time.monotonic() + 60
+    while phase("shop-v1.4.0") != "Verified" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert phase("shop-v1.4.0") == "Verified"
+
+    watch = subprocess.Popen(
+        [str(KUBECTL), "get", "releases", "-n", "gantry", "-w"],
+        env=sandbox,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        newer = (ROOT / "examples" / "release.yaml").read_text().replace("v1.4.0", "v1.5.0")
+        assert "release.gantry.dev/shop-v1.5.0 created" in kubectl(sandbox, "apply", "-f", "-", stdin=newer)
+        deadline = time.monotonic() + 60
+        while phase("shop-v1.5.0") != "Verified" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert phase("shop-v1.5.0") == "Verified"
+    finally:
+        watch.send_signal(signal.SIGINT)
+        seen, _ = watch.communicate(timeout=30)
+    phases = [
+        line.split()[3]
+        for line in seen.splitlines()
+        if line.startswith("shop-v1.5.0 ") and len(line.split()) > 5
+    ]
+    assert "Verified" in phases and len(set(phases)) >= 2, seen  # it saw the phases move, as columns
+
+    status = kubectl(sandbox, "gantry", "status", "shop", "-n", "gantry")  # the plugin, found on PATH
+    assert re.search(r"^staging\s+v1\.5\.0\s+shop-v1\.5\.0\s+sha256:[0-9a-f]{12}\s", status, re.M), status
+    assert "kubectl gantry -n gantry approve shop-v1.5.0" in status
