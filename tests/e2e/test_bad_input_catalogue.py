@@ -41,6 +41,16 @@ def spec_field(path: str, value: Any) -> Edit:
 
 
 DELETE = object()
+
+
+def without(*fields: str) -> Edit:
+    def edit(body: dict[str, Any]) -> None:
+        for field in fields:
+            body["spec"].pop(field)
+
+    return edit
+
+
 DIGEST = m.digest("x")
 REPO = "registry.example.com/shop/web"
 
@@ -66,6 +76,11 @@ RELEASE_CASES: list[tuple[str, Edit, str]] = [
     ("application not a DNS label", spec_field("application", "Shop_App"), "spec.application"),
     ("container name not a DNS label", spec_field("artifacts.0.name", "Web"), "spec.artifacts[0].name"),
     ("source without a revision", spec_field("source.revision", DELETE), "spec.source.revision"),
+    (
+        "neither version nor source",
+        without("version", "source"),
+        "spec.version or spec.source is required",
+    ),
     ("hotfix not a boolean", spec_field("hotfix", "yes"), "spec.hotfix"),
 ]
 
