@@ -34,8 +34,13 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_run_passes_flags_to_the_operator(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[Config] = []
-    monkeypatch.setattr("gantry.runner.run", seen.append)
+    seen: list[tuple[Config, bool]] = []
+    monkeypatch.setattr(
+        "gantry.runner.run", lambda config, wait_for_cluster: seen.append((config, wait_for_cluster))
+    )
     monkeypatch.setenv("GANTRY_RECONCILE_INTERVAL", "7")
     assert cli.main(["run", "-n", "team-a", "-n", "team-b", "--peering", "gantry"]) == 0
-    assert seen == [Config(reconcile_interval=7.0, namespaces=("team-a", "team-b"), peering="gantry")]
+    assert seen == [
+        (Config(reconcile_interval=7.0, namespaces=("team-a", "team-b"), peering="gantry"), False)
+    ]
+    assert cli.main(["run", "--wait"]) == 0 and seen[-1][1] is True  # keep retrying without a cluster
