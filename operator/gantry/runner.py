@@ -18,6 +18,7 @@ from gantry.handlers import decisions as decision_handlers
 from gantry.handlers import locks as lock_handlers
 from gantry.handlers import pipelines as pipeline_handlers
 from gantry.handlers import releases as release_handlers
+from gantry.handlers import sources as source_handlers
 from gantry.handlers import watches as watch_handlers
 from gantry.runtime import Runtime
 from gantry.settings import Config
@@ -63,6 +64,7 @@ def build_registry(config: Config) -> kopf.OperatorRegistry:
     release_handlers.register(registry, config)
     pipeline_handlers.register(registry)
     lock_handlers.register(registry, config)
+    source_handlers.register(registry, config)
     decision_handlers.register(registry)
     watch_handlers.register(registry, config)
     return registry

@@ -17,8 +17,9 @@ from gantry.adapters.metrics import Metrics
 from gantry.adapters.resources import Resources
 from gantry.decision_desk import DecisionDesk
 from gantry.domain.model import Event
-from gantry.reconciler import ReleaseReconciler
+from gantry.reconciler import ReleaseReconciler, utcnow
 from gantry.settings import Config
+from gantry.source_poller import SourcePoller
 from gantry.wakeups import Wakeups
 
 T = TypeVar("T")
@@ -28,6 +29,7 @@ class Runtime(kopf.Memo):
     resources: Resources
     reconciler: ReleaseReconciler
     desk: DecisionDesk
+    sources: SourcePoller
     metrics: Metrics | None
     wakeups: Wakeups
     executor: Executor | None  # Kopf's thread pool for blocking work; None: asyncio's default
@@ -38,13 +40,17 @@ class Runtime(kopf.Memo):
         self.resources = Resources(Kube(load_api_client(config.workers), timeout=config.api_timeout))
         self.metrics = Metrics()
         alerter = alerter or AlertRouter(config.alertmanager_url, self.resources.read_secret)
+        mirrors = (
+            Mirrors(config.git_cache) if config.git_cache else None
+        )  # one per operator: one lock per mirror
+        self.sources = SourcePoller(self.resources, mirrors, utcnow)
         self.reconciler = ReleaseReconciler(
             self.resources,
             alerter,
             post_event,
             metrics=self.metrics,
             prometheus_url=config.prometheus_url,
-            mirrors=Mirrors(config.git_cache) if config.git_cache else None,
+            mirrors=mirrors,
             min_lease_seconds=3 * config.reconcile_interval,
         )
         self.desk = DecisionDesk(self.resources, self.reconciler)

@@ -44,6 +44,7 @@ PLURALS = {
     "EnvironmentLock": ("gantry.dev", "v1alpha1", "environmentlocks"),
     "ReleaseDecision": ("gantry.dev", "v1alpha1", "releasedecisions"),
     "ProductionLedger": ("gantry.dev", "v1alpha1", "productionledgers"),
+    "ReleaseSource": ("gantry.dev", "v1alpha1", "releasesources"),
     "ServiceAccount": ("", "v1", "serviceaccounts"),
     "Secret": ("", "v1", "secrets"),
     "Service": ("", "v1", "services"),

@@ -58,6 +58,20 @@ class Repository:
                 commits.append(parse_commit(sha, message))
         return commits
 
+    def first_parents(self, rev: str, since: str | None) -> list[str]:
+        """The commits on `rev`'s first-parent line after `since`, oldest first: what merged into
+        a branch, one commit per merge. Without `since`, or when `since` is not on that line any
+        more (a force push), just `rev` itself."""
+        head = self.resolve(rev)
+        if since is None:
+            return [head]
+        try:
+            self.repo.git.merge_base("--is-ancestor", since, head)
+        except git.GitCommandError:
+            return [head]
+        output = self.repo.git.rev_list("--first-parent", "--reverse", f"{since}..{head}")
+        return [line for line in output.splitlines() if line]
+
     def branches_containing(self, rev: str, pattern: str) -> list[str]:
         output = self.repo.git.branch(
             "--contains", self.resolve(rev), "--list", pattern, "--format=%(refname:short)"

@@ -13,6 +13,8 @@ class Reason(StrEnum):
     # --- bad input: the Release is Blocked until someone fixes the named field
     INVALID_PIPELINE = "InvalidPipeline"
     INVALID_TEST_JOB_TEMPLATE = "InvalidTestJobTemplate"
+    INVALID_RELEASE_SOURCE = "InvalidReleaseSource"
+    GIT_CACHE_OFF = "GitCacheOff"
     PIPELINE_NOT_FOUND = "PipelineNotFound"
     PIPELINE_MISMATCH = "PipelineMismatch"
     PIPELINE_CHANGED = "PipelineChanged"

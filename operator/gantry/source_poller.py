@@ -1,0 +1,93 @@
+"""The imperative shell around `domain.release_sources`: read the branch and the registry, decide,
+create the Releases, record what was seen.
+
+Idempotent and restart-safe: the status says which commit was released last, a Release's name
+is derived from its commit (a second look, or a second operator, gets 409 and creates nothing
+twice), and a look that cannot read git or the registry says so in the status and tries again
+at the next interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from gantry.adapters.git import GitError, Mirrors
+from gantry.adapters.git_effects import git_credentials
+from gantry.adapters.kube import ApiError, custom_path
+from gantry.adapters.registry import RegistryError, parse_repository
+from gantry.adapters.registry_effects import registry_client
+from gantry.adapters.resources import Resources
+from gantry.domain import release_sources
+from gantry.domain.problems import Problem
+from gantry.domain.reasons import Reason
+
+MAX_COMMITS = 20  # a look at most resolves this many commits (EveryCommit after a long outage)
+
+
+class SourcePoller:
+    def __init__(self, resources: Resources, mirrors: Mirrors | None, clock: Callable[[], datetime]) -> None:
+        self.resources, self.mirrors, self.clock = resources, mirrors, clock
+
+    def poll(self, namespace: str, name: str) -> None:
+        path = custom_path("releasesources", namespace, name)
+        body = self.resources.kube.get(path)
+        if body is None:
+            return
+        now, status = self.clock(), body.get("status") or {}
+        spec = release_sources.parse(name, namespace, body.get("spec") or {})
+        if isinstance(spec, Problem):
+            self.record(path, release_sources.failed(status, spec.reason, spec.describe(), now))
+            return
+        if not release_sources.due(spec, status, now):
+            return
+        if self.mirrors is None:
+            why = (
+                "Gantry runs without a git cache (GANTRY_GIT_CACHE), so it cannot read spec.git.repository; "
+                "set it (the chart's operator.gitCache)"
+            )
+            self.record(path, release_sources.failed(status, Reason.GIT_CACHE_OFF, why, now))
+            return
+        try:
+            plan = self.look(spec, status, now)
+        except GitError as error:
+            message = f"cannot read {spec.branch} of {spec.repository} (spec.git): {error}"
+            self.record(path, release_sources.failed(status, Reason.GIT_SOURCE_UNAVAILABLE, message, now))
+            return
+        except RegistryError as error:
+            message = f"cannot ask the registry for this commit's images (spec.artifacts): {error}"
+            self.record(path, release_sources.failed(status, Reason.REGISTRY_UNAVAILABLE, message, now))
+            return
+        for manifest in plan.creates:
+            try:
+                self.resources.kube.create(custom_path("releases", namespace), manifest)
+            except ApiError as error:
+                if error.status != 409:  # 409: it exists already (an earlier look, another operator)
+                    raise
+        self.record(path, plan.status)
+
+    def look(
+        self, spec: release_sources.SourceSpec, status: Mapping[str, Any], now: datetime
+    ) -> release_sources.Plan:
+        assert self.mirrors is not None
+        pipeline, _ = self.resources.get_pipeline_state(spec.namespace, spec.pipeline, with_ledger=False)
+        repository = self.mirrors.open(
+            spec.repository, git_credentials(self.resources, spec.namespace, pipeline)
+        )
+        head = repository.resolve(spec.branch)
+        since = status.get("releasedCommit")
+        commits = [] if since == head else repository.first_parents(head, since)[-MAX_COMMITS:]
+        wanted = commits if spec.every_commit else commits[-1:]
+        client = registry_client(self.resources, spec.namespace, pipeline)
+        resolved: dict[str, dict[str, str | None]] = {
+            commit: {
+                a.name: client.resolve(parse_repository(a.repository), a.tag_for(commit))
+                for a in spec.artifacts
+            }
+            for commit in wanted
+        }
+        return release_sources.plan(spec, status, head, commits, resolved, now)
+
+    def record(self, path: str, status: Mapping[str, Any]) -> None:
+        self.resources.kube.merge_patch(f"{path}/status", {"status": dict(status)})

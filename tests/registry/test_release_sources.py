@@ -1,0 +1,174 @@
+"""A merge on main becomes a Release: a real bare git origin, real images in a real registry tagged
+with the commit hash (as the seed's CI does), and the real operator with a ReleaseSource."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import FAST
+from tests.e2e import manifests as m
+from tests.git.repos import Clone, origin_and_clone
+from tests.harness.cluster import Cluster
+from tests.harness.operator import OperatorThread, RecordingAlerter
+from tests.harness.registry import Registry, build_image
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def source_operator(cluster: Cluster, tmp_path: Path) -> Iterator[OperatorThread]:
+    config = replace(FAST, git_cache=str(tmp_path / "git-cache"), source_tick=0.5)
+    running = OperatorThread(config, RecordingAlerter()).start()
+    yield running
+    running.stop()
+
+
+def release_source(namespace: str, origin: Path, host: str, policy: str = "NewestOnly") -> dict[str, Any]:
+    return {
+        "apiVersion": "gantry.dev/v1alpha1",
+        "kind": "ReleaseSource",
+        "metadata": {"name": "shop", "namespace": namespace},
+        "spec": {
+            "application": "shop",
+            "git": {"repository": str(origin), "branch": "main"},
+            "artifacts": [
+                {"name": "web", "repository": f"{host}/ci/web"},
+                {"name": "worker", "repository": f"{host}/ci/worker", "tag": "sha-{shortCommit}"},
+            ],
+            "intervalSeconds": 5,
+            "policy": policy,
+        },
+    }
+
+
+def ci_builds(
+    registry: Registry, tmp: Path, commit: str, only: tuple[str, ...] = ("web", "worker")
+) -> dict[str, str]:
+    """What the seed's CI does after a merge: build, tag the artifact with the commit hash, push."""
+    digests = {}
+    for name in only:
+        tag = commit if name == "web" else f"sha-{commit[:7]}"
+        layout = build_image(tmp / f"{commit[:7]}-{name}", f"{name} at {commit}", tag=tag)
+        registry.push(layout, f"ci/{name}", tag)
+        digests[name] = layout.digest
+    return digests
+
+
+def setup(cluster: Cluster, namespace: str, registry: Registry) -> None:
+    for workload in m.workloads(namespace):
+        cluster.apply(workload)
+    pipeline = m.pipeline(namespace)
+    pipeline["spec"]["registry"] = {"hosts": [{"host": registry.host, "tls": "Disabled"}]}
+    cluster.apply(pipeline)
+
+
+def merge(work: Clone, message: str) -> str:
+    commit = work.commit(message)
+    work.git("push", "-q", "origin", "main")
+    return commit
+
+
+def test_a_commit_on_main_with_its_images_pushed_becomes_a_release_by_digest(
+    cluster: Cluster, namespace: str, open_registry: Registry, source_operator: OperatorThread, tmp_path: Path
+) -> None:
+    origin, work = origin_and_clone(tmp_path, "shop")
+    merge(work, "chore(SHOP-0): start")
+    work.git("tag", "v1.0.0")
+    work.git("push", "-q", "origin", "v1.0.0")
+    setup(cluster, namespace, open_registry)
+    first = merge(work, "feat(SHOP-1): a checkout button")
+    cluster.apply(release_source(namespace, origin, open_registry.host))
+
+    name = f"shop-{first[:12]}"
+
+    def status() -> dict[str, Any]:
+        return cluster.must_get("ReleaseSource", namespace, "shop").get("status") or {}
+
+    cluster.wait_for(
+        "the source to wait for CI",
+        lambda: "waiting for CI to push" in status().get("message", ""),
+        timeout=30,
+    )
+    assert cluster.get("Release", namespace, name) is None  # no images yet: no Release, never by tag
+    assert f"ci/web:{first}" in status()["message"]
+
+    digests = ci_builds(open_registry, tmp_path, first)
+    body = cluster.wait_for("the Release", lambda: cluster.get("Release", namespace, name), timeout=30)
+    images = {a["name"]: a["image"] for a in body["spec"]["artifacts"]}
+    assert images == {k: f"{open_registry.host}/ci/{k}@{d}" for k, d in digests.items()}  # pinned by digest
+    assert body["spec"]["source"] == {"repository": str(origin), "revision": first}
+    assert "version" not in body["spec"]  # computed from the commits: feat after v1.0.0 is v1.1.0
+    verified = cluster.wait_for_phase(namespace, name, "Verified", "Failed", "Blocked", timeout=60)
+    assert verified["status"]["phase"] == "Verified", verified["status"]["message"]
+    assert verified["status"]["version"] == "v1.1.0"
+    assert cluster.images("Deployment", namespace, "web")["web"] == images["web"]
+    assert status()["lastRelease"] == name and status()["conditions"][0]["status"] == "True"
+
+    # Two merges before the next look: only the newest becomes a Release; the other is on record.
+    skipped = merge(work, "fix(SHOP-2): rounding")
+    newest = merge(work, "fix(SHOP-3): totals")
+    ci_builds(open_registry, tmp_path, skipped)
+    ci_builds(open_registry, tmp_path, newest)
+    cluster.wait_for(
+        "the newest Release", lambda: cluster.get("Release", namespace, f"shop-{newest[:12]}"), timeout=30
+    )
+    assert cluster.get("Release", namespace, f"shop-{skipped[:12]}") is None
+    assert any(r.get("commit") == skipped and r.get("skipped") for r in status()["releases"])
+
+
+def test_a_feature_branch_never_becomes_a_release(
+    cluster: Cluster, namespace: str, open_registry: Registry, source_operator: OperatorThread, tmp_path: Path
+) -> None:
+    origin, work = origin_and_clone(tmp_path, "shop")
+    base = merge(work, "chore(SHOP-0): start")
+    setup(cluster, namespace, open_registry)
+    ci_builds(open_registry, tmp_path, base)
+    cluster.apply(release_source(namespace, origin, open_registry.host))
+    cluster.wait_for(
+        "the main Release", lambda: cluster.get("Release", namespace, f"shop-{base[:12]}"), timeout=30
+    )
+    work.git("checkout", "-q", "-b", "uid/SHOP-9")
+    feature = work.commit("feat(SHOP-9): not merged yet")
+    work.git("push", "-q", "origin", "uid/SHOP-9")
+    ci_builds(open_registry, tmp_path, feature)  # CI builds branches too
+    cluster.wait_for(
+        "another look at main",
+        lambda: (
+            (cluster.must_get("ReleaseSource", namespace, "shop").get("status") or {})
+            .get("message", "")
+            .endswith("nothing new since the last Release")
+        ),
+        timeout=30,
+    )
+    names = [r["metadata"]["name"] for r in cluster.list("Release", namespace)]
+    assert names == [f"shop-{base[:12]}"]
+
+
+def test_the_example_is_admitted_and_bad_ones_are_refused_naming_the_field(cluster: Cluster) -> None:
+    import yaml
+
+    from gantry.adapters.kube import ApiError
+    from tests.harness.cluster import ROOT
+
+    example = yaml.safe_load((ROOT / "examples" / "releasesource.yaml").read_text())
+    created = cluster.apply(example)
+    assert created["spec"]["artifacts"][0]["tag"] == "{commit}"  # the default the seed's CI uses
+    for field, value, named in (
+        ("tag", "latest", "spec.artifacts[].tag must contain {commit}"),
+        (
+            "repository",
+            "registry.example.com/shop/web:latest",
+            "spec.artifacts[].repository names a repository",
+        ),
+    ):
+        bad = yaml.safe_load((ROOT / "examples" / "releasesource.yaml").read_text())
+        bad["metadata"]["name"] = "bad"
+        bad["spec"]["artifacts"][0][field] = value
+        with pytest.raises(ApiError) as refused:
+            cluster.apply(bad)
+        assert named in refused.value.message

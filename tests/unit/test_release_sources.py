@@ -1,0 +1,64 @@
+"""Which commits become Releases (domain.release_sources)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from gantry.domain import release_sources as rs
+
+NOW = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
+A, B, C = ("a" * 40), ("b" * 40), ("c" * 40)
+DIGEST = "sha256:" + "1" * 64
+
+
+def source(policy: str = "NewestOnly") -> rs.SourceSpec:
+    spec = rs.parse(
+        "shop",
+        "team",
+        {
+            "application": "shop",
+            "git": {"repository": "https://git.example.com/shop.git"},
+            "artifacts": [{"name": "web", "repository": "reg.io/shop/web", "tag": "{shortCommit}"}],
+            "policy": policy,
+        },
+    )
+    assert isinstance(spec, rs.SourceSpec)
+    return spec
+
+
+def test_the_newest_commit_becomes_a_release_by_digest_and_older_ones_are_recorded_as_skipped() -> None:
+    plan = rs.plan(source(), {"releasedCommit": A}, C, [B, C], {C: {"web": DIGEST}}, NOW)
+    (release,) = plan.creates
+    assert release["metadata"]["name"] == f"shop-{C[:12]}" and release["metadata"]["labels"] == {
+        rs.LABEL_SOURCE: "shop"
+    }
+    assert release["spec"]["artifacts"] == [{"name": "web", "image": f"reg.io/shop/web@{DIGEST}"}]
+    assert release["spec"]["source"] == {"repository": "https://git.example.com/shop.git", "revision": C}
+    assert plan.status["releasedCommit"] == C and plan.status["lastRelease"] == f"shop-{C[:12]}"
+    assert {"commit": B, "skipped": "a newer commit on main was released first"} in plan.status["releases"]
+
+
+def test_a_commit_whose_images_are_missing_waits_and_says_which_tag() -> None:
+    plan = rs.plan(source(), {"releasedCommit": A}, B, [B], {B: {"web": None}}, NOW)
+    assert plan.creates == () and plan.status["releasedCommit"] == A
+    assert (
+        plan.status["message"] == f"commit {B[:12]} on main: waiting for CI to push reg.io/shop/web:{B[:7]}"
+    )
+
+
+def test_every_commit_releases_each_ready_one_oldest_first_and_gives_up_on_older_missing_ones() -> None:
+    resolved = {A: {"web": None}, B: {"web": DIGEST}, C: {"web": None}}
+    plan = rs.plan(source("EveryCommit"), {"releasedCommit": "0" * 40}, C, [A, B, C], resolved, NOW)
+    assert [r["spec"]["source"]["revision"] for r in plan.creates] == [B]
+    assert plan.status["releasedCommit"] == B  # C still waits for its images; A is given up on, on record
+    assert any(r.get("commit") == A and r.get("skipped") for r in plan.status["releases"])
+    assert "waiting for CI" in plan.status["message"] and C[:12] in plan.status["message"]
+
+
+def test_nothing_new_is_said_and_a_look_is_due_only_after_the_interval() -> None:
+    plan = rs.plan(source(), {"releasedCommit": A, "lastRelease": "shop-x"}, A, [], {}, NOW)
+    assert (
+        plan.creates == ()
+        and plan.status["message"] == f"main at {A[:12]}: nothing new since the last Release"
+    )
+    assert not rs.due(source(), plan.status, NOW) and rs.due(source(), {}, NOW)
