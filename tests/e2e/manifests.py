@@ -184,6 +184,16 @@ def production_pipeline(
     }
 
 
+def environment_lock(namespace: str, lease_seconds: int, name: str = "staging") -> dict[str, Any]:
+    """An EnvironmentLock made ahead of Gantry (which otherwise creates it on first use)."""
+    return {
+        "apiVersion": "gantry.dev/v1alpha1",
+        "kind": "EnvironmentLock",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"leaseSeconds": lease_seconds},
+    }
+
+
 def decision(
     namespace: str,
     release_name: str,

@@ -29,6 +29,13 @@ def v1_held_mid_rollout(cluster: Cluster, namespace: str, workload: str = "web")
     )
 
 
+def v1_testing(cluster: Cluster, namespace: str, test_timeout: int) -> None:
+    """The app set up and shop-v1 deployed, its test Job running until it times out."""
+    setup_app(cluster, namespace, script="sleep infinity", test_timeout=test_timeout)
+    cluster.apply(m.release(namespace, "shop-v1", "v1"))
+    cluster.wait_for_phase(namespace, "shop-v1", "Testing", timeout=30)
+
+
 def test_a_test_job_that_times_out_is_stopped_and_the_stage_rolled_back(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
@@ -215,9 +222,7 @@ def test_approving_an_older_version_while_a_newer_one_rolls_out_never_moves_prod
 def test_a_rollback_restores_every_workload_it_can_and_names_the_one_it_cannot(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
-    setup_app(cluster, namespace, script="sleep infinity", test_timeout=3)
-    cluster.apply(m.release(namespace, "shop-v1", "v1"))
-    cluster.wait_for_phase(namespace, "shop-v1", "Testing", timeout=30)
+    v1_testing(cluster, namespace, test_timeout=3)
     cluster.delete("Deployment", namespace, "web")  # someone deletes one target mid-test
     body = cluster.wait_for_phase(namespace, "shop-v1", "Failed", "Verified", timeout=60)
     assert body["status"]["reason"] == "TestTimeout"
@@ -338,9 +343,7 @@ def test_deleting_the_lock_holder_mid_flight_frees_the_lock_for_the_next_release
 def test_a_release_deleted_while_testing_puts_its_stage_back_and_stops_its_job(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
-    setup_app(cluster, namespace, script="sleep infinity", test_timeout=600)
-    cluster.apply(m.release(namespace, "shop-v1", "v1"))
-    cluster.wait_for_phase(namespace, "shop-v1", "Testing", timeout=30)
+    v1_testing(cluster, namespace, test_timeout=600)
     assert cluster.images("Deployment", namespace, "web")["web"] == m.image("web", "v1")
     cluster.delete("Release", namespace, "shop-v1")  # by hand, or a GitOps prune
 
@@ -416,14 +419,7 @@ def test_a_lease_too_short_for_the_operator_to_renew_is_refused_with_the_field_a
     cluster: Cluster, namespace: str
 ) -> None:
     setup_app(cluster, namespace)
-    cluster.apply(
-        {
-            "apiVersion": "gantry.dev/v1alpha1",
-            "kind": "EnvironmentLock",
-            "metadata": {"name": "staging", "namespace": namespace},
-            "spec": {"leaseSeconds": 2},
-        }
-    )
+    cluster.apply(m.environment_lock(namespace, lease_seconds=2))
     slow = replace(FAST, reconcile_interval=1.0)  # looks every second: a lease needs 3 s or more
     running = OperatorThread(slow, RecordingAlerter()).start()
     try:

@@ -87,14 +87,7 @@ def test_a_crashed_holder_loses_the_lock_when_its_lease_expires(
 ) -> None:
     setup_app(cluster, namespace)
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    lock = cluster.apply(
-        {
-            "apiVersion": "gantry.dev/v1alpha1",
-            "kind": "EnvironmentLock",
-            "metadata": {"name": "staging", "namespace": namespace},
-            "spec": {"leaseSeconds": 2},
-        }
-    )
+    lock = cluster.apply(m.environment_lock(namespace, lease_seconds=2))
     # The holder's operator crashed: its Release still exists (blocked here, so no operator takes
     # it up again); only its lease can free the lock. (A holder whose Release was deleted is freed
     # at once: tests/e2e/test_edges.py.)
@@ -132,14 +125,7 @@ def test_a_holder_whose_clock_runs_behind_keeps_the_lock_while_it_renews(
     lock and renews it, but its clock is ten minutes behind ours: judged by its timestamps the
     lease ran out long ago; judged, like leader election, by when we saw it renew, it is alive."""
     setup_app(cluster, namespace)
-    cluster.apply(
-        {
-            "apiVersion": "gantry.dev/v1alpha1",
-            "kind": "EnvironmentLock",
-            "metadata": {"name": "staging", "namespace": namespace},
-            "spec": {"leaseSeconds": 3},
-        }
-    )
+    cluster.apply(m.environment_lock(namespace, lease_seconds=3))
     other = cluster.apply(m.release(namespace, "other", "other", version="v0.9.0", pipeline_name="absent"))
     path = f"/apis/gantry.dev/v1alpha1/namespaces/{namespace}/environmentlocks/staging/status"
 
