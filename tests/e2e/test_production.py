@@ -195,6 +195,14 @@ def test_an_error_spike_rolls_back_to_the_previous_release_and_quarantines_it(ap
         and "LiftQuarantine" in again["status"]["message"]
     )
     assert app.production_images() == v("v1")
+    # The team hears of it once, with the command that lifts it (a Blocked Release is never silent).
+    (told,) = app.cluster.wait_for(
+        "the Quarantined alert in Alertmanager",
+        lambda: app.alertmanager.alerts(
+            alertname="GantryQuarantined", release=f"{app.namespace}/shop-v2-again"
+        ),
+    )
+    assert f"kubectl gantry -n {app.namespace} lift-quarantine shop-v2 " in told["annotations"]["description"]
     # ...until someone lifts the quarantine, on the record.
     decision = app.decide("shop-v2", "LiftQuarantine", by="carol")
     app.wait_decision(decision, "Applied")

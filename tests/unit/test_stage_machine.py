@@ -311,11 +311,14 @@ def test_without_rollback_a_failure_leaves_the_stage_as_it_is() -> None:
 def test_a_problem_blocks_without_effects_and_is_announced_once() -> None:
     problem = Problem("PipelineNotFound", "spec.pipeline", "Pipeline 'x' does not exist", "create it")
     first = step({}, observe(pipe=problem))
-    assert first.status["phase"] == "Blocked" and first.effects == ()
+    assert first.status["phase"] == "Blocked"
     assert first.status["message"] == "spec.pipeline: Pipeline 'x' does not exist; fix: create it"
     assert [e.type for e in first.events] == ["Warning"]
+    (alert,) = first.effects  # the team is told once, with the fix; nothing deployed is touched
+    assert isinstance(alert, Alert) and alert.reason == "PipelineNotFound"
+    assert alert.message == f"Release team/shop-v1 is Blocked (PipelineNotFound): {first.status['message']}"
     second = step(first.status, observe(1, pipe=problem))
-    assert second.events == () and not second.changed
+    assert second.events == () and second.effects == () and not second.changed
 
 
 def test_a_problem_found_while_queued_leaves_the_queue() -> None:
@@ -323,7 +326,8 @@ def test_a_problem_found_while_queued_leaves_the_queue() -> None:
     gone = Observation(T0, pipeline(), targets={0: ()}, lock=ObservedLock(held=False, position=1))
     plan = step(queued, gone)
     assert plan.status["phase"] == "Blocked" and plan.status["reason"] == "WorkloadNotFound"
-    assert plan.effects == (ReleaseLock("staging", "Blocked"),)
+    assert plan.effects[0] == ReleaseLock("staging", "Blocked")
+    assert [type(e) for e in plan.effects[1:]] == [Alert]
 
 
 def test_stages_run_in_order_and_only_locked_stages_take_the_lock() -> None:

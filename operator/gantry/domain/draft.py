@@ -12,11 +12,15 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from gantry.domain.model import Effect, EffectFailure, Event, Observation, ReleaseView, StageRun
+from gantry.domain.model import Alert, Effect, EffectFailure, Event, Observation, ReleaseView, StageRun
 from gantry.domain.phases import PHASE_OF_STEP, Phase, Step
 from gantry.domain.pipeline import Pipeline
 from gantry.domain.problems import Problem
+from gantry.domain.reasons import Reason
 from gantry.domain.timefmt import from_rfc3339, to_rfc3339
+
+# Blocked only until another Release is done with production: waiting in line, nothing to fix.
+QUIET_BLOCKS = frozenset({Reason.PRODUCTION_BUSY})
 
 
 @dataclass
@@ -55,9 +59,13 @@ class Draft:
             self.phase = PHASE_OF_STEP[step]
 
     def block(self, problem: Problem) -> None:
-        """Blocked until someone fixes the named field; announced once, not on every tick."""
+        """Blocked until someone fixes the named field; announced once (an Event, and an alert
+        naming the fix), not on every tick."""
         if self.phase != Phase.BLOCKED or self.reason != problem.reason or self.message != problem.describe():
             self.event("Warning", problem.reason, problem.describe())
+            if problem.reason not in QUIET_BLOCKS:
+                said = f"Release {self.release.key} is Blocked ({problem.reason}): {problem.describe()}"
+                self.effects.append(Alert("warning", problem.reason, said))
         self.phase, self.reason, self.message = Phase.BLOCKED, problem.reason, problem.describe()
 
     def rejected(self, effect: type[Any]) -> EffectFailure | None:

@@ -24,15 +24,21 @@ def quarantine_problem(d: Draft) -> Problem | None:
         digest = image.rsplit("@", 1)[-1]
         record = d.obs.production.quarantine.get(digest)
         if record is not None:
+            rolled_back = short_name(str(record.get("release")))
             return Problem(
                 Reason.QUARANTINED,
                 f"spec.artifacts[{index}].image",
                 f"{name}'s digest {digest} was rolled back from production ({record.get('release')} "
                 f"{record.get('version')}, {record.get('reason')}, {record.get('since')})",
-                "build and release a fixed image; if the rollback was a mistake, lift the quarantine with a "
-                "ReleaseDecision (action: LiftQuarantine)",
+                "build and release a fixed image; if the rollback was a mistake, lift the quarantine: "
+                f"kubectl gantry -n {d.release.namespace} lift-quarantine {rolled_back} --reason '…' "
+                "(a ReleaseDecision, action: LiftQuarantine)",
             )
     return None
+
+
+def short_name(key: str) -> str:
+    return key.split("/", 1)[-1]
 
 
 def check_provenance(d: Draft, changes: tuple[ImageChange, ...]) -> Mapping[str, Any] | Problem:
