@@ -39,6 +39,7 @@ from gantry.domain.phases import Step
 from gantry.domain.pipeline import Pipeline, Stage, pinned
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
+from gantry.domain.source import RELEASE_BRANCHES
 from gantry.domain.timefmt import to_rfc3339
 from gantry.domain.versions import changelog
 from gantry.domain.workloads import ObservedWorkload, WorkloadRef
@@ -196,6 +197,7 @@ def read_source(
     hotfix_branch = None
     if release.hotfix:
         hotfix_branch = next(iter(repo.branches_containing(revision, "HOT-*")), None)
+    release_branch = next((b for b in RELEASE_BRANCHES if repo.branches_containing(revision, b)), None)
     result = next_release(repo, revision, patch_only=release.hotfix)
     if not release.version and result.base and tag_commit(repo, result.base) == revision:
         # Already released at this very commit (by us before a crash, or by CI): reuse that tag.
@@ -208,6 +210,7 @@ def read_source(
             revision,
             changelog=tuple(changelog(earlier.commits)),
             hotfix_branch=hotfix_branch,
+            release_branch=release_branch,
         )
     tag = release.version or result.tag
     return Source(
@@ -218,6 +221,7 @@ def read_source(
         tag_commit(repo, tag) if tag else None,
         changelog=tuple(changelog(result.commits)),
         hotfix_branch=hotfix_branch,
+        release_branch=release_branch,
     )
 
 

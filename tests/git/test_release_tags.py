@@ -137,6 +137,47 @@ def test_a_rejected_push_blocks_with_a_clear_reason_and_leaves_no_tag(
 
     assert blocked["status"]["reason"] == "TagPushRejected"
     assert "tags are created by the release bot only" in blocked["status"]["message"]
+    assert blocked["status"]["tag"] == {"name": "v0.1.0", "revision": revision, "pushed": False}
+    assert tags(bare) == {}
+    # The stage passed (its tests earned the tag) and gave its lock back; nothing goes further untagged.
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.image("web", "shop-refused")
+    assert not (cluster.must_get("EnvironmentLock", namespace, "staging").get("status") or {}).get("holder")
+
+
+def test_the_tag_is_pushed_only_once_the_first_stage_passed_its_tests(
+    cluster: Cluster, git_operator: OperatorThread, namespace: str, origin: tuple[Path, Clone]
+) -> None:
+    bare, work = origin
+    work.commit("feat(JIRA-1): first")
+    work.git("tag", "v1.4.0")
+    failing = work.commit("feat(JIRA-2): breaks the integration tests")
+    work.git("push", "-q", "origin", "main", "--tags")
+    for workload in m.workloads(namespace):
+        cluster.apply(workload)
+    cluster.apply(m.pipeline(namespace, script="echo broken; exit 1"))
+
+    cluster.apply(release(namespace, "shop-broken", bare, failing, None))
+    failed = cluster.wait_for_phase(namespace, "shop-broken", "Failed", "Verified", "Blocked")
+    assert (failed["status"]["phase"], failed["status"]["reason"]) == ("Failed", "TestFailed")
+    assert failed["status"]["version"] == "v1.5.0"  # computed at once, for the test Job and people
+    assert "v1.5.0" not in tags(bare)  # ON FAIL halt: a version that failed its tests is never tagged
+
+
+def test_a_commit_that_main_does_not_contain_is_never_released_nor_tagged(
+    cluster: Cluster, git_operator: OperatorThread, namespace: str, origin: tuple[Path, Clone]
+) -> None:
+    bare, work = origin
+    work.commit("feat(JIRA-1): first")
+    work.git("push", "-q", "origin", "main")
+    work.git("checkout", "-q", "-b", "uid/SHOP-2")
+    unmerged = work.commit("feat(SHOP-2): on a feature branch")
+    work.git("push", "-q", "origin", "uid/SHOP-2")
+    setup_app(cluster, namespace)
+
+    cluster.apply(release(namespace, "shop-branch", bare, unmerged, None))
+    blocked = cluster.wait_for_phase(namespace, "shop-branch", "Blocked", "Verified")
+    assert blocked["status"]["reason"] == "NotOnReleaseBranch"
+    assert "only merged commits are released and tagged" in blocked["status"]["message"]
     assert tags(bare) == {}
     assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB
 

@@ -36,6 +36,7 @@ class Draft:
     events: list[Event] = field(default_factory=list)
     error_handled: bool = False
     version: str = ""
+    tag: Mapping[str, Any] | None = None  # status.tag: the version tag, its revision, pushed yet
     changelog: tuple[Mapping[str, str], ...] = ()
     pipeline: Pipeline | Problem = field(default_factory=lambda: Problem("", "", "", ""))  # as pinned
     pinned: Mapping[str, Any] | None = None  # status.pipeline: the stages pinned at the first stage

@@ -31,6 +31,7 @@ MANAGED_STATUS_KEYS = (
     "conditions",
     "decisionsApplied",
     "version",
+    "tag",
     "changelog",
     "pipeline",
     "decisionResults",
@@ -113,6 +114,7 @@ class Source:
     error: str | None = None  # origin unreachable, unknown revision, ...
     changelog: tuple[Mapping[str, str], ...] = ()  # release-worthy commits since the previous release
     hotfix_branch: str | None = None  # for a hotfix Release: the HOT-<n> branch its revision is on
+    release_branch: str | None = None  # main (or master) when its revision is merged there
 
 
 @dataclass(frozen=True)

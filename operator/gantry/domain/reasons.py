@@ -32,6 +32,8 @@ class Reason(StrEnum):
     GIT_SOURCE_UNAVAILABLE = "GitSourceUnavailable"
     NOTHING_TO_RELEASE = "NothingToRelease"
     NOT_A_HOTFIX_BRANCH = "NotAHotfixBranch"
+    NOT_ON_RELEASE_BRANCH = "NotOnReleaseBranch"
+    NOT_TAGGED = "NotTagged"
     TAG_MISMATCH = "TagMismatch"
     TAG_PUSH_REJECTED = "TagPushRejected"
     TAGGED = "Tagged"

@@ -82,6 +82,7 @@ def decide(release: ReleaseView, obs: Observation) -> Plan:
         reason=status.get("reason", ""),
         message=status.get("message", ""),
         version=str(status.get("version") or ""),
+        tag=status.get("tag"),
         changelog=tuple(status.get("changelog") or ()),
         pinned=status.get("pipeline"),
         results=list(status.get("decisionResults") or []),
@@ -184,6 +185,8 @@ def _records(d: Draft) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if d.version:
         out["version"] = d.version
+    if d.tag:
+        out["tag"] = dict(d.tag)
     if d.changelog:
         out["changelog"] = [dict(c) for c in d.changelog]
     if d.pinned:

@@ -1,4 +1,10 @@
-"""The Release's git source: its version tag is settled (found, or made) before anything deploys."""
+"""The Release's git source: its version is settled before anything deploys; its tag is pushed
+only once the tagging stage (the first, e.g. dev) has passed its tests.
+
+The seed: CI deploys to dev, runs the integration tests, and "ON FAIL alert and halt"; only then
+is the commit tagged. So a version that fails dev leaves no tag behind, and only commits merged
+into the release branch (main, or a HOT-<n> branch for a hotfix) are ever tagged.
+"""
 
 from __future__ import annotations
 
@@ -20,21 +26,53 @@ def version_settled(d: Draft) -> bool:
         return False
     wanted = d.release.version or source.tag
     assert wanted is not None and source.revision is not None
-    if source.tag_commit is None:
-        d.effects.append(CreateTag(wanted, source.revision, f"{wanted} ({d.release.key})"))
+    # The tag is pushed when the tagging stage passes (push_tag), unless it is there already.
+    d.tag = {"name": wanted, "revision": source.revision, "pushed": source.tag_commit is not None}
     d.version, d.changelog = wanted, source.changelog
     return True
 
 
-def source_problem(d: Draft, source: Source) -> Problem | None:
+RELEASE_BRANCHES = ("main", "master")  # the seeds' "master is always deployable", and today's default
+TAGGING_STAGE = 0  # the stage whose pass earns the tag: the first (dev in the seed's flow)
+
+
+def tag_due(d: Draft, index: int) -> bool:
+    return bool(d.tag) and not (d.tag or {}).get("pushed") and index == TAGGING_STAGE
+
+
+def push_tag(d: Draft) -> bool:
+    """The tagging stage passed: push the version tag (annotated, never moved). False, and
+    Blocked, when origin refused it; the next look tries again."""
     refusal = d.rejected(CreateTag)
     if refusal is not None:
-        return Problem(
-            Reason.TAG_PUSH_REJECTED,
-            "spec.source.repository",
-            f"pushing the tag failed: {refusal.message}",
-            "check the credentials Secret and that origin accepts tags",
+        d.block(
+            Problem(
+                Reason.TAG_PUSH_REJECTED,
+                "spec.source.repository",
+                f"stage passed, but pushing the tag {(d.tag or {}).get('name')} failed: {refusal.message}",
+                "check the credentials Secret and that origin accepts tags; Gantry tries again at each look",
+            )
         )
+        return False
+    tag = dict(d.tag or {})
+    d.effects.append(CreateTag(str(tag["name"]), str(tag["revision"]), f"{tag['name']} ({d.release.key})"))
+    d.tag = {**tag, "pushed": True}  # recorded only if the push went through (else this plan is dropped)
+    return True
+
+
+def untagged_problem(d: Draft) -> Problem | None:
+    """A stage after the tagging point needs the tag (only tagged versions go further)."""
+    if d.tag and not d.tag.get("pushed") and d.stage_index > TAGGING_STAGE:
+        return Problem(
+            Reason.NOT_TAGGED,
+            "spec.source.revision",
+            f"{d.tag.get('name')} is not tagged yet: the tagging stage (#{TAGGING_STAGE}) has not passed",
+            "let the first stage pass (its tests push the tag), or release a revision that carries the tag",
+        )
+    return None
+
+
+def source_problem(d: Draft, source: Source) -> Problem | None:
     if source.error is not None:
         return Problem(
             Reason.GIT_SOURCE_UNAVAILABLE,
@@ -48,6 +86,14 @@ def source_problem(d: Draft, source: Source) -> Problem | None:
             "spec.hotfix",
             "spec.source.revision is on no HOT-<n> branch",
             "build hotfixes from the HOT-<n> branch of the emergency, or drop spec.hotfix",
+        )
+    if not d.release.hotfix and source.revision is not None and source.release_branch is None:
+        return Problem(
+            Reason.NOT_ON_RELEASE_BRANCH,
+            "spec.source.revision",
+            f"{source.revision[:12]} is on no release branch ({', '.join(RELEASE_BRANCHES)}): "
+            "only merged commits are released and tagged",
+            "merge it first and release the merge commit (a hotfix: spec.hotfix on its HOT-<n> branch)",
         )
     wanted = d.release.version or source.tag
     if not wanted or source.revision is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from gantry.domain import steps
+from gantry.domain import source, steps
 from gantry.domain.draft import Draft
 from gantry.domain.model import Alert, ReleaseLock, SetImages
 from gantry.domain.phases import Phase, Step
@@ -67,6 +67,8 @@ def pass_stage(d: Draft) -> None:
     run = d.run
     if run.lock:
         d.effects.append(ReleaseLock(run.environment, Reason.PASSED))
+    if source.tag_due(d, run.index) and not source.push_tag(d):
+        return  # Blocked until origin takes the tag; the lock is given back meanwhile
     d.run = replace(run, finished_at=d.now)
     d.event("Normal", Reason.STAGE_PASSED, f"stage {run.name} passed")
     pipeline = d.pipeline

@@ -93,6 +93,10 @@ def start_stage(d: Draft) -> None:
         return
     if not source.version_settled(d):
         return
+    untagged = source.untagged_problem(d)
+    if untagged is not None:
+        d.block(untagged)
+        return
     stage = pipeline_stage(d)
     if isinstance(stage, Problem):
         d.block(stage)
