@@ -53,8 +53,18 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--repo", default=".")
     check.add_argument("--range", default="HEAD", dest="spec", help="A..B (default: all of HEAD)")
 
+    branch = commands.add_parser("branch", help="ticket branch rules")
+    branch_commands = branch.add_subparsers(dest="branch_command", required=True)
+    ready = branch_commands.add_parser(
+        "check",
+        help="uid/TICKET name, rebased onto main, every commit type(TICKET), no merges (before merging)",
+    )
+    ready.add_argument("--repo", default=".")
+    ready.add_argument("--branch", default="HEAD", help="the branch to check (default: the checked-out one)")
+    ready.add_argument("--main", default="main", help="the branch it merges into (default: main)")
+
     args = parser.parse_args(argv)
-    if args.command in ("version", "commits"):
+    if args.command in ("version", "commits", "branch"):
         return _versioning(args)
     if args.command == "run":
         logging.basicConfig(
@@ -83,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _versioning(args: argparse.Namespace) -> int:
     from gantry.adapters.git import GitError, Repository
-    from gantry.versioning import check_commits, next_release
+    from gantry.versioning import check_branch, check_commits, next_release
 
     try:
         repo = Repository(args.repo)
@@ -97,6 +107,11 @@ def _versioning(args: argparse.Namespace) -> int:
                 return 3
             print(result.tag)
             return 0
+        if args.command == "branch":
+            problems = check_branch(repo, args.branch, args.main)
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            return 1 if problems else 0
         offenders = check_commits(repo, args.spec)
     except GitError as error:
         print(f"gantry: {error}", file=sys.stderr)

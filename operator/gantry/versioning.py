@@ -1,11 +1,20 @@
-"""`gantry version next` and `gantry commits check`: the domain rules over a real repository."""
+"""`gantry version next`, `gantry commits check` and `gantry branch check`: the domain rules over a
+real repository."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from gantry.adapters.git import Repository
-from gantry.domain.versions import Bump, Commit, explain, latest, next_version, seed_violation
+from gantry.domain.versions import (
+    Bump,
+    Commit,
+    branch_violations,
+    explain,
+    latest,
+    next_version,
+    seed_violation,
+)
 
 
 @dataclass(frozen=True)
@@ -49,3 +58,13 @@ def check_commits(repo: Repository, spec: str) -> list[tuple[Commit, str]]:
         if why is not None:
             found.append((commit, why))
     return found
+
+
+def check_branch(repo: Repository, branch: str, main: str = "main") -> list[str]:
+    """The seed's rules for a ticket branch before it may merge (see domain.versions)."""
+    head, base = repo.resolve(branch), repo.resolve(main)
+    name = repo.branch_name(branch)
+    rebased = repo.is_ancestor(base, head)
+    commits = repo.commits(head, base, merges=False)
+    merges = repo.merges(head, base)
+    return branch_violations(name, rebased, main, reversed(commits), merges)

@@ -65,12 +65,33 @@ class Repository:
         head = self.resolve(rev)
         if since is None:
             return [head]
-        try:
-            self.repo.git.merge_base("--is-ancestor", since, head)
-        except git.GitCommandError:
+        if not self.is_ancestor(since, head):
             return [head]
         output = self.repo.git.rev_list("--first-parent", "--reverse", f"{since}..{head}")
         return [line for line in output.splitlines() if line]
+
+    def is_ancestor(self, ancestor: str, rev: str) -> bool:
+        try:
+            self.repo.git.merge_base("--is-ancestor", ancestor, rev)
+        except git.GitCommandError:
+            return False
+        return True
+
+    def merges(self, rev: str, since: str) -> list[str]:
+        """Merge commits reachable from `rev` but not from `since`."""
+        output = self.repo.git.rev_list("--merges", self.resolve(rev), f"^{self.resolve(since)}")
+        return [line for line in output.splitlines() if line]
+
+    def branch_name(self, rev: str) -> str:
+        """`rev` as a branch name: HEAD becomes the checked-out branch's name."""
+        if rev != "HEAD":
+            return rev
+        try:
+            return str(self.repo.active_branch.name)
+        except TypeError:  # a detached HEAD (CI checkouts): the caller names the branch
+            raise GitError(
+                "HEAD is detached: name the branch with --branch (CI: the MR/PR source branch)"
+            ) from None
 
     def branches_containing(self, rev: str, pattern: str) -> list[str]:
         output = self.repo.git.branch(

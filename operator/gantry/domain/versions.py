@@ -133,3 +133,32 @@ def changelog(commits: Iterable[Commit], limit: int = CHANGELOG_LIMIT) -> list[d
             for c in grouped
         ]
     return entries[:limit]
+
+
+# The seed's branch for a ticket: uid/TICKET-IDENTIFIER, e.g. nyefan/JIRA-1234.
+BRANCH_NAME = re.compile(r"^(?P<uid>[a-z0-9][a-z0-9._-]*)/(?P<ticket>[A-Z][A-Z0-9]*-\d+)$")
+
+
+def branch_violations(
+    name: str, rebased: bool, main: str, commits: Iterable[Commit], merges: Iterable[str]
+) -> list[str]:
+    """Why a branch is not ready to merge by the seed's rules (uid/TICKET, rebased onto main,
+    every commit `type(TICKET): ...` with the branch's own ticket, history rebuilt without merges)."""
+    found = []
+    match = BRANCH_NAME.match(name)
+    if match is None:
+        found.append(f"branch {name!r}: name it uid/TICKET-IDENTIFIER, e.g. nyefan/JIRA-1234")
+    if not rebased:
+        found.append(f"branch {name!r} is not rebased onto {main}: git rebase {main}")
+    for sha in merges:
+        found.append(
+            f"{sha[:10]} is a merge commit: rebuild the history by rebasing (no merges on the branch)"
+        )
+    ticket = match["ticket"] if match else None
+    for commit in commits:
+        why = seed_violation(commit)
+        if why is None and ticket is not None and commit.scope != ticket:
+            why = f"its scope is {commit.scope!r}, not the branch's ticket {ticket!r}"
+        if why is not None:
+            found.append(f"{commit.sha[:10]} {commit.header!r}: {why}")
+    return found
