@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ready.add_argument("--repo", default=".")
     ready.add_argument("--branch", default="HEAD", help="the branch to check (default: the checked-out one)")
     ready.add_argument("--main", default="main", help="the branch it merges into (default: main)")
+    ready.add_argument("--name", help="the branch's name, when --branch is a commit (CI's detached HEAD)")
 
     args = parser.parse_args(argv)
     if args.command in ("version", "commits", "branch"):
@@ -108,7 +109,7 @@ def _versioning(args: argparse.Namespace) -> int:
             print(result.tag)
             return 0
         if args.command == "branch":
-            problems = check_branch(repo, args.branch, args.main)
+            problems = check_branch(repo, args.branch, args.main, args.name)
             for problem in problems:
                 print(problem, file=sys.stderr)
             return 1 if problems else 0

@@ -60,10 +60,11 @@ def check_commits(repo: Repository, spec: str) -> list[tuple[Commit, str]]:
     return found
 
 
-def check_branch(repo: Repository, branch: str, main: str = "main") -> list[str]:
-    """The seed's rules for a ticket branch before it may merge (see domain.versions)."""
+def check_branch(repo: Repository, branch: str, main: str = "main", name: str | None = None) -> list[str]:
+    """The seed's rules for a ticket branch before it may merge (see domain.versions). `name`:
+    the branch's name when `branch` is a commit (CI checks out a detached HEAD)."""
     head, base = repo.resolve(branch), repo.resolve(main)
-    name = repo.branch_name(branch)
+    name = name or repo.branch_name(branch)
     rebased = repo.is_ancestor(base, head)
     commits = repo.commits(head, base, merges=False)
     merges = repo.merges(head, base)
