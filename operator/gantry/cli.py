@@ -64,7 +64,27 @@ def main(argv: list[str] | None = None) -> int:
     ready.add_argument("--main", default="main", help="the branch it merges into (default: main)")
     ready.add_argument("--name", help="the branch's name, when --branch is a commit (CI's detached HEAD)")
 
+    releases = commands.add_parser("release", help="Releases for CI jobs")
+    release_commands = releases.add_subparsers(dest="release_command", required=True)
+    create = release_commands.add_parser(
+        "create", help="create the Release of a commit's images (tags resolved to digests); prints its name"
+    )
+    create.add_argument("--application", required=True)
+    create.add_argument("--revision", required=True, help="the commit the images were built from")
+    create.add_argument(
+        "--artifact", action="append", required=True, help="NAME=IMAGE by tag or digest (repeat)"
+    )
+    create.add_argument("--repository", help="the git repository (default: origin of the repository here)")
+    create.add_argument("--pipeline", help="default: the application's name")
+    create.add_argument(
+        "--version", dest="release_version", help="vX.Y.Z (default: computed from the commits)"
+    )
+    create.add_argument("-n", "--namespace", default="gantry")
+    create.add_argument("--insecure-registry", action="append", default=[], help="a plain-HTTP registry host")
+
     args = parser.parse_args(argv)
+    if args.command == "release":
+        return _release_create(args)
     if args.command in ("version", "commits", "branch"):
         return _versioning(args)
     if args.command == "run":
@@ -120,6 +140,34 @@ def _versioning(args: argparse.Namespace) -> int:
     for commit, why in offenders:
         print(f"{commit.sha[:10]} {commit.header!r}: {why}", file=sys.stderr)
     return 1 if offenders else 0
+
+
+def _release_create(args: argparse.Namespace) -> int:
+    from kubernetes import config as k8s_config
+
+    from gantry.adapters.kube import Kube, load_api_client
+    from gantry.adapters.registry import RegistryClient, RegistryError
+    from gantry.publish import PublishError, Request, create, docker_credentials, origin_url
+
+    try:
+        request = Request(
+            namespace=args.namespace,
+            application=args.application,
+            revision=args.revision,
+            repository=args.repository or origin_url(),
+            artifacts=args.artifact,
+            pipeline=args.pipeline,
+            version=args.release_version,
+        )
+        client = RegistryClient(
+            credentials=docker_credentials(), tls={host: "Disabled" for host in args.insecure_registry}
+        )
+        name, made = create(Kube(load_api_client()), request, client)
+    except (PublishError, RegistryError, k8s_config.ConfigException) as error:
+        print(f"gantry release create: {error}", file=sys.stderr)
+        return 1
+    print(f"release.gantry.dev/{name} {'created' if made else 'unchanged'}")
+    return 0
 
 
 if __name__ == "__main__":
