@@ -30,6 +30,7 @@ class Runtime(kopf.Memo):
     reconciler: ReleaseReconciler
     desk: DecisionDesk
     sources: SourcePoller
+    webhooks: Any  # the push-webhook server while it runs (adapters.webhooks), else absent
     metrics: Metrics | None
     wakeups: Wakeups
     executor: Executor | None  # Kopf's thread pool for blocking work; None: asyncio's default

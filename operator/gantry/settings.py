@@ -13,6 +13,8 @@ class Config:
     waiting_resync: float = 300.0  # ... at one waiting whose object did not change (see domain.cadence)
     lock_sweep_interval: float = 30.0  # seconds between clearing expired EnvironmentLock leases
     source_tick: float = 5.0  # seconds between checks whether a ReleaseSource's interval is due
+    webhook_port: int = 0  # push webhooks for ReleaseSources (0: none)
+    webhook_address: str = "0.0.0.0"
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     peering: str | None = None  # a Kopf peering name for HA; None runs standalone
     peering_lifetime: int = 60  # seconds a silent peer counts as alive; a standby takes over after it
@@ -39,6 +41,8 @@ class Config:
             waiting_resync=float(env.get("GANTRY_WAITING_RESYNC", cls.waiting_resync)),
             lock_sweep_interval=float(env.get("GANTRY_LOCK_SWEEP_INTERVAL", cls.lock_sweep_interval)),
             source_tick=float(env.get("GANTRY_SOURCE_TICK", cls.source_tick)),
+            webhook_port=int(env.get("GANTRY_WEBHOOK_PORT", cls.webhook_port)),
+            webhook_address=env.get("GANTRY_WEBHOOK_ADDRESS") or cls.webhook_address,
             namespaces=namespaces,
             peering=env.get("GANTRY_PEERING") or None,
             peering_lifetime=int(env.get("GANTRY_PEERING_LIFETIME", cls.peering_lifetime)),

@@ -9,6 +9,7 @@ at the next interval.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -88,6 +89,27 @@ class SourcePoller:
             for commit in wanted
         }
         return release_sources.plan(spec, status, head, commits, resolved, now)
+
+    def hook(
+        self, namespace: str, name: str, headers: Mapping[str, str], body: bytes
+    ) -> release_sources.Hook:
+        """A push webhook for this source: checked against its secret, then the next look is now."""
+        path = custom_path("releasesources", namespace, name)
+        source = self.resources.kube.get(path)
+        if source is None:
+            return release_sources.Hook(404, f"no ReleaseSource {namespace}/{name}")
+        spec = release_sources.parse(name, namespace, source.get("spec") or {})
+        if isinstance(spec, Problem):
+            return release_sources.Hook(409, spec.describe())
+        secret = None
+        if spec.webhook_secret is not None:
+            data = self.resources.read_secret(namespace, spec.webhook_secret[0]) or {}
+            encoded = data.get(spec.webhook_secret[1])
+            secret = base64.b64decode(encoded).decode() if encoded else None
+        answer = release_sources.hook(spec, headers, body, secret)
+        if answer.look_now:
+            self.record(path, {"lastCheckedAt": None})  # due at once: the next tick looks
+        return answer
 
     def record(self, path: str, status: Mapping[str, Any]) -> None:
         self.resources.kube.merge_patch(f"{path}/status", {"status": dict(status)})

@@ -58,7 +58,11 @@ def test_the_charts_crds_are_the_repositorys_crds_not_a_copy() -> None:
             "operator": {"watchNamespaces": ["gantry"]},
         },
         {"peering": {"enabled": False}, "replicaCount": 1, "metrics": {"serviceMonitor": {"enabled": True}}},
-        {"image": {"digest": "sha256:" + "a" * 64}, "operator": {"prometheusUrl": "http://prometheus:9090"}},
+        {
+            "image": {"digest": "sha256:" + "a" * 64},
+            "operator": {"prometheusUrl": "http://prometheus:9090"},
+            "webhooks": {"enabled": True},
+        },
     ],
     ids=["defaults", "scoped", "single-replica", "pinned-image"],
 )
@@ -93,6 +97,21 @@ def test_the_default_install_is_two_peered_replicas_of_a_hardened_non_root_pod()
     assert by_kind(docs, "PodDisruptionBudget")[0]["spec"]["minAvailable"] == 1
     assert by_kind(docs, "Service")[0]["spec"]["ports"][0]["port"] == 8080
     assert not by_kind(docs, "ServiceMonitor")
+
+
+def test_push_webhooks_are_a_port_and_a_service_when_enabled() -> None:
+    assert not [s for s in by_kind(render(), "Service") if s["metadata"]["name"].endswith("-webhooks")]
+    docs = render({"webhooks": {"enabled": True}})
+    (service,) = [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("-webhooks")]
+    assert service["spec"]["ports"][0] == {
+        "name": "webhooks",
+        "port": 80,
+        "targetPort": "webhooks",
+        "protocol": "TCP",
+    }
+    (container,) = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    assert {"name": "GANTRY_WEBHOOK_PORT", "value": "8443"} in container["env"]
+    assert {"name": "webhooks", "containerPort": 8443, "protocol": "TCP"} in container["ports"]
 
 
 def test_the_notes_say_when_the_image_is_not_pinned_by_digest() -> None:

@@ -172,3 +172,68 @@ def test_the_example_is_admitted_and_bad_ones_are_refused_naming_the_field(clust
         with pytest.raises(ApiError) as refused:
             cluster.apply(bad)
         assert named in refused.value.message
+
+
+def test_a_push_webhook_makes_the_release_within_seconds_and_bad_requests_change_nothing(
+    cluster: Cluster, namespace: str, open_registry: Registry, tmp_path: Path
+) -> None:
+    import base64
+    import hashlib
+    import hmac
+    import json
+    import urllib.error
+    import urllib.request
+
+    from tests.harness.observability import free_port
+
+    port = free_port()
+    config = replace(
+        FAST,
+        git_cache=str(tmp_path / "git-cache"),
+        source_tick=0.5,
+        webhook_port=port,
+        webhook_address="127.0.0.1",
+    )
+    running = OperatorThread(config, RecordingAlerter()).start()
+    try:
+        origin, work = origin_and_clone(tmp_path, "shop")
+        base = merge(work, "chore(SHOP-0): start")
+        setup(cluster, namespace, open_registry)
+        ci_builds(open_registry, tmp_path, base)
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hooks", "namespace": namespace}}
+        cluster.apply({**secret, "data": {"token": base64.b64encode(b"s3cret").decode()}})
+        source = release_source(namespace, origin, open_registry.host)
+        source["spec"].update(intervalSeconds=3600, webhook={"secretRef": {"name": "hooks"}})  # only hooks
+        cluster.apply(source)
+        cluster.wait_for(
+            "the first look", lambda: cluster.get("Release", namespace, f"shop-{base[:12]}"), timeout=30
+        )
+
+        pushed = merge(work, "fix(SHOP-1): totals")
+        ci_builds(open_registry, tmp_path, pushed)
+        url = f"http://127.0.0.1:{port}/hooks/releasesources/{namespace}/shop"
+
+        def post(body: bytes, **headers: str) -> int:
+            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return int(answer.status)
+            except urllib.error.HTTPError as error:
+                return int(error.code)
+
+        event = json.dumps({"ref": "refs/heads/main", "after": pushed}).encode()
+        signed = "sha256=" + hmac.new(b"s3cret", event, hashlib.sha256).hexdigest()
+        assert post(event, **{"X-Hub-Signature-256": "sha256=" + "0" * 64}) == 401
+        assert post(b"not json", **{"X-Gitlab-Token": "s3cret"}) == 400
+        other = json.dumps({"ref": "refs/heads/uid/SHOP-9"}).encode()
+        assert post(other, **{"X-Gitlab-Token": "s3cret"}) == 202  # accepted, ignored: not main
+        assert cluster.get("Release", namespace, f"shop-{pushed[:12]}") is None
+        assert post(event, **{"X-Hub-Signature-256": signed}) == 202
+        made = cluster.wait_for(
+            "the pushed commit's Release",
+            lambda: cluster.get("Release", namespace, f"shop-{pushed[:12]}"),
+            timeout=15,
+        )
+        assert made["spec"]["source"]["revision"] == pushed
+    finally:
+        running.stop()

@@ -9,6 +9,9 @@ commit, so a second look, or a second operator, creates nothing twice).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,6 +46,7 @@ class SourceSpec:
     artifacts: tuple[Artifact, ...]
     interval_seconds: int = 60
     every_commit: bool = False
+    webhook_secret: tuple[str, str] | None = None  # (Secret name, key) holding the webhook's token
 
 
 def parse(name: str, namespace: str, spec: Mapping[str, Any]) -> SourceSpec | Problem:
@@ -68,10 +72,17 @@ def parse(name: str, namespace: str, spec: Mapping[str, Any]) -> SourceSpec | Pr
         artifacts=artifacts,
         interval_seconds=int(spec.get("intervalSeconds") or 60),
         every_commit=spec.get("policy") == "EveryCommit",
+        webhook_secret=webhook_secret(spec),
     )
 
 
+def webhook_secret(spec: Mapping[str, Any]) -> tuple[str, str] | None:
+    ref = (spec.get("webhook") or {}).get("secretRef") or {}
+    return (str(ref["name"]), str(ref.get("key") or "token")) if ref.get("name") else None
+
+
 def due(spec: SourceSpec, status: Mapping[str, Any], now: datetime) -> bool:
+    """At its interval, or at once after a webhook (which clears lastCheckedAt)."""
     checked = status.get("lastCheckedAt")
     return not checked or now - from_rfc3339(str(checked)) >= timedelta(seconds=spec.interval_seconds)
 
@@ -179,3 +190,43 @@ def condition(ready: bool, reason: str, message: str, now: datetime) -> dict[str
         "message": message,
         "lastTransitionTime": to_rfc3339(now),
     }
+
+
+# --- webhooks: a push reaches the source in seconds, not at its next interval ---------------------
+
+
+@dataclass(frozen=True)
+class Hook:
+    """What a webhook request means for a source: an HTTP status, and whether to look now."""
+
+    status: int
+    message: str
+    look_now: bool = False
+
+
+def authentic(headers: Mapping[str, str], body: bytes, secret: str) -> bool:
+    """GitHub signs the body (X-Hub-Signature-256: sha256=HMAC); GitLab sends the token
+    (X-Gitlab-Token); anything else may send it as a bearer token."""
+    given = {k.lower(): v for k, v in headers.items()}
+    if "x-hub-signature-256" in given:
+        wanted = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(given["x-hub-signature-256"], wanted)
+    token = given.get("x-gitlab-token") or given.get("authorization", "").removeprefix("Bearer ")
+    return bool(token) and hmac.compare_digest(token, secret)
+
+
+def hook(spec: SourceSpec, headers: Mapping[str, str], body: bytes, secret: str | None) -> Hook:
+    if secret is None:
+        return Hook(403, "this ReleaseSource takes no webhooks: set spec.webhook.secretRef")
+    if not authentic(headers, body, secret):
+        return Hook(401, "not signed with the ReleaseSource's webhook secret")
+    try:
+        payload = json.loads(body or b"{}")
+    except ValueError:
+        return Hook(400, "the body is not JSON (a GitHub or GitLab push event)")
+    if not isinstance(payload, dict):
+        return Hook(400, "the body is not a push event object")
+    ref = str(payload.get("ref") or "")
+    if ref and ref != f"refs/heads/{spec.branch}":
+        return Hook(202, f"ignored: a push to {ref}, not to {spec.branch}")
+    return Hook(202, f"looking at {spec.branch} now", look_now=True)

@@ -1,12 +1,16 @@
-"""ReleaseSources: look at the branch and the registry when a source's interval is due."""
+"""ReleaseSources: look at the branch and the registry when a source's interval is due, or at once
+after a push webhook (served while the operator runs, GANTRY_WEBHOOK_PORT)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
+from gantry.adapters import webhooks
 from gantry.adapters.kube import GROUP, VERSION
+from gantry.domain.release_sources import Hook
 from gantry.runtime import Runtime
 from gantry.settings import Config
 
@@ -16,3 +20,27 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     async def poll_source(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
         runtime: Runtime = memo
         await runtime.blocking(runtime.sources.poll, namespace or "", name)
+
+    if not config.webhook_port:
+        return
+
+    @kopf.on.startup(registry=registry)
+    async def serve_webhooks(memo: Any, **_: Any) -> None:
+        runtime: Runtime = memo
+
+        async def handle(namespace: str, name: str, headers: Mapping[str, str], body: bytes) -> Hook:
+            return await runtime.blocking(runtime.sources.hook, namespace, name, dict(headers), body)
+
+        try:
+            runtime.webhooks = await webhooks.serve(config.webhook_address, config.webhook_port, handle)
+        except OSError as error:
+            raise kopf.PermanentError(
+                f"cannot serve webhooks on {config.webhook_address}:{config.webhook_port}: {error.strerror}; "
+                "fix: free the port, or set GANTRY_WEBHOOK_PORT (0: no webhooks)"
+            ) from error
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_webhooks(memo: Any, **_: Any) -> None:
+        runner = getattr(memo, "webhooks", None)
+        if runner is not None:
+            await runner.cleanup()
