@@ -3,6 +3,7 @@ with the commit hash (as the seed's CI does), and the real operator with a Relea
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -106,6 +107,12 @@ def test_a_commit_on_main_with_its_images_pushed_becomes_a_release_by_digest(
     verified = cluster.wait_for_phase(namespace, name, "Verified", "Failed", "Blocked", timeout=60)
     assert verified["status"]["phase"] == "Verified", verified["status"]["message"]
     assert verified["status"]["version"] == "v1.1.0"
+    tagged = subprocess.run(
+        ["git", "rev-parse", "v1.1.0^{commit}"], cwd=origin, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert (
+        tagged == first and verified["status"]["tag"]["pushed"] is True
+    )  # tagged once its first stage passed
     assert cluster.images("Deployment", namespace, "web")["web"] == images["web"]
     assert status()["lastRelease"] == name and status()["conditions"][0]["status"] == "True"
 
