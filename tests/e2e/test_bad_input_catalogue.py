@@ -126,11 +126,6 @@ PIPELINE_CASES: list[tuple[str, Edit, str]] = [
     ("error-rate threshold of 0", analysis("threshold", 0), "analysis.threshold is an error ratio above 0"),
     ("application not a DNS label", spec_field("application", "Shop_App"), "spec.application must be a DNS"),
     (
-        "analysis on a stage before production",
-        stage(0, "analysis", {"threshold": 0.1}),
-        "analysis is for the production stage only",
-    ),
-    (
         "bake shorter than one evaluation",
         lambda b: (analysis("bakeSeconds", 10)(b), analysis("intervalSeconds", 60)(b)),
         "bakeSeconds must be at least",

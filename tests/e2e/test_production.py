@@ -42,10 +42,11 @@ class App:
             )
         )
 
-    def traffic(self, rps: float, error_ratio: float = 0.0) -> None:
-        """Set production's traffic and wait until Prometheus's 5 s rates show it."""
-        self.metrics.set(self.prod, rps, error_ratio)
-        selector = f'namespace="{self.prod}"'
+    def traffic(self, rps: float, error_ratio: float = 0.0, namespace: str | None = None) -> None:
+        """Set production's traffic (or another namespace's) and wait until Prometheus's 5 s rates show it."""
+        where = namespace or self.prod
+        self.metrics.set(where, rps, error_ratio)
+        selector = f'namespace="{where}"'
         errors = f'sum(rate(http_requests_total{{{selector},code=~"5.."}}[5s]))'
         total = f"sum(rate(http_requests_total{{{selector}}}[5s]))"
 
@@ -394,3 +395,56 @@ def test_the_operator_exports_when_each_version_became_active(
         in text
     )
     assert "gantry_lock_wait_seconds_count" in text
+
+
+def test_a_canary_breach_rolls_back_the_canary_only_and_writes_no_production_record(app: App) -> None:
+    """A stage before production with `analysis` is a canary: it bakes against its own series; a
+    breach rolls back that stage alone, production and its ledger are never touched."""
+    canary = f"canary-{uuid.uuid4().hex[:6]}"
+    for workload in m.workloads(canary):
+        app.cluster.apply(workload)
+    app.setup()
+    pipeline = app.cluster.must_get("Pipeline", app.namespace, "shop")
+    production = pipeline["spec"]["stages"][1]
+    pipeline["spec"]["stages"].insert(
+        1,
+        {
+            "name": "canary",
+            "targets": [{"namespace": canary, "name": "web"}, {"namespace": canary, "name": "worker"}],
+            "analysis": {**production["analysis"], "bakeSeconds": 3},
+        },
+    )
+    app.cluster.apply(pipeline)
+    app.traffic(20)
+    app.traffic(20, namespace=canary)
+    first = app.released("shop-v1", "v1")
+    assert [r["name"] for r in first["status"]["stages"]] == ["staging", "canary", "production"]
+    assert set(e["verdict"] for e in first["status"]["stages"][1]["analysis"]["evaluations"]) == {"Healthy"}
+    history = app.ledger()["production"]["history"]
+    assert [(e["release"].split("/")[1], e["result"]) for e in history] == [("shop-v1", "Released")]
+
+    app.traffic(20, error_ratio=0.5, namespace=canary)  # v2 breaks the canary's requests
+    app.release("shop-v2", "v2")
+    body = app.wait("shop-v2", "Failed", "Released", "RolledBack", "Held")
+    assert (body["status"]["phase"], body["status"]["reason"]) == ("Failed", "ErrorRateBreach")
+    assert body["status"]["stages"][-1]["name"] == "canary"
+    assert app.images(canary) == v("v1")  # the canary back on what it ran before
+    assert app.images(app.namespace) == v("v2")  # staging passed and keeps v2
+    assert app.production_images() == v("v1")  # production never saw v2
+    assert app.ledger()["production"]["history"] == history  # and its record is unchanged
+    app.cluster.wait_for(
+        "the canary alert",
+        lambda: app.alertmanager.alerts(
+            alertname="GantryErrorRateBreach", release=f"{app.namespace}/shop-v2"
+        ),
+    )
+    app.traffic(0, namespace=canary)
+
+
+def test_the_canary_example_pipeline_is_admitted(cluster: Cluster) -> None:
+    import yaml
+
+    from tests.harness.cluster import ROOT
+
+    body = cluster.apply(yaml.safe_load((ROOT / "examples" / "pipeline-canary.yaml").read_text()))
+    assert [s["name"] for s in body["spec"]["stages"]] == ["dev", "staging", "canary", "production"]

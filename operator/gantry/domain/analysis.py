@@ -8,7 +8,7 @@ is the Pipeline's policy: hold and ask a human (default), or roll back.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -144,7 +144,7 @@ def evaluation_due(evaluations: list[Mapping[str, Any]], now: datetime, spec: An
     return now - last >= timedelta(seconds=spec.interval_seconds)
 
 
-def streak(evaluations: list[Mapping[str, Any]], verdict: Verdict) -> int:
+def streak(evaluations: Sequence[Mapping[str, Any]], verdict: Verdict) -> int:
     """How many of the latest evaluations in a row had this verdict."""
     count = 0
     for evaluation in reversed(evaluations):
@@ -161,3 +161,18 @@ def finite(value: float | None) -> float | None:
 
 def _nan(value: float) -> bool:
     return math.isnan(value) or math.isinf(value)
+
+
+def evaluate(
+    analysis: Mapping[str, Any], sample: Sample, spec: AnalysisSpec, now: str
+) -> tuple[list[dict[str, Any]], Verdict, str]:
+    """One evaluation of a bake, appended to the ones kept: (evaluations, its verdict, its detail)."""
+    verdict, detail = judge(sample, spec)
+    evaluation = {
+        "time": now,
+        "verdict": str(verdict),
+        "errorRate": finite(sample.error_rate),
+        "requestRate": finite(sample.request_rate),
+        "detail": detail,
+    }
+    return [*(analysis.get("evaluations") or []), evaluation][-EVALUATIONS_KEPT:], verdict, detail

@@ -75,7 +75,7 @@ class Stage:
     rollout_timeout_seconds: int = DEFAULT_ROLLOUT_TIMEOUT
     test: TestSpec | None = None
     promotion: str = "Manual"  # production only: Auto, or wait for an Approve decision
-    analysis: AnalysisSpec | None = None  # production only: the error-rate bake
+    analysis: AnalysisSpec | None = None  # the error-rate bake: production, or a canary stage before it
     registry: RegistryStage | None = None
 
     @property

@@ -13,16 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from gantry.domain import gates, ledger, steps
-from gantry.domain.analysis import (
-    EVALUATIONS_KEPT,
-    AnalysisSpec,
-    OnBreach,
-    OnInconclusive,
-    Verdict,
-    finite,
-    judge,
-    streak,
-)
+from gantry.domain.analysis import AnalysisSpec, OnBreach, OnInconclusive, Verdict, evaluate, streak
 from gantry.domain.decisions import Action, refusal
 from gantry.domain.draft import Draft
 from gantry.domain.images import digest_of, parse_pinned
@@ -102,21 +93,10 @@ def bake(d: Draft) -> None:
         return
     spec = analysis_of(d)
     assert spec is not None
-    evaluations = list(d.run.analysis.get("evaluations") or [])
     sample = d.obs.metrics
     if sample is None:
         return
-    verdict, detail = judge(sample, spec)
-    evaluations.append(
-        {
-            "time": d.now,
-            "verdict": str(verdict),
-            "errorRate": finite(sample.error_rate),
-            "requestRate": finite(sample.request_rate),
-            "detail": detail,
-        }
-    )
-    evaluations = evaluations[-EVALUATIONS_KEPT:]
+    evaluations, verdict, detail = evaluate(d.run.analysis, sample, spec, d.now)
     started = d.run.analysis.get("startedAt")
     d.run = replace(d.run, analysis={**d.run.analysis, "evaluations": evaluations})
     baked = d.elapsed(started)

@@ -45,6 +45,7 @@ BEFORE_PRODUCTION: Mapping[Step, Handler] = {
     Step.DEPLOYING: partial(steps.deploy, rollback=stages.start_rollback),
     Step.ROLLING_OUT: partial(steps.roll_out, rollback=stages.start_rollback, then=stages.rolled_out),
     Step.TESTING: partial(steps.run_test, rollback=stages.start_rollback),
+    Step.BAKING: stages.bake,  # a canary stage (analysis before production)
     Step.ROLLING_BACK: stages.roll_back,
     Step.PASSED: stages.pass_stage,
     Step.FAILED: stages.fail_release,

@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from gantry.domain import source, steps
+from gantry.domain.analysis import Verdict, evaluate, streak
 from gantry.domain.draft import Draft
 from gantry.domain.model import Alert, ReleaseLock, SetImages
 from gantry.domain.phases import Phase, Step
@@ -19,7 +20,62 @@ from gantry.domain.reasons import Reason
 
 
 def rolled_out(d: Draft) -> None:
-    steps.test_or_pass(d, start_rollback)
+    """A complete rollout: a canary stage (one with `analysis`) bakes first; then its test, if any."""
+    assert d.run is not None
+    spec = d.run.stage.analysis
+    if spec is None:
+        steps.test_or_pass(d, start_rollback)
+        return
+    message = (
+        f"stage {d.run.name}: rollout complete; watching its error rate for {spec.bake_seconds}s (canary)"
+    )
+    d.move(
+        Step.BAKING,
+        Reason.BAKING,
+        message,
+        rolled_out_at=d.now,
+        analysis={"startedAt": d.now, "evaluations": []},
+    )
+    d.event("Normal", Reason.BAKING, message)
+
+
+def bake(d: Draft) -> None:
+    """A canary bake before production: a breach (or metrics that never say) rolls back this stage
+    only, and production's ledger is never written; healthy for the whole bake, the stage goes on
+    to its test, or passes."""
+    assert d.run is not None and d.run.analysis is not None and d.run.stage.analysis is not None
+    if not steps.holds_lock(d):
+        steps.lock_lost(d, start_rollback)
+        return
+    if steps.superseded(d) or d.obs.metrics is None:
+        return
+    spec = d.run.stage.analysis
+    evaluations, verdict, detail = evaluate(d.run.analysis, d.obs.metrics, spec, d.now)
+    baked = d.elapsed(d.run.analysis.get("startedAt"))
+    d.run = replace(d.run, analysis={**d.run.analysis, "evaluations": evaluations})
+    if streak(evaluations, Verdict.BREACH) >= spec.consecutive_breaches:
+        message = f"{detail} for {spec.consecutive_breaches} evaluation(s) in a row"
+        said = (
+            f"Release {d.release.key}: canary stage {d.run.name} breached: {message}; rolling back that stage"
+        )
+        d.effects.append(Alert("critical", Reason.ERROR_RATE_BREACH, said))
+        start_rollback(d, Reason.ERROR_RATE_BREACH, message)
+    elif streak(evaluations, Verdict.INCONCLUSIVE) >= spec.inconclusive_limit:
+        start_rollback(
+            d,
+            Reason.METRICS_INCONCLUSIVE,
+            f"metrics inconclusive for {spec.inconclusive_limit} in a row: {detail}",
+        )
+    elif verdict == Verdict.HEALTHY and baked >= timedelta(seconds=spec.bake_seconds):
+        d.event(
+            "Normal",
+            Reason.BAKE_PASSED,
+            f"stage {d.run.name}: healthy for the whole bake ({spec.bake_seconds}s)",
+        )
+        steps.test_or_pass(d, start_rollback)
+    else:
+        so_far = f"{int(baked.total_seconds())}/{spec.bake_seconds}s"
+        d.message = f"stage {d.run.name} (canary) baking {so_far}: {verdict}: {detail}"
 
 
 def start_rollback(d: Draft, reason: str, detail: str) -> None:
