@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument(
         "--version", dest="release_version", help="vX.Y.Z (default: computed from the commits)"
     )
+    create.add_argument("--name", help="the Release's name (default: <application>-<12 hex of the commit>)")
     create.add_argument("-n", "--namespace", default="gantry")
     create.add_argument("--insecure-registry", action="append", default=[], help="a plain-HTTP registry host")
 
@@ -158,6 +159,7 @@ def _release_create(args: argparse.Namespace) -> int:
             artifacts=args.artifact,
             pipeline=args.pipeline,
             version=args.release_version,
+            name=args.name,
         )
         client = RegistryClient(
             credentials=docker_credentials(), tls={host: "Disabled" for host in args.insecure_registry}

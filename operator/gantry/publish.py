@@ -36,6 +36,7 @@ class Request:
     artifacts: Sequence[str]  # NAME=IMAGE
     pipeline: str | None = None
     version: str | None = None
+    name: str | None = None  # default: after the commit (one Release per commit, as a ReleaseSource names it)
 
 
 def pin(artifacts: Sequence[str], client: RegistryClient, revision: str) -> dict[str, str]:
@@ -74,7 +75,7 @@ def manifest(request: Request, pinned: Mapping[str, str]) -> dict[str, Any]:
         "apiVersion": "gantry.dev/v1alpha1",
         "kind": "Release",
         "metadata": {
-            "name": release_name(request.application, request.revision),
+            "name": request.name or release_name(request.application, request.revision),
             "namespace": request.namespace,
         },
         "spec": spec,

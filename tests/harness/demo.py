@@ -1,7 +1,8 @@
 """The quick-start demo: Gantry's whole flow end to end, with no cluster.
 
 Runs the real operator against the embedded API emulator, with a real git repository (a bare
-origin and a clone; Gantry tags each version on its commit and pushes the tag) and a real
+origin and a clone; each Release starts from a merge commit on main, handed over the way CI does
+it, with `gantry release create`; Gantry tags the commit once dev has passed) and a real
 Prometheus scraping a small metrics app, applies the files in examples/, and prints what
 `kubectl get releases` and `kubectl gantry status` show at each step:
 
@@ -16,7 +17,6 @@ Prometheus scraping a small metrics app, applies the files in examples/, and pri
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import sys
@@ -27,8 +27,11 @@ from typing import Any
 
 import yaml
 
+from gantry import publish
+from gantry.adapters.registry import RegistryClient
 from gantry.domain.images import short_digest
 from gantry.plugin.main import main as kubectl_gantry
+from gantry.publish import Request
 from gantry.settings import Config
 from tests.git.repos import Clone, origin_and_clone
 from tests.harness import kubectl
@@ -53,25 +56,33 @@ def load(name: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
 
 
-def new_release(base: dict[str, Any], version: str, seed: str, git: tuple[Path, Clone]) -> dict[str, Any]:
-    """A Release of `version` built from a new commit in the demo's git repository."""
+def hand_over(
+    cluster: Cluster, version: str, seed: str, git: tuple[Path, Clone], image: str | None = None
+) -> str:
+    """What CI does after a merge on main: the merge commit pushed, its image pushed (here: a digest
+    the stand-in kubelet accepts), then `gantry release create` (the CLI's own code)."""
     origin, work = git
-    release = copy.deepcopy(base)
-    release["metadata"]["name"] = f"shop-{version}"
-    release["spec"]["version"] = version
     revision = work.commit(f"feat(SHOP-{seed}): what {version} brings")
     work.git("push", "-q", "origin", "main")
-    release["spec"]["source"] = {"repository": str(origin), "revision": revision}
-    image = release["spec"]["artifacts"][0]["image"].split("@")[0]
-    release["spec"]["artifacts"][0]["image"] = f"{image}@sha256:{seed * 64}"[: len(image) + 72]
-    return release
+    image = image or f"docker.io/library/nginx@sha256:{seed * 64}"
+    request = Request(
+        NAMESPACE, "shop", revision, str(origin), [f"web={image}"], version=version, name=f"shop-{version}"
+    )
+    name, _ = publish.create(cluster.kube, request, RegistryClient())
+    show(
+        f"gantry release create --application shop --revision {revision[:12]} --version {version} "
+        f"--artifact web=nginx@{short_digest(image)} --name shop-{version}   # CI, after the merge on main",
+        f"release.gantry.dev/{name} created",
+    )
+    return name
 
 
 def images(cluster: Cluster) -> str:
     rows = []
     for namespace in ("shop-dev", "shop-staging", "shop-production"):
         image = cluster.images("Deployment", namespace, "web")["web"]
-        rows.append(f"{namespace:<16} web  {image.split('/')[-1][:32]}…")
+        repository = image.split("@")[0].split("/")[-1]
+        rows.append(f"{namespace:<16} web  {repository}@{short_digest(image)}")
     return "\n".join(rows)
 
 
@@ -169,12 +180,9 @@ def walk(
     )
     show("kubectl get deployments (images)", images(cluster))
 
-    say("1. A Release of v1.4.0 (examples/release.yaml, built from a new commit)")
+    say("1. A merge on main; CI pushes its image and hands over v1.4.0 to Gantry")
     base = load("release.yaml")[0]
-    first = new_release(base, "v1.4.0", "a", git)
-    first["spec"]["artifacts"] = base["spec"]["artifacts"]
-    cluster.apply(first)
-    name = first["metadata"]["name"]
+    name = hand_over(cluster, "v1.4.0", "a", git, image=base["spec"]["artifacts"][0]["image"])
     cluster.wait_for_phase(NAMESPACE, name, "Deploying", "Testing", "Verified", "Failed")
     show("kubectl get releases -n gantry   # a moment later", kubectl.get(cluster, "Release", NAMESPACE))
     cluster.wait_for_phase(NAMESPACE, name, "Verified", "Failed")
@@ -184,9 +192,9 @@ def walk(
     # Staging's rollout of v1.5.0 is held until v1.5.1 has queued behind it, so the race is shown
     # the same way every time (on a busy machine v1.5.0 could otherwise finish before v1.5.1 asks).
     cluster.hold_rollouts("shop-staging", "web")
-    cluster.apply(new_release(base, "v1.5.0", "b", git))
+    hand_over(cluster, "v1.5.0", "b", git)
     cluster.wait_for("v1.5.0 to reach staging", lambda: stage_of(cluster, "shop-v1.5.0") == "staging")
-    cluster.apply(new_release(base, "v1.5.1", "c", git))
+    hand_over(cluster, "v1.5.1", "c", git)
     cluster.wait_for_phase(NAMESPACE, "shop-v1.5.1", "Queued")
     cluster.release_rollouts("shop-staging", "web")
     show("kubectl get releases -n gantry", kubectl.get(cluster, "Release", NAMESPACE))
