@@ -195,18 +195,19 @@ class Cluster:
 
     def cleanup(self) -> None:
         """Delete the namespaces this cluster made, unless GANTRY_TEST_KEEP_NAMESPACES is set. With
-        no operator running, a Release in flight still carries Kopf's finalizer and would hold its
-        namespace in Terminating for ever (what the README tells users to do when the operator is
-        gone): take it off first, then wait for each namespace to be gone."""
+        no operator running, a Release in flight, an EnvironmentLock or a ReleaseSource still carries
+        Kopf's finalizer and would hold its namespace in Terminating for ever (what the README tells
+        users to do when the operator is gone): take it off first, then wait for each namespace."""
         if os.environ.get(KEEP_NAMESPACES_ENV) or self.emulated:
             return  # the emulator goes away with the test
         if envtest.assets() is not None and not os.environ.get(REAL_CLUSTER_ENV):
             return  # envtest has no namespace controller to empty them; the session's server goes away
         for name in reversed(self.namespaces_made):
-            for release in self.kube.list_items(object_path("Release", name)):
-                if release["metadata"].get("finalizers"):
-                    path = object_path("Release", name, release["metadata"]["name"])
-                    self.kube.merge_patch(path, {"metadata": {"finalizers": None}})
+            for kind in ("Release", "EnvironmentLock", "ReleaseSource"):  # what Kopf's finalizer holds
+                for obj in self.kube.list_items(object_path(kind, name)):
+                    if obj["metadata"].get("finalizers"):
+                        path = object_path(kind, name, obj["metadata"]["name"])
+                        self.kube.merge_patch(path, {"metadata": {"finalizers": None}})
             self.delete("Namespace", None, name)
         for name in self.namespaces_made:
             self.wait_for(
