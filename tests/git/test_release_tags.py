@@ -44,10 +44,19 @@ def release(
     return body
 
 
-def setup_app(cluster: Cluster, namespace: str) -> None:
+def setup_app(cluster: Cluster, namespace: str, **pipeline: Any) -> None:
     for workload in m.workloads(namespace):
         cluster.apply(workload)
-    cluster.apply(m.pipeline(namespace))
+    cluster.apply(m.pipeline(namespace, **pipeline))
+
+
+def feature_after_v1_4_0(work: Clone, message: str) -> str:
+    """main: a first feature tagged v1.4.0, then `message` (its next version: v1.5.0), pushed."""
+    work.commit("feat(JIRA-1): first")
+    work.git("tag", "v1.4.0")
+    revision = work.commit(message)
+    work.git("push", "-q", "origin", "main", "--tags")
+    return revision
 
 
 def tags(bare: Path) -> dict[str, str]:
@@ -75,10 +84,7 @@ def test_a_release_without_a_version_is_tagged_with_the_next_one_on_its_revision
     cluster: Cluster, git_operator: OperatorThread, namespace: str, origin: tuple[Path, Clone]
 ) -> None:
     bare, work = origin
-    work.commit("feat(JIRA-1): first")
-    work.git("tag", "v1.4.0")
-    revision = work.commit("feat(JIRA-2): checkout by invoice")
-    work.git("push", "-q", "origin", "main", "--tags")
+    revision = feature_after_v1_4_0(work, "feat(JIRA-2): checkout by invoice")
     setup_app(cluster, namespace)
 
     cluster.apply(release(namespace, "shop-next", bare, revision, None))
@@ -148,13 +154,8 @@ def test_the_tag_is_pushed_only_once_the_first_stage_passed_its_tests(
     cluster: Cluster, git_operator: OperatorThread, namespace: str, origin: tuple[Path, Clone]
 ) -> None:
     bare, work = origin
-    work.commit("feat(JIRA-1): first")
-    work.git("tag", "v1.4.0")
-    failing = work.commit("feat(JIRA-2): breaks the integration tests")
-    work.git("push", "-q", "origin", "main", "--tags")
-    for workload in m.workloads(namespace):
-        cluster.apply(workload)
-    cluster.apply(m.pipeline(namespace, script="echo broken; exit 1"))
+    failing = feature_after_v1_4_0(work, "feat(JIRA-2): breaks the integration tests")
+    setup_app(cluster, namespace, script="echo broken; exit 1")
 
     cluster.apply(release(namespace, "shop-broken", bare, failing, None))
     failed = cluster.wait_for_phase(namespace, "shop-broken", "Failed", "Verified", "Blocked")

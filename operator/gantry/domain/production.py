@@ -73,15 +73,8 @@ def start_bake(d: Draft) -> None:
     spec = analysis_of(d)
     assert spec is not None
     message = f"production rollout complete; watching the error rate for {spec.bake_seconds}s"
-    d.move(
-        Step.BAKING,
-        Reason.BAKING,
-        message,
-        rolled_out_at=d.now,
-        analysis={"startedAt": d.now, "evaluations": []},
-    )
+    steps.begin_bake(d, message)
     d.effects.append(RecordProduction(entry(d, Result.BAKING)))
-    d.event("Normal", Reason.BAKING, message)
 
 
 def bake(d: Draft) -> None:

@@ -29,14 +29,7 @@ def rolled_out(d: Draft) -> None:
     message = (
         f"stage {d.run.name}: rollout complete; watching its error rate for {spec.bake_seconds}s (canary)"
     )
-    d.move(
-        Step.BAKING,
-        Reason.BAKING,
-        message,
-        rolled_out_at=d.now,
-        analysis={"startedAt": d.now, "evaluations": []},
-    )
-    d.event("Normal", Reason.BAKING, message)
+    steps.begin_bake(d, message)
 
 
 def bake(d: Draft) -> None:

@@ -400,6 +400,18 @@ def warn_idle(d: Draft) -> None:
         )
 
 
+def begin_bake(d: Draft, message: str) -> None:
+    """A complete rollout under `analysis`: watch the error rate from now (production or a canary)."""
+    d.move(
+        Step.BAKING,
+        Reason.BAKING,
+        message,
+        rolled_out_at=d.now,
+        analysis={"startedAt": d.now, "evaluations": []},
+    )
+    d.event("Normal", Reason.BAKING, message)
+
+
 def test_or_pass(d: Draft, rollback: Rollback) -> None:
     """A complete rollout: run the stage's integration test, or pass when it has none."""
     assert d.run is not None
