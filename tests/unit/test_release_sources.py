@@ -62,3 +62,18 @@ def test_nothing_new_is_said_and_a_look_is_due_only_after_the_interval() -> None
         and plan.status["message"] == f"main at {A[:12]}: nothing new since the last Release"
     )
     assert not rs.due(source(), plan.status, NOW) and rs.due(source(), {}, NOW)
+
+
+def test_a_long_source_name_still_makes_a_valid_label_value() -> None:
+    spec = rs.parse(
+        "s" * 200,
+        "team",
+        {
+            "application": "shop",
+            "git": {"repository": "r"},
+            "artifacts": [{"name": "web", "repository": "reg.io/w"}],
+        },
+    )
+    assert isinstance(spec, rs.SourceSpec)
+    (release,) = rs.plan(spec, {}, A, [A], {A: {"web": DIGEST}}, NOW).creates
+    assert len(release["metadata"]["labels"][rs.LABEL_SOURCE]) <= 63  # a real API server refuses more

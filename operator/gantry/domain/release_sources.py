@@ -19,6 +19,7 @@ from typing import Any
 
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
+from gantry.domain.testjob import label_value
 from gantry.domain.timefmt import from_rfc3339, to_rfc3339
 
 HISTORY_LIMIT = 20  # Releases (and skipped commits) a status remembers
@@ -98,7 +99,7 @@ def release_manifest(spec: SourceSpec, commit: str, digests: Mapping[str, str]) 
         "metadata": {
             "name": release_name(spec.application, commit),
             "namespace": spec.namespace,
-            "labels": {LABEL_SOURCE: spec.name},
+            "labels": {LABEL_SOURCE: label_value(spec.name)},  # a name may be 253 long, a label value 63
         },
         "spec": {
             "application": spec.application,
