@@ -79,14 +79,13 @@ class SourcePoller:
         head = repository.resolve(spec.branch)
         since = status.get("releasedCommit")
         commits = [] if since == head else repository.first_parents(head, since)[-MAX_COMMITS:]
-        wanted = commits if spec.every_commit else commits[-1:]
         client = registry_client(self.resources, spec.namespace, pipeline)
         resolved: dict[str, dict[str, str | None]] = {
             commit: {
                 a.name: client.resolve(parse_repository(a.repository), a.tag_for(commit))
                 for a in spec.artifacts
             }
-            for commit in wanted
+            for commit in release_sources.candidates_of(spec, commits)
         }
         return release_sources.plan(spec, status, head, commits, resolved, now)
 

@@ -118,6 +118,11 @@ class Plan:
     status: Mapping[str, Any] = field(default_factory=dict)
 
 
+def candidates_of(spec: SourceSpec, commits: Sequence[str]) -> list[str]:
+    """The commits that may become Releases by the source's policy (whose images are to be asked for)."""
+    return list(commits) if spec.every_commit else list(commits[-1:])
+
+
 def plan(
     spec: SourceSpec,
     status: Mapping[str, Any],
@@ -128,7 +133,7 @@ def plan(
 ) -> Plan:
     """`commits`: the branch's commits since the last Release was made (oldest first, first-parent
     line; on first sight just the head); `resolved`: per commit, artifact name -> digest or None."""
-    candidates = list(commits) if spec.every_commit else list(commits[-1:])
+    candidates = candidates_of(spec, commits)
     skipped = [c for c in commits if c not in candidates]
     ready = [c for c in candidates if all(resolved.get(c, {}).get(a.name) for a in spec.artifacts)]
     if ready and spec.every_commit:
