@@ -25,8 +25,8 @@ if status.message ~= nil and status.message ~= "" then
 end
 local healthy = {Released = true, Verified = true}
 local progressing = {Pending = true, Queued = true, Promoting = true, Deploying = true, Testing = true,
-                     RollingBack = true, Baking = true}
-local suspended = {AwaitingDecision = true, Held = true}
+                     Soaking = true, RollingBack = true, Baking = true}
+local suspended = {AwaitingApproval = true, AwaitingDecision = true, Held = true}
 local degraded = {Blocked = true, Failed = true, RolledBack = true, Emergency = true}
 if healthy[phase] then
   hs.status = "Healthy"

@@ -48,7 +48,9 @@ from gantry.versioning import next_release
 log = logging.getLogger(__name__)
 
 # Steps that queue for the stage's lock or work under it (and so must see whether they hold it).
-LOCKED_STEPS = frozenset({Step.WAITING_FOR_LOCK, Step.DEPLOYING, Step.ROLLING_OUT, Step.TESTING, Step.BAKING})
+LOCKED_STEPS = frozenset(
+    {Step.WAITING_FOR_LOCK, Step.DEPLOYING, Step.ROLLING_OUT, Step.TESTING, Step.BAKING, Step.SOAKING}
+)
 
 
 @dataclass

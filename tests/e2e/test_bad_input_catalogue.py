@@ -133,6 +133,13 @@ PIPELINE_CASES: list[tuple[str, Edit, str]] = [
     ("unknown breach policy", analysis("onBreach", "Ignore"), "spec.stages[1].analysis.onBreach"),
     ("unknown promotion", stage(1, "promotion", "Sometimes"), "spec.stages[1].promotion"),
     (
+        "soak on production",
+        stage(1, "soakSeconds", 60),
+        "stages[].soakSeconds is for stages before production",
+    ),
+    ("tag after no such stage", spec_field("tagAfter", "qa"), "spec.tagAfter must name a stage before"),
+    ("tag after production", spec_field("tagAfter", "production"), "spec.tagAfter must name a stage before"),
+    (
         "test without a Job template",
         stage(0, "test", {"timeoutSeconds": 5}),
         "spec.stages[0].test.jobTemplate",

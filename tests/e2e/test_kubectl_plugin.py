@@ -203,6 +203,28 @@ def test_status_shows_what_is_in_flight_and_what_waits_on_a_person(
     assert record["waitsOnAPerson"] is True and record["phase"] == "Verified"
 
 
+def test_a_stage_that_asks_for_approval_says_so_and_approve_lets_the_release_in(
+    cluster: Cluster, namespace: str, operator: OperatorThread
+) -> None:
+    setup(cluster, namespace)
+    pipeline = cluster.must_get("Pipeline", namespace, "shop")
+    pipeline["spec"]["stages"][0]["promotion"] = "Manual"  # staging: approval to enter
+    cluster.apply(pipeline)
+    cluster.apply(m.release(namespace, "shop-v1", "v1", version="v1.0.0"))
+    cluster.wait_for_phase(namespace, "shop-v1", "AwaitingApproval", timeout=60)
+    code, table = kubectl_gantry("status", "-n", namespace)
+    assert code == 0
+    assert "shop-v1 waits for approval to enter stage staging:" in table
+    assert f"kubectl gantry -n {namespace} approve shop-v1 --reason" in table
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB  # nothing deployed yet
+    code, said = kubectl_gantry("-n", namespace, "approve", "shop-v1", "--reason", "change window open")
+    assert code == 0, said
+    verified = cluster.wait_for_phase(namespace, "shop-v1", "Verified", "Failed", "Blocked", timeout=60)
+    assert verified["status"]["phase"] == "Verified"
+    assert verified["status"]["stages"][0]["decidedBy"]  # who let it in, on the record
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.image("web", "v1")
+
+
 def test_all_namespaces_watch_and_completion(
     cluster: Cluster, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

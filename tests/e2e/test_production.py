@@ -448,3 +448,64 @@ def test_the_canary_example_pipeline_is_admitted(cluster: Cluster) -> None:
 
     body = cluster.apply(yaml.safe_load((ROOT / "examples" / "pipeline-canary.yaml").read_text()))
     assert [s["name"] for s in body["spec"]["stages"]] == ["dev", "staging", "canary", "production"]
+
+
+def test_a_canary_takes_a_release_only_when_approved_and_passes_it_on_only_after_its_soak(
+    app: App,
+) -> None:
+    """promotion: Manual and soakSeconds on a canary: the Release waits before it (nothing deployed
+    there, no lock, an alert with the command), enters when a person approves, bakes, then runs
+    healthy for the soak before production takes it."""
+    from gantry.domain.timefmt import from_rfc3339
+
+    canary = f"canary-{uuid.uuid4().hex[:6]}"
+    for workload in m.workloads(canary):
+        app.cluster.apply(workload)
+    app.setup()
+    pipeline = app.cluster.must_get("Pipeline", app.namespace, "shop")
+    production = pipeline["spec"]["stages"][1]
+    pipeline["spec"]["stages"].insert(
+        1,
+        {
+            "name": "canary",
+            "lock": True,
+            "promotion": "Manual",
+            "soakSeconds": 3,
+            "targets": [{"namespace": canary, "name": "web"}, {"namespace": canary, "name": "worker"}],
+            "analysis": {**production["analysis"], "bakeSeconds": 2},
+        },
+    )
+    app.cluster.apply(pipeline)
+    app.traffic(20)
+    app.traffic(20, namespace=canary)
+
+    app.release("shop-v1", "v1")
+    waiting = app.wait("shop-v1", "AwaitingApproval", "Failed", "Blocked", "Released")
+    assert waiting["status"]["phase"] == "AwaitingApproval" and waiting["status"]["stage"] == "canary"
+    assert f"kubectl gantry -n {app.namespace} approve shop-v1" in waiting["status"]["message"]
+    assert app.images(app.namespace) == v("v1")  # staging passed
+    assert app.images(canary) == {"web": m.OLD_WEB, "worker": m.OLD_WORKER}  # the canary untouched
+    lock = app.cluster.get("EnvironmentLock", app.namespace, "canary")
+    assert not ((lock or {}).get("status") or {}).get("holder")  # waiting holds nothing
+    [alert] = app.cluster.wait_for(
+        "the approval alert",
+        lambda: app.alertmanager.alerts(
+            alertname="GantryAwaitingApproval", release=f"{app.namespace}/shop-v1"
+        ),
+    )
+    assert alert["labels"]["severity"] == "info"
+
+    app.decide("shop-v1", "Approve", by="carol")
+    released = app.wait("shop-v1", "Released", "Failed", "RolledBack", "Held", "Blocked")
+    assert released["status"]["phase"] == "Released", released["status"]["message"]
+    _, canary_run, production_run = released["status"]["stages"]
+    assert canary_run["decidedBy"] == "carol" and canary_run["reason"] == "Soaked"
+    soaked = from_rfc3339(production_run["startedAt"]) - from_rfc3339(canary_run["soakStartedAt"])
+    assert soaked.total_seconds() >= 3  # production took it only after the soak
+    assert from_rfc3339(canary_run["soakStartedAt"]) > from_rfc3339(
+        canary_run["rolledOutAt"]
+    )  # after the bake
+    phases = [h["phase"] for h in released["status"]["history"]]
+    assert phases.index("AwaitingApproval") < phases.index("Baking") < phases.index("Soaking")
+    assert app.images(canary) == v("v1") and app.production_images() == v("v1")
+    app.traffic(0, namespace=canary)

@@ -164,6 +164,34 @@ def test_the_tag_is_pushed_only_once_the_first_stage_passed_its_tests(
     assert "v1.5.0" not in tags(bare)  # ON FAIL halt: a version that failed its tests is never tagged
 
 
+def test_with_tag_after_staging_a_pass_in_dev_earns_no_tag_and_a_failure_in_staging_leaves_none(
+    cluster: Cluster, git_operator: OperatorThread, namespace: str, origin: tuple[Path, Clone]
+) -> None:
+    bare, work = origin
+    failing = feature_after_v1_4_0(work, "feat(JIRA-3): passes dev, fails staging")
+    for workload in m.workloads(namespace) + m.workloads(f"{namespace}-dev"):
+        cluster.apply(workload)
+    pipeline = m.pipeline(namespace, script="exit 1")  # staging's tests fail
+    staging = pipeline["spec"]["stages"][0]
+    dev = {
+        "name": "dev",
+        "targets": [{"namespace": f"{namespace}-dev", "name": n} for n in ("web", "worker")],
+        "test": {"jobTemplate": m.test_job_template("exit 0"), "timeoutSeconds": 30, "namespace": namespace},
+    }
+    pipeline["spec"].update(tagAfter="staging", stages=[dev, staging, pipeline["spec"]["stages"][1]])
+    cluster.apply(pipeline)
+
+    cluster.apply(release(namespace, "shop-late", bare, failing, None))
+    failed = cluster.wait_for_phase(namespace, "shop-late", "Failed", "Verified", "Blocked", timeout=60)
+    assert (failed["status"]["phase"], failed["status"]["reason"]) == ("Failed", "TestFailed")
+    assert [(r["name"], r.get("testResult")) for r in failed["status"]["stages"]] == [
+        ("dev", "Succeeded"),
+        ("staging", "Failed"),
+    ]
+    assert failed["status"]["tag"] == {"name": "v1.5.0", "revision": failing, "pushed": False}
+    assert "v1.5.0" not in tags(bare)  # dev's pass was not the tagging point; staging's failure halts
+
+
 def test_a_commit_that_main_does_not_contain_is_never_released_nor_tagged(
     cluster: Cluster, git_operator: OperatorThread, namespace: str, origin: tuple[Path, Clone]
 ) -> None:

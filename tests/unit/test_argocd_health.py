@@ -38,6 +38,8 @@ def release(phase: str | None, generation: int = 1, observed: int = 1, **status:
         ("Testing", "Progressing"),
         ("RollingBack", "Progressing"),
         ("Baking", "Progressing"),
+        ("Soaking", "Progressing"),
+        ("AwaitingApproval", "Suspended"),
         ("AwaitingDecision", "Suspended"),
         ("Held", "Suspended"),
         ("Blocked", "Degraded"),

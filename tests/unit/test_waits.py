@@ -122,3 +122,13 @@ def test_an_event_that_came_during_the_reconcile_still_wakes_the_release() -> No
         assert bell.is_set()
 
     asyncio.run(scenario())
+
+
+def test_a_soak_waits_on_its_workloads_and_ends_on_time_or_at_its_rollout_timeout_when_unhealthy() -> None:
+    status = run("Soaking", soakStartedAt="2026-05-01T10:00:00.000Z")
+    status["stages"][0]["spec"] = {**status["stages"][0]["spec"], "soakSeconds": 600}
+    assert waits_on("team", "shop", status) == {(Wake.WORKLOAD, WEB.key())}  # a dip is seen at once
+    assert next_due(status) == from_rfc3339("2026-05-01T10:10:00.000Z")
+    status["stages"][0]["unhealthySince"] = "2026-05-01T10:01:00.000Z"
+    timeout = status["stages"][0]["spec"]["rolloutTimeoutSeconds"]
+    assert (next_due(status) - from_rfc3339("2026-05-01T10:01:00.000Z")).total_seconds() == timeout

@@ -16,7 +16,7 @@ class Action(StrEnum):
 
 
 ALLOWED: dict[Action, frozenset[Phase]] = {
-    Action.APPROVE: frozenset({Phase.VERIFIED, Phase.HELD}),
+    Action.APPROVE: frozenset({Phase.AWAITING_APPROVAL, Phase.VERIFIED, Phase.HELD}),
     Action.ROLLBACK: frozenset(
         {Phase.BAKING, Phase.AWAITING_DECISION, Phase.HELD, Phase.RELEASED, Phase.EMERGENCY}
     ),

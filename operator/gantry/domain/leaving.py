@@ -20,7 +20,7 @@ from gantry.domain.steps import restorable_in
 from gantry.domain.workloads import ObservedWorkload, WorkloadRef
 
 # Steps in which a stage has changed (or may be changing) its workloads and not yet put them back.
-UNFINISHED_WORK = frozenset({Step.DEPLOYING, Step.ROLLING_OUT, Step.TESTING})
+UNFINISHED_WORK = frozenset({Step.DEPLOYING, Step.ROLLING_OUT, Step.TESTING, Step.SOAKING})
 # In production also while the bake runs or a person has still to decide: nothing is released yet.
 UNFINISHED_IN_PRODUCTION = UNFINISHED_WORK | {Step.BAKING, Step.AWAITING_DECISION, Step.HELD}
 

@@ -357,6 +357,8 @@ class StageRun:
     test_job: str | None = None
     test_started_at: str | None = None
     test_result: str | None = None
+    soak_started_at: str | None = None  # soakSeconds: when the stage last became healthy
+    unhealthy_since: str | None = None  # soakSeconds: when a workload stopped being healthy
     rolled_back_at: str | None = None
     finished_at: str | None = None
     reason: str | None = None
@@ -399,6 +401,8 @@ class StageRun:
             "testJob": self.test_job,
             "testStartedAt": self.test_started_at,
             "testResult": self.test_result,
+            "soakStartedAt": self.soak_started_at,
+            "unhealthySince": self.unhealthy_since,
             "rolledBackAt": self.rolled_back_at,
             "finishedAt": self.finished_at,
             "reason": self.reason,
@@ -437,6 +441,8 @@ class StageRun:
             test_job=raw.get("testJob"),
             test_started_at=raw.get("testStartedAt"),
             test_result=raw.get("testResult"),
+            soak_started_at=raw.get("soakStartedAt"),
+            unhealthy_since=raw.get("unhealthySince"),
             rolled_back_at=raw.get("rolledBackAt"),
             finished_at=raw.get("finishedAt"),
             reason=raw.get("reason"),

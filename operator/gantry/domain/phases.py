@@ -9,11 +9,13 @@ from enum import StrEnum
 
 class Phase(StrEnum):
     PENDING = "Pending"
+    AWAITING_APPROVAL = "AwaitingApproval"
     BLOCKED = "Blocked"
     QUEUED = "Queued"
     PROMOTING = "Promoting"
     DEPLOYING = "Deploying"
     TESTING = "Testing"
+    SOAKING = "Soaking"
     ROLLING_BACK = "RollingBack"
     VERIFIED = "Verified"
     FAILED = "Failed"
@@ -32,16 +34,18 @@ FINAL = frozenset({Phase.FAILED, Phase.RELEASED, Phase.ROLLED_BACK, Phase.EMERGE
 # moves one on (a rollback of a Released one) takes the label off again.
 FINISHED_LABEL = "gantry.dev/finished"
 # Waiting for a person (approval, one of the three buttons) or a deadline: looked at less often.
-WAITING = frozenset({Phase.VERIFIED, Phase.AWAITING_DECISION, Phase.HELD})
+WAITING = frozenset({Phase.AWAITING_APPROVAL, Phase.VERIFIED, Phase.AWAITING_DECISION, Phase.HELD})
 
 
 class Step(StrEnum):
     PENDING = "Pending"
+    AWAITING_APPROVAL = "AwaitingApproval"  # a stage with promotion: Manual, before it starts
     WAITING_FOR_LOCK = "WaitingForLock"
     PROMOTING = "Promoting"
     DEPLOYING = "Deploying"
     ROLLING_OUT = "RollingOut"
     TESTING = "Testing"
+    SOAKING = "Soaking"  # passed, and must run healthy for soakSeconds before the next stage
     ROLLING_BACK = "RollingBack"
     PASSED = "Passed"
     FAILED = "Failed"
@@ -52,11 +56,13 @@ class Step(StrEnum):
 
 PHASE_OF_STEP = {
     Step.PENDING: Phase.PENDING,
+    Step.AWAITING_APPROVAL: Phase.AWAITING_APPROVAL,
     Step.WAITING_FOR_LOCK: Phase.QUEUED,
     Step.PROMOTING: Phase.PROMOTING,
     Step.DEPLOYING: Phase.DEPLOYING,
     Step.ROLLING_OUT: Phase.DEPLOYING,
     Step.TESTING: Phase.TESTING,
+    Step.SOAKING: Phase.SOAKING,
     Step.ROLLING_BACK: Phase.ROLLING_BACK,
     Step.BAKING: Phase.BAKING,
     Step.AWAITING_DECISION: Phase.AWAITING_DECISION,
@@ -64,5 +70,13 @@ PHASE_OF_STEP = {
 }
 # Steps in which the stage has (or may have) changed its workloads while holding its lock.
 WORKING = frozenset(
-    {Step.DEPLOYING, Step.ROLLING_OUT, Step.TESTING, Step.ROLLING_BACK, Step.PASSED, Step.FAILED}
+    {
+        Step.DEPLOYING,
+        Step.ROLLING_OUT,
+        Step.TESTING,
+        Step.SOAKING,
+        Step.ROLLING_BACK,
+        Step.PASSED,
+        Step.FAILED,
+    }
 )

@@ -74,9 +74,15 @@ class Stage:
     rollback_on_failure: bool = True
     rollout_timeout_seconds: int = DEFAULT_ROLLOUT_TIMEOUT
     test: TestSpec | None = None
-    promotion: str = "Manual"  # production only: Auto, or wait for an Approve decision
+    promotion: str = "Auto"  # Manual: a Release enters only with an Approve decision (production's default)
     analysis: AnalysisSpec | None = None  # the error-rate bake: production, or a canary stage before it
     registry: RegistryStage | None = None
+    soak_seconds: int = 0  # before production: how long a passed version must run healthy here
+
+    @property
+    def manual(self) -> bool:
+        """Does a Release need a person's Approve decision to enter this stage?"""
+        return self.promotion == "Manual"
 
     @property
     def field(self) -> str:
@@ -106,7 +112,10 @@ class Stage:
             }
         if self.production:
             out["production"] = True
+        if self.production or self.manual:
             out["promotion"] = self.promotion
+        if self.soak_seconds:
+            out["soakSeconds"] = self.soak_seconds
         if self.analysis is not None:
             out["analysis"] = self.analysis.to_spec()
         if self.registry is not None:
@@ -151,6 +160,7 @@ class Pipeline:
     alerts: AlertConfig = field(default_factory=AlertConfig)
     git: GitConfig = field(default_factory=GitConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    tag_stage: int = 0  # the stage whose passed tests earn the version tag (spec.tagAfter; the first)
 
     def pre_production(self) -> tuple[Stage, ...]:
         """The stages a Release must pass to be Verified (everything before production)."""
@@ -170,8 +180,12 @@ class Pipeline:
 
 def pin(pipeline: Pipeline) -> dict[str, Any]:
     """The stages as a Release pins them when it starts (status.pipeline): later edits of the
-    Pipeline do not change the stages, environments, locks or targets of a Release in flight."""
-    return {"stages": [{**stage.to_spec(), "name": stage.name} for stage in pipeline.stages]}
+    Pipeline do not change the stages, environments, locks, targets or tagging point of a Release
+    in flight."""
+    out: dict[str, Any] = {"stages": [{**stage.to_spec(), "name": stage.name} for stage in pipeline.stages]}
+    if pipeline.tag_stage:
+        out["tagAfter"] = pipeline.stages[pipeline.tag_stage].name
+    return out
 
 
 def pinned(
@@ -183,7 +197,10 @@ def pinned(
         return live
     base = live if isinstance(live, Pipeline) else Pipeline(name, application, ())
     raw = snapshot.get("stages") or ()
-    return replace(base, stages=tuple(Stage.from_spec(i, str(s["name"]), s) for i, s in enumerate(raw)))
+    stages = tuple(Stage.from_spec(i, str(s["name"]), s) for i, s in enumerate(raw))
+    tag_after = snapshot.get("tagAfter")
+    tag_stage = next((s.index for s in stages if s.name == tag_after), 0)
+    return replace(base, stages=stages, tag_stage=tag_stage)
 
 
 def differs(snapshot: Mapping[str, Any] | None, live: Pipeline | Problem) -> bool:
@@ -224,6 +241,17 @@ def parse_pipeline(name: str, spec: Mapping[str, Any]) -> Pipeline | Problem:
             "only the last stage may be the production stage",
             "set production: true on the last stage only",
         )
+    soaking = next((s for s in stages if s.production and s.soak_seconds), None)
+    if soaking is not None:
+        return Problem(
+            Reason.INVALID_PIPELINE,
+            f"{soaking.field}.soakSeconds",
+            "soakSeconds holds a version before the next stage takes it; production has none after it",
+            "drop soakSeconds from the production stage (its analysis is the bake)",
+        )
+    tag_stage = _tag_stage(spec.get("tagAfter"), stages)
+    if isinstance(tag_stage, Problem):
+        return tag_stage
     raw_alerts = spec.get("alerts") or {}
     secret = (raw_alerts.get("webhook") or {}).get("urlSecretRef") or {}
     alerts = AlertConfig(
@@ -250,7 +278,24 @@ def parse_pipeline(name: str, spec: Mapping[str, Any]) -> Pipeline | Problem:
         alerts=alerts,
         git=git,
         registry=registry,
+        tag_stage=tag_stage,
     )
+
+
+def _tag_stage(tag_after: Any, stages: list[Stage]) -> int | Problem:
+    """spec.tagAfter: the stage whose passed tests earn the tag (default: the first, dev)."""
+    if not tag_after:
+        return 0
+    found = next((s for s in stages if s.name == tag_after), None)
+    if found is None or found.production:
+        names = ", ".join(s.name for s in stages if not s.production)
+        return Problem(
+            Reason.INVALID_PIPELINE,
+            "spec.tagAfter",
+            f"{tag_after!r} is no stage before production",
+            f"name one of: {names}",
+        )
+    return found.index
 
 
 def _parse_stage(index: int, raw: Any) -> Stage | Problem:
@@ -315,9 +360,10 @@ def _parse_stage(index: int, raw: Any) -> Stage | Problem:
         rollback_on_failure=bool(raw.get("rollbackOnFailure", True)),
         rollout_timeout_seconds=int(raw.get("rolloutTimeoutSeconds", DEFAULT_ROLLOUT_TIMEOUT)),
         test=test,
-        promotion=str(raw.get("promotion", "Manual")),
+        promotion=str(raw.get("promotion") or ("Manual" if raw.get("production") else "Auto")),
         analysis=analysis,
         registry=registry,
+        soak_seconds=int(raw.get("soakSeconds") or 0),
     )
 
 

@@ -174,6 +174,11 @@ def apply_decision(d: Draft, decision: Mapping[str, Any]) -> None:
             d.stage_index = pipeline.production.index
             steps.start_stage(d)
             return
+    elif action == Action.APPROVE and phase == Phase.AWAITING_APPROVAL and d.run is not None:
+        d.event("Normal", Reason.APPROVED, f"{said}; entering stage {d.run.name}")
+        d.run = replace(d.run, decided_by=by)  # kept on the waiting run until the stage starts
+        steps.start_stage(d)
+        return
     elif action == Action.APPROVE and phase == Phase.HELD:
         d.event("Normal", Reason.APPROVED, said)
         d.move(Step.PASSED, Reason.APPROVED, said, decided_by=by)

@@ -72,6 +72,10 @@ class Reason(StrEnum):
     ROLLED_BACK = "RolledBack"
     RESTORE_REFUSED = "RestoreRefused"
     STAGE_PASSED = "StagePassed"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    SOAKING = "Soaking"
+    SOAKED = "Soaked"
+    SOAK_UNHEALTHY = "SoakUnhealthy"
     VERIFIED = "Verified"
     FAILED = "Failed"
     # --- production: bake, buttons, rollback

@@ -40,12 +40,14 @@ Handler = Callable[[Draft], None]
 # operator would see a stage in progress without its lock and take it for a lost lock.
 BEFORE_PRODUCTION: Mapping[Step, Handler] = {
     Step.PENDING: steps.start_stage,
+    Step.AWAITING_APPROVAL: steps.approved_entry,  # promotion: Manual on a stage before production
     Step.PROMOTING: registry.promote,
     Step.WAITING_FOR_LOCK: steps.wait_for_lock,
     Step.DEPLOYING: partial(steps.deploy, rollback=stages.start_rollback),
     Step.ROLLING_OUT: partial(steps.roll_out, rollback=stages.start_rollback, then=stages.rolled_out),
     Step.TESTING: partial(steps.run_test, rollback=stages.start_rollback),
     Step.BAKING: stages.bake,  # a canary stage (analysis before production)
+    Step.SOAKING: stages.soak,  # soakSeconds: healthy for a while before the next stage takes it
     Step.ROLLING_BACK: stages.roll_back,
     Step.PASSED: stages.pass_stage,
     Step.FAILED: stages.fail_release,

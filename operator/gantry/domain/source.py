@@ -1,5 +1,5 @@
 """The Release's git source: its version is settled before anything deploys; its tag is pushed
-only once the tagging stage (the first, e.g. dev) has passed its tests.
+only once the tagging stage (the Pipeline's spec.tagAfter; the first, e.g. dev) has passed its tests.
 
 The seed: CI deploys to dev, runs the integration tests, and "ON FAIL alert and halt"; only then
 is the commit tagged. So a version that fails dev leaves no tag behind, and only commits merged
@@ -33,11 +33,16 @@ def version_settled(d: Draft) -> bool:
 
 
 RELEASE_BRANCHES = ("main", "master")  # the seeds' "master is always deployable", and today's default
-TAGGING_STAGE = 0  # the stage whose pass earns the tag: the first (dev in the seed's flow)
+
+
+def tagging_stage(d: Draft) -> int:
+    """The stage whose pass earns the tag: the Pipeline's spec.tagAfter (as pinned), else the
+    first (dev in the seed's flow)."""
+    return 0 if isinstance(d.pipeline, Problem) else d.pipeline.tag_stage
 
 
 def tag_due(d: Draft, index: int) -> bool:
-    return bool(d.tag) and not (d.tag or {}).get("pushed") and index == TAGGING_STAGE
+    return bool(d.tag) and not (d.tag or {}).get("pushed") and index == tagging_stage(d)
 
 
 def push_tag(d: Draft) -> bool:
@@ -62,12 +67,16 @@ def push_tag(d: Draft) -> bool:
 
 def untagged_problem(d: Draft) -> Problem | None:
     """A stage after the tagging point needs the tag (only tagged versions go further)."""
-    if d.tag and not d.tag.get("pushed") and d.stage_index > TAGGING_STAGE:
+    tagging = tagging_stage(d)
+    if d.tag and not d.tag.get("pushed") and d.stage_index > tagging:
+        pipeline = d.pipeline
+        name = pipeline.stages[tagging].name if not isinstance(pipeline, Problem) else f"#{tagging}"
         return Problem(
             Reason.NOT_TAGGED,
             "spec.source.revision",
-            f"{d.tag.get('name')} is not tagged yet: the tagging stage (#{TAGGING_STAGE}) has not passed",
-            "let the first stage pass (its tests push the tag), or release a revision that carries the tag",
+            f"{d.tag.get('name')} is not tagged yet: the tagging stage {name} (the Pipeline's "
+            "spec.tagAfter) has not passed",
+            f"let stage {name} pass (its tests push the tag), or release a revision that carries the tag",
         )
     return None
 

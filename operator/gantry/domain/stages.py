@@ -17,6 +17,7 @@ from gantry.domain.model import Alert, ReleaseLock, SetImages
 from gantry.domain.phases import Phase, Step
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
+from gantry.domain.timefmt import from_rfc3339, to_rfc3339
 
 
 def rolled_out(d: Draft) -> None:
@@ -69,6 +70,46 @@ def bake(d: Draft) -> None:
     else:
         so_far = f"{int(baked.total_seconds())}/{spec.bake_seconds}s"
         d.message = f"stage {d.run.name} (canary) baking {so_far}: {verdict}: {detail}"
+
+
+def soak(d: Draft) -> None:
+    """Passed, and soaking: every workload must stay available on the stage's images for
+    soakSeconds in a row. A dip restarts the soak once healthy again; unhealthy for longer than
+    the rollout timeout, the stage rolls back."""
+    assert d.run is not None
+    if not steps.holds_lock(d):
+        steps.lock_lost(d, start_rollback)
+        return
+    if steps.superseded(d):
+        return
+    run, seconds = d.run, d.run.stage.soak_seconds
+    unhealthy = steps.rollout_pending(d, "after")
+    if unhealthy:
+        since = run.unhealthy_since or d.now
+        timeout = run.stage.rollout_timeout_seconds
+        detail = "; ".join(unhealthy)
+        if d.elapsed(since) > timedelta(seconds=timeout):
+            start_rollback(d, Reason.SOAK_UNHEALTHY, f"not healthy for {timeout}s while soaking: {detail}")
+            return
+        give_up = to_rfc3339(from_rfc3339(since) + timedelta(seconds=timeout))
+        message = (
+            f"stage {run.name}: soak interrupted: {detail}; it starts again once healthy "
+            f"(rolls back if not healthy by {give_up})"
+        )
+        if run.unhealthy_since is None:
+            d.event("Warning", Reason.SOAK_UNHEALTHY, message)
+        d.move(Step.SOAKING, Reason.SOAK_UNHEALTHY, message, unhealthy_since=since)
+        return
+    if run.unhealthy_since is not None:  # healthy again: the soak starts over
+        until = to_rfc3339(d.obs.now + timedelta(seconds=seconds))
+        message = f"stage {run.name}: healthy again; soaking until {until} ({seconds}s)"
+        d.event("Normal", Reason.SOAKING, message)
+        d.move(Step.SOAKING, Reason.SOAKING, message, soak_started_at=d.now, unhealthy_since=None)
+        return
+    if d.elapsed(run.soak_started_at) >= timedelta(seconds=seconds):
+        message = f"stage {run.name}: ran healthy for {seconds}s (soak)"
+        d.event("Normal", Reason.SOAKED, message)
+        d.move(Step.PASSED, Reason.SOAKED, message)
 
 
 def start_rollback(d: Draft, reason: str, detail: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 from gantry.domain import gates, source, testjob
 from gantry.domain.draft import Draft
@@ -17,6 +18,7 @@ from gantry.domain.images import digest_of
 from gantry.domain.ledger import Result
 from gantry.domain.model import (
     AcquireLock,
+    Alert,
     ClaimProduction,
     CreateJob,
     ReleaseLock,
@@ -27,6 +29,7 @@ from gantry.domain.phases import Phase, Step
 from gantry.domain.pipeline import Pipeline, Stage, pin
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
+from gantry.domain.timefmt import to_rfc3339
 from gantry.domain.workloads import ImageChange, ObservedWorkload, WorkloadRef, plan_changes
 
 # (draft, reason, detail): stop the stage and put back what it changed.
@@ -107,6 +110,10 @@ def start_stage(d: Draft) -> None:
         return
     if d.pinned is None and isinstance(d.pipeline, Pipeline):
         d.pinned = pin(d.pipeline)  # from now on the Release runs on these stages
+    approver = entry_approval(d)
+    if stage.manual and not stage.production and approver is None:
+        await_approval(d, stage)
+        return
     d.run = StageRun(
         index=d.stage_index,
         name=stage.name,
@@ -115,7 +122,7 @@ def start_stage(d: Draft) -> None:
         started_at=d.now,
         spec=stage.to_spec(),
         lock=stage.lock,
-        decided_by=d.approved_by if stage.production else None,
+        decided_by=d.approved_by if stage.production else approver,
     )
     if stage.production:
         provenance = gates.check_provenance(d, changes)
@@ -130,6 +137,46 @@ def start_stage(d: Draft) -> None:
         d.move(Step.PROMOTING, Reason.PROMOTING, message)
         return
     enter_stage(d)
+
+
+def entry_approval(d: Draft) -> str | None:
+    """Who approved this Release into its current stage (promotion: Manual before production)."""
+    run = d.run
+    if run is None or run.index != d.stage_index or run.step != Step.AWAITING_APPROVAL:
+        return None
+    return run.decided_by
+
+
+def await_approval(d: Draft, stage: Stage) -> None:
+    """A stage with promotion: Manual takes the Release only when a person approves: wait, saying
+    how (once: an Event and an alert with the command)."""
+    command = f"kubectl gantry -n {d.release.namespace} approve {d.release.name} --reason '…'"
+    message = f"stage {stage.name} takes a Release only with approval (promotion: Manual): {command}"
+    first = d.phase != Phase.AWAITING_APPROVAL
+    d.run = StageRun(
+        index=d.stage_index,
+        name=stage.name,
+        environment=stage.environment,
+        step=Step.AWAITING_APPROVAL,
+        started_at=d.now,
+        spec=stage.to_spec(),
+        lock=stage.lock,
+    )
+    d.move(Step.AWAITING_APPROVAL, Reason.AWAITING_APPROVAL, message)
+    if first:
+        d.event("Normal", Reason.AWAITING_APPROVAL, message)
+        version = d.version or d.release.version
+        said = (
+            f"Release {d.release.key} ({version}) waits for approval to enter stage {stage.name}: {command}"
+        )
+        d.effects.append(Alert("info", Reason.AWAITING_APPROVAL, said))
+
+
+def approved_entry(d: Draft) -> None:
+    """Waiting to enter a stage: once approved (the approval is kept on the waiting run), start it;
+    while a gate blocks it after the approval, try again at each look."""
+    if entry_approval(d) is not None:
+        start_stage(d)
 
 
 def enter_stage(d: Draft) -> None:
@@ -415,13 +462,27 @@ def begin_bake(d: Draft, message: str) -> None:
 def test_or_pass(d: Draft, rollback: Rollback) -> None:
     """A complete rollout: run the stage's integration test, or pass when it has none."""
     assert d.run is not None
+    rolled_out_at = d.run.rolled_out_at or d.now  # a canary's was set when its bake began
     if d.run.stage.test is None:
-        d.move(Step.PASSED, Reason.ROLLED_OUT, f"stage {d.run.name}: rollout complete", rolled_out_at=d.now)
+        passed(d, Reason.ROLLED_OUT, f"stage {d.run.name}: rollout complete", rolled_out_at=rolled_out_at)
         return
     message = f"stage {d.run.name}: rollout complete; running integration tests"
-    d.move(Step.TESTING, Reason.ROLLED_OUT, message, rolled_out_at=d.now)
+    d.move(Step.TESTING, Reason.ROLLED_OUT, message, rolled_out_at=rolled_out_at)
     d.event("Normal", Reason.ROLLED_OUT, message)
     run_test(d, rollback)
+
+
+def passed(d: Draft, reason: str, message: str, **fields: Any) -> None:
+    """The stage's checks passed: it soaks first when it asks to (soakSeconds), else it passed."""
+    assert d.run is not None
+    seconds = d.run.stage.soak_seconds
+    if not seconds:
+        d.move(Step.PASSED, reason, message, **fields)
+        return
+    until = to_rfc3339(d.obs.now + timedelta(seconds=seconds))
+    soaking = f"{message}; soaking until {until} ({seconds}s healthy) before the next stage may take it"
+    d.move(Step.SOAKING, Reason.SOAKING, soaking, soak_started_at=d.now, **fields)
+    d.event("Normal", Reason.SOAKING, soaking)
 
 
 # --- the integration test ------------------------------------------------------------------------
@@ -451,8 +512,8 @@ def run_test(d: Draft, rollback: Rollback) -> None:
         return
     if job.finished and job.succeeded:
         message = f"stage {d.run.name}: test Job {d.run.test_job} succeeded"
-        d.move(Step.PASSED, Reason.TEST_PASSED, message, test_result="Succeeded")
         d.event("Normal", Reason.TEST_PASSED, message)
+        passed(d, Reason.TEST_PASSED, message, test_result="Succeeded")
         return
     if job.finished:
         d.run = replace(d.run, test_result="Failed")

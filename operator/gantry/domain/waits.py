@@ -4,7 +4,7 @@ next tick) moves it on. Timers stay the safety net for lost events, leases and s
 A Release in flight waits on at most a few things at once: the workloads it is rolling out (or
 back), its test Job, the EnvironmentLock it queues for, its Pipeline while production is busy
 with another Release, and, while baking, the clock (the next evaluation, the end of the bake,
-a decision deadline).
+a decision deadline; while soaking, its end).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ class Wake(StrEnum):
 WaitKey = tuple[Wake, str]
 
 # Steps that wait for the workloads the Release changed to finish rolling out (or back).
-ROLLOUT_STEPS = frozenset({Step.ROLLING_OUT, Step.ROLLING_BACK, Step.BAKING})
+# Soaking too: a workload that falls over while it soaks is rolled back at once, not at the next tick.
+ROLLOUT_STEPS = frozenset({Step.ROLLING_OUT, Step.ROLLING_BACK, Step.BAKING, Step.SOAKING})
 
 
 def waits_on(namespace: str, pipeline: str, status: Mapping[str, Any]) -> frozenset[WaitKey]:
@@ -66,6 +67,12 @@ def next_due(status: Mapping[str, Any]) -> datetime | None:
                 from_rfc3339(str(evaluations[-1]["time"])) + timedelta(seconds=spec.interval_seconds)
             )
         moments.append(from_rfc3339(str(analysis["startedAt"])) + timedelta(seconds=spec.bake_seconds))
+    if run.step == Step.SOAKING and run.unhealthy_since:
+        moments.append(
+            from_rfc3339(run.unhealthy_since) + timedelta(seconds=run.stage.rollout_timeout_seconds)
+        )
+    elif run.step == Step.SOAKING and run.soak_started_at:
+        moments.append(from_rfc3339(run.soak_started_at) + timedelta(seconds=run.stage.soak_seconds))
     if run.decision_deadline:
         moments.append(from_rfc3339(run.decision_deadline))
     return min(moments) if moments else None

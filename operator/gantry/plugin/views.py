@@ -307,7 +307,9 @@ def in_flight_table(
     )
 
 
-PERSON = frozenset({"Verified", "AwaitingDecision", "Held"})  # phases only a person moves on
+PERSON = frozenset(
+    {"AwaitingApproval", "Verified", "AwaitingDecision", "Held"}
+)  # only a person moves these on
 
 
 def what_to_do(
@@ -320,6 +322,11 @@ def what_to_do(
     now: datetime,
 ) -> list[str]:
     gantry = f"kubectl gantry -n {namespace}"
+    if phase == "AwaitingApproval":
+        return [
+            f"{release} waits for approval to enter stage {run.get('name')}:",
+            f"  {gantry} approve {release} --reason '…'",
+        ]
     if phase == "Verified" and manual:
         return [
             f"{release} waits for approval to go to production:",
