@@ -32,9 +32,12 @@ def binaries_missing() -> list[str]:
 
 
 class Registry(Daemon):
-    """Filesystem storage under `workdir`; with `users`, htpasswd basic auth (bcrypt)."""
+    """Filesystem storage under `workdir`; with `users`, htpasswd basic auth (bcrypt); with
+    `notify` (url, token), push notifications to that URL."""
 
-    def __init__(self, workdir: Path, users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, users: dict[str, str] | None = None, notify: tuple[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.workdir = workdir
@@ -46,6 +49,19 @@ class Registry(Daemon):
             "storage": {"filesystem": {"rootdirectory": str(workdir / "data")}, "delete": {"enabled": True}},
             "http": {"addr": self.host},
         }
+        if notify is not None:
+            # Distribution's notifications: every manifest push POSTed to `url` with a bearer token.
+            url, token = notify
+            endpoint = {
+                "name": "gantry",
+                "url": url,
+                "headers": {"Authorization": [f"Bearer {token}"]},
+                "timeout": "2s",
+                "threshold": 3,
+                "backoff": "1s",
+                "ignoredmediatypes": ["application/octet-stream"],
+            }
+            config["notifications"] = {"endpoints": [endpoint]}
         if self.users:
             import bcrypt  # only the authenticated registry needs it
 

@@ -244,3 +244,57 @@ def test_a_push_webhook_makes_the_release_within_seconds_and_bad_requests_change
         assert made["spec"]["source"]["revision"] == pushed
     finally:
         running.stop()
+
+
+def test_a_registry_notification_makes_the_release_once_ci_pushed_the_images(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """The git push comes first, the images later: the registry's own notification (Distribution,
+    configured with the source's token) is what tells Gantry the commit's images now exist."""
+    import base64
+
+    from tests.harness.observability import free_port, require_binaries
+    from tests.harness.registry import binaries_missing
+
+    require_binaries(binaries_missing(), "docker-registry skopeo")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hooks/releasesources/{namespace}/shop"
+    registry = Registry(tmp_path / "registry", notify=(url, "s3cret"))
+    registry.start()
+    config = replace(
+        FAST,
+        git_cache=str(tmp_path / "git-cache"),
+        source_tick=0.5,
+        webhook_port=port,
+        webhook_address="127.0.0.1",
+    )
+    running = OperatorThread(config, RecordingAlerter()).start()
+    try:
+        origin, work = origin_and_clone(tmp_path, "shop")
+        base = merge(work, "chore(SHOP-0): start")
+        setup(cluster, namespace, registry)
+        ci_builds(registry, tmp_path, base)
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hooks", "namespace": namespace}}
+        cluster.apply({**secret, "data": {"token": base64.b64encode(b"s3cret").decode()}})
+        source = release_source(namespace, origin, registry.host)
+        source["spec"].update(intervalSeconds=3600, webhook={"secretRef": {"name": "hooks"}})  # no polling
+        cluster.apply(source)
+        cluster.wait_for(
+            "the first look", lambda: cluster.get("Release", namespace, f"shop-{base[:12]}"), timeout=30
+        )
+
+        pushed = merge(work, "fix(SHOP-1): totals")  # nobody tells Gantry about this git push
+        digests = ci_builds(registry, tmp_path, pushed)  # the registry notifies on each manifest push
+        made = cluster.wait_for(
+            "the Release the registry's notification made",
+            lambda: cluster.get("Release", namespace, f"shop-{pushed[:12]}"),
+            timeout=20,
+        )
+        images = {a["name"]: a["image"] for a in made["spec"]["artifacts"]}
+        assert images == {
+            "web": f"{registry.host}/ci/web@{digests['web']}",
+            "worker": f"{registry.host}/ci/worker@{digests['worker']}",
+        }
+    finally:
+        running.stop()
+        registry.stop()

@@ -77,3 +77,47 @@ def test_a_long_source_name_still_makes_a_valid_label_value() -> None:
     assert isinstance(spec, rs.SourceSpec)
     (release,) = rs.plan(spec, {}, A, [A], {A: {"web": DIGEST}}, NOW).creates
     assert len(release["metadata"]["labels"][rs.LABEL_SOURCE]) <= 63  # a real API server refuses more
+
+
+def notification(*events: dict[str, object]) -> bytes:
+    import json
+
+    return json.dumps({"events": list(events)}).encode()
+
+
+def pushed(repository: str, tag: str | None, action: str = "push") -> dict[str, object]:
+    """One event of Distribution's notification envelope (the fields Gantry reads, and some more)."""
+    target: dict[str, object] = {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "repository": repository,
+        "digest": DIGEST,
+    }
+    if tag is not None:
+        target["tag"] = tag
+    return {"action": action, "target": target, "request": {"host": "registry.internal:5000"}}
+
+
+def test_a_registry_push_of_an_artifacts_commit_tag_makes_the_source_look_now() -> None:
+    bearer = {"Authorization": "Bearer s3cret"}
+    answer = rs.hook(source(), bearer, notification(pushed("shop/web", A[:7])), "s3cret")
+    assert (answer.status, answer.look_now) == (202, True)  # by path: the registry's host name differs
+
+
+def test_registry_events_that_bring_no_commits_image_are_ignored_and_bad_ones_refused() -> None:
+    bearer = {"Authorization": "Bearer s3cret"}
+    for events in (
+        (pushed("shop/web", "latest"),),  # not a commit-hash tag
+        (pushed("shop/web", None),),  # a push by digest (or a blob)
+        (pushed("shop/web", A[:7], action="pull"),),
+        (pushed("shop/cart", A[:7]),),  # another repository
+    ):
+        answer = rs.hook(source(), bearer, notification(*events), "s3cret")
+        assert (answer.status, answer.look_now) == (202, False), events
+    assert rs.hook(source(), bearer, b'{"events": {"action": "push"}}', "s3cret").status == 400
+    assert rs.hook(source(), {"Authorization": "Bearer nope"}, notification(), "s3cret").status == 401
+
+
+def test_an_artifact_repository_without_a_host_is_compared_whole() -> None:
+    artifact = rs.Artifact("web", "shop/web", "{commit}")
+    assert artifact.pushed_as({"repository": "shop/web", "tag": A})
+    assert not artifact.pushed_as({"repository": "web", "tag": A})

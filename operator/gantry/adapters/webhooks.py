@@ -1,4 +1,5 @@
-"""The webhook endpoint: POST /hooks/releasesources/<namespace>/<name> from a git host's push event.
+"""The webhook endpoint: POST /hooks/releasesources/<namespace>/<name> from a git host's push event
+or a registry's notification.
 
 A thin HTTP shell: the request's headers and body go to the caller's handler (which checks the
 source's secret and decides, see domain.release_sources.hook); its status and message go back.

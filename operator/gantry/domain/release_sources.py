@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,6 +35,17 @@ class Artifact:
 
     def tag_for(self, commit: str) -> str:
         return self.tag.replace("{commit}", commit).replace("{shortCommit}", commit[:7])
+
+    def pushed_as(self, target: Mapping[str, Any]) -> bool:
+        """Is a registry event's target this artifact under a commit-hash tag? The repository is
+        compared by path: the registry knows itself by a host name the source may not use."""
+        first, _, rest = self.repository.partition("/")
+        host = rest and ("." in first or ":" in first or first == "localhost")
+        path = rest if host else self.repository
+        pattern = re.escape(self.tag).replace(re.escape("{commit}"), "[0-9a-f]{40}")
+        pattern = pattern.replace(re.escape("{shortCommit}"), "[0-9a-f]{7}")
+        tag = str(target.get("tag") or "")
+        return str(target.get("repository")) == path and re.fullmatch(pattern, tag) is not None
 
 
 @dataclass(frozen=True)
@@ -222,6 +234,9 @@ def authentic(headers: Mapping[str, str], body: bytes, secret: str) -> bool:
 
 
 def hook(spec: SourceSpec, headers: Mapping[str, str], body: bytes, secret: str | None) -> Hook:
+    """A git host's push event (GitHub, GitLab) or a registry's notification (Distribution's
+    envelope of events): authenticated by the source's secret, then looked at now if it may
+    concern the source (a push to its branch, a push of an artifact's commit-hash tag)."""
     if secret is None:
         return Hook(403, "this ReleaseSource takes no webhooks: set spec.webhook.secretRef")
     if not authentic(headers, body, secret):
@@ -229,10 +244,27 @@ def hook(spec: SourceSpec, headers: Mapping[str, str], body: bytes, secret: str 
     try:
         payload = json.loads(body or b"{}")
     except ValueError:
-        return Hook(400, "the body is not JSON (a GitHub or GitLab push event)")
+        return Hook(400, "the body is not JSON (a GitHub or GitLab push event, or a registry notification)")
     if not isinstance(payload, dict):
         return Hook(400, "the body is not a push event object")
+    if "events" in payload:
+        return registry_notification(spec, payload["events"])
     ref = str(payload.get("ref") or "")
     if ref and ref != f"refs/heads/{spec.branch}":
         return Hook(202, f"ignored: a push to {ref}, not to {spec.branch}")
     return Hook(202, f"looking at {spec.branch} now", look_now=True)
+
+
+def registry_notification(spec: SourceSpec, events: Any) -> Hook:
+    """Distribution's notifications: the last image of a commit pushed is when its Release can
+    be made (a git push often comes before CI has pushed the images)."""
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        return Hook(400, "events must be a list of registry events (Distribution's notification envelope)")
+    for event in events:
+        target = event.get("target") or {}
+        if event.get("action") != "push" or not isinstance(target, dict) or not target.get("tag"):
+            continue  # pulls, blob uploads, deletes, pushes by digest: no commit's image yet
+        artifact = next((a for a in spec.artifacts if a.pushed_as(target)), None)
+        if artifact is not None:
+            return Hook(202, f"{artifact.name} pushed as {target['tag']}: looking now", look_now=True)
+    return Hook(202, "ignored: no push of an artifact's commit-hash tag")
