@@ -61,9 +61,16 @@ def ci_builds(
 
 
 def setup(cluster: Cluster, namespace: str, registry: Registry) -> None:
-    for workload in m.workloads(namespace):
+    """The seed's flow: dev (its integration tests earn the tag), staging under its lock, production."""
+    for workload in m.workloads(namespace) + m.workloads(f"{namespace}-dev"):
         cluster.apply(workload)
     pipeline = m.pipeline(namespace)
+    dev = {
+        "name": "dev",
+        "targets": [{"namespace": f"{namespace}-dev", "name": n} for n in ("web", "worker")],
+        "test": {"jobTemplate": m.test_job_template("exit 0"), "timeoutSeconds": 30, "namespace": namespace},
+    }
+    pipeline["spec"]["stages"].insert(0, dev)
     pipeline["spec"]["registry"] = {"hosts": [{"host": registry.host, "tls": "Disabled"}]}
     cluster.apply(pipeline)
 
@@ -110,9 +117,11 @@ def test_a_commit_on_main_with_its_images_pushed_becomes_a_release_by_digest(
     tagged = subprocess.run(
         ["git", "rev-parse", "v1.1.0^{commit}"], cwd=origin, capture_output=True, text=True, check=True
     ).stdout.strip()
-    assert (
-        tagged == first and verified["status"]["tag"]["pushed"] is True
-    )  # tagged once its first stage passed
+    assert tagged == first and verified["status"]["tag"]["pushed"] is True  # tagged once dev passed
+    dev, staging = verified["status"]["stages"]
+    assert (dev["name"], dev["testResult"]) == ("dev", "Succeeded")
+    assert staging["name"] == "staging" and staging["lock"] and staging["lockAcquiredAt"]  # under its lock
+    assert cluster.images("Deployment", f"{namespace}-dev", "web")["web"] == images["web"]
     assert cluster.images("Deployment", namespace, "web")["web"] == images["web"]
     assert status()["lastRelease"] == name and status()["conditions"][0]["status"] == "True"
 
