@@ -219,9 +219,9 @@ def test_a_stage_that_asks_for_approval_says_so_and_approve_lets_the_release_in(
     assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB  # nothing deployed yet
     code, said = kubectl_gantry("-n", namespace, "approve", "shop-v1", "--reason", "change window open")
     assert code == 0, said
-    verified = cluster.wait_for_phase(namespace, "shop-v1", "Verified", "Failed", "Blocked", timeout=60)
-    assert verified["status"]["phase"] == "Verified"
-    assert verified["status"]["stages"][0]["decidedBy"]  # who let it in, on the record
+    passed = cluster.wait_for_phase(namespace, "shop-v1", "Released", "Failed", "Blocked", timeout=60)
+    assert passed["status"]["phase"] == "Released"  # production: promotion Auto in this Pipeline
+    assert passed["status"]["stages"][0]["decidedBy"]  # who let it into staging, on the record
     assert cluster.images("Deployment", namespace, "web")["web"] == m.image("web", "v1")
 
 

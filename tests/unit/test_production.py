@@ -360,3 +360,28 @@ def test_the_ledger_keeps_the_first_deploy_time_even_after_a_claim_recorded_none
     baking = ledger.record(claimed, {"uid": "u", "result": "Baking", "deployedAt": "2026-05-01T09:00:00Z"})
     released = ledger.record(baking, {"uid": "u", "result": "Released", "deployedAt": "2026-05-01T09:05:00Z"})
     assert [e["deployedAt"] for e in released] == ["2026-05-01T09:00:00Z"]
+
+
+def alerts_of(world: World) -> list[Alert]:
+    return [e for e in world.effects if isinstance(e, Alert)]
+
+
+def test_every_alert_a_bake_raises_names_the_release_and_the_command_to_act() -> None:
+    decide_world = World(pipeline(on_breach="Decide"))
+    run(decide_world, run(decide_world, {}, until=("Baking",)), sample=FAILING)
+    [breach] = alerts_of(decide_world)
+    assert "team/shop-v2" in breach.message
+    for command in ("rollback shop", "emergency shop", "fail-forward shop-v2"):
+        assert f"kubectl gantry -n team {command} --reason" in breach.message, command
+
+    held_world = World(pipeline())
+    run(held_world, run(held_world, {}, until=("Baking",)), ticks=30, sample=QUIET)
+    [held] = alerts_of(held_world)
+    assert "kubectl gantry -n team approve shop-v2 --reason" in held.message
+
+    rolled_world = World(pipeline())
+    run(rolled_world, run(rolled_world, {}, until=("Baking",)), sample=FAILING, until=("RolledBack",))
+    breached, rolled_back = alerts_of(rolled_world)
+    assert "rolls back to the previous Release now" in breached.message
+    assert "production runs team/shop-v1 (v1.0.0) again" in rolled_back.message
+    assert "kubectl gantry -n team lift-quarantine shop-v2 --reason" in rolled_back.message

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gantry.domain import ledger
+from gantry.domain import commands, ledger
 from gantry.domain.draft import Draft
 from gantry.domain.images import digest_of
 from gantry.domain.model import EffectFailure, Failure
@@ -31,7 +31,7 @@ def quarantine_problem(d: Draft) -> Problem | None:
                 f"{name}'s digest {digest} was rolled back from production ({record.get('release')} "
                 f"{record.get('version')}, {record.get('reason')}, {record.get('since')})",
                 "build and release a fixed image; if the rollback was a mistake, lift the quarantine: "
-                f"kubectl gantry -n {d.release.namespace} lift-quarantine {rolled_back} --reason '…' "
+                f"{commands.lift_quarantine(d.release.namespace, rolled_back)} "
                 "(a ReleaseDecision, action: LiftQuarantine)",
             )
     return None

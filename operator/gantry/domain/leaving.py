@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gantry.domain import commands
 from gantry.domain.model import Alert, DeleteJob, Effect, Event, ReleaseView, SetImages, current_run
 from gantry.domain.phases import Step
 from gantry.domain.reasons import Reason
@@ -55,5 +56,6 @@ def leave(release: ReleaseView, workloads: Mapping[WorkloadRef, ObservedWorkload
         return Leaving()
     message = "; ".join(said)
     if run.production:
-        effects.append(Alert("warning", Reason.RELEASE_DELETED, message))
+        act = commands.status(release.namespace, release.application)
+        effects.append(Alert("warning", Reason.RELEASE_DELETED, f"{message}; {act}"))
     return Leaving(tuple(effects), (Event("Warning", Reason.RELEASE_DELETED, message),))

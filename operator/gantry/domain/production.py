@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from gantry.domain import gates, ledger, steps
+from gantry.domain import commands, gates, ledger, steps
 from gantry.domain.analysis import AnalysisSpec, OnBreach, OnInconclusive, Verdict, evaluate, streak
 from gantry.domain.decisions import Action, refusal
 from gantry.domain.draft import Draft
@@ -108,14 +108,17 @@ def bake(d: Draft) -> None:
 def breach(d: Draft, spec: AnalysisSpec, detail: str) -> None:
     assert d.run is not None
     message = f"{detail} for {spec.consecutive_breaches} evaluation(s) in a row"
-    d.effects.append(
-        Alert("critical", Reason.ERROR_RATE_BREACH, f"Release {d.release.key} in production: {message}")
-    )
     d.event("Warning", Reason.ERROR_RATE_BREACH, message)
+    ns, app, name = d.release.namespace, d.release.application, d.release.name
+    said = f"Release {d.release.key} ({d.version or d.release.version}) in production: {message}"
     if spec.on_breach == OnBreach.ROLLBACK:
+        act = f"Gantry rolls back to the previous Release now; follow it: {commands.status(ns, app)}"
+        d.effects.append(Alert("critical", Reason.ERROR_RATE_BREACH, f"{said}; {act}"))
         start_rollback(d, Reason.ERROR_RATE_BREACH, message, SYSTEM)
         return
     deadline = to_rfc3339(d.obs.now + timedelta(seconds=spec.decision_deadline_seconds))
+    act = f"{commands.on_breach(ns, app, name)} (before {deadline}; then {spec.default_decision} applies)"
+    d.effects.append(Alert("critical", Reason.ERROR_RATE_BREACH, f"{said}; {act}"))
     d.move(
         Step.AWAITING_DECISION,
         Reason.ERROR_RATE_BREACH,
@@ -128,14 +131,18 @@ def breach(d: Draft, spec: AnalysisSpec, detail: str) -> None:
 def inconclusive(d: Draft, spec: AnalysisSpec, detail: str) -> None:
     message = f"metrics inconclusive for {spec.inconclusive_limit} evaluation(s) in a row: {detail}"
     if spec.on_inconclusive == OnInconclusive.ROLLBACK:
-        d.effects.append(Alert("warning", Reason.METRICS_INCONCLUSIVE, f"Release {d.release.key}: {message}"))
+        act = "Gantry rolls back to the previous Release now; check the analysis queries and Prometheus"
+        d.effects.append(
+            Alert("warning", Reason.METRICS_INCONCLUSIVE, f"Release {d.release.key}: {message}; {act}")
+        )
         start_rollback(d, Reason.METRICS_INCONCLUSIVE, message, SYSTEM)
         return
     hold(d, Reason.METRICS_INCONCLUSIVE, f"{message}; holding: approve, roll back, or fail forward")
 
 
 def hold(d: Draft, reason: str, message: str) -> None:
-    d.effects.append(Alert("warning", reason, f"Release {d.release.key}: {message}"))
+    act = commands.on_hold(d.release.namespace, d.release.application, d.release.name)
+    d.effects.append(Alert("warning", reason, f"Release {d.release.key}: {message}; {act}"))
     d.event("Warning", reason, message)
     d.move(Step.HELD, reason, message)
 
@@ -225,7 +232,11 @@ def emergency(d: Draft, said: str, by: str) -> None:
         d.effects.append(ReleaseLock(d.run.environment, Reason.EMERGENCY))
     frozen = ", ".join(environments) or "no locked environment"
     message = f"{said}; frozen for hotfixes only: {frozen}; production keeps this version until a hotfix"
-    d.effects.append(Alert("critical", Reason.EMERGENCY, f"Release {d.release.key}: {message}"))
+    act = (
+        "ship the fix as a Release with spec.hotfix: true from the emergency's HOT-<n> branch "
+        f"(its merge lifts the freeze); {commands.status(d.release.namespace, d.release.application)}"
+    )
+    d.effects.append(Alert("critical", Reason.EMERGENCY, f"Release {d.release.key}: {message}; {act}"))
     d.effects.append(RecordProduction(entry(d, Result.EMERGENCY, by)))
     d.effects.append(Retrospective("Emergency", said, by))
     d.event("Warning", Reason.EMERGENCY, message)
@@ -384,8 +395,16 @@ def finish_failed(d: Draft) -> None:
         d.effects.append(RecordProduction(entry(d, Result.FAILED)))  # ends its claim on production
         d.phase = Phase.FAILED
     d.reason, d.message = run.reason or Reason.FAILED, message
+    if rollback:
+        act = (
+            f"production runs {rollback.get('release')} ({rollback.get('version')}) again and this "
+            "Release's digests are quarantined; ship a fix as a new Release (if the rollback was a "
+            f"mistake: {commands.lift_quarantine(d.release.namespace, d.release.name)})"
+        )
+    else:
+        act = commands.status(d.release.namespace, d.release.application)
     d.effects.append(
-        Alert("critical" if rollback else "warning", d.reason, f"Release {d.release.key}: {message}")
+        Alert("critical" if rollback else "warning", d.reason, f"Release {d.release.key}: {message}; {act}")
     )
     d.event("Warning", str(d.phase), message)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from gantry.domain import source, steps
+from gantry.domain import commands, source, steps
 from gantry.domain.analysis import Verdict, evaluate, streak
 from gantry.domain.draft import Draft
 from gantry.domain.model import Alert, ReleaseLock, SetImages
@@ -50,7 +50,8 @@ def bake(d: Draft) -> None:
     if streak(evaluations, Verdict.BREACH) >= spec.consecutive_breaches:
         message = f"{detail} for {spec.consecutive_breaches} evaluation(s) in a row"
         said = (
-            f"Release {d.release.key}: canary stage {d.run.name} breached: {message}; rolling back that stage"
+            f"Release {d.release.key}: canary stage {d.run.name} breached: {message}; rolling back that "
+            f"stage only; {commands.status(d.release.namespace, d.release.application)}"
         )
         d.effects.append(Alert("critical", Reason.ERROR_RATE_BREACH, said))
         start_rollback(d, Reason.ERROR_RATE_BREACH, message)
@@ -185,5 +186,6 @@ def fail_release(d: Draft) -> None:
         d.effects.append(ReleaseLock(run.environment, Reason.FAILED))
     d.phase, d.reason = Phase.FAILED, run.reason or Reason.FAILED
     d.message = run.message or f"stage {run.name} failed"
-    d.effects.append(Alert("warning", d.reason, f"Release {d.release.key}: {d.message}"))
+    act = f"fix it and release a new version; {commands.status(d.release.namespace, d.release.application)}"
+    d.effects.append(Alert("warning", d.reason, f"Release {d.release.key}: {d.message}; {act}"))
     d.event("Warning", Reason.FAILED, d.message)

@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from gantry.domain import gates, source, testjob
+from gantry.domain import commands, gates, source, testjob
 from gantry.domain.draft import Draft
 from gantry.domain.images import digest_of
 from gantry.domain.ledger import Result
@@ -150,7 +150,7 @@ def entry_approval(d: Draft) -> str | None:
 def await_approval(d: Draft, stage: Stage) -> None:
     """A stage with promotion: Manual takes the Release only when a person approves: wait, saying
     how (once: an Event and an alert with the command)."""
-    command = f"kubectl gantry -n {d.release.namespace} approve {d.release.name} --reason '…'"
+    command = commands.approve(d.release.namespace, d.release.name)
     message = f"stage {stage.name} takes a Release only with approval (promotion: Manual): {command}"
     first = d.phase != Phase.AWAITING_APPROVAL
     d.run = StageRun(
@@ -225,7 +225,7 @@ def wait_for_lock(d: Draft) -> None:
         d.message = (
             f"EnvironmentLock {d.run.environment} is frozen by {lock.frozen_by} "
             f"({lock.frozen_reason or 'no reason given'}): only hotfix Releases (spec.hotfix: true) may "
-            f"deploy until it is unfrozen (kubectl gantry lock unfreeze {d.run.environment})"
+            f"deploy until it is unfrozen ({commands.unfreeze(d.run.environment)})"
         )
     elif lock is not None and lock.frozen_by:
         d.reason = Reason.LOCK_FROZEN

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gantry.domain import ledger, locks
+from gantry.domain import commands, ledger, locks
 from gantry.domain.images import digest_of
 from gantry.domain.images import short_digest as shorten
 from gantry.domain.phases import FINAL
@@ -321,31 +321,30 @@ def what_to_do(
     manual: bool,
     now: datetime,
 ) -> list[str]:
-    gantry = f"kubectl gantry -n {namespace}"
     if phase == "AwaitingApproval":
         return [
             f"{release} waits for approval to enter stage {run.get('name')}:",
-            f"  {gantry} approve {release} --reason '…'",
+            f"  {commands.approve(namespace, release)}",
         ]
     if phase == "Verified" and manual:
         return [
             f"{release} waits for approval to go to production:",
-            f"  {gantry} approve {release} --reason '…'",
+            f"  {commands.approve(namespace, release)}",
         ]
     if phase == "AwaitingDecision":
         deadline = run.get("decisionDeadline")
         when = f" (the default applies in {until(deadline, now)})" if deadline else ""
         return [
             f"{release} waits for your decision on its bake{when}:",
-            f"  {gantry} rollback {application} --reason '…'     # the previous release back in production",
-            f"  {gantry} fail-forward {release} --reason '…'     # keep it, on the record",
-            f"  {gantry} emergency {application} --reason '…'    # keep it, freeze staging for a hotfix",
+            f"  {commands.rollback(namespace, application)}     # the previous release back in production",
+            f"  {commands.fail_forward(namespace, release)}     # keep it, on the record",
+            f"  {commands.emergency(namespace, application)}    # keep it, freeze staging for a hotfix",
         ]
     if phase == "Held":
         return [
             f"{release} is held (the bake could not decide):",
-            f"  {gantry} approve {release} --reason '…'           # accept it",
-            f"  {gantry} rollback {application} --reason '…'      # the previous release back in production",
+            f"  {commands.approve(namespace, release)}           # accept it",
+            f"  {commands.rollback(namespace, application)}      # the previous release back in production",
         ]
     return []
 
