@@ -23,7 +23,7 @@ hs.message = prefix
 if status.message ~= nil and status.message ~= "" then
   hs.message = prefix .. ": " .. status.message
 end
-local healthy = {Released = true, Verified = true}
+local healthy = {Released = true, Verified = true, Superseded = true}
 local progressing = {Pending = true, Queued = true, Promoting = true, Deploying = true, Testing = true,
                      Soaking = true, RollingBack = true, Baking = true}
 local suspended = {AwaitingApproval = true, AwaitingDecision = true, Held = true}

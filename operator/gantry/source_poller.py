@@ -21,8 +21,11 @@ from gantry.adapters.registry import RegistryError, parse_repository
 from gantry.adapters.registry_effects import registry_client
 from gantry.adapters.resources import Resources
 from gantry.domain import release_sources
+from gantry.domain.model import SUPERSEDED_BY
+from gantry.domain.phases import FINAL, FINISHED_LABEL
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
+from gantry.domain.testjob import label_value
 
 MAX_COMMITS = 20  # a look at most resolves this many commits (EveryCommit after a long outage)
 
@@ -66,7 +69,22 @@ class SourcePoller:
             except ApiError as error:
                 if error.status != 409:  # 409: it exists already (an earlier look, another operator)
                     raise
+        if plan.creates and not spec.every_commit:
+            self.supersede(spec, str(plan.creates[-1]["metadata"]["name"]))
         self.record(path, plan.status)
+
+    def supersede(self, spec: release_sources.SourceSpec, newest: str) -> None:
+        """NewestOnly: the source's older unfinished Releases are told which one is newer; each
+        gives way if it has not begun its stage (its own decision, on its next look)."""
+        selector = f"{release_sources.LABEL_SOURCE}={label_value(spec.name)},!{FINISHED_LABEL}"
+        for older in self.resources.kube.list_items(custom_path("releases", spec.namespace), selector):
+            meta = older["metadata"]
+            if meta["name"] == newest or (older.get("status") or {}).get("phase") in FINAL:
+                continue
+            if (meta.get("annotations") or {}).get(SUPERSEDED_BY) == newest:
+                continue
+            patch = {"metadata": {"annotations": {SUPERSEDED_BY: newest}}}
+            self.resources.kube.merge_patch(custom_path("releases", spec.namespace, meta["name"]), patch)
 
     def look(
         self, spec: release_sources.SourceSpec, status: Mapping[str, Any], now: datetime

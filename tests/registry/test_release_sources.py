@@ -307,3 +307,39 @@ def test_a_registry_notification_makes_the_release_once_ci_pushed_the_images(
     finally:
         running.stop()
         registry.stop()
+
+
+def test_newest_only_a_newer_commit_takes_the_place_of_an_older_release_still_queued(
+    cluster: Cluster, namespace: str, open_registry: Registry, source_operator: OperatorThread, tmp_path: Path
+) -> None:
+    """Staging is frozen (a person's freeze), so commit A's Release waits in staging's queue after
+    dev; commit B arrives: A gives way (Superseded, on record, out of the queue), B waits instead."""
+    origin, work = origin_and_clone(tmp_path, "shop")
+    merge(work, "chore(SHOP-0): start")
+    work.git("tag", "v1.0.0")
+    work.git("push", "-q", "origin", "v1.0.0")
+    setup(cluster, namespace, open_registry)
+    lock = m.environment_lock(namespace, 60)
+    lock["spec"]["freeze"] = {"by": "alice", "reason": "change freeze"}
+    cluster.apply(lock)
+    older = merge(work, "fix(SHOP-1): rounding")
+    ci_builds(open_registry, tmp_path, older)
+    cluster.apply(release_source(namespace, origin, open_registry.host))
+    first = f"shop-{older[:12]}"
+
+    def queued(name: str) -> bool:
+        body = cluster.get("Release", namespace, name) or {}
+        return (body.get("status") or {}).get("step") == "WaitingForLock"
+
+    cluster.wait_for(f"{first} to queue for staging", lambda: queued(first), timeout=60)
+    newer = merge(work, "fix(SHOP-2): totals")
+    ci_builds(open_registry, tmp_path, newer)
+    gave_way = cluster.wait_for_phase(namespace, first, "Superseded", "Failed", "Verified", timeout=60)
+    assert gave_way["status"]["phase"] == "Superseded", gave_way["status"]["message"]
+    assert f"superseded by shop-{newer[:12]}" in gave_way["status"]["message"]
+    assert [r["name"] for r in gave_way["status"]["stages"]] == ["dev", "staging"]  # dev had run it
+    cluster.wait_for(f"shop-{newer[:12]} to queue", lambda: queued(f"shop-{newer[:12]}"), timeout=60)
+    waiting = [
+        w["release"] for w in cluster.must_get("EnvironmentLock", namespace, "staging")["status"]["queue"]
+    ]
+    assert waiting == [f"{namespace}/shop-{newer[:12]}"]  # the older one left the queue

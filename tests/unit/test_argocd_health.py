@@ -31,6 +31,7 @@ def release(phase: str | None, generation: int = 1, observed: int = 1, **status:
     [
         ("Released", "Healthy"),
         ("Verified", "Healthy"),
+        ("Superseded", "Healthy"),  # a newer commit's Release took its place: nothing is wrong
         ("Pending", "Progressing"),
         ("Queued", "Progressing"),
         ("Promoting", "Progressing"),

@@ -1,15 +1,28 @@
 """Stages before production that ask for a person to let a Release in (promotion: Manual) or for
-a version to run healthy a while before the next stage takes it (soakSeconds); and which stage's
-tests earn the version tag (spec.tagAfter)."""
+a version to run healthy a while before the next stage takes it (soakSeconds); which stage's
+tests earn the version tag (spec.tagAfter); and an older Release giving way to a newer commit's
+before it begins its stage (a ReleaseSource's NewestOnly)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from gantry.domain.model import AcquireLock, Alert, ObservedLock, Plan, ReleaseLock, SetImages
+from gantry.domain.model import AcquireLock, Alert, ObservedJob, ObservedLock, Plan, ReleaseLock, SetImages
 from gantry.domain.pipeline import Pipeline, parse_pipeline, pin, pinned
 from gantry.domain.problems import Problem
-from tests.unit.test_stage_machine import NEW, OLD, WEB, observe, run_of, settle, step
+from gantry.domain.release import decide
+from tests.unit.test_stage_machine import (
+    NEW,
+    OLD,
+    WEB,
+    observe,
+    release,
+    run_of,
+    settle,
+    step,
+    to_rolling_out,
+)
 
 TARGETS = [{"namespace": "shop", "name": "web"}]
 PRODUCTION = {"name": "prod", "production": True, "targets": [{"namespace": "prod", "name": "web"}]}
@@ -142,3 +155,33 @@ def test_tag_after_names_a_stage_before_production_and_is_pinned_with_the_releas
         problem = parse_pipeline("shop", {"application": "shop", "tagAfter": wrong, "stages": stages})
         assert isinstance(problem, Problem) and problem.field == "spec.tagAfter", wrong
         assert "dev, staging" in problem.fix
+
+
+# --- superseded by a newer commit's Release ----------------------------------------------------------
+
+
+def newer(status: dict[str, Any], seconds: float, **seen: Any) -> Plan:
+    """A tick of a Release its ReleaseSource has marked as superseded by shop-newer."""
+    return decide(replace(release(status), superseded_by="shop-newer"), observe(seconds, **seen))
+
+
+def test_a_release_still_queued_gives_way_to_a_newer_one_and_leaves_the_queue() -> None:
+    queued = step({}, observe(lock=ObservedLock(held=False))).status
+    plan = newer(queued, 1, lock=ObservedLock(held=False, position=2))
+    assert (plan.status["phase"], plan.status["reason"]) == ("Superseded", "SupersededByNewer")
+    assert (
+        "superseded by shop-newer" in plan.status["message"]
+        and "before it began stage staging" in (plan.status["message"])
+    )
+    assert plan.effects == (ReleaseLock("staging", "Superseded"),)
+    assert [e.reason for e in plan.events][-1] == "SupersededByNewer"
+
+
+def test_a_release_that_already_deploys_or_is_verified_goes_on() -> None:
+    rolling = newer(to_rolling_out(), 4, image=NEW)
+    assert rolling.status["phase"] == "Testing"  # its stage had begun: it finishes it
+    tested = step(to_rolling_out(), observe(4, image=NEW))
+    passed = step(tested.status, observe(5, image=NEW, job=ObservedJob("job", True, True)))
+    verified = settle(passed, observe(6, image=NEW, job=ObservedJob("job", True, True)))
+    assert verified.status["phase"] == "Verified"
+    assert newer(verified.status, 7).status["phase"] == "Verified"  # it waits for production, on record

@@ -132,6 +132,11 @@ class Observation:
     registry: ObservedRegistry | None = None  # only while a stage is Promoting
 
 
+# Set by a ReleaseSource with policy NewestOnly on its older unfinished Releases when it makes a
+# newer one: each gives up if it has not begun the stage it is at (domain.steps.supersede).
+SUPERSEDED_BY = "gantry.dev/superseded-by"
+
+
 @dataclass(frozen=True)
 class ReleaseView:
     namespace: str
@@ -146,6 +151,7 @@ class ReleaseView:
     hotfix: bool = False
     repository: str | None = None
     revision: str | None = None
+    superseded_by: str | None = None  # a newer Release of its ReleaseSource (policy NewestOnly)
 
     @property
     def key(self) -> str:
@@ -175,6 +181,7 @@ class ReleaseView:
             hotfix=bool(spec.get("hotfix", False)),
             repository=(spec.get("source") or {}).get("repository"),
             revision=(spec.get("source") or {}).get("revision"),
+            superseded_by=(meta.get("annotations") or {}).get(SUPERSEDED_BY),
         )
 
 

@@ -61,6 +61,7 @@ class Reason(StrEnum):
     ROLLED_OUT = "RolledOut"
     ROLLOUT_TIMEOUT = "RolloutTimeout"
     SUPERSEDED = "Superseded"
+    SUPERSEDED_BY_NEWER = "SupersededByNewer"
     ZERO_REPLICAS = "ZeroReplicas"
     TEST_STARTED = "TestStarted"
     TEST_PASSED = "TestPassed"

@@ -130,6 +130,8 @@ def _outcome(decision: Any, d: Draft) -> dict[str, Any]:
 
 def route(d: Draft) -> Handler:
     """The one place that chooses what happens next."""
+    if steps.supersedable(d):
+        return steps.supersede
     if d.phase == Phase.VERIFIED:
         return production.await_promotion
     if d.run is None:

@@ -25,7 +25,7 @@ from gantry.domain.model import (
     SetImages,
     StageRun,
 )
-from gantry.domain.phases import Phase, Step
+from gantry.domain.phases import FINAL, Phase, Step
 from gantry.domain.pipeline import Pipeline, Stage, pin
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
@@ -137,6 +137,30 @@ def start_stage(d: Draft) -> None:
         d.move(Step.PROMOTING, Reason.PROMOTING, message)
         return
     enter_stage(d)
+
+
+# Where a stage has not begun: nothing of it deployed, at most a place in its lock's queue.
+NOT_BEGUN = frozenset({Step.PENDING, Step.AWAITING_APPROVAL, Step.WAITING_FOR_LOCK})
+
+
+def supersedable(d: Draft) -> bool:
+    """A newer Release of the same source exists (NewestOnly) and this one has not begun the stage
+    it is at: it gives way. One that already deploys, or waits for production, goes on."""
+    if d.release.superseded_by is None or d.phase in (Phase.VERIFIED, *FINAL):
+        return False
+    return d.run is None or (not d.run.production and d.run.step in NOT_BEGUN)
+
+
+def supersede(d: Draft) -> None:
+    where = f"stage {d.run.name}" if d.run is not None else "its first stage"
+    if d.run is not None and d.run.lock and d.run.step == Step.WAITING_FOR_LOCK:
+        d.effects.append(ReleaseLock(d.run.environment, Reason.SUPERSEDED))  # its place in the queue
+    d.phase, d.reason = Phase.SUPERSEDED, Reason.SUPERSEDED_BY_NEWER
+    d.message = (
+        f"superseded by {d.release.superseded_by}, a newer commit's Release of the same ReleaseSource "
+        f"(policy NewestOnly), before it began {where}"
+    )
+    d.event("Normal", Reason.SUPERSEDED_BY_NEWER, d.message)
 
 
 def entry_approval(d: Draft) -> str | None:
