@@ -34,9 +34,11 @@ class Runtime(kopf.Memo):
     metrics: Metrics | None
     wakeups: Wakeups
     executor: Executor | None  # Kopf's thread pool for blocking work; None: asyncio's default
+    handoffs: set[asyncio.Future[None]]  # touches in flight (handlers.releases)
 
     def connect(self, config: Config, alerter: Alerter | None = None) -> None:
         self.wakeups = Wakeups()
+        self.handoffs = set()
         self.executor = None
         self.resources = Resources(Kube(load_api_client(config.workers), timeout=config.api_timeout))
         self.metrics = Metrics()
@@ -55,6 +57,17 @@ class Runtime(kopf.Memo):
             min_lease_seconds=3 * config.reconcile_interval,
         )
         self.desk = DecisionDesk(self.resources, self.reconciler)
+
+    def handoff(self, namespace: str, name: str) -> None:
+        """Make a watch event on a Release (an annotation with the time), so Kopf gives it a
+        driver again (see handlers.releases)."""
+
+        async def touch() -> None:
+            await self.blocking(self.resources.touch_release, namespace, name)
+
+        task = asyncio.ensure_future(touch())
+        self.handoffs.add(task)  # kept until done: asyncio holds only a weak reference
+        task.add_done_callback(self.handoffs.discard)
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking work in Kopf's thread pool, with Kopf's context (kopf.event needs it)."""

@@ -84,7 +84,7 @@ class Killer:
         self._thread.start()
 
     def _run(self) -> None:
-        while self.left > 0 and not self._stop.wait(self.rng.uniform(0.4, 1.8)):
+        while self.left > 0 and not self._stop.wait(self.rng.uniform(0.2, 1.0)):
             self.process.kill()
             self.kills.append(time.monotonic())
             self.left -= 1

@@ -108,3 +108,64 @@ def test_a_finished_release_leaves_the_watch_and_deletes_without_the_operator(
     cluster.wait_for(
         "the Release gone", lambda: cluster.get("Release", namespace, "shop-v1") is None, timeout=30
     )
+
+
+def with_production(cluster: Cluster, namespace: str) -> None:
+    """staging, then production (promotion Manual, no bake) in a namespace of its own."""
+    prod = f"{namespace}-prod"
+    for workload in m.workloads(namespace) + m.workloads(prod):
+        cluster.apply(workload)
+    pipeline = m.pipeline(namespace)
+    pipeline["spec"]["stages"][1]["targets"] = [{"namespace": prod, "name": n} for n in ("web", "worker")]
+    cluster.apply(pipeline)
+
+
+def test_a_release_approved_the_moment_it_waits_still_gets_a_driver_and_goes_on(
+    cluster: Cluster, slow_ticks: OperatorThread, namespace: str
+) -> None:
+    """A Release waiting for a person has no driver (its Kopf daemon stops as it begins to wait).
+    A bot that approves the instant a Release is Verified races that stop; each must still go to
+    production at once (not at a tick, and not never), and the waiting one carries no finalizer."""
+    import threading
+
+    with_production(cluster, namespace)
+    stop = threading.Event()
+    approved: set[str] = set()
+
+    def bot() -> None:
+        while not stop.is_set():
+            for body in cluster.list("Release", namespace):
+                name = body["metadata"]["name"]
+                if (body.get("status") or {}).get("phase") == "Verified" and name not in approved:
+                    cluster.apply(m.decision(namespace, name, "Approve", by="release-bot"))
+                    approved.add(name)
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=bot, daemon=True)
+    watcher.start()
+    try:
+        for minor in range(4):
+            name = f"shop-v1-{minor}"
+            cluster.apply(m.release(namespace, name, f"v1{minor}", version=f"v1.{minor}.0"))
+            body = cluster.wait_for_phase(namespace, name, "Released", "Failed", "Blocked", timeout=WITHIN)
+            assert body["status"]["phase"] == "Released", body["status"]["message"]
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert approved == {f"shop-v1-{minor}" for minor in range(4)}
+
+
+def test_a_release_that_waits_for_a_person_carries_no_driver_and_no_finalizer(
+    cluster: Cluster, slow_ticks: OperatorThread, namespace: str
+) -> None:
+    with_production(cluster, namespace)
+    cluster.apply(m.release(namespace, "shop-v1", "v1"))
+    cluster.wait_for_phase(namespace, "shop-v1", "Verified", "Failed", timeout=WITHIN)
+    cluster.wait_for(
+        "Kopf's finalizer off the waiting Release",
+        lambda: not cluster.release(namespace, "shop-v1")["metadata"].get("finalizers"),
+        timeout=WITHIN,
+    )
+    cluster.apply(m.decision(namespace, "shop-v1", "Approve"))
+    body = cluster.wait_for_phase(namespace, "shop-v1", "Released", "Failed", timeout=WITHIN)
+    assert body["status"]["phase"] == "Released", body["status"]["message"]

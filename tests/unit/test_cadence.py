@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gantry.domain.cadence import LastLook, first_look, look_due
+from gantry.domain.cadence import LastLook, look_due
 
 NOW = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 WAITING = {"phase": "Verified", "stages": [{"name": "staging"}]}
@@ -37,28 +37,6 @@ def test_a_changed_object_a_held_lock_or_a_due_deadline_are_looked_at_after_the_
     assert not due(later, "5", last, 10)
 
 
-def test_first_looks_after_a_start_are_spread_over_one_waiting_interval() -> None:
-    assert first_look({"phase": "Deploying"}, "uid", 1000.0, 10) is None
-    firsts = [first_look(WAITING, f"uid-{i}", 1000.0, 10) for i in range(200)]
-    delays = []
-    for last in firsts:
-        assert last is not None
-        delays.append(next(t / 10 for t in range(0, 101) if due(WAITING, "5", last, t / 10)))
-    assert min(delays) < 1 and max(delays) > 9 and max(delays) <= 10
-
-
-def test_after_a_start_a_waiting_release_holding_nothing_is_first_looked_at_within_one_resync() -> None:
-    """It changes only by an event (which wakes it at once) or a deadline (due on its own)."""
-    firsts = [first_look(WAITING, f"uid-{i}", 1000.0, 10, "5", resync=300) for i in range(200)]
-    delays = []
-    for last in firsts:
-        assert last is not None
-        delays.append(next(t for t in range(0, 302) if due(WAITING, "5", last, t)))
-    assert min(delays) < 15 and max(delays) > 280 and max(delays) <= 300
-    holder = first_look({**WAITING, "lock": {"name": "staging"}}, "uid-0", 1000.0, 10, "5", resync=300)
-    assert holder is not None and due({**WAITING, "lock": {"name": "staging"}}, "5", holder, 10)
-
-
 def test_a_look_cut_short_is_followed_at_once_while_it_moves_the_release_on() -> None:
     from gantry.domain.cadence import MAX_HURRIED, MAX_STALLED, Haste
 
@@ -70,3 +48,36 @@ def test_a_look_cut_short_is_followed_at_once_while_it_moves_the_release_on() ->
     stalled = [stuck.again(False, "7") for _ in range(MAX_STALLED + 2)]
     assert all(stalled[: MAX_STALLED + 1]) and not stalled[-1]  # the first look moved (from ""), then 5
     assert stuck.again(True, "7") is False and stuck.again(False, "8") is True  # settled resets it
+
+
+def test_a_release_waiting_for_a_person_with_no_clock_running_needs_no_driver_of_its_own() -> None:
+    from gantry.domain.cadence import needs_driver
+
+    meta = {"generation": 1}
+    manual = {
+        "stages": [{"name": "staging"}, {"name": "production", "production": True, "promotion": "Manual"}]
+    }
+    verified = {
+        "phase": "Verified",
+        "observedGeneration": 1,
+        "pipeline": manual,
+        "stages": [{"name": "staging"}],
+    }
+    assert not needs_driver(verified, meta)  # a decision is applied by the decision desk at once
+    assert not needs_driver({**verified, "phase": "Held"}, meta)
+    assert not needs_driver({**verified, "phase": "AwaitingApproval"}, meta)
+    assert not needs_driver({"phase": "Released"}, meta)
+    # ... but one whose clock or lease runs, or that something moved on, does.
+    assert needs_driver({"phase": "Testing"}, meta) and needs_driver({}, meta)
+    assert needs_driver({**verified, "lock": {"name": "staging"}}, meta)  # the lease needs renewing
+    deciding = {
+        **verified,
+        "phase": "AwaitingDecision",
+        "stages": [{"decisionDeadline": "2026-05-01T10:00:00Z"}],
+    }
+    assert needs_driver(deciding, meta)
+    assert needs_driver({**verified, "decisions": [{"name": "d1"}], "decisionsApplied": 0}, meta)
+    assert needs_driver(verified, {"generation": 2})  # an edit not looked at yet
+    assert needs_driver(verified, {**meta, "annotations": {"gantry.dev/superseded-by": "shop-newer"}})
+    auto = {"stages": [{"name": "staging"}, {"name": "production", "production": True, "promotion": "Auto"}]}
+    assert needs_driver({**verified, "pipeline": auto}, meta)  # promotes by itself

@@ -10,7 +10,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from gantry.adapters.kube import GROUP, VERSION, ApiError, Kube, custom_path, job_path, workload_path
@@ -20,6 +20,7 @@ from gantry.domain.phases import FINISHED_LABEL
 from gantry.domain.pipeline import Pipeline, Target, parse_pipeline
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
+from gantry.domain.timefmt import to_rfc3339
 from gantry.domain.workloads import LABEL_PIPELINE, ObservedWorkload, Rollout, WorkloadRef
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ DEFAULT_LEASE_SECONDS = 300
 # What the production ledger holds (a ProductionLedger's status, mirrored in its Pipeline's).
 LEDGER_KEYS = ("production", "quarantine", "quarantineLog", "tickets")
 CONFLICT_RETRIES = 12
+DRIVER_WANTED = "gantry.dev/driver-wanted"  # touched to make Kopf start a Release's driver again
 
 T = TypeVar("T")
 # (the lock as read, its lease, this operator's sightings of its renewals) -> (next state, result)
@@ -53,6 +55,16 @@ class Resources:
             self.kube.merge_patch(custom_path("releases", namespace, name), {"metadata": {"labels": labels}})
         except ApiError as error:
             if not error.not_found:  # deleted meanwhile: nothing left to label
+                raise
+
+    def touch_release(self, namespace: str, name: str) -> None:
+        """An annotation with the time: a watch event on the Release, and nothing else."""
+        now = to_rfc3339(datetime.now(UTC))
+        patch = {"metadata": {"annotations": {DRIVER_WANTED: now}}}
+        try:
+            self.kube.merge_patch(custom_path("releases", namespace, name), patch)
+        except ApiError as error:
+            if not error.not_found:
                 raise
 
     def patch_release_status(

@@ -1,50 +1,60 @@
-"""How often the operator looks at a Release: in flight every tick; waiting, only when it may matter.
+"""How often the operator looks at a Release, and whether it needs a driver of its own.
 
-A Release waiting for a person (Verified under manual promotion, AwaitingDecision, Held) changes
-only when its own object changes (a ReleaseDecision is copied into its status), when a deadline
-passes, or, rarely, when its Pipeline is edited. Looking at thousands of them every few seconds
-would cost several API reads each for nothing, so they are looked at when their resourceVersion
-moved, when a deadline is due, while they hold a lock (the lease needs renewing), and otherwise
-once per `resync` seconds.
+In flight, a Release has a driver (handlers.releases) that looks at it every tick and whenever a
+watch event ends its wait. A Release waiting for a person (AwaitingApproval, Verified under
+manual promotion, AwaitingDecision, Held) changes only when its own object changes (a decision
+is copied into its status and applied by the decision desk at once), when a deadline passes, or
+while it holds a lock whose lease needs renewing: only then does it keep a driver
+(`needs_driver`), so thousands of waiting Releases cost neither a task each nor API reads. A
+waiting Release that does keep one is looked at when its resourceVersion moved, when a deadline
+is due, while it holds a lock, and otherwise once per `resync` seconds (`look_due`).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gantry.domain.phases import WAITING
+from gantry.domain.model import SUPERSEDED_BY
+from gantry.domain.phases import FINAL, WAITING, Phase
 from gantry.domain.timefmt import from_rfc3339
+
+
+def needs_driver(status: Mapping[str, Any], meta: Mapping[str, Any]) -> bool:
+    """Does the Release need a driver of its own (a task that looks at it until it settles)?
+
+    In flight: yes. Waiting for a person, it changes only when its own object does (a decision
+    is copied in and applied at once by the decision desk, an edit, a newer Release superseding
+    it), so no driver is kept for it, except while a clock or a lease is running: a lock to renew,
+    a decision deadline, a Verified Release whose production stage promotes by itself."""
+    phase = status.get("phase")
+    if phase in FINAL:
+        return False
+    if phase not in WAITING or status.get("lock"):
+        return True
+    runs = status.get("stages") or [{}]
+    if runs[-1].get("decisionDeadline") and phase == Phase.AWAITING_DECISION:
+        return True
+    if len(status.get("decisions") or ()) > int(status.get("decisionsApplied") or 0):
+        return True
+    if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 1):
+        return True
+    if SUPERSEDED_BY in (meta.get("annotations") or {}):
+        return True
+    stages = (status.get("pipeline") or {}).get("stages") or [{}]
+    return (
+        phase == Phase.VERIFIED
+        and bool(stages[-1].get("production"))
+        and stages[-1].get("promotion") == "Auto"
+    )
 
 
 @dataclass(frozen=True)
 class LastLook:
     at: float  # monotonic seconds
     resource_version: str
-
-
-def first_look(
-    status: Mapping[str, Any],
-    uid: str,
-    now: float,
-    waiting_interval: float,
-    resource_version: str = "",
-    resync: float | None = None,
-) -> LastLook | None:
-    """After a start-up, spread the first looks at waiting Releases, so thousands of them do not
-    queue in front of the Releases that are in flight. One holding a lock (its lease needs
-    renewing) is looked at within one waiting interval. One holding nothing changes only by an
-    event (which wakes it), a deadline (due on its own) or not at all: with `resync`, its first
-    look is spread over one resync, counted as if it had been looked at in its current version."""
-    if status.get("phase") not in WAITING:
-        return None
-    fraction = int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    if resync is not None and not status.get("lock"):
-        return LastLook(now - resync * fraction, resource_version)
-    return LastLook(now - waiting_interval * fraction, "")  # "" differs from any resourceVersion
 
 
 def look_due(

@@ -1,15 +1,16 @@
-"""Releases: one driver per Release that is not final moves it through its stages.
+"""Releases: one driver per Release that needs one moves it through its stages.
 
 The driver (a Kopf daemon) reconciles, then sleeps until the watch event that ends the Release's
 wait rings its bell (handlers.watches: a rollout finished, a Job ended, a lock changed hands, the
 Release itself was edited or decided on) or, as a safety net for lost events and leases, until
 the reconcile interval passes. Baking wakes exactly when the next evaluation is due.
 
-One driver, not one per kind of phase: Kopf re-spawns a daemon stopped by its `when` filter
-only on the Release's next watch event, and a reconcile that moves a Release from waiting to
-in-flight writes its last event while the old one still runs. Releases waiting for a person are
-looked at on the timer only when that may matter (domain.cadence); any event wakes them at
-once. The record of the last look is in memory on purpose: losing it costs one early look.
+A Release in flight has a driver; one waiting for a person has none (and so no Kopf finalizer and
+no task) unless a clock or a lease runs for it (domain.cadence.needs_driver): its decisions are
+applied by the decision desk at once, and the write that moves it on spawns its next driver.
+Kopf stops a driver whose Release no longer needs one; should the event that moves the Release
+on again arrive while that driver is still stopping, Kopf would spawn none, so the stopping
+driver makes one more event (`Runtime.handoff`).
 
 No create/update/delete handlers on Releases: those would make Kopf annotate every Release it
 sees (one PATCH each, thousands at start-up). Deletions are noticed from the raw watch events.
@@ -26,16 +27,18 @@ from typing import Any
 import kopf
 
 from gantry.adapters.kube import FINALIZER, GROUP, VERSION
-from gantry.domain.cadence import Haste, LastLook, first_look, look_due
-from gantry.domain.phases import FINAL, FINISHED_LABEL, WAITING
+from gantry.domain.cadence import Haste, LastLook, look_due, needs_driver
+from gantry.domain.phases import FINAL, FINISHED_LABEL
 from gantry.domain.waits import next_due, waits_on
 from gantry.reconciler import Look
 from gantry.runtime import Runtime
 from gantry.settings import Config
 
+HANDOFF_DELAY = 0.2  # seconds: after the driver's task is gone from Kopf's records
 
-def not_final(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") not in FINAL
+
+def driven(status: kopf.Status, meta: kopf.Meta, **_: Any) -> bool:
+    return needs_driver(status, meta)
 
 
 def register(registry: kopf.OperatorRegistry, config: Config) -> None:
@@ -45,10 +48,6 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         now = time.monotonic()
         version = str(meta.get("resourceVersion", ""))
         last = last_looks.get(uid)
-        if last is None:
-            last = first_look(status, uid, now, config.waiting_interval, version, config.waiting_resync)
-            if last is not None:
-                last_looks[uid] = last
         if rung or look_due(
             status, version, last, now, datetime.now(UTC), config.waiting_interval, config.waiting_resync
         ):
@@ -60,7 +59,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         GROUP,
         VERSION,
         "releases",
-        when=not_final,
+        when=driven,
         backoff=config.reconcile_interval,
         cancellation_timeout=config.reconcile_interval,
         registry=registry,
@@ -79,9 +78,9 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         runtime: Runtime = memo
         ns = namespace or ""
         bell = runtime.wakeups.bell(uid)
-        # A new driver looks at once, unless its Release waits for a person: after a restart, those
-        # first looks are spread out (domain.cadence) so they do not queue before the ones in flight.
-        rung = status.get("phase") not in WAITING
+        # A new driver looks at once: one waiting for a person gets a driver only when something
+        # needs its attention (a decision, a lease, a deadline: domain.cadence.needs_driver).
+        rung = True
         haste = Haste()  # whether a look that stopped with more to do is followed at once
         try:
             while not stopped:
@@ -104,6 +103,11 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
                 rung = await ring_or_timeout(bell, timeout)
         finally:
             runtime.wakeups.forget(uid)
+        if stopped.reason == kopf.DaemonStoppingReason.FILTERS_MISMATCH and needs_driver(status, meta):
+            # Stopped as it began to wait, and the event that moved it on again came while it was
+            # still stopping: Kopf spawns no second driver then, and none on later events until
+            # one comes. Make one come, once this driver is gone.
+            asyncio.get_running_loop().call_later(HANDOFF_DELAY, runtime.handoff, ns, name)
 
     @kopf.on.event(GROUP, VERSION, "releases", registry=registry)
     async def notice_release(
