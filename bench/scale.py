@@ -183,9 +183,73 @@ def fill_range(server: Any, start: int, end: int, apps: int) -> None:
         if phase != "Verified":  # as Gantry leaves a finished Release: out of its watch
             body = server.store[(RELEASES, NAMESPACE, name)]
             body["metadata"]["labels"] = {"gantry.dev/finished": "true"}
-        server.write_status(
-            RELEASES, NAMESPACE, name, {"phase": phase, "reason": "Seeded", "message": "seeded"}
-        )
+            server.write_status(
+                RELEASES, NAMESPACE, name, {"phase": phase, "reason": "Seeded", "message": "seeded"}
+            )
+        else:  # waiting for a person, with the status Gantry leaves on a Verified Release
+            server.write_status(RELEASES, NAMESPACE, name, verified_status(app, digest(i)))
+
+
+def verified_status(app: str, image_digest: str) -> dict[str, Any]:
+    """About 3 KB of JSON, shaped like a real Verified Release's status (one stage run, its
+    history, conditions, the pinned stages), so the operator's copy of it costs what it would."""
+    at = "2026-05-01T09:00:00.000Z"
+    image = f"registry.example.com/bench/web@{image_digest}"
+    target = {"namespace": NAMESPACE, "kind": "Deployment", "name": app}
+    spec = {"environment": "staging", "lock": False, "rollbackOnFailure": True, "rolloutTimeoutSeconds": 600}
+    run = {
+        "index": 0,
+        "name": "staging",
+        "environment": "staging",
+        "step": "Passed",
+        "startedAt": at,
+        "lock": False,
+        "spec": {**spec, "targets": [target]},
+        "images": [
+            {"workload": f"Deployment/{NAMESPACE}/{app}", "container": "web", "before": OLD, "after": image}
+        ],
+        "deployedAt": at,
+        "rolledOutAt": at,
+        "finishedAt": at,
+        "reason": "RolledOut",
+        "message": "stage staging: rollout complete",
+    }
+    steps = [
+        ("Pending", "StagePassed"),
+        ("Deploying", "Deploying"),
+        ("Deploying", "RollingOut"),
+        ("Verified", "Verified"),
+    ]
+    history = [
+        {"time": at, "phase": p, "reason": r, "message": f"stage staging: {r}", "stage": "staging"}
+        for p, r in steps
+    ]
+    message = "passed every stage up to production (last: staging); ready for production"
+    conditions = [
+        {
+            "type": t,
+            "status": v,
+            "reason": "Verified",
+            "message": message if v == "True" else "",
+            "lastTransitionTime": at,
+            "observedGeneration": 1,
+        }
+        for t, v in (("Ready", "True"), ("Stalled", "False"), ("Reconciling", "False"))
+    ]
+    return {
+        "phase": "Verified",
+        "stageIndex": 1,
+        "reason": "Verified",
+        "message": message,
+        "observedGeneration": 1,
+        "stages": [run],
+        "history": history,
+        "conditions": conditions,
+        "decisionsApplied": 0,
+        "version": "v1.0.0",
+        "stage": "staging",
+        "pipeline": {"stages": [{**spec, "targets": [target], "name": "staging"}]},
+    }
 
 
 def rss_mb(pid: int) -> float:
