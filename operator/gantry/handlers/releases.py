@@ -82,6 +82,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         # needs its attention (a decision, a lease, a deadline: domain.cadence.needs_driver).
         rung = True
         haste = Haste()  # whether a look that stopped with more to do is followed at once
+        await finalizer_on(meta)
         try:
             while not stopped:
                 timeout = config.reconcile_interval
@@ -158,6 +159,18 @@ def until(moment: datetime | None, longest: float) -> float:
     if moment is None:
         return longest
     return max(0.0, min(longest, (moment - datetime.now(UTC)).total_seconds()))
+
+
+FINALIZER_WAIT = 1.0  # seconds; Kopf's own PATCH, then its watch event, usually take a few ms
+
+
+async def finalizer_on(meta: kopf.Meta) -> None:
+    """Kopf starts a driver while its PATCH adding the finalizer is on its way: a status written
+    before that PATCH lands fails with 409 (the object changed) and costs a second look. Wait for
+    the finalizer in the live body first (a bounded wait: the look is safe either way)."""
+    deadline = time.monotonic() + FINALIZER_WAIT
+    while FINALIZER not in (meta.get("finalizers") or ()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.002)
 
 
 async def ring_or_timeout(bell: asyncio.Event, timeout: float) -> bool:
