@@ -397,24 +397,28 @@ def test_the_operator_exports_when_each_version_became_active(
     assert "gantry_lock_wait_seconds_count" in text
 
 
-def test_a_canary_breach_rolls_back_the_canary_only_and_writes_no_production_record(app: App) -> None:
-    """A stage before production with `analysis` is a canary: it bakes against its own series; a
-    breach rolls back that stage alone, production and its ledger are never touched."""
+def with_canary(app: App, bake_seconds: int, **stage: Any) -> str:
+    """The app with a canary stage (its own namespace, returned) between staging and production,
+    baking like production but for `bake_seconds`."""
     canary = f"canary-{uuid.uuid4().hex[:6]}"
     for workload in m.workloads(canary):
         app.cluster.apply(workload)
     app.setup()
     pipeline = app.cluster.must_get("Pipeline", app.namespace, "shop")
     production = pipeline["spec"]["stages"][1]
+    targets = [{"namespace": canary, "name": "web"}, {"namespace": canary, "name": "worker"}]
+    analysis = {**production["analysis"], "bakeSeconds": bake_seconds}
     pipeline["spec"]["stages"].insert(
-        1,
-        {
-            "name": "canary",
-            "targets": [{"namespace": canary, "name": "web"}, {"namespace": canary, "name": "worker"}],
-            "analysis": {**production["analysis"], "bakeSeconds": 3},
-        },
+        1, {"name": "canary", "targets": targets, "analysis": analysis, **stage}
     )
     app.cluster.apply(pipeline)
+    return canary
+
+
+def test_a_canary_breach_rolls_back_the_canary_only_and_writes_no_production_record(app: App) -> None:
+    """A stage before production with `analysis` is a canary: it bakes against its own series; a
+    breach rolls back that stage alone, production and its ledger are never touched."""
+    canary = with_canary(app, bake_seconds=3)
     app.traffic(20)
     app.traffic(20, namespace=canary)
     first = app.released("shop-v1", "v1")
@@ -458,24 +462,7 @@ def test_a_canary_takes_a_release_only_when_approved_and_passes_it_on_only_after
     healthy for the soak before production takes it."""
     from gantry.domain.timefmt import from_rfc3339
 
-    canary = f"canary-{uuid.uuid4().hex[:6]}"
-    for workload in m.workloads(canary):
-        app.cluster.apply(workload)
-    app.setup()
-    pipeline = app.cluster.must_get("Pipeline", app.namespace, "shop")
-    production = pipeline["spec"]["stages"][1]
-    pipeline["spec"]["stages"].insert(
-        1,
-        {
-            "name": "canary",
-            "lock": True,
-            "promotion": "Manual",
-            "soakSeconds": 3,
-            "targets": [{"namespace": canary, "name": "web"}, {"namespace": canary, "name": "worker"}],
-            "analysis": {**production["analysis"], "bakeSeconds": 2},
-        },
-    )
-    app.cluster.apply(pipeline)
+    canary = with_canary(app, bake_seconds=2, lock=True, promotion="Manual", soakSeconds=3)
     app.traffic(20)
     app.traffic(20, namespace=canary)
 

@@ -190,10 +190,41 @@ def test_the_example_is_admitted_and_bad_ones_are_refused_naming_the_field(clust
         assert named in refused.value.message
 
 
+def hooked_operator(tmp_path: Path, port: int) -> OperatorThread:
+    """The operator with its webhook endpoint on `port` (and a git cache, a fast source tick)."""
+    config = replace(
+        FAST,
+        git_cache=str(tmp_path / "git-cache"),
+        source_tick=0.5,
+        webhook_port=port,
+        webhook_address="127.0.0.1",
+    )
+    return OperatorThread(config, RecordingAlerter()).start()
+
+
+def released_once_hooks_only(cluster: Cluster, namespace: str, registry: Registry, tmp_path: Path) -> Clone:
+    """A ReleaseSource that takes webhooks (token s3cret) and polls only hourly, its first commit
+    released; returns the clone CI merges into."""
+    import base64
+
+    origin, work = origin_and_clone(tmp_path, "shop")
+    base = merge(work, "chore(SHOP-0): start")
+    setup(cluster, namespace, registry)
+    ci_builds(registry, tmp_path, base)
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hooks", "namespace": namespace}}
+    cluster.apply({**secret, "data": {"token": base64.b64encode(b"s3cret").decode()}})
+    source = release_source(namespace, origin, registry.host)
+    source["spec"].update(intervalSeconds=3600, webhook={"secretRef": {"name": "hooks"}})  # no polling
+    cluster.apply(source)
+    cluster.wait_for(
+        "the first look", lambda: cluster.get("Release", namespace, f"shop-{base[:12]}"), timeout=30
+    )
+    return work
+
+
 def test_a_push_webhook_makes_the_release_within_seconds_and_bad_requests_change_nothing(
     cluster: Cluster, namespace: str, open_registry: Registry, tmp_path: Path
 ) -> None:
-    import base64
     import hashlib
     import hmac
     import json
@@ -203,28 +234,9 @@ def test_a_push_webhook_makes_the_release_within_seconds_and_bad_requests_change
     from tests.harness.observability import free_port
 
     port = free_port()
-    config = replace(
-        FAST,
-        git_cache=str(tmp_path / "git-cache"),
-        source_tick=0.5,
-        webhook_port=port,
-        webhook_address="127.0.0.1",
-    )
-    running = OperatorThread(config, RecordingAlerter()).start()
+    running = hooked_operator(tmp_path, port)
     try:
-        origin, work = origin_and_clone(tmp_path, "shop")
-        base = merge(work, "chore(SHOP-0): start")
-        setup(cluster, namespace, open_registry)
-        ci_builds(open_registry, tmp_path, base)
-        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hooks", "namespace": namespace}}
-        cluster.apply({**secret, "data": {"token": base64.b64encode(b"s3cret").decode()}})
-        source = release_source(namespace, origin, open_registry.host)
-        source["spec"].update(intervalSeconds=3600, webhook={"secretRef": {"name": "hooks"}})  # only hooks
-        cluster.apply(source)
-        cluster.wait_for(
-            "the first look", lambda: cluster.get("Release", namespace, f"shop-{base[:12]}"), timeout=30
-        )
-
+        work = released_once_hooks_only(cluster, namespace, open_registry, tmp_path)
         pushed = merge(work, "fix(SHOP-1): totals")
         ci_builds(open_registry, tmp_path, pushed)
         url = f"http://127.0.0.1:{port}/hooks/releasesources/{namespace}/shop"
@@ -260,7 +272,6 @@ def test_a_registry_notification_makes_the_release_once_ci_pushed_the_images(
 ) -> None:
     """The git push comes first, the images later: the registry's own notification (Distribution,
     configured with the source's token) is what tells Gantry the commit's images now exist."""
-    import base64
 
     from tests.harness.observability import free_port, require_binaries
     from tests.harness.registry import binaries_missing
@@ -270,28 +281,9 @@ def test_a_registry_notification_makes_the_release_once_ci_pushed_the_images(
     url = f"http://127.0.0.1:{port}/hooks/releasesources/{namespace}/shop"
     registry = Registry(tmp_path / "registry", notify=(url, "s3cret"))
     registry.start()
-    config = replace(
-        FAST,
-        git_cache=str(tmp_path / "git-cache"),
-        source_tick=0.5,
-        webhook_port=port,
-        webhook_address="127.0.0.1",
-    )
-    running = OperatorThread(config, RecordingAlerter()).start()
+    running = hooked_operator(tmp_path, port)
     try:
-        origin, work = origin_and_clone(tmp_path, "shop")
-        base = merge(work, "chore(SHOP-0): start")
-        setup(cluster, namespace, registry)
-        ci_builds(registry, tmp_path, base)
-        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hooks", "namespace": namespace}}
-        cluster.apply({**secret, "data": {"token": base64.b64encode(b"s3cret").decode()}})
-        source = release_source(namespace, origin, registry.host)
-        source["spec"].update(intervalSeconds=3600, webhook={"secretRef": {"name": "hooks"}})  # no polling
-        cluster.apply(source)
-        cluster.wait_for(
-            "the first look", lambda: cluster.get("Release", namespace, f"shop-{base[:12]}"), timeout=30
-        )
-
+        work = released_once_hooks_only(cluster, namespace, registry, tmp_path)
         pushed = merge(work, "fix(SHOP-1): totals")  # nobody tells Gantry about this git push
         digests = ci_builds(registry, tmp_path, pushed)  # the registry notifies on each manifest push
         made = cluster.wait_for(
