@@ -114,16 +114,7 @@ def start_stage(d: Draft) -> None:
     if stage.manual and not stage.production and approver is None:
         await_approval(d, stage)
         return
-    d.run = StageRun(
-        index=d.stage_index,
-        name=stage.name,
-        environment=stage.environment,
-        step=Step.PENDING,
-        started_at=d.now,
-        spec=stage.to_spec(),
-        lock=stage.lock,
-        decided_by=d.approved_by if stage.production else approver,
-    )
+    d.run = new_run(d, stage, Step.PENDING, decided_by=d.approved_by if stage.production else approver)
     if stage.production:
         provenance = gates.check_provenance(d, changes)
         assert not isinstance(provenance, Problem)  # validate() already checked it
@@ -163,6 +154,20 @@ def supersede(d: Draft) -> None:
     d.event("Normal", Reason.SUPERSEDED_BY_NEWER, d.message)
 
 
+def new_run(d: Draft, stage: Stage, step: Step, decided_by: str | None = None) -> StageRun:
+    """The Release's run of `stage` from now, with the stage as it is now pinned into it."""
+    return StageRun(
+        index=d.stage_index,
+        name=stage.name,
+        environment=stage.environment,
+        step=step,
+        started_at=d.now,
+        spec=stage.to_spec(),
+        lock=stage.lock,
+        decided_by=decided_by,
+    )
+
+
 def entry_approval(d: Draft) -> str | None:
     """Who approved this Release into its current stage (promotion: Manual before production)."""
     run = d.run
@@ -177,15 +182,7 @@ def await_approval(d: Draft, stage: Stage) -> None:
     command = commands.approve(d.release.namespace, d.release.name)
     message = f"stage {stage.name} takes a Release only with approval (promotion: Manual): {command}"
     first = d.phase != Phase.AWAITING_APPROVAL
-    d.run = StageRun(
-        index=d.stage_index,
-        name=stage.name,
-        environment=stage.environment,
-        step=Step.AWAITING_APPROVAL,
-        started_at=d.now,
-        spec=stage.to_spec(),
-        lock=stage.lock,
-    )
+    d.run = new_run(d, stage, Step.AWAITING_APPROVAL)
     d.move(Step.AWAITING_APPROVAL, Reason.AWAITING_APPROVAL, message)
     if first:
         d.event("Normal", Reason.AWAITING_APPROVAL, message)
