@@ -102,13 +102,13 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
                             rung = True  # nothing will ring for it: go on now, not at the next tick
                             continue
                 rung = await ring_or_timeout(bell, timeout)
-        finally:
+        finally:  # also when Kopf cancels it (it does at once when the filter stops matching)
             runtime.wakeups.forget(uid)
-        if stopped.reason == kopf.DaemonStoppingReason.FILTERS_MISMATCH and needs_driver(status, meta):
-            # Stopped as it began to wait, and the event that moved it on again came while it was
-            # still stopping: Kopf spawns no second driver then, and none on later events until
-            # one comes. Make one come, once this driver is gone.
-            asyncio.get_running_loop().call_later(HANDOFF_DELAY, runtime.handoff, ns, name)
+            if stopped.reason == kopf.DaemonStoppingReason.FILTERS_MISMATCH and needs_driver(status, meta):
+                # Stopped as it began to wait, and the event that moved it on again came while it
+                # was still stopping: Kopf spawns no second driver then, and none on later events
+                # until one comes. Make one come, once this driver is gone.
+                asyncio.get_running_loop().call_later(HANDOFF_DELAY, runtime.handoff, ns, name)
 
     @kopf.on.event(GROUP, VERSION, "releases", registry=registry)
     async def notice_release(
