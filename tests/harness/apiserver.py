@@ -40,7 +40,7 @@ import jsonpatch
 import kmock
 from kmock._internal import rendering
 
-from tests.harness import authz, kubectl_support
+from tests.harness import authz, crd_checks, kubectl_support
 from tests.harness.admission import admit
 
 EVENT_LOG_LIMIT = 20_000
@@ -49,6 +49,7 @@ _NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces(?:/([^/]+))?(?:/(status|final
 
 Key = tuple[str, str, str]  # group, version, plural
 NAMESPACES: Key = ("", "v1", "namespaces")
+CRDS: Key = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 # Kinds whose names are DNS labels (63 characters at most): a Job's name goes into its Pods' labels.
 DNS_LABEL_NAMED = {NAMESPACES, ("", "v1", "services"), ("batch", "v1", "jobs")}
 
@@ -466,8 +467,10 @@ class ApiServer(kmock.KubernetesEmulator):
         )
         for server_owned in ("resourceVersion", "deletionTimestamp"):
             meta.pop(server_owned, None)
+        if key == CRDS:
+            obj["status"] = self._name_crd(obj)
         self._commit("ADDED", key, namespace, name, obj)
-        if key == ("apiextensions.k8s.io", "v1", "customresourcedefinitions"):
+        if key == CRDS and _established(obj):
             self.register_crd(obj)
         return copy.deepcopy(obj)
 
@@ -563,11 +566,15 @@ class ApiServer(kmock.KubernetesEmulator):
             self._commit("DELETED", key, namespace, name, new, store=False)
             return copy.deepcopy(new)
         self._commit("MODIFIED", key, namespace, name, new)
+        if key == CRDS and sub is None and _established(new):
+            self.register_crd(new)  # a served CRD's new schema (and columns) apply at once
         return copy.deepcopy(new)
 
     def _admit(self, key: Key, obj: dict[str, Any], old: Mapping[str, Any] | None) -> None:
         schema = self.schemas[key]
         _check_labels(schema.kind, obj)
+        if key == CRDS:
+            _check_crd_rules(obj)
         if schema.openapi is None:
             return
         errors = admit(schema.openapi, obj, old)
@@ -688,6 +695,15 @@ class ApiServer(kmock.KubernetesEmulator):
 
     # --- CRDs ------------------------------------------------------------------------------------
 
+    def _name_crd(self, crd: Mapping[str, Any]) -> dict[str, Any]:
+        """kube-apiserver's naming controller: a CRD whose names another CRD of its group holds is
+        stored, but not Established, and its kind is not served."""
+        others = [obj for (key, _, _), obj in self.store.items() if key == CRDS]
+        verdict = crd_checks.naming(crd, others)
+        spec = crd["spec"]
+        stored = [v["name"] for v in spec.get("versions") or () if v.get("storage")]
+        return verdict.status(spec["names"], stored)
+
     def register_crd(self, crd: Mapping[str, Any]) -> None:
         spec = crd["spec"]
         names = spec["names"]
@@ -742,6 +758,33 @@ def as_kube_apiserver_lists_resources(response: aiohttp.web.Response) -> aiohttp
             resource.pop("shortNames", None)
             resource.pop("categories", None)
     return aiohttp.web.json_response(listing, status=response.status)
+
+
+def _established(crd: Mapping[str, Any]) -> bool:
+    conditions = (crd.get("status") or {}).get("conditions") or ()
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+
+def _check_crd_rules(crd: Mapping[str, Any]) -> None:
+    """Refuse a CRD whose CEL rules kube-apiserver would find over its cost budget."""
+    errors = crd_checks.schema_errors(crd)
+    if errors:
+        name = (crd.get("metadata") or {}).get("name", "")
+        text = errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
+        raise ApiStatus(
+            422,
+            "Invalid",
+            f'CustomResourceDefinition.apiextensions.k8s.io "{name}" is invalid: {text}',
+            {
+                "name": name,
+                "group": "apiextensions.k8s.io",
+                "kind": "CustomResourceDefinition",
+                "causes": [
+                    {"reason": "FieldValueForbidden", "message": e, "field": e.split(":", 1)[0]}
+                    for e in errors
+                ],
+            },
+        )
 
 
 def _api_version(key: Key) -> str:

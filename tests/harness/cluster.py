@@ -348,13 +348,39 @@ class Cluster:
 
 def install_crds(cluster: Cluster) -> None:
     """As `kubectl apply -f crds/` does it, last-applied annotation included, so a later
-    `kubectl apply -f crds/` on the same cluster merges instead of warning."""
+    `kubectl apply -f crds/` on the same cluster merges instead of warning; then, as `kubectl wait
+    --for condition=Established` would, until every kind is served (a CRD whose names conflict
+    never is: that fails here, naming the conflict, rather than as a test stuck later)."""
+    names = []
     for path in sorted(CRD_DIR.glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
         applied = json.dumps(crd, separators=(",", ":"), sort_keys=True)
         annotations = crd["metadata"].setdefault("annotations", {})
         annotations["kubectl.kubernetes.io/last-applied-configuration"] = applied
         cluster.apply(crd)
+        names.append(crd["metadata"]["name"])
+    for name in names:
+        wait_established(cluster, name)
+
+
+def crd_conditions(cluster: Cluster, name: str) -> dict[str, dict[str, Any]]:
+    crd = cluster.must_get("CustomResourceDefinition", None, name)
+    return {c["type"]: c for c in (crd.get("status") or {}).get("conditions") or ()}
+
+
+def wait_established(cluster: Cluster, name: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        conditions = crd_conditions(cluster, name)
+        if conditions.get("Established", {}).get("status") == "True":
+            return
+        accepted = conditions.get("NamesAccepted", {})
+        if accepted.get("status") == "False" or time.monotonic() > deadline:
+            raise AssertionError(
+                f"CustomResourceDefinition {name} is not Established: "
+                f"{accepted.get('reason')}: {accepted.get('message')}"
+            )
+        time.sleep(0.2)
 
 
 def write_kubeconfig(path: Path, url: str, token: str = "emulated") -> Path:
