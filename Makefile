@@ -13,13 +13,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
-# The demo runs a real Prometheus (Debian's package, installed here when missing).
+# The demo runs a real Prometheus and Alertmanager and real git: .ci/services lists what it starts,
+# and .ci/install-services installs whatever of that is missing (Debian's packages).
 demo: $(STAMP)
-	.ci/install-services prometheus
+	.ci/install-services --for demo
 	$(BIN)/python -m tests.harness.demo
 
 # The emulated API server and the operator with examples/ loaded, for real kubectl, until Ctrl-C.
 sandbox: $(STAMP)
+	.ci/install-services --for sandbox
 	$(BIN)/python -m tests.harness.sandbox
 
 lint: $(STAMP)

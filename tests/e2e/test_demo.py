@@ -3,13 +3,17 @@ every time: two demos run side by side, each loading the machine for the other."
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from tests.harness import services
 from tests.harness.cluster import ROOT
-from tests.harness.observability import binaries_missing, require_binaries
+from tests.harness.observability import require_binaries
 
 pytestmark = pytest.mark.e2e
 
@@ -22,19 +26,48 @@ def ends_as_the_readme_says(out: str) -> None:
     assert "ErrorRateBreach" in final and "Restored" in final
 
 
-def test_two_quick_start_demos_side_by_side_both_walk_the_whole_flow() -> None:
-    require_binaries(binaries_missing(), "prometheus prometheus-alertmanager")
+# The demo under an audit hook that writes down every program it starts (subprocess.Popen and
+# os.exec*/posix_spawn report their executable to audit hooks), then runs as `make demo` runs it.
+RECORDING_DEMO = """
+import json, os, sys
+started = open(sys.argv[1], "a")
+def hook(event, args):
+    if event in ("subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn"):
+        started.write(json.dumps(os.fsdecode(args[0])) + "\\n"); started.flush()
+sys.addaudithook(hook)
+from tests.harness.demo import main
+sys.exit(main())
+"""
+
+
+def demo_programs() -> list[str]:
+    return sorted(services.started_by("demo").values())
+
+
+def test_two_quick_start_demos_side_by_side_both_walk_the_whole_flow(tmp_path: Path) -> None:
+    """The first demo also records what it starts: every program must be on the demo's list in
+    .ci/services, which `make demo` installs from (else a fresh machine stops where this passed)."""
+    missing = [path for path in demo_programs() if not shutil.which(path)]
+    require_binaries(missing, " ".join(services.started_by("demo")))
+    record = tmp_path / "started.jsonl"
     demos = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.harness.demo"],
+            [sys.executable, "-c", RECORDING_DEMO, str(record)]
+            if first
+            else [sys.executable, "-m", "tests.harness.demo"],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(2)
+        for first in (True, False)
     ]
     for demo in demos:
         out, err = demo.communicate(timeout=300)
         assert demo.returncode == 0, out[-3000:] + err[-3000:]
         ends_as_the_readme_says(out)
+    started = {json.loads(line) for line in record.read_text().splitlines()}
+    resolved = {shutil.which(program) or program for program in started}
+    assert {"/usr/bin/prometheus", "/usr/bin/git"} <= resolved  # the recording saw the demo's programs
+    unlisted = resolved - set(demo_programs()) - {sys.executable}
+    assert not unlisted, f"the demo starts {sorted(unlisted)}, which .ci/services does not list for it"

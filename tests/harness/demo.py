@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -34,9 +35,9 @@ from gantry.plugin.main import main as kubectl_gantry
 from gantry.publish import Request
 from gantry.settings import Config
 from tests.git.repos import Clone, origin_and_clone
-from tests.harness import kubectl
+from tests.harness import kubectl, services
 from tests.harness.cluster import ROOT, Cluster, cluster_for_tests
-from tests.harness.observability import MetricsApp, Prometheus, binaries_missing, observability
+from tests.harness.observability import MetricsApp, Prometheus, observability
 from tests.harness.operator import OperatorThread, RecordingAlerter
 
 NAMESPACE = "gantry"
@@ -121,9 +122,12 @@ def production_pipeline(prometheus: Prometheus) -> dict[str, Any]:
 
 def main() -> int:
     logging.basicConfig(level=logging.ERROR)
-    missing = binaries_missing()
+    missing = [path for path in services.started_by("demo").values() if not shutil.which(path)]
     if missing:
-        print(f"The demo needs {', '.join(missing)}: run `make demo` (it installs Debian's prometheus).")
+        print(
+            f"The demo needs {', '.join(missing)}: install them with `.ci/install-services --for demo` "
+            "(`make demo` does, from the list in .ci/services)."
+        )
         return 2
     started = time.monotonic()
     with (

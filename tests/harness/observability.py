@@ -26,8 +26,10 @@ from typing import Any
 import pytest
 import yaml
 
-PROMETHEUS = "/usr/bin/prometheus"
-ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
+from tests.harness import services
+
+PROMETHEUS = services.program("prometheus")
+ALERTMANAGER = services.program("prometheus-alertmanager")
 
 
 def free_port() -> int:

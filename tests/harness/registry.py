@@ -19,10 +19,11 @@ from pathlib import Path
 
 import yaml
 
+from tests.harness import services
 from tests.harness.observability import Daemon, free_port
 
-REGISTRY = "/usr/bin/docker-registry"
-SKOPEO = "/usr/bin/skopeo"
+REGISTRY = services.program("docker-registry")
+SKOPEO = services.program("skopeo")
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
