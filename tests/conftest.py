@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = item.get_closest_marker("emulator_only")
         if marker is not None:
             item.add_marker(pytest.mark.skip(reason=f"emulator-only: {marker.args[0]}"))
+
+
+# A Ctrl-C stops the run; a KeyboardInterrupt that a test raised itself (a patched function, a
+# fault injected too widely) fails that test only: no test may stop the suite.
+_ctrl_c: list[bool] = []
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    _ctrl_c.append(True)
+    raise KeyboardInterrupt
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> object:
+    try:
+        return (yield)
+    except KeyboardInterrupt:
+        if _ctrl_c:
+            raise
+        pytest.fail(f"{item.nodeid} raised KeyboardInterrupt without a Ctrl-C", pytrace=True)
 
 
 FAST = Config(reconcile_interval=0.2, waiting_interval=0.3, lock_sweep_interval=0.5, metrics_port=0)

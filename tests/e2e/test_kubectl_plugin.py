@@ -235,12 +235,13 @@ def test_all_namespaces_watch_and_completion(
 
     frames: list[str] = []
 
-    def interrupted(seconds: float) -> None:
-        raise KeyboardInterrupt
+    def interrupted() -> None:
+        raise KeyboardInterrupt  # Ctrl-C after the first frame
 
     import gantry.plugin.main as plugin
 
-    monkeypatch.setattr(plugin.time, "sleep", interrupted)
+    # Only the watch's own pause: patching time.sleep would reach every thread of the test process.
+    monkeypatch.setattr(plugin, "between_frames", interrupted)
     assert plugin.main(["status", "shop", "-n", namespace, "--watch"], out=frames.append) == 130
     assert len(frames) == 1 and frames[0].startswith("shop (")
 

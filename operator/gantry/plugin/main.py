@@ -117,12 +117,18 @@ def pipelines(kube: Kube, namespace: str | None, application: str | None) -> lis
 # --- status and history ----------------------------------------------------------------------
 
 
+def between_frames() -> None:
+    """The pause of --watch (its own name, so a test can end the watch without touching time.sleep,
+    which every other thread of the process shares)."""
+    time.sleep(WATCH_SECONDS)
+
+
 def show_status(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) -> None:
     while True:
         out(status_text(kube, namespace, args))
         if not args.watch:
             return
-        time.sleep(WATCH_SECONDS)
+        between_frames()
         out("")
 
 
