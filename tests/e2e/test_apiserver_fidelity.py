@@ -93,6 +93,20 @@ def test_status_subresource_separates_spec_and_status_writes(cluster: Cluster, n
     assert after_main["metadata"]["labels"] == {"x": "y"}
 
 
+def test_workload_status_counts_are_validated(cluster: Cluster, namespace: str) -> None:
+    """A stand-in controller once wrote more available than ready replicas: a real server refuses."""
+    cluster.apply(m.deployment(namespace, "web", {"web": m.OLD_WEB}))
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/web/status"
+    counts = {"replicas": 2, "updatedReplicas": 1, "readyReplicas": 0, "availableReplicas": 1}
+    with pytest.raises(ApiError) as refused:
+        cluster.kube.merge_patch(path, {"status": counts})
+    assert refused.value.status == 422
+    assert "status.availableReplicas: Invalid value: 1: cannot be greater than readyReplicas" in (
+        refused.value.message
+    )
+    cluster.kube.merge_patch(path, {"status": {**counts, "readyReplicas": 1}})
+
+
 def test_label_selectors_on_list(cluster: Cluster, namespace: str) -> None:
     for name, labels in [("a", {"app": "web", "tier": "front"}), ("b", {"app": "web"}), ("c", {"app": "db"})]:
         cluster.apply(m.deployment(namespace, name, {"main": m.OLD_WEB}, labels=labels))
@@ -234,7 +248,21 @@ def test_names_longer_than_the_server_allows_are_refused(cluster: Cluster, names
     }
     with pytest.raises(ApiError) as too_long:
         cluster.apply(job)
-    assert too_long.value.status == 422 and "must be no more than 63 characters" in too_long.value.message
+    # A Job's name becomes its Pods' job-name label: the server refuses it as a label value.
+    assert too_long.value.status == 422
+    assert f'spec.template.labels: Invalid value: "{"j" * 64}": must be no more than 63 bytes' in (
+        too_long.value.message
+    )
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "labelled", "namespace": namespace, "labels": {"note": "x" * 64}},
+    }
+    with pytest.raises(ApiError) as long_label:
+        cluster.apply(config_map)
+    assert long_label.value.status == 422
+    refused = f'ConfigMap "labelled" is invalid: metadata.labels: Invalid value: "{"x" * 64}"'
+    assert f"{refused}: must be no more than 63 bytes" in long_label.value.message
 
 
 # --- what real kubectl asks of the server (the sandbox relies on these) ------------------------

@@ -15,7 +15,10 @@ from tests.harness import services
 from tests.harness.cluster import ROOT
 from tests.harness.observability import require_binaries
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.emulator_only("the demo embeds the emulator whatever the tier: the emulator run covers it"),
+]
 
 
 def ends_as_the_readme_says(out: str) -> None:

@@ -4,6 +4,7 @@ does the whole flow with nothing but the permissions the example grants it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,28 +15,24 @@ import yaml
 from gantry.adapters.kube import ApiError
 from tests.conftest import FAST
 from tests.e2e import manifests as m
-from tests.harness.authz import User
-from tests.harness.cluster import ROOT, Cluster, write_kubeconfig
+from tests.harness import envtest
+from tests.harness.cluster import REAL_CLUSTER_ENV, ROOT, Cluster
 from tests.harness.operator import OperatorThread, RecordingAlerter
 
 pytestmark = pytest.mark.e2e
 NAMESPACE = "gantry"  # the namespace examples/rbac.yaml binds the team roles in
 
 
-def as_user(cluster: Cluster, tmp_path: Path, token: str) -> Cluster:
-    assert cluster.server is not None
-    url = cluster.server.servers[0].url
-    return Cluster(
-        write_kubeconfig(tmp_path / f"kubeconfig-{token}", str(url).rstrip("/"), token), None, None
-    )
+def envtest_tier() -> bool:
+    return envtest.assets() is not None and not os.environ.get(REAL_CLUSTER_ENV)
 
 
 @pytest.fixture
 def rbac_cluster(
     cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[dict[str, Any]]:
-    if not cluster.emulated:
-        pytest.skip("configures the emulated API server's tokens; on a real cluster use real identities")
+    if not cluster.emulated and not envtest_tier():
+        pytest.skip("acts as test identities by token: the emulator or envtest (a real cluster has its own)")
     for manifest in yaml.safe_load_all((ROOT / "examples" / "rbac.yaml").read_text()):
         cluster.apply(manifest)
     for workload in m.workloads(NAMESPACE) + m.workloads("shop-prod"):
@@ -44,23 +41,12 @@ def rbac_cluster(
     production = [{"namespace": "shop-prod", "name": "web"}, {"namespace": "shop-prod", "name": "worker"}]
     pipeline["spec"]["stages"][1].update(promotion="Manual", targets=production)
     cluster.apply(pipeline)
-    assert cluster.server is not None
-    cluster.server.authz.tokens.update(
-        {
-            "emulated": User("admin", ("system:masters",)),
-            "operator": User("system:serviceaccount:gantry:gantry"),
-            "alice": User("alice", ("shop-developers",)),
-            "bob": User("bob", ("shop-oncall",)),
-        }
-    )
-    cluster.server.authz.enabled = True
-    monkeypatch.setenv("KUBECONFIG", str(as_user(cluster, tmp_path, "operator").kubeconfig))
+    monkeypatch.setenv("KUBECONFIG", str(cluster.as_user("operator", tmp_path).kubeconfig))
     operator = OperatorThread(FAST, RecordingAlerter()).start()
-    yield {"alice": as_user(cluster, tmp_path, "alice"), "bob": as_user(cluster, tmp_path, "bob")}
+    yield {"alice": cluster.as_user("alice", tmp_path), "bob": cluster.as_user("bob", tmp_path)}
     operator.stop()
 
 
-@pytest.mark.emulator_only("maps the emulated API server's tokens to users and groups")
 def test_developers_release_on_call_approves_and_the_operator_needs_nothing_more(
     cluster: Cluster, rbac_cluster: dict[str, Any]
 ) -> None:

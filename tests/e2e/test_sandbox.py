@@ -22,7 +22,12 @@ import pytest
 from tests.harness.cluster import ROOT
 from tests.harness.sandbox import READY
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.emulator_only(
+        "the sandbox embeds the emulator whatever the tier: the emulator run covers it"
+    ),
+]
 KUBECTL = shutil.which("kubectl")
 
 

@@ -50,8 +50,10 @@ _NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces(?:/([^/]+))?(?:/(status|final
 Key = tuple[str, str, str]  # group, version, plural
 NAMESPACES: Key = ("", "v1", "namespaces")
 CRDS: Key = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
-# Kinds whose names are DNS labels (63 characters at most): a Job's name goes into its Pods' labels.
-DNS_LABEL_NAMED = {NAMESPACES, ("", "v1", "services"), ("batch", "v1", "jobs")}
+# Kinds whose names are DNS labels (63 characters at most).
+DNS_LABEL_NAMED = {NAMESPACES, ("", "v1", "services")}
+JOBS: Key = ("batch", "v1", "jobs")
+WORKLOADS = {("apps", "v1", "deployments"), ("apps", "v1", "statefulsets")}
 
 
 class ApiStatus(Exception):
@@ -436,8 +438,17 @@ class ApiServer(kmock.KubernetesEmulator):
             raise ApiStatus(
                 422,
                 "Invalid",
-                f'{schema.kind} "{name}" is invalid: metadata.name: Invalid value: "{name}": '
-                f"must be no more than {longest} characters",
+                f'{_qualified(key, schema.kind)} "{name}" is invalid: metadata.name: Invalid value: '
+                f'"{name}": must be no more than {longest} characters',
+            )
+        if key == JOBS and len(name.encode()) > 63:
+            # kube-apiserver puts a Job's name into its Pod template's labels (job-name), and a
+            # label value is 63 bytes at most: that is the error it answers with.
+            raise ApiStatus(
+                422,
+                "Invalid",
+                f'Job.batch "{name}" is invalid: spec.template.labels: Invalid value: "{name}": '
+                "must be no more than 63 bytes",
             )
         if schema.namespaced:
             namespace = namespace or meta.get("namespace") or "default"
@@ -572,9 +583,11 @@ class ApiServer(kmock.KubernetesEmulator):
 
     def _admit(self, key: Key, obj: dict[str, Any], old: Mapping[str, Any] | None) -> None:
         schema = self.schemas[key]
-        _check_labels(schema.kind, obj)
+        _check_labels(_qualified(key, schema.kind), obj)
         if key == CRDS:
             _check_crd_rules(obj)
+        if key in WORKLOADS:
+            _check_replica_counts(_qualified(key, schema.kind), obj)
         if schema.openapi is None:
             return
         errors = admit(schema.openapi, obj, old)
@@ -799,15 +812,43 @@ def _spec_of(obj: Mapping[str, Any]) -> dict[str, Any]:
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
+def _check_replica_counts(kind: str, obj: Mapping[str, Any]) -> None:
+    """A workload's status counts as kube-apiserver validates them (a controller that writes
+    more available than ready replicas is refused, not believed)."""
+    status = obj.get("status") or {}
+    counts = {
+        k: status.get(k) or 0 for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
+    }
+    problems = [
+        f"status.{field}: Invalid value: {counts[field]}: cannot be greater than status.replicas"
+        for field in ("updatedReplicas", "readyReplicas", "availableReplicas")
+        if counts[field] > counts["replicas"]
+    ]
+    if counts["availableReplicas"] > counts["readyReplicas"]:
+        problems.append(
+            f"status.availableReplicas: Invalid value: {counts['availableReplicas']}: "
+            "cannot be greater than readyReplicas"
+        )
+    if problems:
+        name = (obj.get("metadata") or {}).get("name", "")
+        text = problems[0] if len(problems) == 1 else "[" + ", ".join(problems) + "]"
+        raise ApiStatus(422, "Invalid", f'{kind} "{name}" is invalid: {text}')
+
+
+def _qualified(key: Key, kind: str) -> str:
+    """How kube-apiserver names a kind in its errors: Job.batch, ConfigMap (the core group bare)."""
+    return f"{kind}.{key[0]}" if key[0] else kind
+
+
 def _check_labels(kind: str, obj: Mapping[str, Any]) -> None:
-    """Label values as kube-apiserver validates them, for every kind: 63 characters at most."""
+    """Label values as kube-apiserver validates them, for every kind: 63 bytes at most."""
     name = (obj.get("metadata") or {}).get("name", "")
     for value in ((obj.get("metadata") or {}).get("labels") or {}).values():
         problem = None
         if not isinstance(value, str):
             problem = "must be a string"
-        elif len(value) > 63:
-            problem = "must be no more than 63 characters"
+        elif len(value.encode()) > 63:
+            problem = "must be no more than 63 bytes"
         elif not LABEL_VALUE.match(value):
             problem = (
                 "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.'"

@@ -30,6 +30,17 @@ class User:
         return SUPERUSERS in self.groups
 
 
+# The identities tests act as, by bearer token: the emulator maps them when a test turns RBAC on,
+# and the envtest tier's kube-apiserver reads them from its token file (RBAC always enforced).
+TEST_USERS = {
+    "operator": User(
+        "system:serviceaccount:gantry:gantry", ("system:serviceaccounts", "system:serviceaccounts:gantry")
+    ),
+    "alice": User("alice", ("shop-developers",)),
+    "bob": User("bob", ("shop-oncall",)),
+}
+
+
 @dataclass
 class Authz:
     enabled: bool = False

@@ -8,6 +8,7 @@ play the deployment controller, kubelet and job controller.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import os
@@ -23,7 +24,7 @@ import yaml
 from kubernetes import config as k8s_config
 
 from gantry.adapters.kube import ApiError, Kube, custom_path, job_path, workload_path
-from tests.harness import envtest, stand_in
+from tests.harness import authz, envtest, stand_in
 from tests.harness.api_controllers import ApiControllers
 from tests.harness.apiserver import ApiServer, Key
 
@@ -48,6 +49,7 @@ PLURALS = {
     "ServiceAccount": ("", "v1", "serviceaccounts"),
     "Secret": ("", "v1", "secrets"),
     "Service": ("", "v1", "services"),
+    "ConfigMap": ("", "v1", "configmaps"),
     "ClusterRole": ("rbac.authorization.k8s.io", "v1", "clusterroles"),
     "ClusterRoleBinding": ("rbac.authorization.k8s.io", "v1", "clusterrolebindings"),
     "Role": ("rbac.authorization.k8s.io", "v1", "roles"),
@@ -201,13 +203,16 @@ class Cluster:
         if os.environ.get(KEEP_NAMESPACES_ENV) or self.emulated:
             return  # the emulator goes away with the test
         if envtest.assets() is not None and not os.environ.get(REAL_CLUSTER_ENV):
-            return  # envtest has no namespace controller to empty them; the session's server goes away
+            # envtest has no namespace controller to empty a deleted namespace, and one control plane
+            # serves the session: empty what the test used instead, or the next test's operator
+            # (cluster-wide, like every Gantry) would go on driving this test's Releases.
+            for name in sorted(self.namespaces_seen):
+                self.empty(name)
+            self.namespaces_made.clear()
+            self.namespaces_seen.clear()
+            return
         for name in reversed(self.namespaces_made):
-            for kind in ("Release", "EnvironmentLock", "ReleaseSource"):  # what Kopf's finalizer holds
-                for obj in self.kube.list_items(object_path(kind, name)):
-                    if obj["metadata"].get("finalizers"):
-                        path = object_path(kind, name, obj["metadata"]["name"])
-                        self.kube.merge_patch(path, {"metadata": {"finalizers": None}})
+            self.take_finalizers_off(name)
             self.delete("Namespace", None, name)
         for name in self.namespaces_made:
             self.wait_for(
@@ -218,6 +223,38 @@ class Cluster:
             )
         self.namespaces_made.clear()
         self.namespaces_seen.clear()
+
+    GANTRY_KINDS = (
+        "Release",
+        "ReleaseSource",
+        "EnvironmentLock",
+        "Pipeline",
+        "ReleaseDecision",
+        "ProductionLedger",
+    )
+
+    def take_finalizers_off(self, namespace: str) -> None:
+        for kind in ("Release", "EnvironmentLock", "ReleaseSource"):  # what Kopf's finalizer holds
+            try:
+                found = self.kube.list_items(object_path(kind, namespace))
+            except ApiError as error:
+                if not error.not_found:
+                    raise
+                continue  # not even the CRD is installed (a fresh cluster)
+            for obj in found:
+                if obj["metadata"].get("finalizers"):
+                    path = object_path(kind, namespace, obj["metadata"]["name"])
+                    with contextlib.suppress(ApiError):  # gone meanwhile
+                        self.kube.merge_patch(path, {"metadata": {"finalizers": None}})
+
+    def empty(self, namespace: str) -> None:
+        """Delete what a test left in `namespace`: Gantry's objects, workloads and Jobs."""
+        self.take_finalizers_off(namespace)
+        for kind in (*self.GANTRY_KINDS, "Job", "Deployment", "StatefulSet"):
+            with contextlib.suppress(ApiError):
+                self.kube.request(
+                    "DELETE", object_path(kind, namespace), body={"propagationPolicy": "Background"}
+                )
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Create or replace, re-reading on a conflict as kubectl does when the operator (or a
@@ -336,6 +373,22 @@ class Cluster:
     def make_unpullable(self, image: str) -> None:
         if self.controllers is not None:
             self.controllers.unpullable.add(image)
+
+    def as_user(self, token: str, directory: Path) -> Cluster:
+        """The same API server as the user behind `token` (one of authz.TEST_USERS): on the emulator
+        the tokens are mapped and RBAC turned on here; envtest's kube-apiserver knows them from its
+        token file and always enforces RBAC."""
+        if self.server is not None:
+            self.server.authz.tokens.update(authz.TEST_USERS)
+            self.server.authz.tokens.setdefault("emulated", authz.User("admin", (authz.SUPERUSERS,)))
+            self.server.authz.enabled = True
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        config["users"] = [{"name": token, "user": {"token": token}}]
+        for context in config["contexts"]:
+            context["context"]["user"] = token
+        path = directory / f"kubeconfig-{token}"
+        path.write_text(yaml.safe_dump(config))
+        return Cluster(path, None, None)
 
     def hold_rollouts(self, namespace: str, name: str) -> None:
         assert self.controllers is not None, "holding a rollout needs the emulated cluster"
@@ -478,9 +531,22 @@ def cluster_for_tests(tmp: Path, emulated: bool = False, crds: bool = True) -> I
         thread.stop()
 
 
-def _with_api_controllers(kubeconfig: Path, server: ApiServer | None) -> Iterator[Cluster]:
+@contextmanager
+def fresh_cluster_for_tests(tmp: Path) -> Iterator[Cluster]:
+    """A cluster with nothing installed, not even crds/: on the envtest tier a kube-apiserver of
+    its own (the session's has crds/ already), else the emulator."""
+    if envtest.assets() is None or os.environ.get(REAL_CLUSTER_ENV):
+        with cluster_for_tests(tmp, emulated=True, crds=False) as cluster:
+            yield cluster
+        return
+    with envtest.fresh_control_plane(tmp / "control-plane") as kubeconfig:
+        yield from _with_api_controllers(kubeconfig, None, crds=False)
+
+
+def _with_api_controllers(kubeconfig: Path, server: ApiServer | None, crds: bool = True) -> Iterator[Cluster]:
     cluster = Cluster(kubeconfig, server, None)
-    install_crds(cluster)
+    if crds:
+        install_crds(cluster)
     controllers = ApiControllers(cluster.kube).start()
     cluster.controllers = controllers  # type: ignore[assignment]  # the same knobs, through the API
     try:

@@ -16,9 +16,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
+
+from tests.harness import authz
 
 ASSETS_ENV = "KUBEBUILDER_ASSETS"
 ADMIN_TOKEN = "envtest-admin"
@@ -54,11 +58,19 @@ def kubeconfig() -> Path:
     return _running[0]
 
 
+def token_file() -> str:
+    """kube-apiserver's --token-auth-file: token,user,uid,"group1,group2" per line."""
+    lines = [f'{ADMIN_TOKEN},admin,admin,"system:masters"']
+    for token, user in authz.TEST_USERS.items():
+        lines.append(f'{token},{user.name},{user.name},"{",".join(user.groups)}"')
+    return "\n".join(lines) + "\n"
+
+
 def start(binaries: Path, work: Path) -> tuple[Path, list[subprocess.Popen[bytes]]]:
     etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
     key = work / "sa.key"
     subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
-    (work / "tokens.csv").write_text(f'{ADMIN_TOKEN},admin,admin,"system:masters"\n')
+    (work / "tokens.csv").write_text(token_file())
     log = (work / "control-plane.log").open("ab")
     etcd = subprocess.Popen(
         [
@@ -146,11 +158,30 @@ def stop() -> None:
     if _running is None:
         return
     path, processes = _running
+    stop_processes(processes)
+    shutil.rmtree(path.parent, ignore_errors=True)
+    _running = None
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
     for process in processes:
         process.terminate()
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
-    shutil.rmtree(path.parent, ignore_errors=True)
-    _running = None
+            process.wait()
+
+
+@contextmanager
+def fresh_control_plane(work: Path) -> Iterator[Path]:
+    """A control plane of its own, with nothing installed (what `helm install` meets first): its
+    kubeconfig; stopped on leaving."""
+    found = assets()
+    assert found is not None, f"{ASSETS_ENV} is not set"
+    work.mkdir(parents=True, exist_ok=True)
+    path, processes = start(found, work)
+    try:
+        yield path
+    finally:
+        stop_processes(processes)

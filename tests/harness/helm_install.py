@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tests.harness.cluster import Cluster
+from tests.harness.cluster import Cluster, wait_established
 
 # Helm's InstallOrder (pkg/release/util/kind_sorter.go), as far as a chart like ours uses it;
 # kinds not listed come last, in the order rendered.
@@ -57,6 +57,8 @@ def install(
         for crd in yaml.safe_load_all(text):
             if crd and cluster.get("CustomResourceDefinition", None, crd["metadata"]["name"]) is None:
                 cluster.apply(crd)  # Helm skips a CRD that already exists
+                # and waits until each is Established (a real server serves a new kind a moment later)
+                wait_established(cluster, crd["metadata"]["name"])
     objects = [doc for text in manifests for doc in yaml.safe_load_all(text) if doc]
     cluster.ensure_namespace(namespace)  # helm install --create-namespace
     paths = [(obj, resource_path(cluster, obj)) for obj in objects]  # all mapped before any is made

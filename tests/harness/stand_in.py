@@ -32,8 +32,9 @@ def workload_status(kind: str, body: Mapping[str, Any], stuck: bool) -> dict[str
             "observedGeneration": generation,
             "replicas": replicas + 1,
             "updatedReplicas": 1,
+            # the old Pods still serve: ready and available (a real server refuses available > ready)
             "availableReplicas": max(replicas - 1, 0),
-            "readyReplicas": 0,
+            "readyReplicas": max(replicas - 1, 0),
         }
     new: dict[str, Any] = {
         "observedGeneration": generation,

@@ -209,37 +209,29 @@ def test_helm_lint_strict_finds_nothing() -> None:
 
 
 @pytest.fixture
-def chart_rbac_cluster(cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The emulated API server enforcing RBAC, with only the chart's ServiceAccount and roles."""
+def chart_rbac_cluster(fresh_cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An API server enforcing RBAC, with only the chart's ServiceAccount and roles: a fresh one, so
+    that no other test's grants (examples/rbac.yaml's, cluster-wide) can lend the operator a right."""
     from tests.conftest import FAST
     from tests.e2e import manifests as m
-    from tests.e2e.test_rbac import as_user
-    from tests.harness.authz import User
+    from tests.harness.cluster import install_crds
     from tests.harness.operator import OperatorThread, RecordingAlerter
 
-    if not cluster.emulated:
-        pytest.skip("configures the emulated API server's tokens")
+    cluster = fresh_cluster
+    install_crds(cluster)
     docs = render({"rbac": {"workloadNamespaces": ["shop-staging", "shop-prod"]}})
     for doc in docs:
         if doc["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
             cluster.apply(doc)
     for workload in m.workloads("shop-staging") + m.workloads("shop-prod") + m.workloads("elsewhere"):
         cluster.apply(workload)
-    cluster.server.authz.tokens.update(
-        {
-            "emulated": User("admin", ("system:masters",)),
-            "operator": User("system:serviceaccount:gantry:gantry"),
-        }
-    )
-    cluster.server.authz.enabled = True
-    monkeypatch.setenv("KUBECONFIG", str(as_user(cluster, tmp_path, "operator").kubeconfig))
+    monkeypatch.setenv("KUBECONFIG", str(cluster.as_user("operator", tmp_path).kubeconfig))
     # As the chart's scoped install sets it (GANTRY_WATCH_WORKLOADS=false): no cluster-wide watch.
     operator = OperatorThread(replace(FAST, watch_workloads=False), RecordingAlerter()).start()
     yield cluster
     operator.stop()
 
 
-@pytest.mark.emulator_only("maps the emulated API server's tokens to users and groups")
 @pytest.mark.e2e
 def test_the_chart_grants_the_operator_enough_for_a_whole_flow_and_no_more(chart_rbac_cluster: Any) -> None:
     from tests.e2e import manifests as m
@@ -290,10 +282,11 @@ def chart_files(values: dict[str, Any] | None = None, chart: Path = CHART) -> tu
 
 @pytest.fixture
 def fresh_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """An emulated API server with nothing installed, not even crds/: what `helm install` meets first."""
-    from tests.harness.cluster import cluster_for_tests
+    """An API server with nothing installed, not even crds/: what `helm install` meets first (on the
+    envtest tier a kube-apiserver of its own)."""
+    from tests.harness.cluster import fresh_cluster_for_tests
 
-    with cluster_for_tests(tmp_path, emulated=True, crds=False) as cluster:
+    with fresh_cluster_for_tests(tmp_path) as cluster:
         monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
         yield cluster
 
@@ -332,14 +325,17 @@ def test_the_install_check_fails_as_helm_does_when_a_template_uses_a_kind_its_te
 def test_helm_install_with_default_values_on_a_fresh_cluster_then_the_examples_reach_verified(
     fresh_cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.e2e.test_rbac import as_user
-    from tests.harness.authz import User
+    from tests.harness.cluster import crd_conditions
     from tests.harness.helm_install import install
     from tests.harness.operator import OperatorThread, RecordingAlerter
 
     cluster = fresh_cluster
     crds, manifests = chart_files()
     created = install(cluster, crds, manifests, "gantry")
+    for text in crds:  # every kind the chart's CRDs define is served (none refused, none in conflict)
+        name = yaml.safe_load(text)["metadata"]["name"]
+        conditions = crd_conditions(cluster, name)
+        assert conditions.get("Established", {}).get("status") == "True", (name, conditions)
     kinds = {c["kind"] for c in created}
     assert {
         "ClusterKopfPeering",
@@ -358,14 +354,8 @@ def test_helm_install_with_default_values_on_a_fresh_cluster_then_the_examples_r
     monkeypatch.delenv("GANTRY_LIVENESS_ENDPOINT")
     config = Config.from_env()
     assert config.git_cache and config.peering == "gantry"  # the chart's defaults, git cache included
-    cluster.server.authz.tokens.update(
-        {
-            "emulated": User("admin", ("system:masters",)),
-            "operator": User("system:serviceaccount:gantry:gantry"),
-        }
-    )
-    cluster.server.authz.enabled = True
-    monkeypatch.setenv("KUBECONFIG", str(as_user(cluster, tmp_path, "operator").kubeconfig))
+    # The chart's ServiceAccount and nothing more: RBAC enforced (a real server always enforces it).
+    monkeypatch.setenv("KUBECONFIG", str(cluster.as_user("operator", tmp_path).kubeconfig))
     operator = OperatorThread(replace(config, peering_priority=100), RecordingAlerter()).start()
     try:
         for name in ("workloads.yaml", "pipeline.yaml", "release.yaml"):

@@ -38,7 +38,12 @@ def git_credentials(
 def create_tag(ctx: Context, effect: CreateTag) -> None:
     """Push the annotated release tag, unless it is there already; a tag is never moved."""
     mirrors, repository = ctx.adapters.mirrors, ctx.release.repository
-    assert mirrors is not None and repository
+    if mirrors is None or not repository:
+        # Another replica (with a git cache) settled the version; this one cannot push the tag.
+        raise EffectFailed(
+            Failure.UNAVAILABLE,
+            f"cannot push tag {effect.tag}: this operator runs without a git cache (set GANTRY_GIT_CACHE)",
+        )
     try:
         with mirrors.lock(repository):
             repo: Repository = mirrors.open(
