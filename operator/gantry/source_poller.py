@@ -110,23 +110,35 @@ class SourcePoller:
     def hook(
         self, namespace: str, name: str, headers: Mapping[str, str], body: bytes
     ) -> release_sources.Hook:
-        """A push webhook for this source: checked against its secret, then the next look is now."""
+        """A push webhook for this source: checked against its secret, then the next look is now.
+
+        `namespace` and `name` are valid names (adapters.webhooks checks them); the secret is read
+        in the namespace of the object found, and only that object is acted on."""
         path = custom_path("releasesources", namespace, name)
         source = self.resources.kube.get(path)
         if source is None:
-            return release_sources.Hook(404, f"no ReleaseSource {namespace}/{name}")
-        spec = release_sources.parse(name, namespace, source.get("spec") or {})
+            return release_sources.NO_SUCH_SOURCE
+        raw_spec = source.get("spec") or {}
+        ref = release_sources.webhook_secret(raw_spec)
+        secret = self.webhook_token(source["metadata"]["namespace"], ref) if ref else None
+        refused = release_sources.unauthenticated(ref, secret, headers, body)
+        if refused is not None:
+            return refused
+        spec = release_sources.parse(name, namespace, raw_spec)
         if isinstance(spec, Problem):
-            return release_sources.Hook(409, spec.describe())
-        secret = None
-        if spec.webhook_secret is not None:
-            data = self.resources.read_secret(namespace, spec.webhook_secret[0]) or {}
-            encoded = data.get(spec.webhook_secret[1])
-            secret = base64.b64decode(encoded).decode() if encoded else None
-        answer = release_sources.hook(spec, headers, body, secret)
+            # The sender did its part; the source's own status names the problem for its owner.
+            return release_sources.Hook(
+                202, f"received, but this ReleaseSource cannot look: {spec.describe()}"
+            )
+        answer = release_sources.hook(spec, headers, body)
         if answer.look_now:
             self.record(path, {"lastCheckedAt": None})  # due at once: the next tick looks
         return answer
+
+    def webhook_token(self, namespace: str, ref: tuple[str, str]) -> str | None:
+        data = self.resources.read_secret(namespace, ref[0]) or {}
+        encoded = data.get(ref[1])
+        return base64.b64decode(encoded).decode() if encoded else None
 
     def record(self, path: str, status: Mapping[str, Any]) -> None:
         self.resources.kube.merge_patch(f"{path}/status", {"status": dict(status)})

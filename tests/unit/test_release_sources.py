@@ -99,7 +99,7 @@ def pushed(repository: str, tag: str | None, action: str = "push") -> dict[str, 
 
 def test_a_registry_push_of_an_artifacts_commit_tag_makes_the_source_look_now() -> None:
     bearer = {"Authorization": "Bearer s3cret"}
-    answer = rs.hook(source(), bearer, notification(pushed("shop/web", A[:7])), "s3cret")
+    answer = rs.hook(source(), bearer, notification(pushed("shop/web", A[:7])))
     assert (answer.status, answer.look_now) == (202, True)  # by path: the registry's host name differs
 
 
@@ -111,10 +111,27 @@ def test_registry_events_that_bring_no_commits_image_are_ignored_and_bad_ones_re
         (pushed("shop/web", A[:7], action="pull"),),
         (pushed("shop/cart", A[:7]),),  # another repository
     ):
-        answer = rs.hook(source(), bearer, notification(*events), "s3cret")
+        answer = rs.hook(source(), bearer, notification(*events))
         assert (answer.status, answer.look_now) == (202, False), events
-    assert rs.hook(source(), bearer, b'{"events": {"action": "push"}}', "s3cret").status == 400
-    assert rs.hook(source(), {"Authorization": "Bearer nope"}, notification(), "s3cret").status == 401
+    assert rs.hook(source(), bearer, b'{"events": {"action": "push"}}').status == 400
+
+
+def test_a_request_is_authenticated_before_anything_about_the_source_is_said() -> None:
+    ref = ("hooks", "token")
+    body = notification()
+    refused = rs.unauthenticated(ref, "s3cret", {"Authorization": "Bearer nope"}, body)
+    assert refused is not None and refused.status == 401
+    assert rs.unauthenticated(ref, "s3cret", {"Authorization": "Bearer s3cret"}, body) is None
+    no_ref = rs.unauthenticated(None, None, {}, body)
+    assert no_ref is not None and (no_ref.status, no_ref.message) == (
+        403,
+        "this ReleaseSource takes no webhooks: set spec.webhook.secretRef",
+    )
+    # The field is set; what is missing is the Secret (or its key): say that, and how to fix it.
+    missing = rs.unauthenticated(ref, None, {"Authorization": "Bearer s3cret"}, body)
+    assert missing is not None and missing.status == 403
+    assert "names key 'token' of Secret 'hooks', which its namespace does not have" in missing.message
+    assert "set spec.webhook.secretRef" not in missing.message
 
 
 def test_an_artifact_repository_without_a_host_is_compared_whole() -> None:

@@ -82,23 +82,37 @@ def load_api_client(
     return k8s_client.ApiClient(configuration)
 
 
+def segment(text: str) -> str:
+    """One path segment: every character that could end or climb out of it is escaped ('/'
+    included), and '.' and '..' (which an HTTP client or proxy would resolve) are refused. No
+    Kubernetes name is either; a name from outside that is must never reach a path."""
+    if text in ("", ".", ".."):
+        raise ValueError(f"{text!r} is not a Kubernetes name")
+    return quote(text, safe="")
+
+
 def custom_path(plural: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{plural}"
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{segment(namespace)}/{plural}"
     if name is not None:
-        path += f"/{quote(name)}"
+        path += f"/{segment(name)}"
     if subresource is not None:
         path += f"/{subresource}"
     return path
 
 
+def core_path(plural: str, namespace: str, name: str | None = None) -> str:
+    path = f"/api/v1/namespaces/{segment(namespace)}/{plural}"
+    return f"{path}/{segment(name)}" if name is not None else path
+
+
 def workload_path(kind: str, namespace: str, name: str | None = None) -> str:
-    path = f"/apis/apps/v1/namespaces/{quote(namespace)}/{WORKLOAD_PLURALS[kind]}"
-    return f"{path}/{quote(name)}" if name is not None else path
+    path = f"/apis/apps/v1/namespaces/{segment(namespace)}/{WORKLOAD_PLURALS[kind]}"
+    return f"{path}/{segment(name)}" if name is not None else path
 
 
 def job_path(namespace: str, name: str | None = None) -> str:
-    path = f"/apis/batch/v1/namespaces/{quote(namespace)}/jobs"
-    return f"{path}/{quote(name)}" if name is not None else path
+    path = f"/apis/batch/v1/namespaces/{segment(namespace)}/jobs"
+    return f"{path}/{segment(name)}" if name is not None else path
 
 
 class Kube:

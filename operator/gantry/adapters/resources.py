@@ -13,7 +13,16 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from gantry.adapters.kube import GROUP, VERSION, ApiError, Kube, custom_path, job_path, workload_path
+from gantry.adapters.kube import (
+    GROUP,
+    VERSION,
+    ApiError,
+    Kube,
+    core_path,
+    custom_path,
+    job_path,
+    workload_path,
+)
 from gantry.domain import gates, ledger, locks
 from gantry.domain.model import ObservedJob, ObservedLock, Production
 from gantry.domain.phases import FINISHED_LABEL
@@ -270,7 +279,7 @@ class Resources:
         return body is not None and meta.get("uid") == entry.get("uid") and not meta.get("deletionTimestamp")
 
     def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
-        body = self.kube.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        body = self.kube.get(core_path("secrets", namespace, name))
         return dict(body.get("data") or {}) if body else None
 
     def _missing_pipeline(self, namespace: str, name: str) -> Problem:
@@ -360,7 +369,7 @@ class Resources:
     def exit_codes(self, namespace: str, job: str) -> str:
         """How the Job's containers ended, from its Pods (where Kubernetes keeps the exit code)."""
         try:
-            path = f"/api/v1/namespaces/{namespace}/pods"
+            path = core_path("pods", namespace)
             pods = self.kube.list_items(path, label_selector=f"job-name={job}")
         except ApiError as error:
             if error.transient:

@@ -3,6 +3,9 @@ or a registry's notification.
 
 A thin HTTP shell: the request's headers and body go to the caller's handler (which checks the
 source's secret and decides, see domain.release_sources.hook); its status and message go back.
+The path's namespace and name come from outside: aiohttp decodes them (`%2F` becomes `/`), so
+they are checked to be a Kubernetes namespace and object name before they may name anything, and
+anything else answers exactly as a source that does not exist does.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from gantry.domain.release_sources import Hook
+from gantry.domain import names
+from gantry.domain.release_sources import NO_SUCH_SOURCE, Hook
 
 MAX_BODY = 1024 * 1024  # push events are small; anything larger is refused before it is read
 Handle = Callable[[str, str, Mapping[str, str], bytes], Awaitable[Hook]]
@@ -19,14 +23,19 @@ Handle = Callable[[str, str, Mapping[str, str], bytes], Awaitable[Hook]]
 
 async def serve(address: str, port: int, handle: Handle) -> web.AppRunner:
     async def receive(request: web.Request) -> web.Response:
-        body = await request.read()
-        answer = await handle(
-            request.match_info["namespace"], request.match_info["name"], request.headers, body
-        )
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        if not (names.is_namespace(namespace) and names.is_object_name(name)):
+            answer = NO_SUCH_SOURCE
+        else:
+            answer = await handle(namespace, name, request.headers, await request.read())
         return web.json_response({"message": answer.message}, status=answer.status)
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        return web.json_response({"message": NO_SUCH_SOURCE.message}, status=NO_SUCH_SOURCE.status)
 
     app = web.Application(client_max_size=MAX_BODY)
     app.router.add_post("/hooks/releasesources/{namespace}/{name}", receive)
+    app.router.add_route("*", "/{anything:.*}", elsewhere)  # any other path or method: as if missing
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, address, port).start()

@@ -222,6 +222,10 @@ class Hook:
     look_now: bool = False
 
 
+# One answer for every path that names no source, valid or not: the endpoint is no oracle.
+NO_SUCH_SOURCE = Hook(404, "no ReleaseSource takes webhooks at this path")
+
+
 def authentic(headers: Mapping[str, str], body: bytes, secret: str) -> bool:
     """GitHub signs the body (X-Hub-Signature-256: sha256=HMAC); GitLab sends the token
     (X-Gitlab-Token); anything else may send it as a bearer token."""
@@ -233,14 +237,28 @@ def authentic(headers: Mapping[str, str], body: bytes, secret: str) -> bool:
     return bool(token) and hmac.compare_digest(token, secret)
 
 
-def hook(spec: SourceSpec, headers: Mapping[str, str], body: bytes, secret: str | None) -> Hook:
-    """A git host's push event (GitHub, GitLab) or a registry's notification (Distribution's
-    envelope of events): authenticated by the source's secret, then looked at now if it may
-    concern the source (a push to its branch, a push of an artifact's commit-hash tag)."""
-    if secret is None:
+def unauthenticated(
+    ref: tuple[str, str] | None, secret: str | None, headers: Mapping[str, str], body: bytes
+) -> Hook | None:
+    """Why a request may not act on a source (None: it may). Decided before anything else about
+    the source is said, so that an unsigned request learns nothing but that it was refused."""
+    if ref is None:
         return Hook(403, "this ReleaseSource takes no webhooks: set spec.webhook.secretRef")
+    if secret is None:
+        return Hook(
+            403,
+            f"this ReleaseSource's spec.webhook.secretRef names key {ref[1]!r} of Secret {ref[0]!r}, "
+            "which its namespace does not have: create it with the secret the sender signs with",
+        )
     if not authentic(headers, body, secret):
         return Hook(401, "not signed with the ReleaseSource's webhook secret")
+    return None
+
+
+def hook(spec: SourceSpec, headers: Mapping[str, str], body: bytes) -> Hook:
+    """A git host's push event (GitHub, GitLab) or a registry's notification (Distribution's
+    envelope of events), already authenticated by the source's secret: looked at now if it may
+    concern the source (a push to its branch, a push of an artifact's commit-hash tag)."""
     try:
         payload = json.loads(body or b"{}")
     except ValueError:
