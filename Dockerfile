@@ -8,9 +8,11 @@ COPY operator/ operator/
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim-bookworm
-# git: GitPython drives the git binary (version tags, HOT-<n> branches, the wiki).
+# git: GitPython drives the git binary (version tags, HOT-<n> branches, the wiki). procps: pgrep,
+# which GitPython uses to kill a git command that outlives its timeout together with its helpers
+# (git-remote-https holds the pipes open after git itself is killed).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends git ca-certificates \
+ && apt-get install -y --no-install-recommends git ca-certificates procps \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 65532 gantry \
  && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin gantry

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import kopf
@@ -34,19 +34,20 @@ class Runtime(kopf.Memo):
     metrics: Metrics | None
     wakeups: Wakeups
     executor: Executor | None  # Kopf's thread pool for blocking work; None: asyncio's default
+    source_executor: Executor  # ReleaseSource looks: a git or registry host that hangs stalls only these
     handoffs: set[asyncio.Future[None]]  # touches in flight (handlers.releases)
 
     def connect(self, config: Config, alerter: Alerter | None = None) -> None:
         self.wakeups = Wakeups()
         self.handoffs = set()
         self.executor = None
+        self.source_executor = ThreadPoolExecutor(config.source_workers, thread_name_prefix="gantry-sources")
         self.resources = Resources(Kube(load_api_client(config.workers), timeout=config.api_timeout))
         self.metrics = Metrics()
         alerter = alerter or AlertRouter(config.alertmanager_url, self.resources.read_secret)
-        mirrors = (
-            Mirrors(config.git_cache) if config.git_cache else None
-        )  # one per operator: one lock per mirror
-        self.sources = SourcePoller(self.resources, mirrors, utcnow)
+        # one per operator: one lock per mirror
+        mirrors = Mirrors(config.git_cache, config.git_timeout) if config.git_cache else None
+        self.sources = SourcePoller(self.resources, mirrors, utcnow, config.registry_timeout)
         self.reconciler = ReleaseReconciler(
             self.resources,
             alerter,
@@ -73,6 +74,12 @@ class Runtime(kopf.Memo):
         """Run blocking work in Kopf's thread pool, with Kopf's context (kopf.event needs it)."""
         context = contextvars.copy_context()
         return await asyncio.get_running_loop().run_in_executor(self.executor, context.run, fn, *args)
+
+    async def looking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a ReleaseSource look in the sources' own bounded pool: looks wait for git and
+        registries, and however many of those hang, the Release workers stay free."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self.source_executor, context.run, fn, *args)
 
 
 def post_event(body: Any, event: Event) -> None:

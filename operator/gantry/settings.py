@@ -27,6 +27,9 @@ class Config:
     metrics_port: int = 8080  # 0: no metrics endpoint
     metrics_address: str = "0.0.0.0"  # where it listens; 127.0.0.1 keeps it off the network
     git_cache: str = ""  # where git sources are mirrored; empty: versions are taken as given, not tagged
+    git_timeout: float = 60.0  # seconds one git command that talks to a remote may take before it is killed
+    source_workers: int = 4  # threads for ReleaseSource looks, apart from the Release workers
+    registry_timeout: float = 30.0  # seconds a ReleaseSource's registry request may take
     # Watch the workloads and Jobs Gantry waits on (needs list/watch on them cluster-wide, or in
     # every watched namespace); off: rollouts and tests are noticed on the reconcile timer only.
     watch_workloads: bool = True
@@ -57,5 +60,8 @@ class Config:
             metrics_port=int(env.get("GANTRY_METRICS_PORT", cls.metrics_port)),
             metrics_address=env.get("GANTRY_METRICS_ADDRESS") or cls.metrics_address,
             git_cache=env.get("GANTRY_GIT_CACHE", cls.git_cache),
+            git_timeout=float(env.get("GANTRY_GIT_TIMEOUT", cls.git_timeout)),
+            source_workers=int(env.get("GANTRY_SOURCE_WORKERS", cls.source_workers)),
+            registry_timeout=float(env.get("GANTRY_REGISTRY_TIMEOUT", cls.registry_timeout)),
             watch_workloads=env.get("GANTRY_WATCH_WORKLOADS", "true").lower() not in ("false", "0", "no"),
         )

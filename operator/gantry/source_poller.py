@@ -17,7 +17,7 @@ from typing import Any
 from gantry.adapters.git import GitError, Mirrors
 from gantry.adapters.git_effects import git_credentials
 from gantry.adapters.kube import ApiError, custom_path
-from gantry.adapters.registry import RegistryError, parse_repository
+from gantry.adapters.registry import REQUEST_TIMEOUT, RegistryError, parse_repository
 from gantry.adapters.registry_effects import registry_client
 from gantry.adapters.resources import Resources
 from gantry.domain import release_sources
@@ -31,8 +31,15 @@ MAX_COMMITS = 20  # a look at most resolves this many commits (EveryCommit after
 
 
 class SourcePoller:
-    def __init__(self, resources: Resources, mirrors: Mirrors | None, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        resources: Resources,
+        mirrors: Mirrors | None,
+        clock: Callable[[], datetime],
+        registry_timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
         self.resources, self.mirrors, self.clock = resources, mirrors, clock
+        self.registry_timeout = registry_timeout
 
     def poll(self, namespace: str, name: str) -> None:
         path = custom_path("releasesources", namespace, name)
@@ -97,7 +104,7 @@ class SourcePoller:
         head = repository.resolve(spec.branch)
         since = status.get("releasedCommit")
         commits = [] if since == head else repository.first_parents(head, since)[-MAX_COMMITS:]
-        client = registry_client(self.resources, spec.namespace, pipeline)
+        client = registry_client(self.resources, spec.namespace, pipeline, self.registry_timeout)
         resolved: dict[str, dict[str, str | None]] = {
             commit: {
                 a.name: client.resolve(parse_repository(a.repository), a.tag_for(commit))

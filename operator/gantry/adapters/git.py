@@ -6,15 +6,31 @@ runs this over 20,000 commits.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import shutil
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import git
 from gantry.domain.versions import RELEASE_TAG, Commit, parse_commit
 
 FIELD, RECORD = "\x1f", "\x1e"
+# A git host that accepts the connection and never answers must not hold a thread for ever: every
+# command that talks to a remote is killed after this long (Mirrors and Wiki take their own).
+REMOTE_TIMEOUT = 60.0
+# Never ask for credentials on a terminal, and give up on an HTTP transfer that stalls.
+REMOTE_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_HTTP_LOW_SPEED_LIMIT": "1"}
+
+
+def remote_options(timeout: float) -> dict[str, Any]:
+    """The keyword arguments GitPython takes for a command that talks to a remote."""
+    env = {**REMOTE_ENV, "GIT_HTTP_LOW_SPEED_TIME": str(max(int(timeout), 1))}
+    return {"kill_after_timeout": timeout, "env": env}
 
 
 class GitError(Exception):
@@ -114,14 +130,24 @@ class Mirrors:
     same mirror at once and trip over git's ref locks, so each mirror is used by one thread at a time.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, timeout: float = REMOTE_TIMEOUT) -> None:
         self.root = Path(root)
+        self.timeout = timeout
         self._locks: dict[Path, threading.RLock] = {}
         self._guard = threading.Lock()
 
-    def lock(self, url: str) -> threading.RLock:
+    @contextlib.contextmanager
+    def lock(self, url: str) -> Iterator[None]:
+        """This mirror, for this thread alone; waited for at most one timeout (behind a fetch that
+        hangs, the next user gives up rather than queueing for ever)."""
         with self._guard:
-            return self._locks.setdefault(self._path(url), threading.RLock())
+            lock = self._locks.setdefault(self._path(url), threading.RLock())
+        if not lock.acquire(timeout=self.timeout):
+            raise GitError(f"{url}: another look at this repository has not finished in {self.timeout:g}s")
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _path(self, url: str) -> Path:
         return self.root / hashlib.sha256(url.encode()).hexdigest()[:16]
@@ -135,18 +161,38 @@ class Mirrors:
         remote = with_credentials(url, credentials)
         try:
             if not path.exists():
-                git.Repo.clone_from(remote, path, bare=True)
+                self._create(path)
             repo = git.Repo(path)
-            repo.git.remote("set-url", "origin", remote)
+            if "origin" in (r.name for r in repo.remotes):
+                repo.git.remote("set-url", "origin", remote)
+            else:
+                repo.git.remote("add", "origin", remote)
             repo.git.fetch(
-                "--quiet", "--prune", "origin", "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"
+                "--quiet",
+                "--prune",
+                "origin",
+                "+refs/heads/*:refs/heads/*",
+                "+refs/tags/*:refs/tags/*",
+                **remote_options(self.timeout),
             )
         except git.GitCommandError as error:
-            raise GitError(f"cannot fetch {url}: {_stderr(error)}") from None
+            raise GitError(f"cannot fetch {url}: {_stderr(error, self.timeout)}") from None
         return Repository(path)
 
     @staticmethod
-    def push_tag(repository: Repository, tag: str, revision: str, message: str) -> None:
+    def _create(path: Path) -> None:
+        """An empty bare mirror, which the fetch then fills. Not `git clone`: GitPython runs a clone
+        as a process it cannot time out, and a fetch killed half-way leaves a mirror the next
+        fetch simply completes. Made beside its place and moved in, so it is whole or absent."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f"{path.name}-", dir=path.parent))
+        try:
+            git.Repo.init(partial, bare=True)
+            partial.rename(path)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+
+    def push_tag(self, repository: Repository, tag: str, revision: str, message: str) -> None:
         """Create an annotated tag and push it; if origin refuses, leave no local tag behind."""
         repo = repository.repo
         try:
@@ -154,10 +200,10 @@ class Mirrors:
                 GIT_COMMITTER_NAME="Gantry", GIT_COMMITTER_EMAIL="gantry@localhost"
             ):
                 repo.git.tag("-a", tag, revision, "-m", message)
-            repo.git.push("origin", f"refs/tags/{tag}")
+            repo.git.push("origin", f"refs/tags/{tag}", **remote_options(self.timeout))
         except git.GitCommandError as error:
             repo.git.tag("-d", tag, with_exceptions=False)
-            raise GitError(f"tag {tag}: {_stderr(error)}") from None
+            raise GitError(f"tag {tag}: {_stderr(error, self.timeout)}") from None
 
     @staticmethod
     def tag_commit(repository: Repository, tag: str) -> str | None:
@@ -174,6 +220,8 @@ def with_credentials(url: str, credentials: tuple[str, str] | None) -> str:
     return f"https://{user}:{secret}@{url.removeprefix('https://')}"
 
 
-def _stderr(error: git.GitCommandError) -> str:
+def _stderr(error: git.GitCommandError, timeout: float | None = None) -> str:
     text = str(error.stderr or error).strip().replace("stderr: ", "").strip("'")
+    if timeout is not None and "did not complete in" in text:  # GitPython's kill_after_timeout
+        return f"no answer in {timeout:g}s (the git host accepted the connection, then went silent)"
     return " ".join(text.split())[:300]

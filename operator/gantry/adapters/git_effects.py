@@ -93,7 +93,7 @@ def paperwork(ctx: Context, effect: Retrospective) -> None:
             repo = mirrors.open(release.repository, credentials)
             revision = repo.resolve(release.revision or "HEAD")
             if effect.kind == "Emergency":
-                wiki.push_branch(repo.repo, ticket, revision)
+                wiki.push_branch(repo.repo, ticket, revision, mirrors.timeout)
     if pipeline.git.wiki_repository:
         paper = wiki.Paperwork(
             effect.kind,
@@ -108,7 +108,7 @@ def paperwork(ctx: Context, effect: Retrospective) -> None:
             list(release.status.get("changelog") or []),
         )
         page = wiki.render_page(paper, pipeline.git.page_template or wiki.DEFAULT_TEMPLATE)
-        wiki.Wiki(mirrors.root, lambda: credentials).write(
+        wiki.Wiki(mirrors.root, lambda: credentials, mirrors.timeout).write(
             pipeline.git.wiki_repository,
             ticket,
             page,

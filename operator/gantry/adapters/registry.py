@@ -85,13 +85,16 @@ def parse_dockerconfigjson(raw: bytes | str) -> dict[str, tuple[str, str]]:
     return out
 
 
+REQUEST_TIMEOUT = 30.0  # seconds one registry request may take (connect, then between bytes)
+
+
 @dataclass
 class RegistryClient:
     """One client for all registries; `tls` and `credentials` are keyed by registry host."""
 
     credentials: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     tls: Mapping[str, str] = field(default_factory=dict)
-    timeout: float = 30.0
+    timeout: float = REQUEST_TIMEOUT
     session: requests.Session = field(default_factory=requests.Session)
     _tokens: dict[tuple[str, tuple[str, ...]], str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)

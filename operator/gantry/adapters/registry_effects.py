@@ -7,7 +7,13 @@ import base64
 from typing import Any
 
 from gantry.adapters.effects import Context, EffectFailed, Executor
-from gantry.adapters.registry import RegistryClient, RegistryError, parse_dockerconfigjson, parse_repository
+from gantry.adapters.registry import (
+    REQUEST_TIMEOUT,
+    RegistryClient,
+    RegistryError,
+    parse_dockerconfigjson,
+    parse_repository,
+)
 from gantry.adapters.resources import Resources
 from gantry.domain.model import Failure, PromoteArtifacts
 from gantry.domain.pipeline import Pipeline
@@ -34,10 +40,12 @@ def promote_artifacts(ctx: Context, effect: PromoteArtifacts) -> None:
         raise EffectFailed(failure_of(error), str(error)) from error
 
 
-def registry_client(resources: Resources, namespace: str, pipeline: Pipeline | Problem) -> RegistryClient:
+def registry_client(
+    resources: Resources, namespace: str, pipeline: Pipeline | Problem, timeout: float = REQUEST_TIMEOUT
+) -> RegistryClient:
     """With the credentials of the Pipeline's dockerconfigjson Secret and its TLS settings."""
     if isinstance(pipeline, Problem):
-        return RegistryClient()
+        return RegistryClient(timeout=timeout)
     config = pipeline.registry
     credentials: dict[str, tuple[str, str]] = {}
     if config.credentials_secret:
@@ -53,7 +61,7 @@ def registry_client(resources: Resources, namespace: str, pipeline: Pipeline | P
             credentials = parse_dockerconfigjson(base64.b64decode(data[".dockerconfigjson"]))
         except (ValueError, KeyError) as bad:
             raise RegistryError("auth", f"{where}: .dockerconfigjson is not valid: {bad}") from bad
-    return RegistryClient(credentials=credentials, tls=dict(config.tls))
+    return RegistryClient(credentials=credentials, tls=dict(config.tls), timeout=timeout)
 
 
 EXECUTORS: dict[type[Any], Executor] = {PromoteArtifacts: promote_artifacts}

@@ -11,6 +11,7 @@ anything else answers exactly as a source that does not exist does.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -30,12 +31,16 @@ async def serve(address: str, port: int, handle: Handle) -> web.AppRunner:
             answer = await handle(namespace, name, request.headers, await request.read())
         return web.json_response({"message": answer.message}, status=answer.status)
 
-    async def elsewhere(request: web.Request) -> web.Response:
-        return web.json_response({"message": NO_SUCH_SOURCE.message}, status=NO_SUCH_SOURCE.status)
+    @web.middleware
+    async def elsewhere_is_missing(request: web.Request, handler: Any) -> web.StreamResponse:
+        """Any other path or method answers as a missing source does."""
+        try:
+            return await handler(request)  # type: ignore[no-any-return]
+        except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+            return web.json_response({"message": NO_SUCH_SOURCE.message}, status=NO_SUCH_SOURCE.status)
 
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[elsewhere_is_missing])
     app.router.add_post("/hooks/releasesources/{namespace}/{name}", receive)
-    app.router.add_route("*", "/{anything:.*}", elsewhere)  # any other path or method: as if missing
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, address, port).start()

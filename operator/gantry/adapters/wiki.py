@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import git
-from gantry.adapters.git import GitError, with_credentials
+from gantry.adapters.git import REMOTE_TIMEOUT, GitError, remote_options, with_credentials
 
 DEFAULT_TEMPLATE = """\
 # {ticket}: {kind} of {application} {version}
@@ -103,21 +103,28 @@ class Wiki:
     """A working clone of a wiki repository under `root`, for writing pages."""
 
     def __init__(
-        self, root: str | Path, credentials: Callable[[], tuple[str, str] | None] = lambda: None
+        self,
+        root: str | Path,
+        credentials: Callable[[], tuple[str, str] | None] = lambda: None,
+        timeout: float = REMOTE_TIMEOUT,
     ) -> None:
         self.root = Path(root)
         self.credentials = credentials
+        self.remote = remote_options(timeout)
 
     def write(self, url: str, page: str, content: str, message: str) -> bool:
         """Write (or keep) `page`; True if a commit was pushed."""
         path = self.root / ("wiki-" + hashlib.sha256(url.encode()).hexdigest()[:16])
         remote = with_credentials(url, self.credentials())
         try:
-            repo = git.Repo.clone_from(remote, path) if not path.exists() else git.Repo(path)
+            if not path.exists():  # the command, not Repo.clone_from: only a command can be timed out
+                self.root.mkdir(parents=True, exist_ok=True)
+                git.Git(self.root).clone("--quiet", "--", remote, str(path), **self.remote)
+            repo = git.Repo(path)
             repo.git.remote("set-url", "origin", remote)
             for attempt in range(3):
-                if repo.git.ls_remote("--heads", "origin"):
-                    repo.git.fetch("--quiet", "origin")
+                if repo.git.ls_remote("--heads", "origin", **self.remote):
+                    repo.git.fetch("--quiet", "origin", **self.remote)
                     repo.git.reset("--hard", "--quiet", f"origin/{_branch(repo)}")
                 target = path / f"{page}.md"
                 if target.exists() and target.read_text() == content:
@@ -132,7 +139,7 @@ class Wiki:
                 ):
                     repo.git.commit("--quiet", "-m", message)
                 try:
-                    repo.git.push("--quiet", "origin", f"HEAD:refs/heads/{_branch(repo)}")
+                    repo.git.push("--quiet", "origin", f"HEAD:refs/heads/{_branch(repo)}", **self.remote)
                     return True
                 except git.GitCommandError:
                     if attempt == 2:
@@ -142,14 +149,15 @@ class Wiki:
         return False
 
 
-def push_branch(repo: git.Repo, branch: str, revision: str) -> None:
+def push_branch(repo: git.Repo, branch: str, revision: str, timeout: float = REMOTE_TIMEOUT) -> None:
     """Create `branch` at `revision` in origin; one already there at that commit is fine, elsewhere is not."""
+    remote = remote_options(timeout)
     try:
-        existing = str(repo.git.ls_remote("origin", f"refs/heads/{branch}")).split()
+        existing = str(repo.git.ls_remote("origin", f"refs/heads/{branch}", **remote)).split()
         if existing and existing[0] != revision:
             raise GitError(f"branch {branch} already exists at {existing[0][:12]}, not {revision[:12]}")
         if not existing:
-            repo.git.push("origin", f"{revision}:refs/heads/{branch}")
+            repo.git.push("origin", f"{revision}:refs/heads/{branch}", **remote)
     except git.GitCommandError as error:
         raise GitError(f"branch {branch}: {' '.join(str(error.stderr or error).split())[:300]}") from None
 

@@ -19,7 +19,13 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     @kopf.timer(GROUP, VERSION, "releasesources", interval=config.source_tick, registry=registry)
     async def poll_source(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
         runtime: Runtime = memo
-        await runtime.blocking(runtime.sources.poll, namespace or "", name)
+        await runtime.looking(runtime.sources.poll, namespace or "", name)
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_looking(memo: Any, **_: Any) -> None:
+        executor = getattr(memo, "source_executor", None)
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)  # a hung look ends at its git timeout
 
     if not config.webhook_port:
         return
