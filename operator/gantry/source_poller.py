@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from gantry.adapters.git import GitError, Mirrors
+from gantry.adapters.git import GitError, Mirrors, Repository
 from gantry.adapters.git_effects import git_credentials
 from gantry.adapters.kube import ApiError, custom_path
 from gantry.adapters.registry import REQUEST_TIMEOUT, RegistryError, parse_repository
@@ -26,6 +26,7 @@ from gantry.domain.phases import FINAL, FINISHED_LABEL
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
 from gantry.domain.testjob import label_value
+from gantry.versioning import next_release
 
 MAX_COMMITS = 20  # a look at most resolves this many commits (EveryCommit after a long outage)
 
@@ -83,15 +84,14 @@ class SourcePoller:
     def supersede(self, spec: release_sources.SourceSpec, newest: str) -> None:
         """NewestOnly: the source's older unfinished Releases are told which one is newer; each
         gives way if it has not begun its stage (its own decision, on its next look)."""
-        selector = f"{release_sources.LABEL_SOURCE}={label_value(spec.name)},!{FINISHED_LABEL}"
-        for older in self.resources.kube.list_items(custom_path("releases", spec.namespace), selector):
-            meta = older["metadata"]
-            if meta["name"] == newest or (older.get("status") or {}).get("phase") in FINAL:
+        for name in self.in_flight(spec):
+            if name == newest:
                 continue
-            if (meta.get("annotations") or {}).get(SUPERSEDED_BY) == newest:
+            path = custom_path("releases", spec.namespace, name)
+            older = self.resources.kube.get(path) or {}
+            if ((older.get("metadata") or {}).get("annotations") or {}).get(SUPERSEDED_BY) == newest:
                 continue
-            patch = {"metadata": {"annotations": {SUPERSEDED_BY: newest}}}
-            self.resources.kube.merge_patch(custom_path("releases", spec.namespace, meta["name"]), patch)
+            self.resources.kube.merge_patch(path, {"metadata": {"annotations": {SUPERSEDED_BY: newest}}})
 
     def look(
         self, spec: release_sources.SourceSpec, status: Mapping[str, Any], now: datetime
@@ -105,14 +105,40 @@ class SourcePoller:
         since = status.get("releasedCommit")
         commits = [] if since == head else repository.first_parents(head, since)[-MAX_COMMITS:]
         client = registry_client(self.resources, spec.namespace, pipeline, self.registry_timeout)
+        candidates = release_sources.candidates_of(spec, commits)
         resolved: dict[str, dict[str, str | None]] = {
             commit: {
                 a.name: client.resolve(parse_repository(a.repository), a.tag_for(commit))
                 for a in spec.artifacts
             }
-            for commit in release_sources.candidates_of(spec, commits)
+            for commit in candidates
         }
-        return release_sources.plan(spec, status, head, commits, resolved, now)
+        # Only where a new Release would supersede one in flight does a commit with nothing to
+        # release stand aside (else it is a Release as always, which says NothingToRelease).
+        releasable = (
+            {commit: self.releasable(repository, commit) for commit in candidates}
+            if self.in_flight(spec)
+            else None
+        )
+        return release_sources.plan(spec, status, head, commits, resolved, now, releasable)
+
+    def in_flight(self, spec: release_sources.SourceSpec) -> list[str]:
+        """The source's Releases that have not finished (a newer one would supersede them)."""
+        selector = f"{release_sources.LABEL_SOURCE}={label_value(spec.name)},!{FINISHED_LABEL}"
+        return [
+            older["metadata"]["name"]
+            for older in self.resources.kube.list_items(custom_path("releases", spec.namespace), selector)
+            if (older.get("status") or {}).get("phase") not in FINAL
+        ]
+
+    def releasable(self, repository: Repository, commit: str) -> bool:
+        """Would a Release of this commit have a version? (New commits worth one since the last
+        release tag, or a release tag on this very commit.)"""
+        assert self.mirrors is not None
+        result = next_release(repository, commit)
+        return result.tag is not None or (
+            result.base is not None and self.mirrors.tag_commit(repository, result.base) == commit
+        )
 
     def hook(
         self, namespace: str, name: str, headers: Mapping[str, str], body: bytes

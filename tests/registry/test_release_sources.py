@@ -301,6 +301,49 @@ def test_a_registry_notification_makes_the_release_once_ci_pushed_the_images(
         registry.stop()
 
 
+def test_newest_only_a_commit_with_nothing_to_release_never_takes_the_place_of_a_fix(
+    cluster: Cluster, namespace: str, open_registry: Registry, source_operator: OperatorThread, tmp_path: Path
+) -> None:
+    """Reported: a docs-only commit superseded a fix waiting for staging, then stayed
+    Blocked/NothingToRelease for ever, so staging never got the fix. Now it is skipped on record."""
+    origin, work = origin_and_clone(tmp_path, "shop")
+    merge(work, "chore(SHOP-0): start")
+    work.git("tag", "v1.0.0")
+    work.git("push", "-q", "origin", "v1.0.0")
+    setup(cluster, namespace, open_registry)
+    lock = m.environment_lock(namespace, 60)
+    lock["spec"]["freeze"] = {"by": "alice", "reason": "change freeze"}
+    cluster.apply(lock)
+    fix = merge(work, "fix(SHOP-1): rounding")
+    ci_builds(open_registry, tmp_path, fix)
+    cluster.apply(release_source(namespace, origin, open_registry.host))
+    first = f"shop-{fix[:12]}"
+
+    def queued() -> bool:
+        body = cluster.get("Release", namespace, first) or {}
+        return (body.get("status") or {}).get("step") == "WaitingForLock"
+
+    cluster.wait_for(f"{first} (tagged v1.0.1 by dev) to queue for staging", queued, timeout=60)
+    docs = merge(work, "docs(SHOP-2): readme")
+    ci_builds(open_registry, tmp_path, docs)
+
+    def source_status() -> dict[str, Any]:
+        return cluster.must_get("ReleaseSource", namespace, "shop").get("status") or {}
+
+    cluster.wait_for("the docs commit to be looked at", lambda: source_status().get("lastCommit") == docs, 30)
+    assert cluster.get("Release", namespace, f"shop-{docs[:12]}") is None
+    (entry,) = [r for r in source_status()["releases"] if r.get("commit") == docs]
+    assert entry["skipped"].startswith("nothing to release")
+    body = cluster.must_get("Release", namespace, first)
+    assert body["status"]["phase"] != "Superseded" and "superseded-by" not in str(body["metadata"])
+    cluster.kube.merge_patch(
+        f"/apis/gantry.dev/v1alpha1/namespaces/{namespace}/environmentlocks/staging",
+        {"spec": {"freeze": None}},
+    )
+    verified = cluster.wait_for_phase(namespace, first, "Verified", "Failed", "Superseded", timeout=60)
+    assert verified["status"]["phase"] == "Verified", verified["status"]["message"]  # staging got the fix
+
+
 def test_newest_only_a_newer_commit_takes_the_place_of_an_older_release_still_queued(
     cluster: Cluster, namespace: str, open_registry: Registry, source_operator: OperatorThread, tmp_path: Path
 ) -> None:

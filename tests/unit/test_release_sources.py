@@ -138,3 +138,25 @@ def test_an_artifact_repository_without_a_host_is_compared_whole() -> None:
     artifact = rs.Artifact("web", "shop/web", "{commit}")
     assert artifact.pushed_as({"repository": "shop/web", "tag": A})
     assert not artifact.pushed_as({"repository": "web", "tag": A})
+
+
+def test_a_commit_with_nothing_to_release_is_skipped_not_made_a_release() -> None:
+    plan = rs.plan(source(), {"releasedCommit": A}, C, [B, C], {C: {"web": DIGEST}}, NOW, {C: False})
+    assert plan.creates == ()
+    assert plan.status["releasedCommit"] == C  # later looks count from it: it needs nothing more
+    skipped = {r["commit"]: r["skipped"] for r in plan.status["releases"]}
+    assert skipped[C] == rs.NOTHING_TO_RELEASE and skipped[B].startswith("a newer commit")
+    assert plan.status["message"].endswith(
+        "nothing to release (no feat, fix, perf or breaking commit since "
+        "the last release tag); no Release made"
+    )
+    every = rs.plan(
+        source("EveryCommit"),
+        {"releasedCommit": A},
+        C,
+        [B, C],
+        {B: {"web": DIGEST}, C: {"web": DIGEST}},
+        NOW,
+        {B: True, C: False},
+    )
+    assert [r["metadata"]["name"] for r in every.creates] == [f"shop-{B[:12]}"]

@@ -130,6 +130,9 @@ class Plan:
     status: Mapping[str, Any] = field(default_factory=dict)
 
 
+NOTHING_TO_RELEASE = "nothing to release (no feat, fix, perf or breaking commit since the last release tag)"
+
+
 def candidates_of(spec: SourceSpec, commits: Sequence[str]) -> list[str]:
     """The commits that may become Releases by the source's policy (whose images are to be asked for)."""
     return list(commits) if spec.every_commit else list(commits[-1:])
@@ -142,18 +145,24 @@ def plan(
     commits: Sequence[str],
     resolved: Mapping[str, Mapping[str, str | None]],
     now: datetime,
+    releasable: Mapping[str, bool] | None = None,
 ) -> Plan:
     """`commits`: the branch's commits since the last Release was made (oldest first, first-parent
-    line; on first sight just the head); `resolved`: per commit, artifact name -> digest or None."""
+    line; on first sight just the head); `resolved`: per commit, artifact name -> digest or None;
+    `releasable`: per candidate, whether its version would be new (False: only docs, chores... since
+    the last release tag). A commit with nothing to release becomes no Release and supersedes none:
+    it is recorded as skipped, so a fix waiting for staging is never given up for it."""
     candidates = candidates_of(spec, commits)
     skipped = [c for c in commits if c not in candidates]
     ready = [c for c in candidates if all(resolved.get(c, {}).get(a.name) for a in spec.artifacts)]
+    quiet = [c for c in ready if releasable is not None and not releasable.get(c, True)]
+    ready = [c for c in ready if c not in quiet]
     if ready and spec.every_commit:
         skipped += [
             c for c in candidates if c not in ready and candidates.index(c) < candidates.index(ready[-1])
         ]
     creates = tuple(release_manifest(spec, c, {k: str(v) for k, v in resolved[c].items()}) for c in ready)
-    waiting = [c for c in candidates if c not in ready and c not in skipped]
+    waiting = [c for c in candidates if c not in ready and c not in skipped and c not in quiet]
     history = list(status.get("releases") or [])
     history += [
         {"commit": c, "release": release_name(spec.application, c), "createdAt": to_rfc3339(now)}
@@ -162,12 +171,14 @@ def plan(
     history += [
         {"commit": c, "skipped": f"a newer commit on {spec.branch} was released first"} for c in skipped
     ]
+    history += [{"commit": c, "skipped": NOTHING_TO_RELEASE} for c in quiet]
+    handled = [c for c in commits if c in ready or c in skipped or c in quiet]
     out: dict[str, Any] = {
         "lastCommit": head,
         "lastCheckedAt": to_rfc3339(now),
         "lastRelease": release_name(spec.application, ready[-1]) if ready else status.get("lastRelease"),
         # The commit every later look counts from: the last one released (or given up on).
-        "releasedCommit": (ready or skipped)[-1] if ready or skipped else status.get("releasedCommit"),
+        "releasedCommit": handled[-1] if handled else status.get("releasedCommit"),
         "releases": history[-HISTORY_LIMIT:],
     }
     if waiting:
@@ -184,6 +195,8 @@ def plan(
         out["message"] = (
             f"commit {ready[-1][:12]} on {spec.branch} is Release {release_name(spec.application, ready[-1])}"
         )
+    elif quiet:
+        out["message"] = f"commit {quiet[-1][:12]} on {spec.branch}: {NOTHING_TO_RELEASE}; no Release made"
     else:
         out["message"] = f"{spec.branch} at {head[:12]}: nothing new since the last Release"
     out["conditions"] = [condition(True, "Watching", out["message"], now)]
