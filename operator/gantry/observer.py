@@ -35,7 +35,7 @@ from gantry.domain.model import (
     StageRun,
     current_run,
 )
-from gantry.domain.phases import Step
+from gantry.domain.phases import FINAL, NOT_BEGUN, Phase, Step
 from gantry.domain.pipeline import Pipeline, Stage, pinned
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
@@ -92,7 +92,25 @@ class Observer:
             production=production,
             source=self.source(release, pipeline),
             registry=self.registry(release, pipeline, run, now),
+            ahead=self.ahead(release, run),
         )
+
+    def ahead(self, release: ReleaseView, run: StageRun | None) -> tuple[tuple[str, str], ...]:
+        """Before a stage starts: which older Releases of the same source are in a stage now."""
+        if not release.follows or (run is not None and run.step != Step.PENDING):
+            return ()
+        found = []
+        for name in release.follows:
+            body = self.adapters.resources.get_release(release.namespace, name)
+            if body is None:
+                continue
+            status = body.get("status") or {}
+            their = current_run(status)
+            if status.get("phase") in (Phase.VERIFIED, *FINAL) or their is None:
+                continue
+            if their.step not in NOT_BEGUN:
+                found.append((name, their.name))
+        return tuple(found)
 
     def without_abandoned(self, release: ReleaseView, production: Production) -> Production:
         """Another Release holding production whose object is gone holds nothing: seen as Abandoned

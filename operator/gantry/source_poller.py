@@ -21,7 +21,7 @@ from gantry.adapters.registry import REQUEST_TIMEOUT, RegistryError, parse_repos
 from gantry.adapters.registry_effects import registry_client
 from gantry.adapters.resources import Resources
 from gantry.domain import release_sources
-from gantry.domain.model import SUPERSEDED_BY
+from gantry.domain.model import FOLLOWS, SUPERSEDED_BY
 from gantry.domain.phases import FINAL, FINISHED_LABEL
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
@@ -71,12 +71,16 @@ class SourcePoller:
             message = f"cannot ask the registry for this commit's images (spec.artifacts): {error}"
             self.record(path, release_sources.failed(status, Reason.REGISTRY_UNAVAILABLE, message, now))
             return
+        in_flight = self.in_flight(spec) if plan.creates else []
         for manifest in plan.creates:
+            if in_flight:  # the new Release enters no stage one of these is in (domain.steps)
+                manifest["metadata"].setdefault("annotations", {})[FOLLOWS] = ",".join(in_flight)
             try:
                 self.resources.kube.create(custom_path("releases", namespace), manifest)
             except ApiError as error:
                 if error.status != 409:  # 409: it exists already (an earlier look, another operator)
                     raise
+            in_flight.append(str(manifest["metadata"]["name"]))  # EveryCommit: the next follows it
         if plan.creates and not spec.every_commit:
             self.supersede(spec, str(plan.creates[-1]["metadata"]["name"]))
         self.record(path, plan.status)

@@ -301,6 +301,56 @@ def test_a_registry_notification_makes_the_release_once_ci_pushed_the_images(
         registry.stop()
 
 
+def test_newest_only_a_newer_release_waits_for_the_older_one_to_finish_the_stage_it_is_in(
+    cluster: Cluster, namespace: str, open_registry: Registry, source_operator: OperatorThread, tmp_path: Path
+) -> None:
+    """Reported: in the seed's flow (dev has no lock) the newer commit's Release deployed to dev
+    while the older one was testing there, and the older ended Failed/Superseded. Now the newer
+    waits until the older has finished dev (here its test times out), then enters it."""
+    origin, work = origin_and_clone(tmp_path, "shop")
+    merge(work, "chore(SHOP-0): start")
+    work.git("tag", "v1.0.0")
+    work.git("push", "-q", "origin", "v1.0.0")
+    setup(cluster, namespace, open_registry)
+    pipeline = cluster.must_get("Pipeline", namespace, "shop")
+    dev = pipeline["spec"]["stages"][0]
+    dev["test"].update(jobTemplate=m.test_job_template("sleep infinity"), timeoutSeconds=12)
+    cluster.apply(pipeline)
+    older = merge(work, "fix(SHOP-1): rounding")
+    images = ci_builds(open_registry, tmp_path, older)
+    cluster.apply(release_source(namespace, origin, open_registry.host))
+    first, second = f"shop-{older[:12]}", None
+
+    def step(name: str) -> str:
+        return str(((cluster.get("Release", namespace, name) or {}).get("status") or {}).get("step"))
+
+    cluster.wait_for(f"{first} to test in dev", lambda: step(first) == "Testing", timeout=60)
+    newer = merge(work, "fix(SHOP-2): totals")
+    ci_builds(open_registry, tmp_path, newer)
+    second = f"shop-{newer[:12]}"
+    waiting = cluster.wait_for(
+        f"{second} to wait for {first}",
+        lambda: (
+            (cluster.get("Release", namespace, second) or {}).get("status", {}).get("reason")
+            == "WaitingForOlderRelease"
+        ),
+        timeout=30,
+    )
+    assert waiting
+    message = cluster.must_get("Release", namespace, second)["status"]["message"]
+    assert f"waiting for {first} to finish stage dev" in message
+    dev_web = cluster.images("Deployment", f"{namespace}-dev", "web")["web"]
+    assert dev_web == f"{open_registry.host}/ci/web@{images['web']}"  # still the older one's, mid-test
+    ended = cluster.wait_for_phase(namespace, first, "Failed", "Superseded", "Verified", timeout=60)
+    assert (ended["status"]["phase"], ended["status"]["reason"]) != ("Failed", "Superseded")
+    assert ended["status"]["phase"] == "Failed" and ended["status"]["reason"] == "TestTimeout", ended[
+        "status"
+    ]
+    cluster.wait_for(
+        f"{second} to enter dev", lambda: step(second) in ("Testing", "RollingOut", "Deploying"), 60
+    )
+
+
 def test_newest_only_a_commit_with_nothing_to_release_never_takes_the_place_of_a_fix(
     cluster: Cluster, namespace: str, open_registry: Registry, source_operator: OperatorThread, tmp_path: Path
 ) -> None:

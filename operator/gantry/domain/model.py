@@ -130,11 +130,17 @@ class Observation:
     production: Production = field(default_factory=Production)
     source: Source | None = None  # only until status.version is settled
     registry: ObservedRegistry | None = None  # only while a stage is Promoting
+    # Before a stage starts: the older Releases of its ReleaseSource (FOLLOWS) and the stage each
+    # is in now, begun and not yet finished.
+    ahead: tuple[tuple[str, str], ...] = ()
 
 
 # Set by a ReleaseSource with policy NewestOnly on its older unfinished Releases when it makes a
 # newer one: each gives up if it has not begun the stage it is at (domain.steps.supersede).
 SUPERSEDED_BY = "gantry.dev/superseded-by"
+# Set by a ReleaseSource on the Release it makes: the source's Releases still in flight then. The
+# new one enters a stage only once none of them is in that stage (a Release in a stage finishes it).
+FOLLOWS = "gantry.dev/follows"
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,7 @@ class ReleaseView:
     repository: str | None = None
     revision: str | None = None
     superseded_by: str | None = None  # a newer Release of its ReleaseSource (policy NewestOnly)
+    follows: tuple[str, ...] = ()  # older Releases of its ReleaseSource in flight when it was made
 
     @property
     def key(self) -> str:
@@ -182,6 +189,7 @@ class ReleaseView:
             repository=(spec.get("source") or {}).get("repository"),
             revision=(spec.get("source") or {}).get("revision"),
             superseded_by=(meta.get("annotations") or {}).get(SUPERSEDED_BY),
+            follows=tuple(n for n in str((meta.get("annotations") or {}).get(FOLLOWS, "")).split(",") if n),
         )
 
 

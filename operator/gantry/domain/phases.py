@@ -55,6 +55,9 @@ class Step(StrEnum):
     HELD = "Held"
 
 
+# Where a stage has not begun: nothing of it deployed, at most a place in its lock's queue.
+NOT_BEGUN = frozenset({Step.PENDING, Step.AWAITING_APPROVAL, Step.WAITING_FOR_LOCK})
+
 PHASE_OF_STEP = {
     Step.PENDING: Phase.PENDING,
     Step.AWAITING_APPROVAL: Phase.AWAITING_APPROVAL,

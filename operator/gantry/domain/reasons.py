@@ -48,6 +48,7 @@ class Reason(StrEnum):
     # --- locks
     LOCK_REQUESTED = "LockRequested"
     WAITING_FOR_LOCK = "WaitingForLock"
+    WAITING_FOR_OLDER = "WaitingForOlderRelease"  # an older Release of its source is in the stage
     LOCK_FROZEN = "LockFrozen"
     LOCK_ACQUIRED = "LockAcquired"
     LOCK_LOST = "LockLost"

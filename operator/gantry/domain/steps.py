@@ -25,7 +25,7 @@ from gantry.domain.model import (
     SetImages,
     StageRun,
 )
-from gantry.domain.phases import FINAL, Phase, Step
+from gantry.domain.phases import FINAL, NOT_BEGUN, Phase, Step
 from gantry.domain.pipeline import Pipeline, Stage, pin
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
@@ -108,6 +108,8 @@ def start_stage(d: Draft) -> None:
     if isinstance(changes, Problem):
         d.block(changes)
         return
+    if waits_for_older(d, stage):
+        return
     if d.pinned is None and isinstance(d.pipeline, Pipeline):
         d.pinned = pin(d.pipeline)  # from now on the Release runs on these stages
     approver = entry_approval(d)
@@ -130,16 +132,29 @@ def start_stage(d: Draft) -> None:
     enter_stage(d)
 
 
-# Where a stage has not begun: nothing of it deployed, at most a place in its lock's queue.
-NOT_BEGUN = frozenset({Step.PENDING, Step.AWAITING_APPROVAL, Step.WAITING_FOR_LOCK})
-
-
 def supersedable(d: Draft) -> bool:
     """A newer Release of the same source exists (NewestOnly) and this one has not begun the stage
     it is at: it gives way. One that already deploys, or waits for production, goes on."""
     if d.release.superseded_by is None or d.phase in (Phase.VERIFIED, *FINAL):
         return False
     return d.run is None or (not d.run.production and d.run.step in NOT_BEGUN)
+
+
+def waits_for_older(d: Draft, stage: Stage) -> bool:
+    """An older Release of the same ReleaseSource is in this stage (deploying, testing, soaking):
+    it finishes the stage before this one enters it, so neither re-pins the other's containers
+    mid-test. (One that has not begun it gives way instead: see supersedable.)"""
+    older = [name for name, where in d.obs.ahead if where == stage.name]
+    if not older:
+        return False
+    message = (
+        f"waiting for {', '.join(older)} to finish stage {stage.name}: an older Release of the same "
+        "ReleaseSource that is in a stage finishes it before a newer one enters"
+    )
+    if d.message != message:
+        d.event("Normal", Reason.WAITING_FOR_OLDER, message)
+    d.reason, d.message = Reason.WAITING_FOR_OLDER, message
+    return True
 
 
 def supersede(d: Draft) -> None:
