@@ -35,7 +35,7 @@ from gantry.domain.model import (
     StageRun,
     current_run,
 )
-from gantry.domain.phases import FINAL, NOT_BEGUN, Phase, Step
+from gantry.domain.phases import FINAL, IN_STAGE, Phase, Step
 from gantry.domain.pipeline import Pipeline, Stage, pinned
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
@@ -108,7 +108,7 @@ class Observer:
             their = current_run(status)
             if status.get("phase") in (Phase.VERIFIED, *FINAL) or their is None:
                 continue
-            if their.step not in NOT_BEGUN:
+            if their.step in IN_STAGE or their.step == Step.ROLLING_BACK:
                 found.append((name, their.name))
         return tuple(found)
 

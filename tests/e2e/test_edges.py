@@ -363,8 +363,11 @@ def test_a_release_deleted_while_testing_puts_its_stage_back_and_stops_its_job(
         lambda: not cluster.list("Job", namespace, "gantry.dev/release=shop-v1"),
         timeout=30,
     )
-    lock = cluster.must_get("EnvironmentLock", namespace, "staging")["status"]
-    assert not lock.get("holder"), lock
+    cluster.wait_for(  # given back as the Release goes (a moment after its images, on a real server)
+        "the lock given back",
+        lambda: not cluster.must_get("EnvironmentLock", namespace, "staging")["status"].get("holder"),
+        timeout=30,
+    )
     events = cluster.wait_for_events(namespace, "shop-v1", "ReleaseDeleted")
     (said,) = [e["message"] for e in events if e["reason"] == "ReleaseDeleted"]
     assert "re-applied the images" in said and "stopped test Job" in said, said

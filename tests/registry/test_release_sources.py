@@ -134,7 +134,11 @@ def test_a_commit_on_main_with_its_images_pushed_becomes_a_release_by_digest(
         "the newest Release", lambda: cluster.get("Release", namespace, f"shop-{newest[:12]}"), timeout=30
     )
     assert cluster.get("Release", namespace, f"shop-{skipped[:12]}") is None
-    assert any(r.get("commit") == skipped and r.get("skipped") for r in status()["releases"])
+    cluster.wait_for(  # the look records it as it ends, a moment after it made the Release
+        "the skipped commit on record",
+        lambda: any(r.get("commit") == skipped and r.get("skipped") for r in status()["releases"]),
+        timeout=30,
+    )
 
 
 def test_a_feature_branch_never_becomes_a_release(

@@ -55,3 +55,19 @@ def test_in_production_a_bake_is_rolled_back_and_alerted() -> None:
     alert = leaving.effects[-1]
     assert isinstance(alert, Alert) and alert.reason == "ReleaseDeleted"
     assert "was deleted while stage production was Baking" in alert.message
+
+
+def test_every_step_says_what_its_stage_is_doing() -> None:
+    """The one list that leaving, giving way and waiting read: a new step must be placed in it."""
+    from gantry.domain.phases import ACTIVITY, Step
+
+    assert set(ACTIVITY) == set(Step)
+
+
+@pytest.mark.parametrize("step", ["Baking", "Soaking", "AwaitingDecision", "Held"])
+def test_a_canary_that_bakes_soaks_or_waits_gets_its_images_back(step: str) -> None:
+    """Reported: a Release deleted while its canary baked left the canary on its images."""
+    leaving = leave(release(run(step)), running(WEB, NEW))
+    assert leaving.effects == (SetImages(((WEB, "web", OLD),), restore=True),)
+    (event,) = leaving.events
+    assert f"was deleted while stage staging was {step}" in event.message

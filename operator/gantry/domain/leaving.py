@@ -1,11 +1,12 @@
 """A Release deleted mid-flight leaves the way a failed one does: it puts back what its stage changed.
 
-Deleting a Release (by hand, or a GitOps prune) while a stage deploys, rolls out, tests or, in
-production, bakes or waits for a decision must not leave that environment on images nobody
-tests or watches any more: the stage's recorded previous images are re-applied (only where ours
-still run: another Release's or a person's change is left alone) and its test Job is stopped.
-Its locks are given back by the caller. A stage that passed stays as it is; so does one that is
-already rolling back.
+Deleting a Release (by hand, or a GitOps prune) while a stage is in progress (deploys, rolls out,
+tests, soaks, bakes, in production or on a canary, or waits for a decision: every step whose
+activity is IN_STAGE, domain.phases) must not leave that environment on images nobody tests or
+watches any more: the stage's recorded previous images are re-applied (only where ours still
+run: another Release's or a person's change is left alone) and its test Job is stopped. Its
+locks are given back by the caller. A stage that passed stays as it is; one not begun has nothing
+to put back; one rolling back finishes putting back.
 """
 
 from __future__ import annotations
@@ -15,15 +16,10 @@ from dataclasses import dataclass
 
 from gantry.domain import commands
 from gantry.domain.model import Alert, DeleteJob, Effect, Event, ReleaseView, SetImages, current_run
-from gantry.domain.phases import Step
+from gantry.domain.phases import IN_STAGE, Step
 from gantry.domain.reasons import Reason
 from gantry.domain.steps import restorable_in
 from gantry.domain.workloads import ObservedWorkload, WorkloadRef
-
-# Steps in which a stage has changed (or may be changing) its workloads and not yet put them back.
-UNFINISHED_WORK = frozenset({Step.DEPLOYING, Step.ROLLING_OUT, Step.TESTING, Step.SOAKING})
-# In production also while the bake runs or a person has still to decide: nothing is released yet.
-UNFINISHED_IN_PRODUCTION = UNFINISHED_WORK | {Step.BAKING, Step.AWAITING_DECISION, Step.HELD}
 
 
 @dataclass(frozen=True)
@@ -37,9 +33,8 @@ def leave(release: ReleaseView, workloads: Mapping[WorkloadRef, ObservedWorkload
     run = current_run(release.status)
     if run is None:
         return Leaving()
-    unfinished = UNFINISHED_IN_PRODUCTION if run.production else UNFINISHED_WORK
     rolling_back = run.step == Step.ROLLING_BACK and run.rolled_back_at is None
-    if run.step not in unfinished and not rolling_back:
+    if run.step not in IN_STAGE and not rolling_back:
         return Leaving()
     effects: list[Effect] = []
     said = [f"Release {release.key} was deleted while stage {run.name} was {run.step}"]

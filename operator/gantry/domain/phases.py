@@ -55,8 +55,35 @@ class Step(StrEnum):
     HELD = "Held"
 
 
-# Where a stage has not begun: nothing of it deployed, at most a place in its lock's queue.
-NOT_BEGUN = frozenset({Step.PENDING, Step.AWAITING_APPROVAL, Step.WAITING_FOR_LOCK})
+class Activity(StrEnum):
+    """What a stage is doing at a step: the one list every rule about leaving, giving way and
+    waiting reads (a test keeps every Step in it, so a new step cannot be forgotten)."""
+
+    NOT_BEGUN = "NotBegun"  # nothing of the stage deployed; at most a place in a queue
+    PREPARING = "Preparing"  # outside the cluster (the registry): no workload changed yet
+    IN_STAGE = "InStage"  # its images are (being) put in place and not accepted yet
+    UNDOING = "Undoing"  # putting back what it changed
+    OVER = "Over"  # passed or failed: the stage has nothing more to do
+
+
+ACTIVITY = {
+    Step.PENDING: Activity.NOT_BEGUN,
+    Step.AWAITING_APPROVAL: Activity.NOT_BEGUN,
+    Step.WAITING_FOR_LOCK: Activity.NOT_BEGUN,
+    Step.PROMOTING: Activity.PREPARING,
+    Step.DEPLOYING: Activity.IN_STAGE,
+    Step.ROLLING_OUT: Activity.IN_STAGE,
+    Step.TESTING: Activity.IN_STAGE,
+    Step.SOAKING: Activity.IN_STAGE,
+    Step.BAKING: Activity.IN_STAGE,  # production, or a canary: watched, not yet accepted
+    Step.AWAITING_DECISION: Activity.IN_STAGE,
+    Step.HELD: Activity.IN_STAGE,
+    Step.ROLLING_BACK: Activity.UNDOING,
+    Step.PASSED: Activity.OVER,
+    Step.FAILED: Activity.OVER,
+}
+NOT_BEGUN = frozenset(step for step, activity in ACTIVITY.items() if activity == Activity.NOT_BEGUN)
+IN_STAGE = frozenset(step for step, activity in ACTIVITY.items() if activity == Activity.IN_STAGE)
 
 PHASE_OF_STEP = {
     Step.PENDING: Phase.PENDING,
