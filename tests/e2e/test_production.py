@@ -487,6 +487,9 @@ def test_a_canary_takes_a_release_only_when_approved_and_passes_it_on_only_after
     assert released["status"]["phase"] == "Released", released["status"]["message"]
     _, canary_run, production_run = released["status"]["stages"]
     assert canary_run["decidedBy"] == "carol" and canary_run["reason"] == "Soaked"
+    # carol approved the canary, not production (promotion Auto here): the records say who did what.
+    assert production_run["decidedBy"] == "gantry (automatic promotion)"
+    assert app.ledger()["production"]["history"][-1]["decidedBy"] == "gantry (automatic promotion)"
     soaked = from_rfc3339(production_run["startedAt"]) - from_rfc3339(canary_run["soakStartedAt"])
     assert soaked.total_seconds() >= 3  # production took it only after the soak
     assert from_rfc3339(canary_run["soakStartedAt"]) > from_rfc3339(

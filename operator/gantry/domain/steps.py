@@ -116,7 +116,7 @@ def start_stage(d: Draft) -> None:
     if stage.manual and not stage.production and approver is None:
         await_approval(d, stage)
         return
-    d.run = new_run(d, stage, Step.PENDING, decided_by=d.approved_by if stage.production else approver)
+    d.run = new_run(d, stage, Step.PENDING, decided_by=entered_by(d, stage, approver))
     if stage.production:
         provenance = gates.check_provenance(d, changes)
         assert not isinstance(provenance, Problem)  # validate() already checked it
@@ -181,6 +181,19 @@ def new_run(d: Draft, stage: Stage, step: Step, decided_by: str | None = None) -
         lock=stage.lock,
         decided_by=decided_by,
     )
+
+
+# Who decided a stage no person had to approve (promotion: Auto): said so on its record.
+AUTOMATIC = "gantry (automatic promotion)"
+
+
+def entered_by(d: Draft, stage: Stage, approver: str | None) -> str | None:
+    """Who decided this Release enters `stage`: the approval of production, for production (an
+    approval of an earlier stage, a canary's, is not one of production); the stage's own approver
+    for a gated stage; for a stage that promotes on its own, nobody but Gantry."""
+    if stage.production:
+        return d.approved_by if stage.manual else AUTOMATIC
+    return approver
 
 
 def entry_approval(d: Draft) -> str | None:
