@@ -208,3 +208,27 @@ def test_a_lost_lock_is_described_as_it_happened() -> None:
     assert locks.why_lost(taken, A, LEASE).endswith("ns/b holds it now")
     by_hand = locks.release(state, A, at(5), "edited")
     assert "removed this Release as its holder" in locks.why_lost(by_hand, A, LEASE)
+
+
+def test_a_release_refused_the_lock_on_every_tick_leaves_one_history_entry_not_twenty() -> None:
+    """Reported: a lease too short to renew made its Release take the free lock and give it back
+    (Blocked) on every tick: 20 identical entries in 25 s pushed the real history out."""
+    from datetime import UTC, datetime, timedelta
+
+    from gantry.domain import locks
+
+    start = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
+    other = locks.Claimant("team/shop-v0", "uid-0")
+    state = locks.LockState(None, (), ())
+    state, _ = locks.acquire(state, other, start, timedelta(seconds=300))
+    state = locks.release(state, other, start + timedelta(seconds=1), "Released")
+    churner = locks.Claimant("team/shop-v1", "uid-1")
+    for tick in range(20):
+        now = start + timedelta(seconds=2 + tick)
+        state, _ = locks.acquire(state, churner, now, timedelta(seconds=300))
+        state = locks.release(state, churner, now + timedelta(milliseconds=500), "Blocked")
+    assert [(t.claimant.release, t.reason) for t in state.history] == [
+        ("team/shop-v0", "Released"),
+        ("team/shop-v1", "Blocked"),
+    ]
+    assert state.history[-1].released_at == start + timedelta(seconds=21, milliseconds=500)

@@ -253,6 +253,13 @@ def _join(queue: tuple[Waiter, ...], claimant: Claimant, now: datetime) -> tuple
 
 
 def _remember(history: tuple[Tenure, ...], tenure: Tenure) -> tuple[Tenure, ...]:
+    """Append a tenure; one that repeats the last (the same Release letting go again for the same
+    reason, nobody in between: a Release that takes a free lock and is refused it on every tick)
+    extends that entry instead, so churn cannot push the real history out."""
+    if history:
+        last = history[-1]
+        if last.claimant.uid == tenure.claimant.uid and last.reason == tenure.reason:
+            return (*history[:-1], replace(last, released_at=tenure.released_at))
     return (*history, tenure)[-HISTORY_LIMIT:]
 
 
