@@ -351,6 +351,10 @@ def test_production_only_moves_forward() -> None:
     status = run(world, {}, until=("Blocked", "Baking"))  # our Release is v2.0.0
     assert (status["phase"], status["reason"]) == ("Blocked", "VersionNotNewer")
     assert "decide Rollback" in status["message"] and world.images[PROD] == V1
+    # Refused before staging, not after it (reported: it held staging's lock and ran its tests first).
+    assert "production would refuse it, so no stage takes it" in status["message"]
+    assert world.images[STAGING] == STAGING_OLD and not status.get("stages")
+    assert not [e for e in world.effects if type(e).__name__ == "AcquireLock"]
 
 
 def test_the_ledger_keeps_the_first_deploy_time_even_after_a_claim_recorded_none() -> None:

@@ -82,6 +82,25 @@ def not_newer(d: Draft) -> Problem | None:
     )
 
 
+def behind_production(d: Draft) -> Problem | None:
+    """Before production: a version not newer than what production runs would be refused there, so
+    no earlier stage takes it either (it would hold staging's lock and run its tests for nothing)."""
+    current = ledger.current([dict(e) for e in d.obs.production.history])
+    version = d.version or d.release.version
+    if current is None or current.get("uid") == d.release.uid or not version:
+        return None
+    ours, theirs = parse_tag(version), parse_tag(str(current.get("version", "")))
+    if ours is None or theirs is None or ours > theirs:
+        return None
+    return Problem(
+        Reason.VERSION_NOT_NEWER,
+        "spec.version",
+        f"{version} is not newer than {current.get('version')}, which production runs "
+        f"({current.get('release')}): production would refuse it, so no stage takes it",
+        "release a higher version; to go back to an earlier one, decide Rollback on the current Release",
+    )
+
+
 def version_refusal(version: str, uid: str, history: Sequence[Mapping[str, Any]]) -> str | None:
     """Why `version` may not go to production (not newer than what runs there or is on its way)."""
     entries = [dict(e) for e in history]

@@ -75,6 +75,10 @@ def validate(d: Draft, stage: Stage) -> tuple[ImageChange, ...] | Problem:
         )
         if problem is not None:
             return problem
+    if not stage.production:
+        behind = gates.behind_production(d)
+        if behind is not None:
+            return behind
     changes = plan_changes(pipeline.name, stage, d.release.artifacts, d.obs.targets)
     if stage.production and not isinstance(changes, Problem):
         provenance = gates.check_provenance(d, changes)
