@@ -305,6 +305,32 @@ def test_a_registry_notification_makes_the_release_once_ci_pushed_the_images(
         registry.stop()
 
 
+def queued(cluster: Cluster, namespace: str, name: str) -> bool:
+    body = cluster.get("Release", namespace, name) or {}
+    return (body.get("status") or {}).get("step") == "WaitingForLock"
+
+
+def a_fix_queued_before_frozen_staging(
+    cluster: Cluster, namespace: str, registry: Registry, tmp_path: Path
+) -> tuple[Clone, str]:
+    """v1.0.0 tagged, staging frozen by a person, and a fix merged on main whose Release passed dev
+    (which tags it v1.0.1) and waits in staging's queue: the clone CI merges into, and the fix."""
+    origin, work = origin_and_clone(tmp_path, "shop")
+    merge(work, "chore(SHOP-0): start")
+    work.git("tag", "v1.0.0")
+    work.git("push", "-q", "origin", "v1.0.0")
+    setup(cluster, namespace, registry)
+    lock = m.environment_lock(namespace, 60)
+    lock["spec"]["freeze"] = {"by": "alice", "reason": "change freeze"}
+    cluster.apply(lock)
+    fix = merge(work, "fix(SHOP-1): rounding")
+    ci_builds(registry, tmp_path, fix)
+    cluster.apply(release_source(namespace, origin, registry.host))
+    name = f"shop-{fix[:12]}"
+    cluster.wait_for(f"{name} to queue for staging", lambda: queued(cluster, namespace, name), timeout=60)
+    return work, fix
+
+
 def test_newest_only_a_newer_release_waits_for_the_older_one_to_finish_the_stage_it_is_in(
     cluster: Cluster, namespace: str, open_registry: Registry, source_operator: OperatorThread, tmp_path: Path
 ) -> None:
@@ -360,24 +386,8 @@ def test_newest_only_a_commit_with_nothing_to_release_never_takes_the_place_of_a
 ) -> None:
     """Reported: a docs-only commit superseded a fix waiting for staging, then stayed
     Blocked/NothingToRelease for ever, so staging never got the fix. Now it is skipped on record."""
-    origin, work = origin_and_clone(tmp_path, "shop")
-    merge(work, "chore(SHOP-0): start")
-    work.git("tag", "v1.0.0")
-    work.git("push", "-q", "origin", "v1.0.0")
-    setup(cluster, namespace, open_registry)
-    lock = m.environment_lock(namespace, 60)
-    lock["spec"]["freeze"] = {"by": "alice", "reason": "change freeze"}
-    cluster.apply(lock)
-    fix = merge(work, "fix(SHOP-1): rounding")
-    ci_builds(open_registry, tmp_path, fix)
-    cluster.apply(release_source(namespace, origin, open_registry.host))
+    work, fix = a_fix_queued_before_frozen_staging(cluster, namespace, open_registry, tmp_path)
     first = f"shop-{fix[:12]}"
-
-    def queued() -> bool:
-        body = cluster.get("Release", namespace, first) or {}
-        return (body.get("status") or {}).get("step") == "WaitingForLock"
-
-    cluster.wait_for(f"{first} (tagged v1.0.1 by dev) to queue for staging", queued, timeout=60)
     docs = merge(work, "docs(SHOP-2): readme")
     ci_builds(open_registry, tmp_path, docs)
 
@@ -403,31 +413,17 @@ def test_newest_only_a_newer_commit_takes_the_place_of_an_older_release_still_qu
 ) -> None:
     """Staging is frozen (a person's freeze), so commit A's Release waits in staging's queue after
     dev; commit B arrives: A gives way (Superseded, on record, out of the queue), B waits instead."""
-    origin, work = origin_and_clone(tmp_path, "shop")
-    merge(work, "chore(SHOP-0): start")
-    work.git("tag", "v1.0.0")
-    work.git("push", "-q", "origin", "v1.0.0")
-    setup(cluster, namespace, open_registry)
-    lock = m.environment_lock(namespace, 60)
-    lock["spec"]["freeze"] = {"by": "alice", "reason": "change freeze"}
-    cluster.apply(lock)
-    older = merge(work, "fix(SHOP-1): rounding")
-    ci_builds(open_registry, tmp_path, older)
-    cluster.apply(release_source(namespace, origin, open_registry.host))
+    work, older = a_fix_queued_before_frozen_staging(cluster, namespace, open_registry, tmp_path)
     first = f"shop-{older[:12]}"
-
-    def queued(name: str) -> bool:
-        body = cluster.get("Release", namespace, name) or {}
-        return (body.get("status") or {}).get("step") == "WaitingForLock"
-
-    cluster.wait_for(f"{first} to queue for staging", lambda: queued(first), timeout=60)
     newer = merge(work, "fix(SHOP-2): totals")
     ci_builds(open_registry, tmp_path, newer)
     gave_way = cluster.wait_for_phase(namespace, first, "Superseded", "Failed", "Verified", timeout=60)
     assert gave_way["status"]["phase"] == "Superseded", gave_way["status"]["message"]
     assert f"superseded by shop-{newer[:12]}" in gave_way["status"]["message"]
     assert [r["name"] for r in gave_way["status"]["stages"]] == ["dev", "staging"]  # dev had run it
-    cluster.wait_for(f"shop-{newer[:12]} to queue", lambda: queued(f"shop-{newer[:12]}"), timeout=60)
+    cluster.wait_for(
+        f"shop-{newer[:12]} to queue", lambda: queued(cluster, namespace, f"shop-{newer[:12]}"), timeout=60
+    )
     waiting = [
         w["release"] for w in cluster.must_get("EnvironmentLock", namespace, "staging")["status"]["queue"]
     ]
