@@ -306,6 +306,15 @@ def test_a_container_renamed_mid_stage_supersedes_the_release_instead_of_verifyi
     body = cluster.wait_for_phase(namespace, "shop-v1", "Failed", "Verified", timeout=60)
     assert (body["status"]["phase"], body["status"]["reason"]) == ("Failed", "Superseded")
     assert "has no container worker any more" in body["status"]["message"]
+    # Reported: the Release's other workloads stayed on the failed images. The one still on ours
+    # goes back to what it ran before; the renamed one is someone else's and left alone.
+    assert f"put back the images of Deployment {namespace}/web" in body["status"]["message"]
+    cluster.wait_for(
+        "web back on its previous image",
+        lambda: cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB,
+        timeout=30,
+    )
+    assert cluster.images("Deployment", namespace, "worker") == {"jobs": m.image("worker", "v1")}
 
 
 def test_a_workload_scaled_to_zero_passes_with_a_warning_that_nothing_runs_it(

@@ -452,18 +452,37 @@ def rollout_pending(d: Draft, want: str) -> list[str]:
 
 
 def superseded(d: Draft) -> bool:
-    """Another Release or a person re-pinned our containers mid-stage: stop, and do not fight them."""
+    """Another Release or a person re-pinned (or renamed) some of our containers mid-stage: stop,
+    and do not fight them; but the containers still on our images go back to what they ran
+    before, so no workload is left on images whose stage failed."""
     assert d.run is not None
     foreign = replaced(d, "after")
     if not foreign:
         return False
+    ours = still_ours(d)
+    if ours and d.run.stage.rollback_on_failure:
+        d.effects.append(SetImages(ours, restore=True))
+        put_back = f"; put back the images of {', '.join(sorted({str(w) for w, _, _ in ours}))}"
+    else:
+        put_back = ""
     message = (
         f"stage {d.run.name}: images were replaced before the stage finished ({'; '.join(foreign)}); "
-        "not rolling back over someone else's change"
+        f"not rolling back over someone else's change{put_back}"
     )
     d.event("Warning", Reason.SUPERSEDED, message)
     d.move(Step.FAILED, Reason.SUPERSEDED, message, finished_at=d.now)
     return True
+
+
+def still_ours(d: Draft) -> tuple[tuple[WorkloadRef, str, str], ...]:
+    """The containers that still run exactly the images this stage set."""
+    assert d.run is not None
+    out = []
+    for change in d.run.changes or ():
+        seen = d.obs.workloads.get(change.workload)
+        if seen is not None and seen.containers.get(change.container) == change.after:
+            out.append((change.workload, change.container, change.before))
+    return tuple(out)
 
 
 def roll_out(d: Draft, rollback: Rollback, then: Then) -> None:
