@@ -88,15 +88,17 @@ def test_a_crashed_holder_loses_the_lock_when_its_lease_expires(
 ) -> None:
     setup_app(cluster, namespace)
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    lock = cluster.apply(m.environment_lock(namespace, lease_seconds=2))
+    cluster.apply(m.environment_lock(namespace, lease_seconds=2))
     # The holder's operator crashed: its Release still exists (blocked here, so no operator takes
     # it up again); only its lease can free the lock. (A holder whose Release was deleted is freed
     # at once: tests/e2e/test_edges.py.)
     body = cluster.apply(m.release(namespace, "ghost", "ghost", version="v0.9.0", pipeline_name="absent"))
     ghost = {"release": f"{namespace}/ghost", "uid": body["metadata"]["uid"], "since": now, "renewTime": now}
-    cluster.kube.replace(
+    # A merge patch, not a replace: the running operator may have written the lock since it was
+    # applied (Kopf's finalizer), and a replace carrying the old resourceVersion would get 409.
+    cluster.kube.merge_patch(
         f"/apis/gantry.dev/v1alpha1/namespaces/{namespace}/environmentlocks/staging/status",
-        {**lock, "status": {"holder": ghost, "queue": [], "queueLength": 0, "history": []}},
+        {"status": {"holder": ghost, "queue": [], "queueLength": 0, "history": []}},
     )
 
     cluster.apply(m.release(namespace, "shop-v3", "v3"))
