@@ -71,7 +71,8 @@ class SourcePoller:
             message = f"cannot ask the registry for this commit's images (spec.artifacts): {error}"
             self.record(path, release_sources.failed(status, Reason.REGISTRY_UNAVAILABLE, message, now))
             return
-        in_flight = self.in_flight(spec) if plan.creates else []
+        older = self.in_flight(spec) if plan.creates else []
+        in_flight = [str(body["metadata"]["name"]) for body in older]
         for manifest in plan.creates:
             if in_flight:  # the new Release enters no stage one of these is in (domain.steps)
                 manifest["metadata"].setdefault("annotations", {})[FOLLOWS] = ",".join(in_flight)
@@ -82,19 +83,18 @@ class SourcePoller:
                     raise
             in_flight.append(str(manifest["metadata"]["name"]))  # EveryCommit: the next follows it
         if plan.creates and not spec.every_commit:
-            self.supersede(spec, str(plan.creates[-1]["metadata"]["name"]))
+            self.supersede(spec, older, str(plan.creates[-1]["metadata"]["name"]))
         self.record(path, plan.status)
 
-    def supersede(self, spec: release_sources.SourceSpec, newest: str) -> None:
-        """NewestOnly: the source's older unfinished Releases are told which one is newer; each
-        gives way if it has not begun its stage (its own decision, on its next look)."""
-        for name in self.in_flight(spec):
-            if name == newest:
+    def supersede(self, spec: release_sources.SourceSpec, older: list[dict[str, Any]], newest: str) -> None:
+        """NewestOnly: the source's older unfinished Releases (as listed before the newest was made)
+        are told which one is newer; each gives way if it has not begun its stage (its own
+        decision, on its next look)."""
+        for body in older:
+            meta = body["metadata"]
+            if meta["name"] == newest or (meta.get("annotations") or {}).get(SUPERSEDED_BY) == newest:
                 continue
-            path = custom_path("releases", spec.namespace, name)
-            older = self.resources.kube.get(path) or {}
-            if ((older.get("metadata") or {}).get("annotations") or {}).get(SUPERSEDED_BY) == newest:
-                continue
+            path = custom_path("releases", spec.namespace, meta["name"])
             self.resources.kube.merge_patch(path, {"metadata": {"annotations": {SUPERSEDED_BY: newest}}})
 
     def look(
@@ -126,11 +126,11 @@ class SourcePoller:
         )
         return release_sources.plan(spec, status, head, commits, resolved, now, releasable)
 
-    def in_flight(self, spec: release_sources.SourceSpec) -> list[str]:
+    def in_flight(self, spec: release_sources.SourceSpec) -> list[dict[str, Any]]:
         """The source's Releases that have not finished (a newer one would supersede them)."""
         selector = f"{release_sources.LABEL_SOURCE}={label_value(spec.name)},!{FINISHED_LABEL}"
         return [
-            older["metadata"]["name"]
+            older
             for older in self.resources.kube.list_items(custom_path("releases", spec.namespace), selector)
             if (older.get("status") or {}).get("phase") not in FINAL
         ]
