@@ -593,21 +593,8 @@ class ApiServer(kmock.KubernetesEmulator):
         errors = admit(schema.openapi, obj, old)
         if errors:
             name = obj.get("metadata", {}).get("name", "")
-            listed = [str(e) for e in errors]
-            text = listed[0] if len(listed) == 1 else "[" + ", ".join(listed) + "]"
-            raise ApiStatus(
-                422,
-                "Invalid",
-                f'{schema.kind}.{key[0]} "{name}" is invalid: {text}',
-                {
-                    "name": name,
-                    "group": key[0],
-                    "kind": schema.kind,
-                    "causes": [
-                        {"reason": "FieldValueInvalid", "message": str(e), "field": e.field} for e in errors
-                    ],
-                },
-            )
+            problems = [(e.field, str(e)) for e in errors]
+            raise _invalid(schema.kind, key[0], name, problems, "FieldValueInvalid")
 
     def _conflict(self, key: Key, name: str) -> ApiStatus:
         return ApiStatus(
@@ -783,21 +770,28 @@ def _check_crd_rules(crd: Mapping[str, Any]) -> None:
     errors = crd_checks.schema_errors(crd)
     if errors:
         name = (crd.get("metadata") or {}).get("name", "")
-        text = errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
-        raise ApiStatus(
-            422,
-            "Invalid",
-            f'CustomResourceDefinition.apiextensions.k8s.io "{name}" is invalid: {text}',
-            {
-                "name": name,
-                "group": "apiextensions.k8s.io",
-                "kind": "CustomResourceDefinition",
-                "causes": [
-                    {"reason": "FieldValueForbidden", "message": e, "field": e.split(":", 1)[0]}
-                    for e in errors
-                ],
-            },
+        problems = [(e.split(":", 1)[0], e) for e in errors]
+        raise _invalid(
+            "CustomResourceDefinition", "apiextensions.k8s.io", name, problems, "FieldValueForbidden"
         )
+
+
+def _invalid(kind: str, group: str, name: str, problems: list[tuple[str, str]], cause: str) -> ApiStatus:
+    """kube-apiserver's 422 for field errors: `Kind.group "name" is invalid: <one, or [a, b]>`, with
+    one cause per (field, message)."""
+    messages = [message for _, message in problems]
+    text = messages[0] if len(messages) == 1 else "[" + ", ".join(messages) + "]"
+    return ApiStatus(
+        422,
+        "Invalid",
+        f'{kind}.{group} "{name}" is invalid: {text}',
+        {
+            "name": name,
+            "group": group,
+            "kind": kind,
+            "causes": [{"reason": cause, "message": message, "field": field} for field, message in problems],
+        },
+    )
 
 
 def _api_version(key: Key) -> str:
