@@ -250,3 +250,42 @@ def test_all_namespaces_watch_and_completion(
     assert kubectl_gantry("__complete", "lock", "")[1].split()[-3:] == ["freeze", "status", "unfreeze"]
     code, script = kubectl_gantry("completion", "bash")
     assert code == 0 and "kubectl-gantry __complete" in script and "complete -F" in script
+
+
+def test_a_deleted_production_ledger_keeps_counting_and_the_plugin_acts_on_what_production_runs(
+    cluster: Cluster, namespace: str, operator: OperatorThread
+) -> None:
+    setup(cluster, namespace)
+    released(cluster, namespace, "shop-v1", "v1.0.0")
+    released(cluster, namespace, "shop-v2", "v1.1.0")
+    before = cluster.must_get("ProductionLedger", namespace, "shop")["status"]["revision"]
+
+    cluster.delete("ProductionLedger", namespace, "shop")  # by hand, or a pruning GitOps sync
+    cluster.wait_for(
+        "the ledger to be gone", lambda: cluster.get("ProductionLedger", namespace, "shop") is None
+    )
+    released(cluster, namespace, "shop-v3", "v1.2.0")
+
+    ledger = cluster.must_get("ProductionLedger", namespace, "shop")["status"]
+    assert ledger["revision"] > before  # the revision never goes back, so the Pipeline's mirror follows
+    assert [(e["version"], e["result"]) for e in ledger["production"]["history"]][-3:] == [
+        ("v1.0.0", "Released"),
+        ("v1.1.0", "Released"),
+        ("v1.2.0", "Released"),
+    ]
+    cluster.wait_for(
+        "the Pipeline to mirror the newest ledger",
+        lambda: (
+            (cluster.must_get("Pipeline", namespace, "shop").get("status") or {}).get("ledgerRevision")
+            == ledger["revision"]
+        ),
+    )
+    import yaml
+
+    _, raw = kubectl_gantry("-n", namespace, "-o", "yaml", "history", "shop")
+    assert [h["version"] for h in yaml.safe_load(raw)][-1] == "v1.2.0"
+    code, said = kubectl_gantry("rollback", "shop", "-n", namespace, "--reason", "errors", "--yes")
+    assert code == 0 and "Rollback on shop-v3" in said  # what production runs, not a stale copy
+    body = cluster.wait_for_phase(namespace, "shop-v3", "RolledBack", "Failed", timeout=60)
+    assert body["status"]["phase"] == "RolledBack"
+    assert cluster.images("Deployment", PROD, "web")["web"] == m.image("web", "shop-v2")

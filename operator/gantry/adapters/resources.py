@@ -156,9 +156,12 @@ class Resources:
         retry_on_conflict(f"Pipeline {namespace}/{name}", attempt)
 
     def _ledger_in_pipeline(self, namespace: str, name: str) -> dict[str, Any]:
-        """Where an older Gantry kept the ledger: moved into the ProductionLedger on its first write."""
-        body = self.kube.get(custom_path("pipelines", namespace, name))
-        return {k: v for k, v in ((body or {}).get("status") or {}).items() if k in LEDGER_KEYS}
+        """The Pipeline's mirror, for a ProductionLedger that is new: an older Gantry kept the
+        ledger there, or someone deleted the ledger object. Its revision goes on from the mirror's,
+        so the mirror (which only takes a newer revision) keeps following the ledger."""
+        status = (self.kube.get(custom_path("pipelines", namespace, name)) or {}).get("status") or {}
+        kept = {k: v for k, v in status.items() if k in LEDGER_KEYS}
+        return kept | {"revision": int(status.get("ledgerRevision") or 0)} if kept else {}
 
     def _create_ledger(self, namespace: str, name: str) -> dict[str, Any]:
         return self._create_managed("ProductionLedger", "productionledgers", namespace, name)

@@ -21,7 +21,7 @@ import yaml
 from kubernetes import config as k8s_config
 
 from gantry.adapters.kube import GROUP, VERSION, ApiError, Kube, custom_path, load_api_client
-from gantry.adapters.resources import Resources
+from gantry.adapters.resources import LEDGER_KEYS, Resources
 from gantry.domain import locks
 from gantry.domain.pipeline import parse_pipeline
 from gantry.domain.problems import Problem
@@ -111,7 +111,32 @@ def pipelines(kube: Kube, namespace: str | None, application: str | None) -> lis
                 f"in namespace {namespace!r} (try -n NAMESPACE, or -A)" if namespace else "in any namespace"
             )
             raise PluginError(f"no Pipeline for application {application!r} {where}")
-    return sorted(found, key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"]))
+    return sorted(
+        with_ledgers(kube, namespace, found),
+        key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"]),
+    )
+
+
+def with_ledgers(kube: Kube, namespace: str | None, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each Pipeline with its ProductionLedger's record in place of the status mirror when the
+    ledger is newer (the mirror follows a moment later): history, status and the buttons act on
+    what production runs, the record the operator itself decides from."""
+    try:
+        items = kube.list_items(collection("productionledgers", namespace))
+    except ApiError as error:
+        if error.status != 403:
+            raise
+        items = []  # not allowed to read ledgers: the Pipelines' mirrors are what this user sees
+    ledgers = {(i["metadata"]["namespace"], i["metadata"]["name"]): i.get("status") or {} for i in items}
+    out = []
+    for pipeline in found:
+        status = pipeline.get("status") or {}
+        kept = ledgers.get((pipeline["metadata"]["namespace"], pipeline["metadata"]["name"])) or {}
+        if int(kept.get("revision") or 0) > int(status.get("ledgerRevision") or 0):
+            record = {k: kept.get(k) for k in LEDGER_KEYS} | {"ledgerRevision": kept["revision"]}
+            pipeline = {**pipeline, "status": {**status, **record}}
+        out.append(pipeline)
+    return out
 
 
 # --- status and history ----------------------------------------------------------------------
