@@ -22,11 +22,23 @@ from gantry.adapters.prometheus import PrometheusSource
 from gantry.adapters.registry_effects import registry_client
 from gantry.adapters.resources import Resources
 from gantry.domain.leaving import leave
-from gantry.domain.model import MANAGED_STATUS_KEYS, EffectFailure, Event, ReleaseView, current_run
+from gantry.domain.model import (
+    MANAGED_STATUS_KEYS,
+    CreateJob,
+    Effect,
+    EffectFailure,
+    Event,
+    ReleaseView,
+    SetImages,
+    current_run,
+)
 from gantry.domain.phases import FINAL, FINISHED_LABEL, Phase
 from gantry.domain.release import decide
 from gantry.executors import execute, follow_up, split
 from gantry.observer import Observer
+
+# Effects that change what runs: carried out only while the Release is as it was read.
+WORKLOAD_EFFECTS = (SetImages, CreateJob)
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,9 @@ class ReleaseReconciler:
             look = Look(Phase(plan.status["phase"]), release.status, body["metadata"]["resourceVersion"])
             context = Context(release, pipeline, self.clock(), self.adapters)
             now, after_record = split(plan.effects)
+            if touches_workloads(now) and not self.still_current(body):
+                body = None  # another writer (a second operator) moved it since we read it: decide again
+                continue
             failure = execute(context, now)
             if failure is not None:
                 body = None
@@ -110,6 +125,19 @@ class ReleaseReconciler:
         else:
             return replace(look, settled=False) if look is not None else None
         return look
+
+    def still_current(self, body: Mapping[str, Any]) -> bool:
+        """The Release is as we decided from: read once more right before a workload changes.
+
+        Two operators running without peering both decide from the same status; one acts and
+        writes, and the other, stalled between deciding and acting, would otherwise re-apply an
+        image the first has since rolled back or replaced. The status write's resourceVersion
+        catches it only after the workload changed; this catches it before.
+        """
+        fresh = self.resources.get_release(str(body["metadata"]["namespace"]), str(body["metadata"]["name"]))
+        return (
+            fresh is not None and fresh["metadata"]["resourceVersion"] == body["metadata"]["resourceVersion"]
+        )
 
     def leave(self, body: Mapping[str, Any]) -> None:
         """The Release was deleted (its last state, from the watch event): put back what its
@@ -164,6 +192,10 @@ class ReleaseReconciler:
                     event,
                     runs[-1],
                 )
+
+
+def touches_workloads(effects: tuple[Effect, ...]) -> bool:
+    return any(isinstance(e, WORKLOAD_EFFECTS) for e in effects)
 
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

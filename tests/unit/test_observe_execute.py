@@ -256,3 +256,39 @@ def test_a_stage_reads_only_its_own_workloads_however_many_stages_came_before() 
     status["stageIndex"] = 1
     seen = reads(world, status)
     assert workload_path("Deployment", "dev", "web") not in seen
+
+
+# --- two operators without peering ----------------------------------------------------------------
+
+
+def test_a_workload_is_not_changed_from_a_decision_another_writer_has_overtaken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two operators decide from the same status; the one stalled between deciding and acting
+    must not re-apply an image the other has since moved on from (it decides again instead)."""
+    from gantry import reconciler as shell
+
+    world = World(pipeline(), {WEB: OLD, WorkloadRef("Deployment", "prod", "web"): OLD})
+    path = custom_path("releases", NAMESPACE, "shop-v1")
+    spec = {"application": "shop", "version": "v1.0.0", "artifacts": [{"name": "web", "image": NEW}]}
+    world.kube.put(
+        {"metadata": {"name": "shop-v1", "namespace": NAMESPACE, "uid": "uid-1"}, "spec": spec}, path
+    )
+    decide = shell.decide
+    overtaken: list[bool] = []
+
+    def decide_then_be_overtaken(release: ReleaseView, observation: Any) -> Any:
+        plan = decide(release, observation)
+        if not overtaken and any(isinstance(e, SetImages) for e in plan.effects):
+            overtaken.append(True)  # the other operator finished this Release meanwhile (here: gave up)
+            world.kube.merge_patch(f"{path}/status", {"status": {"phase": "Failed", "reason": "Superseded"}})
+        return plan
+
+    monkeypatch.setattr(shell, "decide", decide_then_be_overtaken)
+    reconciler = shell.ReleaseReconciler(
+        world.resources, world.alerter, lambda body, event: None, lambda: world.now
+    )
+    reconciler.reconcile(NAMESPACE, "shop-v1")
+
+    assert overtaken and world.images[WEB] == OLD  # the stale deploy never reached the workload
+    assert world.kube.get(path)["status"]["phase"] == "Failed"  # type: ignore[index]
