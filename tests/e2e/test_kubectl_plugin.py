@@ -289,3 +289,41 @@ def test_a_deleted_production_ledger_keeps_counting_and_the_plugin_acts_on_what_
     body = cluster.wait_for_phase(namespace, "shop-v3", "RolledBack", "Failed", timeout=60)
     assert body["status"]["phase"] == "RolledBack"
     assert cluster.images("Deployment", PROD, "web")["web"] == m.image("web", "shop-v2")
+
+
+def test_the_reason_given_with_a_button_is_kept_in_the_ledger_and_shown_by_history(
+    cluster: Cluster, namespace: str, operator: OperatorThread
+) -> None:
+    import yaml
+
+    setup(cluster, namespace)
+    released(cluster, namespace, "shop-v1", "v1.0.0")
+    pipeline = cluster.must_get("Pipeline", namespace, "shop")
+    pipeline["spec"]["stages"][1]["promotion"] = "Manual"
+    cluster.apply(pipeline)
+    cluster.apply(m.release(namespace, "shop-v2", "shop-v2", version="v1.1.0"))
+    cluster.wait_for_phase(namespace, "shop-v2", "Verified", timeout=60)
+    code, _ = kubectl_gantry("-n", namespace, "approve", "shop-v2", "--reason", "CHG-42 signed off")
+    assert code == 0
+    assert (
+        cluster.wait_for_phase(namespace, "shop-v2", "Released", "Failed", timeout=60)["status"]["phase"]
+        == "Released"
+    )
+    _, raw = kubectl_gantry("-n", namespace, "-o", "yaml", "history", "shop")
+    assert [(h["version"], h["result"], h["reason"]) for h in yaml.safe_load(raw)][-1] == (
+        "v1.1.0",
+        "Released",
+        "CHG-42 signed off",
+    )
+    _, table = kubectl_gantry("-n", namespace, "history", "shop")
+    assert "CHG-42 signed off" in table
+    code, _ = kubectl_gantry("-n", namespace, "rollback", "shop", "--reason", "checkout 500s", "--yes")
+    assert code == 0
+    cluster.wait_for_phase(namespace, "shop-v2", "RolledBack", "Failed", timeout=60)
+
+    _, raw = kubectl_gantry("-n", namespace, "-o", "yaml", "history", "shop")
+    rows = [(h["version"], h["result"], h["reason"]) for h in yaml.safe_load(raw)]
+    assert rows[-2:] == [  # the Release's entry, updated in place: the rollback's reason now
+        ("v1.1.0", "RolledBack", "checkout 500s"),
+        ("v1.0.0", "Restored", "rollback of " + namespace + "/shop-v2: checkout 500s"),
+    ]

@@ -41,6 +41,7 @@ class Draft:
     pipeline: Pipeline | Problem = field(default_factory=lambda: Problem("", "", "", ""))  # as pinned
     pinned: Mapping[str, Any] | None = None  # status.pipeline: the stages pinned at the first stage
     approved_by: str | None = None  # who approved promotion to production (the latest Approve)
+    approved_reason: str | None = None  # and why, as they said it
     ignored: str | None = None  # why the decision applied this tick changed nothing
     results: list[dict[str, Any]] = field(default_factory=list)  # status.decisionResults
 

@@ -148,8 +148,8 @@ def claim_refused(failure: EffectFailure) -> Problem:
     )
 
 
-def ledger_entry(d: Draft, result: ledger.Result, by: str) -> dict[str, Any]:
-    """This Release's line in the production history."""
+def ledger_entry(d: Draft, result: ledger.Result, by: str, why: str = "") -> dict[str, Any]:
+    """This Release's line in the production history: what, when, who decided and why."""
     assert d.run is not None
     entry = {
         "release": d.release.key,
@@ -164,6 +164,8 @@ def ledger_entry(d: Draft, result: ledger.Result, by: str) -> dict[str, Any]:
         "decidedBy": by,
         "updatedAt": d.now,
     }
+    if why:
+        entry["reason"] = why
     if result == ledger.Result.DEPLOYING:
         del entry["deployedAt"]  # claimed, not deployed yet: the first deploy sets it
     return entry

@@ -383,6 +383,7 @@ class StageRun:
     rollback: Mapping[str, Any] | None = None  # production: the previous Release being re-applied
     decision_deadline: str | None = None
     decided_by: str | None = None  # who approved or failed forward, when a person ended the stage
+    decision_reason: str | None = None  # the reason they gave (ReleaseDecision spec.reason), for the ledger
     registry: Mapping[str, Any] | None = None  # promotion: images deployed, tags verified, or retry state
 
     @property
@@ -427,6 +428,7 @@ class StageRun:
             "rollback": self.rollback,
             "decisionDeadline": self.decision_deadline,
             "decidedBy": self.decided_by,
+            "decisionReason": self.decision_reason,
             "registry": self.registry,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
@@ -467,6 +469,7 @@ class StageRun:
             rollback=raw.get("rollback"),
             decision_deadline=raw.get("decisionDeadline"),
             decided_by=raw.get("decidedBy"),
+            decision_reason=raw.get("decisionReason"),
             registry=raw.get("registry"),
         )
 

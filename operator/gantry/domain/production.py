@@ -175,7 +175,7 @@ def apply_decision(d: Draft, decision: Mapping[str, Any]) -> None:
     in_production = d.run is not None and bool(d.run.spec.get("production")) and current_in_production(d)
     if action == Action.APPROVE and phase == Phase.VERIFIED:
         d.event("Normal", Reason.APPROVED, said)
-        d.approved_by = by
+        d.approved_by, d.approved_reason = by, why or None
         pipeline = d.pipeline
         if not isinstance(pipeline, Problem) and pipeline.production is not None:
             d.stage_index = pipeline.production.index
@@ -183,23 +183,23 @@ def apply_decision(d: Draft, decision: Mapping[str, Any]) -> None:
             return
     elif action == Action.APPROVE and phase == Phase.AWAITING_APPROVAL and d.run is not None:
         d.event("Normal", Reason.APPROVED, f"{said}; entering stage {d.run.name}")
-        d.run = replace(d.run, decided_by=by)  # kept on the waiting run until the stage starts
+        d.run = replace(d.run, decided_by=by, decision_reason=why or None)  # kept until the stage starts
         steps.start_stage(d)
         return
     elif action == Action.APPROVE and phase == Phase.HELD:
         d.event("Normal", Reason.APPROVED, said)
-        d.move(Step.PASSED, Reason.APPROVED, said, decided_by=by)
+        d.move(Step.PASSED, Reason.APPROVED, said, decided_by=by, decision_reason=why or None)
         return
     elif action == Action.ROLLBACK and in_production:
         d.event("Warning", Reason.ROLLBACK_DECIDED, said)
-        start_rollback(d, Reason.ROLLBACK_DECIDED, said, by)
+        start_rollback(d, Reason.ROLLBACK_DECIDED, said, by, why)
         return
     elif action == Action.EMERGENCY and in_production:
-        emergency(d, said, by)
+        emergency(d, said, by, why)
         return
     elif action == Action.FAIL_FORWARD:
         d.event("Warning", Reason.FAIL_FORWARD, said)
-        d.move(Step.PASSED, Reason.FAIL_FORWARD, said, decided_by=by)
+        d.move(Step.PASSED, Reason.FAIL_FORWARD, said, decided_by=by, decision_reason=why or None)
         return
     ignore(d, f"{said}; this Release is not what production runs now")
 
@@ -220,7 +220,7 @@ def current_in_production(d: Draft) -> bool:
     return d.phase in (Phase.BAKING, Phase.AWAITING_DECISION, Phase.HELD)
 
 
-def emergency(d: Draft, said: str, by: str) -> None:
+def emergency(d: Draft, said: str, by: str, why: str = "") -> None:
     """Escalate, take staging over (its in-progress work rolls back) and freeze it for hotfixes only."""
     assert d.run is not None
     pipeline = d.pipeline
@@ -237,7 +237,7 @@ def emergency(d: Draft, said: str, by: str) -> None:
         f"(its merge lifts the freeze); {commands.status(d.release.namespace, d.release.application)}"
     )
     d.effects.append(Alert("critical", Reason.EMERGENCY, f"Release {d.release.key}: {message}; {act}"))
-    d.effects.append(RecordProduction(entry(d, Result.EMERGENCY, by)))
+    d.effects.append(RecordProduction(entry(d, Result.EMERGENCY, by, why)))
     d.effects.append(Retrospective("Emergency", said, by))
     d.event("Warning", Reason.EMERGENCY, message)
     d.run = replace(d.run, reason=Reason.EMERGENCY, message=message, finished_at=d.now)
@@ -265,7 +265,7 @@ def system_rollback(d: Draft, reason: str, detail: str) -> None:
     start_rollback(d, reason, f"stage {d.run.name}: {detail}", SYSTEM)
 
 
-def start_rollback(d: Draft, reason: str, detail: str, by: str) -> None:
+def start_rollback(d: Draft, reason: str, detail: str, by: str, why: str = "") -> None:
     assert d.run is not None
     if steps.restore_refused(d, reason, detail):  # this very rollback, refused: do not ask again
         return
@@ -308,6 +308,7 @@ def start_rollback(d: Draft, reason: str, detail: str, by: str) -> None:
             "version": target.get("version"),
             "images": wanted,
             "decidedBy": by,
+            "reason": why or detail,
             "environments": list(environments),
         },
     )
@@ -374,7 +375,8 @@ def finish_failed(d: Draft) -> None:
         if digests:
             reason = run.reason or Reason.ROLLED_BACK
             d.effects.append(Quarantine(digests, d.release.key, d.release.version, reason))
-        d.effects.append(RecordProduction(entry(d, Result.ROLLED_BACK, by)))
+        why = str(rollback.get("reason") or "")
+        d.effects.append(RecordProduction(entry(d, Result.ROLLED_BACK, by, why)))
         restored = {
             "release": rollback.get("release"),
             "uid": rollback.get("uid"),
@@ -386,7 +388,7 @@ def finish_failed(d: Draft) -> None:
             "deployedAt": d.now,
             "result": Result.RESTORED,
             "decidedBy": by,
-            "reason": f"rollback of {d.release.key}",
+            "reason": f"rollback of {d.release.key}" + (f": {why}" if why else ""),
         }
         d.effects.append(RecordProduction(restored))
         d.effects.append(Retrospective("Rollback", message, by))
@@ -415,7 +417,7 @@ def finish_passed(d: Draft) -> None:
     if run.lock:
         d.effects.append(ReleaseLock(run.environment, Reason.RELEASED))
     result = Result.FAILED_FORWARD if run.reason == Reason.FAIL_FORWARD else Result.RELEASED
-    d.effects.append(RecordProduction(entry(d, result, run.decided_by or SYSTEM)))
+    d.effects.append(RecordProduction(entry(d, result, run.decided_by or SYSTEM, run.decision_reason or "")))
     if d.release.hotfix:
         pipeline = d.pipeline
         for environment in pipeline.locked_environments() if not isinstance(pipeline, Problem) else ():
@@ -426,5 +428,5 @@ def finish_passed(d: Draft) -> None:
     d.event("Normal", Reason.RELEASED, d.message)
 
 
-def entry(d: Draft, result: Result, by: str = SYSTEM) -> dict[str, Any]:
-    return gates.ledger_entry(d, result, by)
+def entry(d: Draft, result: Result, by: str = SYSTEM, why: str = "") -> dict[str, Any]:
+    return gates.ledger_entry(d, result, by, why)

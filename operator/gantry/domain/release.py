@@ -76,6 +76,7 @@ def decide(release: ReleaseView, obs: Observation) -> Plan:
     applied = int(status.get("decisionsApplied", 0))
     if phase in FINAL and applied >= len(decisions):
         return Plan(status=dict(status))
+    approval = next((x for x in reversed(decisions[: applied + 1]) if x.get("action") == "Approve"), None)
     draft = Draft(
         release=release,
         obs=obs,
@@ -89,14 +90,8 @@ def decide(release: ReleaseView, obs: Observation) -> Plan:
         changelog=tuple(status.get("changelog") or ()),
         pinned=status.get("pipeline"),
         results=list(status.get("decisionResults") or []),
-        approved_by=next(
-            (
-                str(x.get("decidedBy"))
-                for x in reversed(decisions[: applied + 1])
-                if x.get("action") == "Approve"
-            ),
-            None,
-        ),
+        approved_by=str(approval.get("decidedBy")) if approval else None,
+        approved_reason=(str(approval.get("reason") or "") or None) if approval else None,
     )
     draft.pipeline = pinned(draft.pinned, obs.pipeline, release.pipeline, release.application)
     if applied < len(decisions):

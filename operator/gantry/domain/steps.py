@@ -124,9 +124,10 @@ def start_stage(d: Draft) -> None:
     if stage.production:
         provenance = gates.check_provenance(d, changes)
         assert not isinstance(provenance, Problem)  # validate() already checked it
-        d.run = replace(d.run, provenance=provenance)
+        why = d.approved_reason if stage.manual else None
+        d.run = replace(d.run, provenance=provenance, decision_reason=why)
         d.effects.append(
-            ClaimProduction(gates.ledger_entry(d, Result.DEPLOYING, d.run.decided_by or "gantry"))
+            ClaimProduction(gates.ledger_entry(d, Result.DEPLOYING, d.run.decided_by or "gantry", why or ""))
         )
     if stage.registry is not None:
         # The seed's order: tag (and copy) the existing artifact first, then lock and deploy.
