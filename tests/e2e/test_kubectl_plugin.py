@@ -327,3 +327,26 @@ def test_the_reason_given_with_a_button_is_kept_in_the_ledger_and_shown_by_histo
         ("v1.1.0", "RolledBack", "checkout 500s"),
         ("v1.0.0", "Restored", "rollback of " + namespace + "/shop-v2: checkout 500s"),
     ]
+
+
+def test_a_rollback_with_nothing_earlier_is_refused_up_front_by_the_button_and_the_operator(
+    cluster: Cluster, namespace: str, operator: OperatorThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup(cluster, namespace)
+    released(cluster, namespace, "shop-v1", "v1.0.0")
+    code, _ = kubectl_gantry("-n", namespace, "rollback", "shop", "--reason", "errors", "--yes")
+    said = capsys.readouterr().err
+    assert code == 1 and "nothing earlier to roll back to" in said and "emergency shop" in said
+    assert not cluster.list("ReleaseDecision", namespace)
+
+    cluster.apply(m.decision(namespace, "shop-v1", "Rollback"))  # pressed without the plugin
+    cluster.wait_for(
+        "the decision to be refused",
+        lambda: (cluster.list("ReleaseDecision", namespace)[0].get("status") or {}).get("phase") == "Ignored",
+        timeout=30,
+    )
+    message = cluster.list("ReleaseDecision", namespace)[0]["status"]["message"]
+    assert "nothing to roll back to" in message and "Emergency" in message
+    body = cluster.release(namespace, "shop-v1")
+    assert body["status"]["phase"] == "Released"  # not Held: nothing changed
+    assert cluster.images("Deployment", PROD, "web")["web"] == m.image("web", "shop-v1")

@@ -389,3 +389,38 @@ def test_every_alert_a_bake_raises_names_the_release_and_the_command_to_act() ->
     assert "rolls back to the previous Release now" in breached.message
     assert "production runs team/shop-v1 (v1.0.0) again" in rolled_back.message
     assert "kubectl gantry -n team lift-quarantine shop-v2 --reason" in rolled_back.message
+
+
+def press(world: World, status: dict[str, Any], action: str) -> dict[str, Any]:
+    decision = {"name": "d1", "action": action, "decidedBy": "bob", "reason": "call"}
+    return run(world, {**status, "decisions": [decision]}, ticks=1, until=())
+
+
+def test_a_rollback_with_nothing_earlier_is_refused_up_front_not_held() -> None:
+    world = World(pipeline(), history=[])
+    released = run(world, run(world, {}, until=("Baking",)), sample=HEALTHY)
+    assert released["phase"] == "Released"
+    status = press(world, released, "Rollback")
+    assert status["phase"] == "Released" and world.images[PROD] == V2  # nothing moved
+    (outcome,) = status["decisionResults"]
+    assert outcome["result"] == "Ignored" and "nothing to roll back to" in outcome["message"]
+    assert "FailForward" in outcome["message"] and "Emergency" in outcome["message"]
+    assert [e["result"] for e in world.history] == ["Released"]
+
+
+@pytest.mark.parametrize("action", ["Approve", "FailForward"])
+def test_a_held_release_production_has_moved_past_cannot_be_accepted(action: str) -> None:
+    world = World(pipeline(), history=[])
+    held = run(world, run(world, {}, until=("Baking",)), ticks=30, sample=QUIET)
+    assert held["phase"] == "Held"
+    # Since then (a person, by hand) v3 stood in production after it.
+    world.resources.record_production(
+        "team",
+        "shop",
+        {"release": "team/shop-v3", "uid": "uid-v3", "version": "v3.0.0", "result": "Released"},
+    )
+    status = press(world, held, action)
+    (outcome,) = status["decisionResults"]
+    assert outcome["result"] == "Ignored" and "team/shop-v3" in outcome["message"]
+    latest = ledger.entries(world.resources.ledger_status("team", "shop"))[-1]
+    assert latest["release"] == "team/shop-v3"  # production is never recorded backwards

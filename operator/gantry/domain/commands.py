@@ -47,7 +47,8 @@ def on_breach(namespace: str, application: str, release: str) -> str:
 
 
 def on_hold(namespace: str, application: str, release: str) -> str:
-    """What a person may decide for a Held Release (the bake could not decide)."""
+    """What a person may decide for a Held Release (the bake could not decide, or a rollback it
+    started found nothing earlier)."""
     return (
         f"decide: {approve(namespace, release)} | {rollback(namespace, application)} | "
         f"{fail_forward(namespace, release)}"

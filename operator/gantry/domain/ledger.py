@@ -82,6 +82,17 @@ def in_flight(history: Sequence[Mapping[str, Any]], uid: str) -> Mapping[str, An
     return next((e for u, e in reversed(latest.items()) if u != uid and e.get("result") in IN_FLIGHT), None)
 
 
+def stood_before(history: Sequence[Mapping[str, Any]], uid: str) -> Mapping[str, Any] | None:
+    """The newest entry before the Release `uid` first appears that stood in production: what a
+    rollback of it re-applies ("the previous tag"); None when nothing earlier stood there."""
+    before: list[Mapping[str, Any]] = []
+    for item in history:
+        if item.get("uid") == uid:
+            break
+        before.append(item)
+    return next((i for i in reversed(before) if i.get("result") in STOOD), None)
+
+
 def current(history: list[dict[str, Any]]) -> dict[str, Any] | None:
     return next((e for e in reversed(history) if e.get("result") in CURRENT), None)
 

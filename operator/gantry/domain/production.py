@@ -173,6 +173,18 @@ def apply_decision(d: Draft, decision: Mapping[str, Any]) -> None:
         ignore(d, f"{said}; {refused}")
         return
     in_production = d.run is not None and bool(d.run.spec.get("production")) and current_in_production(d)
+    if phase in (Phase.HELD, Phase.AWAITING_DECISION) and not in_production:
+        # Accepting it now would record production backwards: another Release stands there since.
+        ignore(d, f"{said}; {not_current(d)}")
+        return
+    if action == Action.ROLLBACK and in_production and previous_release(d) is None:
+        ignore(
+            d,
+            f"{said}; nothing to roll back to: no earlier Release stood in production (status.production"
+            ".history of the Pipeline); instead ship a fix as a new Release (FailForward keeps this one on "
+            "the record), or decide Emergency to freeze staging for a hotfix",
+        )
+        return
     if action == Action.APPROVE and phase == Phase.VERIFIED:
         d.event("Normal", Reason.APPROVED, said)
         d.approved_by, d.approved_reason = by, why or None
@@ -201,7 +213,13 @@ def apply_decision(d: Draft, decision: Mapping[str, Any]) -> None:
         d.event("Warning", Reason.FAIL_FORWARD, said)
         d.move(Step.PASSED, Reason.FAIL_FORWARD, said, decided_by=by, decision_reason=why or None)
         return
-    ignore(d, f"{said}; this Release is not what production runs now")
+    ignore(d, f"{said}; {not_current(d)}")
+
+
+def not_current(d: Draft) -> str:
+    standing = ledger.current([dict(e) for e in d.obs.production.history])
+    now = f" ({standing.get('release')}, {standing.get('version')}, does)" if standing else ""
+    return f"this Release is not what production runs now{now}"
 
 
 def ignore(d: Draft, message: str) -> None:
@@ -249,14 +267,7 @@ def emergency(d: Draft, said: str, by: str, why: str = "") -> None:
 
 def previous_release(d: Draft) -> Mapping[str, Any] | None:
     """The newest history entry before ours that stood in production: "the previous tag"."""
-    before: list[Mapping[str, Any]] = []
-    for item in d.obs.production.history:
-        if item.get("uid") == d.release.uid:
-            break
-        before.append(item)
-    else:
-        before = list(d.obs.production.history)
-    return next((i for i in reversed(before) if i.get("result") in ledger.STOOD), None)
+    return ledger.stood_before(d.obs.production.history, d.release.uid)
 
 
 def system_rollback(d: Draft, reason: str, detail: str) -> None:

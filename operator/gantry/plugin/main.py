@@ -22,7 +22,7 @@ from kubernetes import config as k8s_config
 
 from gantry.adapters.kube import GROUP, VERSION, ApiError, Kube, custom_path, load_api_client
 from gantry.adapters.resources import LEDGER_KEYS, Resources
-from gantry.domain import locks
+from gantry.domain import commands, ledger, locks
 from gantry.domain.pipeline import parse_pipeline
 from gantry.domain.problems import Problem
 from gantry.plugin import flags, views
@@ -240,6 +240,13 @@ def target(kube: Kube, namespace: str, args: argparse.Namespace) -> tuple[str, s
         if current is None:
             raise PluginError(
                 f"{args.application} has nothing in production yet; there is nothing to {args.action}"
+            )
+        history = views.production_ledger(pipeline)
+        standing = ledger.current(history) or {}
+        if args.action == "Rollback" and ledger.stood_before(history, str(standing.get("uid"))) is None:
+            raise PluginError(
+                f"{current} is the first Release production ran: there is nothing earlier to roll back to; "
+                f"ship a fix as a new Release, or: {commands.emergency(namespace, args.application)}"
             )
         release_namespace, release = current.split("/", 1)
         return release_namespace, release

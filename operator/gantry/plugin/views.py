@@ -342,7 +342,7 @@ def what_to_do(
         ]
     if phase == "Held":
         return [
-            f"{release} is held (the bake could not decide):",
+            f"{release} is held ({run.get('reason') or 'a person decides'}): {run.get('message') or ''}".rstrip(),
             f"  {commands.approve(namespace, release)}           # accept it",
             f"  {commands.rollback(namespace, application)}      # the previous release back in production",
         ]
