@@ -341,8 +341,9 @@ def what_to_do(
             f"  {commands.emergency(namespace, application)}    # keep it, freeze staging for a hotfix",
         ]
     if phase == "Held":
+        why = run.get("reason") or "a person decides"
         return [
-            f"{release} is held ({run.get('reason') or 'a person decides'}): {run.get('message') or ''}".rstrip(),
+            f"{release} is held ({why}): {run.get('message') or ''}".strip(),
             f"  {commands.approve(namespace, release)}           # accept it",
             f"  {commands.rollback(namespace, application)}      # the previous release back in production",
         ]
