@@ -93,7 +93,28 @@ class Observer:
             source=self.source(release, pipeline),
             registry=self.registry(release, pipeline, run, now),
             ahead=self.ahead(release, run),
+            freezes=self.freezes(release, pipeline, stage, run),
         )
+
+    def freezes(
+        self, release: ReleaseView, pipeline: Pipeline | Problem, stage: Stage | None, run: StageRun | None
+    ) -> tuple[tuple[str, locks.Freeze], ...]:
+        """While the Release may be on its way into production (Verified and approved or promoted on
+        its own, or at production's door): which of the Pipeline's locked environments are frozen.
+        Read only then, and never for a hotfix."""
+        if release.hotfix or isinstance(pipeline, Problem) or pipeline.production is None:
+            return ()
+        status = release.status
+        at_door = stage is not None and stage.production and (run is None or run.step == Step.PENDING)
+        decided = len(status.get("decisions") or ()) > int(status.get("decisionsApplied", 0))
+        leaving = status.get("phase") == Phase.VERIFIED and (decided or not pipeline.production.manual)
+        if not (at_door or leaving):
+            return ()  # e.g. Verified, waiting for an approval nobody has given yet: nothing to read
+        found = (
+            (environment, self.adapters.resources.freeze_of(release.namespace, environment))
+            for environment in pipeline.locked_environments()
+        )
+        return tuple((environment, freeze) for environment, freeze in found if freeze is not None)
 
     def ahead(self, release: ReleaseView, run: StageRun | None) -> tuple[tuple[str, str], ...]:
         """Before a stage starts: which older Releases of the same source are in a stage now."""

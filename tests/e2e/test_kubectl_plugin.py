@@ -350,3 +350,37 @@ def test_a_rollback_with_nothing_earlier_is_refused_up_front_by_the_button_and_t
     body = cluster.release(namespace, "shop-v1")
     assert body["status"]["phase"] == "Released"  # not Held: nothing changed
     assert cluster.images("Deployment", PROD, "web")["web"] == m.image("web", "shop-v1")
+
+
+def test_during_an_emergency_only_a_hotfix_may_enter_production(
+    cluster: Cluster, namespace: str, operator: OperatorThread
+) -> None:
+    setup(cluster, namespace)
+    pipeline = cluster.must_get("Pipeline", namespace, "shop")
+    pipeline["spec"]["stages"][1]["promotion"] = "Manual"
+    cluster.apply(pipeline)
+    cluster.apply(m.release(namespace, "shop-v1", "shop-v1", version="v1.0.0"))
+    cluster.wait_for_phase(namespace, "shop-v1", "Verified", timeout=60)
+    assert kubectl_gantry("-n", namespace, "approve", "shop-v1")[0] == 0
+    cluster.wait_for_phase(namespace, "shop-v1", "Released", timeout=60)
+    cluster.apply(m.release(namespace, "shop-v2", "shop-v2", version="v1.1.0"))
+    cluster.wait_for_phase(namespace, "shop-v2", "Verified", timeout=60)  # passed staging before
+
+    assert kubectl_gantry("-n", namespace, "emergency", "shop", "--reason", "data loss", "--yes")[0] == 0
+    cluster.wait_for_phase(namespace, "shop-v1", "Emergency", timeout=60)
+    assert kubectl_gantry("-n", namespace, "approve", "shop-v2", "--reason", "it was ready")[0] == 0
+
+    def outcome() -> dict[str, Any]:
+        results = (cluster.release(namespace, "shop-v2").get("status") or {}).get("decisionResults") or []
+        return results[-1] if results else {}
+
+    cluster.wait_for("the approval to be refused", lambda: outcome().get("result") == "Ignored", timeout=30)
+    assert "only hotfix Releases" in outcome()["message"] and f"{namespace}/shop-v1" in outcome()["message"]
+    assert "lock unfreeze staging" in outcome()["message"]
+    assert cluster.release(namespace, "shop-v2")["status"]["phase"] == "Verified"
+    assert cluster.images("Deployment", PROD, "web")["web"] == m.image("web", "shop-v1")
+
+    assert kubectl_gantry("-n", namespace, "lock", "unfreeze", "staging")[0] == 0  # a person lifts it
+    assert kubectl_gantry("-n", namespace, "approve", "shop-v2")[0] == 0
+    body = cluster.wait_for_phase(namespace, "shop-v2", "Released", "Failed", "Blocked", timeout=60)
+    assert body["status"]["phase"] == "Released", body["status"]["message"]

@@ -429,7 +429,8 @@ class ApiServer(kmock.KubernetesEmulator):
         obj = copy.deepcopy(body)
         meta = obj.setdefault("metadata", {})
         if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+            # kube-apiserver keeps at most 58 characters of the prefix, then adds 5 random ones
+            meta["name"] = meta["generateName"][:58] + uuid.uuid4().hex[:5]
         name = meta.get("name")
         if not name:
             raise ApiStatus(422, "Invalid", "metadata.name: Required value: name or generateName is required")

@@ -99,12 +99,34 @@ def test_a_testing_stage_reads_its_job_its_lock_and_its_workloads_but_not_the_ta
     assert world.kube.reads.count(workload_path("Deployment", "shop", "web")) == 1  # not as a target too
 
 
-def test_a_verified_release_reads_no_lock_and_no_job() -> None:
+def test_a_verified_release_reads_no_job_and_the_staging_lock_only_on_its_way_to_production() -> None:
     world = World(pipeline(), {WEB: NEW})
     status = {**run("Passed", testJob="shop/j"), "phase": "Verified", "stageIndex": 1}
     seen = reads(world, status)
-    assert custom_path("environmentlocks", NAMESPACE, "staging") not in seen
     assert job_path("shop", "j") not in seen
+    assert custom_path("environmentlocks", NAMESPACE, "staging") in seen  # is staging frozen (emergency)?
+
+    waiting = World(manual_production(), {WEB: NEW})  # waits for an approval nobody gave: no read
+    status = {**run("Passed"), "phase": "Verified", "stageIndex": 0}
+    assert custom_path("environmentlocks", NAMESPACE, "staging") not in reads(waiting, status)
+
+
+def manual_production() -> Pipeline:
+    spec = {
+        "application": "shop",
+        "stages": [
+            {"name": "staging", "lock": True, "targets": [{"namespace": "shop", "name": "web"}]},
+            {
+                "name": "production",
+                "production": True,
+                "promotion": "Manual",
+                "targets": [{"namespace": "prod", "name": "web"}],
+            },
+        ],
+    }
+    parsed = parse_pipeline("shop", spec)
+    assert isinstance(parsed, Pipeline)
+    return parsed
 
 
 def test_a_passed_stage_reads_no_job_any_more() -> None:

@@ -406,6 +406,10 @@ class Resources:
 
     # --- EnvironmentLocks ------------------------------------------------------------------------
 
+    def freeze_of(self, namespace: str, environment: str) -> locks.Freeze | None:
+        body = self.kube.get(custom_path("environmentlocks", namespace, environment))
+        return locks.from_object(body).freeze if body is not None else None
+
     def observe_lock(
         self, namespace: str, environment: str, claimant: locks.Claimant, now: datetime, hotfix: bool = False
     ) -> ObservedLock:

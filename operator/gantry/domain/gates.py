@@ -14,6 +14,7 @@ from gantry.domain.model import EffectFailure, Failure
 from gantry.domain.phases import Step
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
+from gantry.domain.timefmt import to_rfc3339
 from gantry.domain.versions import parse_tag
 from gantry.domain.workloads import ImageChange
 
@@ -112,6 +113,23 @@ def version_refusal(version: str, uid: str, history: Sequence[Mapping[str, Any]]
             theirs_text = f"{other.get('version')}, which production {how} ({other.get('release')})"
             return f"{version} is not newer than {theirs_text}"
     return None
+
+
+def production_frozen(d: Draft) -> Problem | None:
+    """The seed's emergency: while staging is frozen, only a hotfix may go to production (a
+    Release that passed staging before the emergency waits until the freeze lifts)."""
+    if d.release.hotfix or not d.obs.freezes:
+        return None
+    environment, freeze = d.obs.freezes[0]
+    how = f"frozen by hand by {freeze.by}" if freeze.by_hand else f"frozen by the emergency of {freeze.by}"
+    return Problem(
+        Reason.PRODUCTION_FROZEN,
+        "spec.hotfix",
+        f"production takes only hotfix Releases while {environment} is {how} "
+        f"({freeze.reason or 'no reason given'}, since {to_rfc3339(freeze.since)})",
+        "ship the fix as a hotfix Release (spec.hotfix: true, from the emergency's HOT-<n> branch), whose "
+        f"release lifts the freeze; or lift it on the record: {commands.unfreeze(environment)}",
+    )
 
 
 def production_busy(d: Draft) -> Problem | None:

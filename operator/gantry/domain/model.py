@@ -133,6 +133,9 @@ class Observation:
     # Before a stage starts: the older Releases of its ReleaseSource (FOLLOWS) and the stage each
     # is in now, begun and not yet finished.
     ahead: tuple[tuple[str, str], ...] = ()
+    # On the way into production: the locked environments frozen now (an emergency's freeze, or
+    # one by hand), with the freeze. Production takes only hotfix Releases meanwhile.
+    freezes: tuple[tuple[str, Any], ...] = ()
 
 
 # Set by a ReleaseSource with policy NewestOnly on its older unfinished Releases when it makes a

@@ -185,6 +185,10 @@ def apply_decision(d: Draft, decision: Mapping[str, Any]) -> None:
             "the record), or decide Emergency to freeze staging for a hotfix",
         )
         return
+    frozen = gates.production_frozen(d) if action == Action.APPROVE and phase == Phase.VERIFIED else None
+    if frozen is not None:
+        ignore(d, f"{said}; {frozen.describe()}")
+        return
     if action == Action.APPROVE and phase == Phase.VERIFIED:
         d.event("Normal", Reason.APPROVED, said)
         d.approved_by, d.approved_reason = by, why or None

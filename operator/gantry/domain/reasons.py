@@ -50,6 +50,7 @@ class Reason(StrEnum):
     WAITING_FOR_LOCK = "WaitingForLock"
     WAITING_FOR_OLDER = "WaitingForOlderRelease"  # an older Release of its source is in the stage
     LOCK_FROZEN = "LockFrozen"
+    PRODUCTION_FROZEN = "ProductionFrozen"  # an emergency (or a freeze by hand) admits only hotfixes
     LOCK_ACQUIRED = "LockAcquired"
     LOCK_LOST = "LockLost"
     LEASE_TOO_SHORT = "LeaseTooShort"

@@ -206,7 +206,6 @@ def press(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) -> Non
     if args.command in flags.CONFIRMED and not args.yes:
         confirm(f"{args.action} production of {args.application} (it runs {release} now)?")
     user = whoami(kube)
-    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     spec = {
         "release": release,
         "action": args.action,
@@ -219,7 +218,8 @@ def press(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) -> Non
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ReleaseDecision",
         "metadata": {
-            "name": f"{release}-{args.action.lower()}-{stamp}"[:253],
+            # The server makes each name unique: two presses in the same second are two decisions.
+            "generateName": f"{release}-{args.action.lower()}-",
             "namespace": release_namespace,
         },
         "spec": spec,
