@@ -4,6 +4,7 @@ buttons (a rollback through the plugin really rolls production back), locks, and
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -384,3 +385,33 @@ def test_during_an_emergency_only_a_hotfix_may_enter_production(
     assert kubectl_gantry("-n", namespace, "approve", "shop-v2")[0] == 0
     body = cluster.wait_for_phase(namespace, "shop-v2", "Released", "Failed", "Blocked", timeout=60)
     assert body["status"]["phase"] == "Released", body["status"]["message"]
+
+
+def test_the_rollback_button_leaves_staging_on_what_production_returned_to(
+    cluster: Cluster, namespace: str, operator: OperatorThread
+) -> None:
+    setup(cluster, namespace)
+    released(cluster, namespace, "shop-v1", "v1.0.0")
+    released(cluster, namespace, "shop-v2", "v1.1.0")
+    pipeline = cluster.must_get("Pipeline", namespace, "shop")
+    pipeline["spec"]["stages"][0]["test"]["jobTemplate"] = m.test_job_template("sleep infinity")
+    cluster.apply(pipeline)
+    cluster.apply(m.release(namespace, "shop-v3", "shop-v3", version="v1.2.0"))
+    cluster.wait_for_phase(namespace, "shop-v3", "Testing", timeout=60)  # holds staging, on v3
+
+    code, _ = kubectl_gantry("-n", namespace, "rollback", "shop", "--reason", "errors", "--yes")
+    assert code == 0
+    assert (
+        cluster.wait_for_phase(namespace, "shop-v2", "RolledBack", "Failed", timeout=60)["status"]["phase"]
+        == "RolledBack"
+    )
+    cluster.wait_for_phase(namespace, "shop-v3", "Failed", "Verified", timeout=60)
+    good = {"web": m.image("web", "shop-v1"), "worker": m.image("worker", "shop-v1")}
+    cluster.wait_for(
+        "staging to run what production returned to",
+        lambda: {w: cluster.images("Deployment", namespace, w)[w] for w in good} == good,
+        timeout=30,
+    )
+    time.sleep(1)  # nothing puts the rolled-back version back a moment later
+    assert {w: cluster.images("Deployment", namespace, w)[w] for w in good} == good
+    assert cluster.images("Deployment", PROD, "web")["web"] == good["web"]

@@ -337,7 +337,11 @@ def target_images(d: Draft, target: Mapping[str, Any]) -> list[str]:
 
 
 def staging_reverts(d: Draft) -> tuple[Any, ...]:
-    """Earlier stages that still run this Release's images go back to what they ran before it."""
+    """The locked earlier stages (staging) end on what they ran before this Release, what production
+    returns to, whatever runs there now: this Release's images, or those of a Release the rollback
+    preempted there (whose own rollback would put this Release's images back). Asked again on every
+    tick of the rollback, which holds staging's lock until it is done, so no one re-applies them
+    in between; a preempted Release's late rollback leaves an image it did not set alone."""
     reverts = []
     for raw in d.release.status.get("stages") or ():
         if (raw.get("spec") or {}).get("production") or not raw.get("lock"):
@@ -345,9 +349,25 @@ def staging_reverts(d: Draft) -> tuple[Any, ...]:
         for image in raw.get("images") or ():
             ref = WorkloadRef.from_key(image["workload"])
             seen = d.obs.workloads.get(ref)
-            if seen is not None and seen.containers.get(image["container"]) == image["after"]:
+            running = seen.containers.get(image["container"]) if seen is not None else None
+            if running is not None and running != image["before"]:
                 reverts.append((ref, image["container"], image["before"]))
     return tuple(reverts)
+
+
+def staging_pending(d: Draft) -> list[str]:
+    """The locked earlier stages not yet back on their images, or still rolling out to them."""
+    pending = []
+    for ref, container, _ in staging_reverts(d):
+        pending.append(f"{ref}: container {container} not yet back")
+    for raw in d.release.status.get("stages") or ():
+        if (raw.get("spec") or {}).get("production") or not raw.get("lock"):
+            continue
+        for ref in {WorkloadRef.from_key(i["workload"]) for i in raw.get("images") or ()}:
+            seen = d.obs.workloads.get(ref)
+            if seen is not None and not seen.rollout.done:
+                pending.append(f"{ref}: {seen.rollout.detail}")
+    return sorted(set(pending))
 
 
 def roll_back(d: Draft) -> None:
@@ -362,6 +382,10 @@ def roll_back(d: Draft) -> None:
         if seen is None or seen.containers.get(change.container) != image or not seen.rollout.done:
             detail_of = seen.rollout.detail if seen is not None else "not found"
             pending.append(f"{change.workload}: {detail_of}")
+    staging = staging_reverts(d)
+    if staging:
+        d.effects.append(SetImages(staging, restore=True))  # again: someone put the bad version back
+    pending += staging_pending(d)
     timeout = timedelta(seconds=d.run.stage.rollout_timeout_seconds)
     if pending and d.elapsed(d.run.rolled_back_at) <= timeout:
         d.message = f"{detail}; waiting for the rollback rollout: {'; '.join(sorted(set(pending)))}"
