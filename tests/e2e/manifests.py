@@ -70,6 +70,7 @@ def pipeline(
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "application": "shop",
+            "requireTag": False,  # these tests' Releases name their version and carry no git source
             "stages": [
                 {
                     "name": "staging",
@@ -159,6 +160,7 @@ def production_pipeline(
     }
     spec: dict[str, Any] = {
         "application": "shop",
+        "requireTag": False,  # these tests' Releases name their version and carry no git source
         "stages": [
             staging,
             {

@@ -54,6 +54,7 @@ def chaos_pipeline(namespace: str) -> dict[str, Any]:
         "metadata": {"name": "shop", "namespace": namespace},
         "spec": {
             "application": "shop",
+            "requireTag": False,  # these tests' Releases name their version and carry no git source
             "stages": [
                 {
                     "name": "staging",

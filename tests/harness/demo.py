@@ -106,6 +106,7 @@ def status(cluster: Cluster) -> None:
 def production_pipeline(prometheus: Prometheus) -> dict[str, Any]:
     """examples/pipeline.yaml, with production baking against the demo's Prometheus (fast settings)."""
     pipeline = load("pipeline.yaml")[0]
+    pipeline["spec"].pop("requireTag")  # the demo's Releases come from git: only tagged ones go on
     production = pipeline["spec"]["stages"][-1]
     production["analysis"] = {
         "prometheus": {"url": prometheus.url},

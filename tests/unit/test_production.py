@@ -38,6 +38,7 @@ def pipeline(on_breach: str = "Rollback", promotion: str = "Auto", **analysis: A
         "shop",
         {
             "application": "shop",
+            "requireTag": False,  # these Releases carry no git source
             "stages": [
                 {"name": "staging", "lock": True, "targets": [{"namespace": "shop-staging", "name": "web"}]},
                 {
@@ -424,3 +425,28 @@ def test_a_held_release_production_has_moved_past_cannot_be_accepted(action: str
     assert outcome["result"] == "Ignored" and "team/shop-v3" in outcome["message"]
     latest = ledger.entries(world.resources.ledger_status("team", "shop"))[-1]
     assert latest["release"] == "team/shop-v3"  # production is never recorded backwards
+
+
+def test_only_tagged_versions_reach_production_unless_the_pipeline_says_otherwise() -> None:
+    strict = parse_pipeline(
+        "shop",
+        {
+            "application": "shop",
+            "stages": [
+                {"name": "staging", "lock": True, "targets": [{"namespace": "shop-staging", "name": "web"}]},
+                {
+                    "name": "production",
+                    "production": True,
+                    "promotion": "Auto",
+                    "targets": [{"namespace": "shop-prod", "name": "web"}],
+                },
+            ],
+        },
+    )
+    assert isinstance(strict, Pipeline) and strict.require_tag
+    world = World(strict)
+    status = run(world, {}, ticks=20, until=("Blocked", "Baking", "Released"))
+    assert (status["phase"], status["reason"]) == ("Blocked", "UntaggedVersion"), status["message"]
+    assert "no spec.source" in status["message"] and "spec.requireTag: false" in status["message"]
+    assert world.images[PROD] == V1  # production untouched
+    assert "untagged allowed" in pipeline().summary() and "untagged" not in strict.summary()

@@ -38,6 +38,7 @@ def pipeline(production_registry: dict[str, Any] | None = None) -> Pipeline:
         "shop",
         {
             "application": "shop",
+            "requireTag": False,  # these Releases carry no git source
             "stages": [
                 {
                     "name": "staging",

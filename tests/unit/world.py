@@ -255,6 +255,7 @@ class World:
         spec = {
             "application": pipeline.application,
             "stages": [{**stage.to_spec(), "name": stage.name} for stage in pipeline.stages],
+            "requireTag": pipeline.require_tag,
         }
         self.kube.put(
             {"metadata": {"name": pipeline.name, "namespace": NAMESPACE}, "spec": spec, "status": {}},

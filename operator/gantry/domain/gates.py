@@ -115,6 +115,30 @@ def version_refusal(version: str, uid: str, history: Sequence[Mapping[str, Any]]
     return None
 
 
+def untagged(d: Draft) -> Problem | None:
+    """The seed: only tagged versions reach production. A Release whose version no git tag
+    carries (no spec.source, or an operator that cannot read git) is refused there, unless the
+    Pipeline says otherwise on the record (spec.requireTag: false)."""
+    pipeline = d.pipeline
+    if d.tag or isinstance(pipeline, Problem) or not pipeline.require_tag:
+        return None
+    why = (
+        "it has no spec.source, so no git tag carries its version"
+        if d.release.repository is None
+        else "its tag could not be checked: the operator reads git only with a git cache (GANTRY_GIT_CACHE; "
+        "the chart sets it)"
+    )
+    return Problem(
+        Reason.UNTAGGED_VERSION,
+        "spec.source",
+        f"production takes only tagged versions and {d.version or d.release.version} is not known to "
+        f"be tagged: {why}",
+        "create the Release from a merge on main (a ReleaseSource, or spec.source {repository, revision}), "
+        f"or let untagged versions reach production on the record: spec.requireTag: false on Pipeline "
+        f"{pipeline.name}",
+    )
+
+
 def production_frozen(d: Draft) -> Problem | None:
     """The seed's emergency: while staging is frozen, only a hotfix may go to production (a
     Release that passed staging before the emergency waits until the freeze lifts)."""

@@ -161,6 +161,7 @@ class Pipeline:
     git: GitConfig = field(default_factory=GitConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     tag_stage: int = 0  # the stage whose passed tests earn the version tag (spec.tagAfter; the first)
+    require_tag: bool = True  # spec.requireTag: production takes only versions tagged in git
 
     def pre_production(self) -> tuple[Stage, ...]:
         """The stages a Release must pass to be Verified (everything before production)."""
@@ -175,7 +176,8 @@ class Pipeline:
         return tuple(dict.fromkeys(s.environment for s in self.pre_production() if s.lock))
 
     def summary(self) -> str:
-        return " → ".join(s.name + (" (lock)" if s.lock else "") for s in self.stages)
+        stages = " → ".join(s.name + (" (lock)" if s.lock else "") for s in self.stages)
+        return stages if self.require_tag or self.production is None else f"{stages} (untagged allowed)"
 
 
 def pin(pipeline: Pipeline) -> dict[str, Any]:
@@ -279,6 +281,7 @@ def parse_pipeline(name: str, spec: Mapping[str, Any]) -> Pipeline | Problem:
         git=git,
         registry=registry,
         tag_stage=tag_stage,
+        require_tag=spec.get("requireTag") is not False,
     )
 
 

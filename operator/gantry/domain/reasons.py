@@ -51,6 +51,7 @@ class Reason(StrEnum):
     WAITING_FOR_OLDER = "WaitingForOlderRelease"  # an older Release of its source is in the stage
     LOCK_FROZEN = "LockFrozen"
     PRODUCTION_FROZEN = "ProductionFrozen"  # an emergency (or a freeze by hand) admits only hotfixes
+    UNTAGGED_VERSION = "UntaggedVersion"  # production takes only tagged versions (spec.requireTag)
     LOCK_ACQUIRED = "LockAcquired"
     LOCK_LOST = "LockLost"
     LEASE_TOO_SHORT = "LeaseTooShort"

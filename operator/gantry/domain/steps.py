@@ -84,7 +84,9 @@ def validate(d: Draft, stage: Stage) -> tuple[ImageChange, ...] | Problem:
         provenance = gates.check_provenance(d, changes)
         if isinstance(provenance, Problem):
             return provenance
-        older = gates.production_frozen(d) or gates.not_newer(d) or gates.production_busy(d)
+        older = (
+            gates.untagged(d) or gates.production_frozen(d) or gates.not_newer(d) or gates.production_busy(d)
+        )
         if older is not None:
             return older
     return changes
