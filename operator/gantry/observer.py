@@ -10,7 +10,7 @@ registry only while a stage is promoting (and not backing off).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -41,9 +41,9 @@ from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
 from gantry.domain.source import RELEASE_BRANCHES
 from gantry.domain.timefmt import to_rfc3339
-from gantry.domain.versions import changelog
+from gantry.domain.versions import Reservation, changelog
 from gantry.domain.workloads import ObservedWorkload, WorkloadRef
-from gantry.versioning import next_release
+from gantry.versioning import next_release, unsettled_before
 
 log = logging.getLogger(__name__)
 
@@ -211,8 +211,12 @@ class Observer:
             return None
         try:
             credentials = git_credentials(self.adapters.resources, release.namespace, pipeline)
+            reserved = self.adapters.resources.reserved_versions(release.namespace, release.application)
             with mirrors.lock(release.repository):
-                return read_source(release, mirrors.open(release.repository, credentials), mirrors.tag_commit)
+                repo = mirrors.open(release.repository, credentials)
+                return read_source(
+                    release, repo, mirrors.tag_commit, [r for r in reserved if r.release != release.name]
+                )
         except GitError as error:
             return Source(error=str(error))
 
@@ -232,14 +236,21 @@ class Observer:
 
 
 def read_source(
-    release: ReleaseView, repo: Repository, tag_commit: Callable[[Repository, str], str | None]
+    release: ReleaseView,
+    repo: Repository,
+    tag_commit: Callable[[Repository, str], str | None],
+    reserved: Sequence[Reservation] = (),
 ) -> Source:
     revision = repo.resolve(release.revision or "HEAD")
     hotfix_branch = None
     if release.hotfix:
         hotfix_branch = next(iter(repo.branches_containing(revision, "HOT-*")), None)
     release_branch = next((b for b in RELEASE_BRANCHES if repo.branches_containing(revision, b)), None)
-    result = next_release(repo, revision, patch_only=release.hotfix)
+    first = None if release.hotfix or release.version else unsettled_before(repo, revision, reserved)
+    if first is not None:
+        return Source(revision, waiting_for=first.release)
+    result = next_release(repo, revision, patch_only=release.hotfix, reserved=reserved)
+    taken = next((r for r in reserved if release.version and r.version == release.version), None)
     if not release.version and result.base and tag_commit(repo, result.base) == revision:
         # Already released at this very commit (by us before a crash, or by CI): reuse that tag.
         earlier = next_release(repo, revision, patch_only=release.hotfix, skip=result.base)
@@ -263,6 +274,8 @@ def read_source(
         changelog=tuple(changelog(result.commits)),
         hotfix_branch=hotfix_branch,
         release_branch=release_branch,
+        after=f"{result.after.version} ({result.after.release}, in flight)" if result.after else None,
+        taken_by=taken.release if taken is not None else None,
     )
 
 

@@ -291,3 +291,91 @@ def test_an_unreachable_origin_blocks_visibly_and_the_release_goes_on_when_it_is
     verified = cluster.wait_for_phase(namespace, "shop-offline", "Verified", "Failed", timeout=60)
     assert verified["status"]["version"] == "v0.1.0"
     assert tags(bare) == {"v0.1.0": revision}
+
+
+def test_after_a_hotfix_tagged_on_its_branch_main_releases_above_it(
+    cluster: Cluster, git_operator: OperatorThread, namespace: str, origin: tuple[Path, Clone]
+) -> None:
+    bare, work = origin
+    work.commit("feat(JIRA-1): first")
+    work.git("tag", "v1.4.0")
+    work.git("checkout", "-q", "-b", "HOT-7")
+    work.commit("fix(HOT-7): stop the data loss")
+    work.git("tag", "v1.4.1")  # the hotfix, tagged on its branch (the seed's infrastructure workflow)
+    work.git("checkout", "-q", "main")
+    fix = work.commit("fix(JIRA-2): an ordinary fix on main")
+    work.git("push", "-q", "origin", "main", "HOT-7", "--tags")
+    setup_app(cluster, namespace)
+
+    cluster.apply(release(namespace, "shop-fix", bare, fix, None))
+    body = cluster.wait_for_phase(namespace, "shop-fix", "Verified", "Failed", "Blocked")
+    assert body["status"]["phase"] == "Verified", body["status"]["message"]  # before: TagMismatch for ever
+    assert body["status"]["version"] == "v1.4.2"
+    assert tags(bare)["v1.4.2"] == fix and tags(bare)["v1.4.1"] != fix
+
+
+def test_two_releases_in_flight_never_carry_the_same_version(
+    cluster: Cluster, git_operator: OperatorThread, namespace: str, origin: tuple[Path, Clone]
+) -> None:
+    bare, work = origin
+    first = feature_after_v1_4_0(work, "feat(JIRA-2): checkout by invoice")
+    second = work.commit("fix(JIRA-3): rounding")
+    docs = work.commit("docs(JIRA-4): the invoice page")
+    work.git("push", "-q", "origin", "main")
+    setup_app(cluster, namespace, script="sleep 3")  # the first is still testing when the next start
+
+    cluster.apply(release(namespace, "shop-a", bare, first, None))
+    cluster.wait_for_phase(namespace, "shop-a", "Testing", timeout=60)
+    cluster.apply(release(namespace, "shop-b", bare, second, None))
+    cluster.apply(release(namespace, "shop-c", bare, docs, None))
+
+    blocked = cluster.wait_for_phase(namespace, "shop-c", "Blocked", "Queued", "Verified", timeout=60)
+    assert blocked["status"]["reason"] == "NothingToRelease", blocked["status"]["message"]
+    assert "since v1.5.1 (shop-b, in flight)" in blocked["status"]["message"]  # said, not a collision
+    a = cluster.wait_for_phase(namespace, "shop-a", "Verified", "Failed", "Blocked", timeout=60)
+    b = cluster.wait_for_phase(namespace, "shop-b", "Verified", "Failed", "Blocked", timeout=60)
+    assert (a["status"]["phase"], b["status"]["phase"]) == ("Verified", "Verified"), b["status"]["message"]
+    assert (a["status"]["version"], b["status"]["version"]) == ("v1.5.0", "v1.5.1")
+    assert tags(bare)["v1.5.0"] == first and tags(bare)["v1.5.1"] == second
+
+
+def test_a_released_hotfix_says_how_to_bring_it_back_to_main_and_main_keeps_releasing(
+    cluster: Cluster, git_operator: OperatorThread, namespace: str, origin: tuple[Path, Clone]
+) -> None:
+    bare, work = origin
+    work.commit("feat(JIRA-1): first")
+    work.git("tag", "v1.4.0")
+    work.git("checkout", "-q", "-b", "HOT-7")
+    hot = work.commit("fix(HOT-7): stop the data loss")
+    work.git("checkout", "-q", "main")
+    fix = work.commit("fix(JIRA-2): an ordinary fix on main")
+    work.git("push", "-q", "origin", "main", "HOT-7", "--tags")
+    for workload in m.workloads(namespace):
+        cluster.apply(workload)
+    pipeline = m.pipeline(namespace)
+    pipeline["spec"]["stages"][1]["targets"].append({"namespace": namespace, "name": "worker"})
+    cluster.apply(pipeline)
+
+    hotfix = release(namespace, "shop-hot", bare, hot, None)
+    hotfix["spec"]["hotfix"] = True
+    cluster.apply(hotfix)
+    cluster.wait_for_phase(namespace, "shop-hot", "Verified", timeout=60)
+    cluster.apply(m.decision(namespace, "shop-hot", "Approve"))
+    body = cluster.wait_for_phase(namespace, "shop-hot", "Released", "Failed", "Blocked", timeout=60)
+    assert body["status"]["phase"] == "Released", body["status"]["message"]
+    assert body["status"]["version"] == "v1.4.1" and tags(bare)["v1.4.1"] == hot  # tagged on HOT-7
+    command = (
+        "git fetch origin && git checkout main && git merge --no-ff origin/HOT-7 && git push origin main"
+    )
+    assert command in body["status"]["message"], body["status"].get("tag")
+    cluster.wait_for_events(namespace, "shop-hot", "HotfixMergeBack")
+    assert work.git("rev-parse", "main") == work.git("rev-parse", "origin/main")  # main untouched by Gantry
+
+    cluster.apply(release(namespace, "shop-fix", bare, fix, None))  # before anyone merged it back
+    after = cluster.wait_for_phase(namespace, "shop-fix", "Verified", "Blocked", "Failed", timeout=60)
+    assert (after["status"]["phase"], after["status"]["version"]) == ("Verified", "v1.4.2")
+
+    work.git("fetch", "-q", "origin")  # what the message says to do
+    work.git("merge", "-q", "--no-ff", "-m", "Merge HOT-7", "origin/HOT-7")
+    work.git("push", "-q", "origin", "main")
+    assert "v1.4.1" in work.git("tag", "--merged", "main").split()

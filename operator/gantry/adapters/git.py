@@ -58,6 +58,11 @@ class Repository:
         output = self.repo.git.tag("--merged", self.resolve(rev), "--list", "v*")
         return [t for t in output.splitlines() if RELEASE_TAG.match(t)]
 
+    def all_release_tags(self) -> list[str]:
+        """Every tag matching vX.Y.Z, on any branch (a hotfix's is on its HOT-<n> branch)."""
+        output = self.repo.git.tag("--list", "v*")
+        return [t for t in output.splitlines() if RELEASE_TAG.match(t)]
+
     def commits(self, rev: str, since: str | None, merges: bool = True) -> list[Commit]:
         """Commits reachable from `rev` but not from `since`, newest first; merges bring their branches."""
         args = [f"--format=%H{FIELD}%B{RECORD}", self.resolve(rev)]

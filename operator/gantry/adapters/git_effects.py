@@ -58,8 +58,9 @@ def create_tag(ctx: Context, effect: CreateTag) -> None:
                     f"tagged {effect.revision[:12]} as {effect.tag} and pushed it to {repository}",
                 )
             elif existing != effect.revision:
-                raise GitError(
-                    f"tag {effect.tag} appeared on {existing[:12]} meanwhile; tags are never moved"
+                raise EffectFailed(
+                    Failure.CONFLICT,
+                    f"tag {effect.tag} appeared on {existing[:12]} meanwhile; tags are never moved",
                 )
     except GitError as error:
         raise EffectFailed(Failure.REFUSED, str(error)) from error

@@ -25,11 +25,12 @@ from gantry.adapters.kube import (
 )
 from gantry.domain import gates, ledger, locks
 from gantry.domain.model import ObservedJob, ObservedLock, Production
-from gantry.domain.phases import FINISHED_LABEL
+from gantry.domain.phases import FINISHED_LABEL, GAVE_UP
 from gantry.domain.pipeline import Pipeline, Target, parse_pipeline
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
 from gantry.domain.timefmt import to_rfc3339
+from gantry.domain.versions import Reservation
 from gantry.domain.workloads import LABEL_PIPELINE, ObservedWorkload, Rollout, WorkloadRef
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,23 @@ class Resources:
         """Merge-patch status; the resourceVersion makes a stale writer fail with 409 instead of winning."""
         patch = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
         return self.kube.merge_patch(custom_path("releases", namespace, name, "status"), patch)
+
+    def reserved_versions(self, namespace: str, application: str) -> list[Reservation]:
+        """The versions the application's Releases carry in flight, before their tag exists: each
+        is taken (a Release that failed or gave way before its tag gives its version up)."""
+        out = []
+        for body in self.kube.list_items(custom_path("releases", namespace)):
+            spec, status = body.get("spec") or {}, body.get("status") or {}
+            tag = status.get("tag") or {}
+            if spec.get("application") != application or tag.get("pushed") or status.get("phase") in GAVE_UP:
+                continue
+            revision = tag.get("revision") or (spec.get("source") or {}).get("revision")
+            if revision and (
+                status.get("version") or not status.get("phase") or status["phase"] == "Pending"
+            ):
+                name = body["metadata"]["name"]
+                out.append(Reservation(name, str(status.get("version") or ""), str(revision)))
+        return out
 
     def get_pipeline(self, namespace: str, name: str) -> Pipeline | Problem:
         return self.get_pipeline_state(namespace, name)[0]

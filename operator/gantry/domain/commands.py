@@ -34,6 +34,13 @@ def status(namespace: str, application: str) -> str:
     return f"{gantry(namespace)} status {application}"
 
 
+def merge_back(branch: str, main: str = "main") -> str:
+    """The way a hotfix gets back to main: a person merges it (main may be protected; Gantry
+    never pushes there), as a merge commit so the hotfix's tag is reachable from main."""
+    merge = f"git merge --no-ff origin/{branch}"
+    return f"git fetch origin && git checkout {main} && {merge} && git push origin {main}"
+
+
 def unfreeze(environment: str) -> str:
     return f"kubectl gantry lock unfreeze {environment}"
 

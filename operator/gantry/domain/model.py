@@ -115,6 +115,9 @@ class Source:
     changelog: tuple[Mapping[str, str], ...] = ()  # release-worthy commits since the previous release
     hotfix_branch: str | None = None  # for a hotfix Release: the HOT-<n> branch its revision is on
     release_branch: str | None = None  # main (or master) when its revision is merged there
+    after: str | None = None  # the older Release in flight its version counts from, said as such
+    taken_by: str | None = None  # another Release in flight that carries spec.version already
+    waiting_for: str | None = None  # a Release of an older commit that settles its version first
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ class Phase(StrEnum):
 
 # Nothing more happens by itself; only a decision (rollback, emergency) can move a Release on.
 FINAL = frozenset({Phase.FAILED, Phase.RELEASED, Phase.ROLLED_BACK, Phase.EMERGENCY, Phase.SUPERSEDED})
+# Ended without reaching production: a version it carried but never tagged is free again.
+GAVE_UP = frozenset({Phase.FAILED, Phase.SUPERSEDED})
 # On a final Release (set by Gantry once Kopf's finalizer is off): the operator's watch leaves it
 # out, so 20,000 finished Releases cost it neither memory nor start-up time. A decision that
 # moves one on (a rollback of a Released one) takes the label off again.

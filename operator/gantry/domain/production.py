@@ -465,6 +465,16 @@ def finish_passed(d: Draft) -> None:
     d.phase, d.reason = Phase.RELEASED, run.reason or Reason.RELEASED
     d.message = f"released to production ({run.message})" if run.message else "released to production"
     d.event("Normal", Reason.RELEASED, d.message)
+    branch = (d.tag or {}).get("branch")
+    if d.release.hotfix and branch:
+        back = (
+            f"hotfix {d.version or d.release.version} is in production from branch {branch}; bring it back "
+            f"to main (Gantry never pushes there): {commands.merge_back(str(branch))}, or open a merge "
+            "request from it. Until then main's next version is still above it (tags never repeat)"
+        )
+        d.message = f"{d.message}; {back}"
+        d.event("Normal", Reason.HOTFIX_MERGE_BACK, back)
+        d.effects.append(Alert("info", Reason.HOTFIX_MERGE_BACK, f"Release {d.release.key}: {back}"))
 
 
 def entry(d: Draft, result: Result, by: str = SYSTEM, why: str = "") -> dict[str, Any]:

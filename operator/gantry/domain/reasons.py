@@ -51,6 +51,8 @@ class Reason(StrEnum):
     WAITING_FOR_OLDER = "WaitingForOlderRelease"  # an older Release of its source is in the stage
     LOCK_FROZEN = "LockFrozen"
     PRODUCTION_FROZEN = "ProductionFrozen"  # an emergency (or a freeze by hand) admits only hotfixes
+    HOTFIX_MERGE_BACK = "HotfixMergeBack"  # a hotfix released: the command that brings it to main
+    VERSION_TAKEN = "VersionTaken"  # another Release in flight carries that version
     UNTAGGED_VERSION = "UntaggedVersion"  # production takes only tagged versions (spec.requireTag)
     LOCK_ACQUIRED = "LockAcquired"
     LOCK_LOST = "LockLost"

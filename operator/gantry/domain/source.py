@@ -9,7 +9,7 @@ into the release branch (main, or a HOT-<n> branch for a hotfix) are ever tagged
 from __future__ import annotations
 
 from gantry.domain.draft import Draft
-from gantry.domain.model import CreateTag, Source
+from gantry.domain.model import CreateTag, Failure, Source
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
 
@@ -20,6 +20,15 @@ def version_settled(d: Draft) -> bool:
     if d.version or d.release.repository is None or source is None:
         d.version = d.version or d.release.version  # as given: no git source to check it against
         return True
+    if source.waiting_for is not None:
+        message = (
+            f"waiting for {source.waiting_for}, a Release of an older commit, to settle its version: "
+            "versions are given in commit order, so no two Releases carry the same one"
+        )
+        if d.message != message:
+            d.event("Normal", Reason.WAITING_FOR_OLDER, message)
+        d.reason, d.message = Reason.WAITING_FOR_OLDER, message
+        return False
     problem = source_problem(d, source)
     if problem is not None:
         d.block(problem)
@@ -28,6 +37,8 @@ def version_settled(d: Draft) -> bool:
     assert wanted is not None and source.revision is not None
     # The tag is pushed when the tagging stage passes (push_tag), unless it is there already.
     d.tag = {"name": wanted, "revision": source.revision, "pushed": source.tag_commit is not None}
+    if d.release.hotfix and source.hotfix_branch:
+        d.tag["branch"] = source.hotfix_branch  # where it was made: the way back to main names it
     d.version, d.changelog = wanted, source.changelog
     return True
 
@@ -50,12 +61,17 @@ def push_tag(d: Draft) -> bool:
     Blocked, when origin refused it; the next look tries again."""
     refusal = d.rejected(CreateTag)
     if refusal is not None:
+        taken = refusal.failure == Failure.CONFLICT
         d.block(
             Problem(
-                Reason.TAG_PUSH_REJECTED,
-                "spec.source.repository",
+                Reason.TAG_MISMATCH if taken else Reason.TAG_PUSH_REJECTED,
+                "spec.version" if taken else "spec.source.repository",
                 f"stage passed, but pushing the tag {(d.tag or {}).get('name')} failed: {refusal.message}",
-                "check the credentials Secret and that origin accepts tags; Gantry tries again at each look",
+                "the version went to another commit: release this commit again as a new Release (it gets "
+                "the next free version)"
+                if taken
+                else "check the credentials Secret and that origin accepts tags; Gantry tries again at "
+                "each look",
             )
         )
         return False
@@ -106,12 +122,21 @@ def source_problem(d: Draft, source: Source) -> Problem | None:
         )
     wanted = d.release.version or source.tag
     if not wanted or source.revision is None:
-        since = source.base or "the first commit"
+        since = source.after or source.base or "the first commit"
         return Problem(
             Reason.NOTHING_TO_RELEASE,
             "spec.version",
             f"no feat, fix, perf or breaking commit since {since} up to spec.source.revision",
-            "set spec.version, or release a revision with a release-worthy commit",
+            "nothing to do: the Release in flight already carries these commits; or set spec.version"
+            if source.after
+            else "set spec.version, or release a revision with a release-worthy commit",
+        )
+    if source.taken_by is not None:
+        return Problem(
+            Reason.VERSION_TAKEN,
+            "spec.version",
+            f"{wanted} is carried by Release {source.taken_by}, in flight and not tagged yet",
+            "drop spec.version (Gantry gives the next free one), or name another version",
         )
     if source.tag_commit is not None and source.tag_commit != source.revision:
         return Problem(

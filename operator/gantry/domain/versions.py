@@ -84,11 +84,34 @@ def next_version(
         return current.bump_patch(), Bump.PATCH
     if bump == Bump.MAJOR and current.major == 0 and not major_on_zero:
         bump = Bump.MINOR
+    return bumped(current, bump), bump
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A version another Release of the application carries in flight, not tagged yet: taken."""
+
+    release: str  # its name
+    version: str  # empty: not settled yet (a Release of an older commit settles first)
+    revision: str  # the commit it will be tagged on (spec.source.revision until settled)
+
+
+def bumped(current: semver.Version, bump: Bump) -> semver.Version:
     if bump == Bump.MAJOR:
-        return current.bump_major(), bump
+        return current.bump_major()
     if bump == Bump.MINOR:
-        return current.bump_minor(), bump
-    return current.bump_patch(), bump
+        return current.bump_minor()
+    return current.bump_patch()
+
+
+def first_free(version: semver.Version, bump: Bump, taken: Iterable[semver.Version]) -> semver.Version:
+    """The version, bumped again the same way while it exists (a tag on any branch) or another
+    Release in flight carries it: after a hotfix tagged v1.4.1 on its HOT-<n> branch, main's next
+    fix is v1.4.2; a hotfix patches to the first patch nobody has taken. Tags never move."""
+    used = set(taken)
+    while version in used:
+        version = bumped(version, bump)
+    return version
 
 
 def seed_violation(commit: Commit) -> str | None:
