@@ -60,6 +60,13 @@ class Draft:
         if step in PHASE_OF_STEP:
             self.phase = PHASE_OF_STEP[step]
 
+    def wait(self, reason: str, message: str) -> None:
+        """Waiting on something that will end by itself: said once (an Event when the message
+        changes), not on every tick; the phase stays as it is."""
+        if self.message != message:
+            self.event("Normal", reason, message)
+        self.reason, self.message = reason, message
+
     def block(self, problem: Problem) -> None:
         """Blocked until someone fixes the named field; announced once (an Event, and an alert
         naming the fix), not on every tick."""

@@ -25,9 +25,7 @@ def version_settled(d: Draft) -> bool:
             f"waiting for {source.waiting_for}, a Release of an older commit, to settle its version: "
             "versions are given in commit order, so no two Releases carry the same one"
         )
-        if d.message != message:
-            d.event("Normal", Reason.WAITING_FOR_OLDER, message)
-        d.reason, d.message = Reason.WAITING_FOR_OLDER, message
+        d.wait(Reason.WAITING_FOR_OLDER, message)
         return False
     problem = source_problem(d, source)
     if problem is not None:

@@ -158,9 +158,7 @@ def waits_for_older(d: Draft, stage: Stage) -> bool:
         f"waiting for {', '.join(older)} to finish stage {stage.name}: an older Release of the same "
         "ReleaseSource that is in a stage finishes it before a newer one enters"
     )
-    if d.message != message:
-        d.event("Normal", Reason.WAITING_FOR_OLDER, message)
-    d.reason, d.message = Reason.WAITING_FOR_OLDER, message
+    d.wait(Reason.WAITING_FOR_OLDER, message)
     return True
 
 
