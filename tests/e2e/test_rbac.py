@@ -5,6 +5,7 @@ does the whole flow with nothing but the permissions the example grants it."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ def rbac_cluster(
 ) -> Iterator[dict[str, Any]]:
     if not cluster.emulated and not envtest_tier():
         pytest.skip("acts as test identities by token: the emulator or envtest (a real cluster has its own)")
-    for manifest in yaml.safe_load_all((ROOT / "examples" / "rbac.yaml").read_text()):
+    manifests = list(yaml.safe_load_all((ROOT / "examples" / "rbac.yaml").read_text()))
+    for manifest in manifests:
         cluster.apply(manifest)
     for workload in m.workloads(NAMESPACE) + m.workloads("shop-prod"):
         cluster.apply(workload)
@@ -43,8 +45,33 @@ def rbac_cluster(
     cluster.apply(pipeline)
     monkeypatch.setenv("KUBECONFIG", str(cluster.as_user("operator", tmp_path).kubeconfig))
     operator = OperatorThread(FAST, RecordingAlerter()).start()
-    yield {"alice": cluster.as_user("alice", tmp_path), "bob": cluster.as_user("bob", tmp_path)}
+    users = {"alice": cluster.as_user("alice", tmp_path), "bob": cluster.as_user("bob", tmp_path)}
+    await_policy(users["bob"], enforced=True)
+    yield users
     operator.stop()
+    # The policy is cluster-wide: the tests after this one decide as the admin in others' names.
+    for manifest in reversed(manifests):
+        if manifest["kind"].startswith("ValidatingAdmissionPolicy"):
+            cluster.delete(manifest["kind"], None, manifest["metadata"]["name"])
+    await_policy(users["bob"], enforced=False)
+
+
+def await_policy(user: Cluster, enforced: bool, seconds: float = 30) -> None:
+    """A real API server loads an admission policy (and drops one) a moment after the write; ask by
+    dry run until deciding in another's name is refused (or allowed) so no step races it."""
+    probe = m.decision(NAMESPACE, "policy-probe", "Approve", by="carol")
+    path = f"/apis/gantry.dev/v1alpha1/namespaces/{NAMESPACE}/releasedecisions"
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            user.kube.request("POST", path, body=probe, query={"dryRun": "All"})
+            refused = False
+        except ApiError as error:
+            refused = error.status == 422
+        if refused == enforced or time.monotonic() > deadline:
+            assert refused == enforced, f"the decidedBy policy is {'not ' * enforced}in force"
+            return
+        time.sleep(0.2)
 
 
 def test_developers_release_on_call_approves_and_the_operator_needs_nothing_more(

@@ -288,6 +288,9 @@ class ApiServer(kmock.KubernetesEmulator):
             body = strict_json(request.body) if request.body else None
             if user is not None and method in ("POST", "PUT", "PATCH"):
                 self._check_policies(key, request, method, body, user)
+            if params.get("dryRun") == "All" and method == "POST":
+                # Authorised and admitted above; a dry run stores nothing and tells no watcher.
+                return aiohttp.web.json_response(body, status=201)
             result = self._dispatch(method, key, request, body, params)
             if timeout is not None:  # applied, but the client never learns it
                 await asyncio.sleep(timeout.stall)
