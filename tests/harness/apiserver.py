@@ -348,6 +348,7 @@ class ApiServer(kmock.KubernetesEmulator):
                 (authz.ADMISSION, "v1", "validatingadmissionpolicybindings"),
             ]
         }
+        rbac = [(k[2], ns, obj) for (k, ns, _), obj in self.store.items() if k[0] == authz.RBAC]
         denials = authz.policy_denials(
             objects["validatingadmissionpolicies"],
             objects["validatingadmissionpolicybindings"],
@@ -358,6 +359,8 @@ class ApiServer(kmock.KubernetesEmulator):
             body,
             old,
             user,
+            namespace=request.namespace,
+            rbac=rbac,
         )
         if denials:
             name = (body.get("metadata") or {}).get("name", "")

@@ -14,6 +14,7 @@ from typing import Any
 
 import celpy
 import celpy.adapter
+import celpy.celtypes
 
 RBAC = "rbac.authorization.k8s.io"
 ADMISSION = "admissionregistration.k8s.io"
@@ -144,8 +145,11 @@ def policy_denials(
     obj: Mapping[str, Any] | None,
     old: Mapping[str, Any] | None,
     user: User,
+    namespace: str | None = None,
+    rbac: Iterable[tuple[str, str | None, dict[str, Any]]] = (),
 ) -> list[str]:
     bound = {b["spec"]["policyName"] for b in bindings}
+    functions = _authorizer_functions(list(rbac), user)
     messages = []
     for policy in policies:
         name = policy["metadata"]["name"]
@@ -158,13 +162,18 @@ def policy_denials(
             "object": celpy.adapter.json_to_cel(dict(obj) if obj is not None else None),
             "oldObject": celpy.adapter.json_to_cel(dict(old) if old is not None else None),
             "request": celpy.adapter.json_to_cel(
-                {"operation": operation, "userInfo": {"username": user.name, "groups": list(user.groups)}}
+                {
+                    "operation": operation,
+                    "namespace": namespace or "",
+                    "userInfo": {"username": user.name, "groups": list(user.groups)},
+                }
             ),
+            "authorizer": celpy.celtypes.MapType({}),
         }
         for validation in spec.get("validations") or ():
             expression = validation["expression"]
             try:
-                result = _CEL.program(_CEL.compile(expression)).evaluate(activation)
+                result = _CEL.program(_CEL.compile(expression), functions=functions).evaluate(activation)
                 ok = not isinstance(result, celpy.CELEvalError) and bool(result)
             except Exception as error:
                 ok, validation = False, {**validation, "message": f"{expression}: {error}"}
@@ -172,6 +181,39 @@ def policy_denials(
                 message = validation.get("message") or f"failed expression: {expression}"
                 messages.append(f"ValidatingAdmissionPolicy '{name}' denied request: {message}")
     return messages
+
+
+def _authorizer_functions(rbac: list[tuple[str, str | None, dict[str, Any]]], user: User) -> dict[str, Any]:
+    """The `authorizer` of admission CEL, as far as policies here use it:
+    authorizer.group(g).resource(r).namespace(ns).check(verb).allowed(), asking RBAC about the
+    requesting user (groups included), as kube-apiserver asks its authorizer."""
+    types = celpy.celtypes
+
+    def with_key(key: str) -> Any:
+        return lambda target, value: types.MapType({**target, types.StringType(key): value})
+
+    def allowed_(target: Any) -> Any:
+        fields = {str(k): str(v) for k, v in target.items()}
+        return types.BoolType(
+            allowed(
+                rbac,
+                user,
+                fields.get("verb", ""),
+                fields.get("group", ""),
+                fields.get("resource", ""),
+                fields.get("namespace") or None,
+                fields.get("name") or None,
+            )
+        )
+
+    return {
+        "group": with_key("group"),
+        "resource": with_key("resource"),
+        "namespace": with_key("namespace"),
+        "name": with_key("name"),
+        "check": with_key("verb"),
+        "allowed": allowed_,
+    }
 
 
 def _matches(constraints: Mapping[str, Any], operation: str, group: str, version: str, resource: str) -> bool:

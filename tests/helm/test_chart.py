@@ -176,7 +176,7 @@ def test_workload_permissions_are_limited_to_the_listed_namespaces() -> None:
     docs = render(
         {"rbac": {"workloadNamespaces": ["shop-staging", "shop-prod"], "pipelineNamespaces": ["teams"]}}
     )
-    (cluster_role,) = by_kind(docs, "ClusterRole")
+    (cluster_role,) = [r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"] == "gantry"]
     cluster_wide = {r for rule in cluster_role["rules"] for r in rule["resources"]}
     assert not cluster_wide & {"deployments", "statefulsets", "jobs", "secrets"}
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in by_kind(docs, "Role")}
@@ -368,3 +368,43 @@ def test_helm_install_with_default_values_on_a_fresh_cluster_then_the_examples_r
             assert cluster.images("Deployment", namespace, "web")["web"] == artifact["image"]
     finally:
         operator.stop()
+
+
+@pytest.mark.e2e
+def test_the_charts_people_roles_give_developers_the_buttons_and_on_call_the_approval(
+    fresh_cluster: Any, tmp_path: Path
+) -> None:
+    """values people.teams binds the two roles in the application's namespace; the chart's admission
+    policies refuse a developer's Approve and anyone's decision in another's name."""
+    from gantry.adapters.kube import ApiError
+    from tests.e2e import manifests as m
+    from tests.e2e.test_rbac import await_policy
+    from tests.harness.helm_install import install
+
+    cluster = fresh_cluster
+    team = {"namespace": "gantry", "developers": ["shop-developers"], "oncall": ["shop-oncall"]}
+    crds, manifests = chart_files({"people": {"teams": [team]}})
+    install(cluster, crds, manifests, "gantry")
+    alice, bob = cluster.as_user("alice", tmp_path), cluster.as_user("bob", tmp_path)
+    await_policy(bob, enforced=True)
+    await_policy(alice, enforced=True, by="alice")
+
+    with pytest.raises(ApiError) as refused:
+        alice.apply(m.decision("gantry", "shop-v1", "Approve", by="alice"))
+    assert refused.value.status == 422 and "need the approve verb" in refused.value.message
+    for action in ("Rollback", "Emergency", "FailForward"):  # the team's three buttons
+        alice.apply(m.decision("gantry", "shop-v1", action, by="alice"))
+    bob.apply(m.decision("gantry", "shop-v1", "Approve", by="bob"))
+    with pytest.raises(ApiError) as impersonation:
+        bob.apply(m.decision("gantry", "shop-v1", "LiftQuarantine", by="alice"))
+    assert "spec.decidedBy must be your own user name" in impersonation.value.message
+    cluster.ensure_namespace("shop-other")
+    with pytest.raises(ApiError) as elsewhere:  # bound in gantry only
+        alice.apply(m.decision("shop-other", "shop-v1", "Rollback", by="alice"))
+    assert elsewhere.value.status == 403
+    assert (
+        'resource "releasedecisions"' in elsewhere.value.message and "shop-other" in elsewhere.value.message
+    )
+
+    without = render({"people": {"admissionPolicies": False}})
+    assert not by_kind(without, "ValidatingAdmissionPolicy")
