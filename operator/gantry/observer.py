@@ -22,7 +22,7 @@ from gantry.adapters.kube import ApiError
 from gantry.adapters.prometheus import PrometheusSource
 from gantry.adapters.registry import RegistryError, parse_repository
 from gantry.adapters.registry_effects import failure_of
-from gantry.domain import ledger, locks, registry
+from gantry.domain import guard, ledger, locks, registry
 from gantry.domain.analysis import Sample, evaluation_due, render
 from gantry.domain.model import (
     EffectFailure,
@@ -184,10 +184,16 @@ class Observer:
     def metrics(
         self, release: ReleaseView, run: StageRun | None, stage: Stage | None, now: datetime
     ) -> Sample | None:
-        if run is None or run.step != Step.BAKING or stage is None or stage.analysis is None:
+        """A bake's (or a guard's) next sample of production's error and request rates, once due."""
+        if run is None or stage is None:
             return None
-        spec = stage.analysis
-        if not evaluation_due(list((run.analysis or {}).get("evaluations") or []), now, spec):
+        if run.step == Step.BAKING and stage.analysis is not None:
+            spec, evaluations = stage.analysis, (run.analysis or {}).get("evaluations")
+        elif guard.active(release.status) and stage.guard is not None:
+            spec, evaluations = stage.guard, (release.status.get("guard") or {}).get("evaluations")
+        else:
+            return None
+        if not evaluation_due(list(evaluations or []), now, spec):
             return None
         url = spec.prometheus_url or self.prometheus_url
         if not url:

@@ -137,9 +137,11 @@ def production_pipeline(
     alertmanager_url: str | None = None,
     promotion: str = "Auto",
     test: bool = False,
+    guard: dict[str, Any] | None = None,
     **analysis: Any,
 ) -> dict[str, Any]:
-    """staging (locked) -> production with a fast bake: 1 s evaluations over a 5 s rate window."""
+    """staging (locked) -> production with a fast bake: 1 s evaluations over a 5 s rate window
+    (and, with `guard`, production watched after its release)."""
     staging: dict[str, Any] = {
         "name": "staging",
         "lock": True,
@@ -173,6 +175,7 @@ def production_pipeline(
                     {"namespace": prod_namespace, "name": "worker"},
                 ],
                 "analysis": bake,
+                **({"guard": guard} if guard is not None else {}),
             },
         ],
     }

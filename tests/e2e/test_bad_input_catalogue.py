@@ -137,6 +137,16 @@ PIPELINE_CASES: list[tuple[str, Edit, str]] = [
         stage(1, "soakSeconds", 60),
         "stages[].soakSeconds is for stages before production",
     ),
+    (
+        "guard before production",
+        stage(0, "guard", {"intervalSeconds": 30}),
+        "stages[].guard watches production after its release",
+    ),
+    (
+        "guard threshold of 1",
+        stage(1, "guard", {"threshold": 1}),
+        "guard.threshold is an error ratio above 0",
+    ),
     ("tag after no such stage", spec_field("tagAfter", "qa"), "spec.tagAfter must name a stage before"),
     ("tag after production", spec_field("tagAfter", "production"), "spec.tagAfter must name a stage before"),
     (

@@ -499,3 +499,48 @@ def test_a_canary_takes_a_release_only_when_approved_and_passes_it_on_only_after
     assert phases.index("AwaitingApproval") < phases.index("Baking") < phases.index("Soaking")
     assert app.images(canary) == v("v1") and app.production_images() == v("v1")
     app.traffic(0, namespace=canary)
+
+
+def test_production_stays_guarded_after_its_release_and_a_later_breach_offers_the_buttons(app: App) -> None:
+    app.setup(guard={"decision": {"deadlineSeconds": 600}})  # the bake's queries, 1 s apart
+    app.traffic(20)
+    app.released("shop-v1", "v1")
+    app.released("shop-v2", "v2")
+
+    def guard_of(name: str) -> dict[str, Any]:
+        return dict((app.cluster.release(app.namespace, name).get("status") or {}).get("guard") or {})
+
+    # The Release production ran before is watched no more; the one it runs now is.
+    replaced = app.cluster.wait_for("v1's guard to end", lambda: guard_of("shop-v1").get("state") == "Ended")
+    assert replaced and f"{app.namespace}/shop-v2 (v1.1.0)" in guard_of("shop-v1")["ended"]
+    app.cluster.wait_for(
+        "v2's guard to see healthy traffic",
+        lambda: [e["verdict"] for e in guard_of("shop-v2").get("evaluations", [])][-2:] == ["Healthy"] * 2,
+    )
+
+    # Well after its bake, production's error rate climbs: the team is alerted with the buttons.
+    app.traffic(20, error_ratio=0.5)
+    app.cluster.wait_for(
+        "v2's guard to breach", lambda: guard_of("shop-v2").get("state") == "Breached", timeout=30
+    )
+    body = app.cluster.release(app.namespace, "shop-v2")
+    assert body["status"]["phase"] == "Released" and body["status"]["reason"] == "ErrorRateBreach"
+    assert app.production_images() == v("v2")  # nobody decided yet: nothing moves
+    entry = app.ledger()["production"]["history"][-1]
+    assert (entry["release"], entry["result"]) == (f"{app.namespace}/shop-v2", "Breached")
+
+    def guard_alerts() -> list[dict[str, Any]]:
+        found = app.alertmanager.alerts(alertname="GantryErrorRateBreach", release=f"{app.namespace}/shop-v2")
+        return [a for a in found if "guard:" in a["annotations"]["description"]]
+
+    (told,) = app.cluster.wait_for("the guard's breach alert in Alertmanager", guard_alerts)
+    assert f"kubectl gantry -n {app.namespace} rollback shop" in told["annotations"]["description"]
+
+    # Someone presses Rollback: production runs v1's digests again, on the record.
+    app.decide("shop-v2", "Rollback", by="bob")
+    body = app.wait("shop-v2", "RolledBack")
+    assert app.production_images() == v("v1")
+    assert body["status"]["guard"]["state"] == "Ended"
+    results = [(e["release"].split("/")[1], e["result"]) for e in app.ledger()["production"]["history"]]
+    assert results[-2:] == [("shop-v2", "RolledBack"), ("shop-v1", "Restored")]
+    assert app.ledger()["production"]["history"][-2]["decidedBy"] == "bob"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from gantry.domain import guard
 from gantry.domain.model import SUPERSEDED_BY
 from gantry.domain.phases import FINAL, WAITING, Phase
 from gantry.domain.timefmt import from_rfc3339
@@ -28,10 +29,11 @@ def needs_driver(status: Mapping[str, Any], meta: Mapping[str, Any]) -> bool:
     In flight: yes. Waiting for a person, it changes only when its own object does (a decision
     is copied in and applied at once by the decision desk, an edit, a newer Release superseding
     it), so no driver is kept for it, except while a clock or a lease is running: a lock to renew,
-    a decision deadline, a Verified Release whose production stage promotes by itself."""
+    a decision deadline, a Verified Release whose production stage promotes by itself, and a
+    Released one whose production is guarded (domain.guard)."""
     phase = status.get("phase")
     if phase in FINAL:
-        return False
+        return guard.active(status)
     if phase not in WAITING or status.get("lock"):
         return True
     runs = status.get("stages") or [{}]

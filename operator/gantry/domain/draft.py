@@ -44,6 +44,7 @@ class Draft:
     approved_reason: str | None = None  # and why, as they said it
     ignored: str | None = None  # why the decision applied this tick changed nothing
     results: list[dict[str, Any]] = field(default_factory=list)  # status.decisionResults
+    guard: dict[str, Any] | None = None  # status.guard: production watched after its release
 
     @property
     def now(self) -> str:

@@ -20,6 +20,7 @@ class Result(StrEnum):
     RELEASED = "Released"
     FAILED_FORWARD = "FailedForward"
     EMERGENCY = "Emergency"
+    BREACHED = "Breached"  # released, then its guard saw the error rate breach; still runs there
     ROLLED_BACK = "RolledBack"
     RESTORED = "Restored"  # the previous Release, re-applied by a rollback
     FAILED = "Failed"  # left production before anything of it stood there
@@ -27,7 +28,9 @@ class Result(StrEnum):
 
 
 # Ran in production and was not rolled back: a rollback target ("the previous tag").
-STOOD = frozenset({Result.RELEASED, Result.FAILED_FORWARD, Result.EMERGENCY, Result.RESTORED})
+STOOD = frozenset(
+    {Result.RELEASED, Result.FAILED_FORWARD, Result.EMERGENCY, Result.BREACHED, Result.RESTORED}
+)
 # What production runs now, or ran until replaced: what stood, or what is baking there.
 CURRENT = STOOD | {Result.BAKING}
 # In production's flight: one Release at a time, from its claim until it is released or rolled back.

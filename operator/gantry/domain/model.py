@@ -35,6 +35,7 @@ MANAGED_STATUS_KEYS = (
     "changelog",
     "pipeline",
     "decisionResults",
+    "guard",
 )
 
 

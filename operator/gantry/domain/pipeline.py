@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gantry.domain.analysis import AnalysisSpec
+from gantry.domain.analysis import AnalysisSpec, OnBreach
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
 
@@ -76,6 +76,7 @@ class Stage:
     test: TestSpec | None = None
     promotion: str = "Auto"  # Manual: a Release enters only with an Approve decision (production's default)
     analysis: AnalysisSpec | None = None  # the error-rate bake: production, or a canary stage before it
+    guard: AnalysisSpec | None = None  # production only: watched after the bake, until replaced
     registry: RegistryStage | None = None
     soak_seconds: int = 0  # before production: how long a passed version must run healthy here
 
@@ -118,6 +119,8 @@ class Stage:
             out["soakSeconds"] = self.soak_seconds
         if self.analysis is not None:
             out["analysis"] = self.analysis.to_spec()
+        if self.guard is not None:
+            out["guard"] = self.guard.to_spec()
         if self.registry is not None:
             out["registry"] = self.registry.to_spec()
         return out
@@ -346,6 +349,9 @@ def _parse_stage(index: int, raw: Any) -> Stage | Problem:
                 str(error),
                 "see the Pipeline CRD's analysis fields",
             )
+    guard = _parse_guard(where, raw)
+    if isinstance(guard, Problem):
+        return guard
     registry = None
     if raw.get("registry") is not None:
         raw_registry = raw["registry"] or {}
@@ -365,9 +371,47 @@ def _parse_stage(index: int, raw: Any) -> Stage | Problem:
         test=test,
         promotion=str(raw.get("promotion") or ("Manual" if raw.get("production") else "Auto")),
         analysis=analysis,
+        guard=guard,
         registry=registry,
         soak_seconds=int(raw.get("soakSeconds") or 0),
     )
+
+
+def _parse_guard(where: str, raw: Mapping[str, Any]) -> AnalysisSpec | Problem | None:
+    """production.guard: what the bake watches (queries, threshold, traffic, window, pace), read
+    from the stage's analysis unless the guard says otherwise; a breach asks a person by default."""
+    if raw.get("guard") is None:
+        return None
+    if not raw.get("production"):
+        return Problem(
+            Reason.INVALID_PIPELINE,
+            f"{where}.guard",
+            "guard watches production after its bake, until the next Release replaces it",
+            "move guard to the production stage, or use analysis for a canary stage",
+        )
+    inherited = {k: v for k, v in (raw.get("analysis") or {}).items() if k in GUARD_INHERITS}
+    try:
+        return AnalysisSpec.from_spec({"onBreach": OnBreach.DECIDE, **inherited, **raw["guard"]})
+    except (TypeError, ValueError) as error:
+        return Problem(
+            Reason.INVALID_PIPELINE, f"{where}.guard", str(error), "see the Pipeline CRD's guard fields"
+        )
+
+
+# What a guard reads from its stage's analysis when it does not say (not the bake's own policies).
+GUARD_INHERITS = frozenset(
+    {
+        "prometheus",
+        "errorRateQuery",
+        "requestRateQuery",
+        "threshold",
+        "minRequestRate",
+        "window",
+        "intervalSeconds",
+        "consecutiveBreaches",
+        "inconclusiveLimit",
+    }
+)
 
 
 def _parse_target(where: str, index: int, raw: Any) -> Target | Problem:

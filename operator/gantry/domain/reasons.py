@@ -96,6 +96,7 @@ class Reason(StrEnum):
     EMERGENCY = "Emergency"
     DECISION_IGNORED = "DecisionIgnored"
     RELEASED = "Released"
+    GUARD_ENDED = "GuardEnded"  # production.guard stopped watching (replaced, rolled back, an emergency)
     RETROSPECTIVE = "Retrospective"
     PAPERWORK_FAILED = "PaperworkFailed"
     # --- why a lock tenure ended (EnvironmentLock status.history)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-from gantry.domain import production, registry, stages, steps
+from gantry.domain import guard, production, registry, stages, steps
 from gantry.domain.conditions import set_condition
 from gantry.domain.decisions import Action
 from gantry.domain.draft import Draft
@@ -74,7 +74,7 @@ def decide(release: ReleaseView, obs: Observation) -> Plan:
     phase = Phase(status.get("phase", Phase.PENDING))
     decisions = list(status.get("decisions") or [])
     applied = int(status.get("decisionsApplied", 0))
-    if phase in FINAL and applied >= len(decisions):
+    if phase in FINAL and applied >= len(decisions) and not guard.active(status):
         return Plan(status=dict(status))
     approval = next((x for x in reversed(decisions[: applied + 1]) if x.get("action") == "Approve"), None)
     draft = Draft(
@@ -92,12 +92,14 @@ def decide(release: ReleaseView, obs: Observation) -> Plan:
         results=list(status.get("decisionResults") or []),
         approved_by=str(approval.get("decidedBy")) if approval else None,
         approved_reason=(str(approval.get("reason") or "") or None) if approval else None,
+        guard=dict(status["guard"]) if status.get("guard") else None,
     )
     draft.pipeline = pinned(draft.pinned, obs.pipeline, release.pipeline, release.application)
     if applied < len(decisions):
         # People's decisions (ReleaseDecision objects, copied here by the operator) come first,
         # one per tick, in the order they were made.
-        production.apply_decision(draft, decisions[applied])
+        guard.decide(draft, decisions[applied])
+        guard.settle(draft)
         outcome = {
             "name": decisions[applied].get("name"),
             "result": "Ignored" if draft.ignored else "Applied",
@@ -107,6 +109,7 @@ def decide(release: ReleaseView, obs: Observation) -> Plan:
         draft.results = [*draft.results, outcome]
         return _finish(release, draft, decisions_applied=applied + 1)
     route(draft)(draft)
+    guard.settle(draft)
     return _finish(release, draft, decisions_applied=applied)
 
 
@@ -125,6 +128,8 @@ def _outcome(decision: Any, d: Draft) -> dict[str, Any]:
 
 def route(d: Draft) -> Handler:
     """The one place that chooses what happens next."""
+    if d.phase in FINAL:  # routed here only while guarded (production watched after its release)
+        return guard.watch if guard.active(d.release.status) else _wait
     if steps.supersedable(d):
         return steps.supersede
     if d.phase == Phase.VERIFIED:
@@ -191,6 +196,8 @@ def _records(d: Draft) -> dict[str, Any]:
         out["changelog"] = [dict(c) for c in d.changelog]
     if d.pinned:
         out["pipeline"] = dict(d.pinned)
+    if d.guard:
+        out["guard"] = dict(d.guard)
     if d.results:
         out["decisionResults"] = [dict(r) for r in d.results][-STATUS_HISTORY_LIMIT:]
     return out

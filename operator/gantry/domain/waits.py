@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from gantry.domain import guard
 from gantry.domain.model import current_run
 from gantry.domain.phases import Phase, Step
 from gantry.domain.reasons import Reason
@@ -58,6 +59,8 @@ def next_due(status: Mapping[str, Any]) -> datetime | None:
     run = current_run(status)
     if run is None:
         return None
+    if guard.active(status):
+        return guard.next_due(status)
     moments = []
     analysis, spec = run.analysis or {}, run.stage.analysis
     if run.step == Step.BAKING and spec is not None and analysis.get("startedAt"):

@@ -27,6 +27,7 @@ from typing import Any
 import kopf
 
 from gantry.adapters.kube import FINALIZER, GROUP, VERSION
+from gantry.domain import guard
 from gantry.domain.cadence import Haste, LastLook, look_due, needs_driver
 from gantry.domain.phases import FINAL, FINISHED_LABEL
 from gantry.domain.waits import next_due, waits_on
@@ -90,7 +91,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
                     bell.clear()
                     since = runtime.wakeups.sequence
                     look = await runtime.blocking(advance, runtime, ns, name)
-                    if look is None or look.phase in FINAL:
+                    if look is None or (look.phase in FINAL and not guard.active(look.status)):
                         last_looks.pop(uid, None)  # Kopf stops this driver at the next event
                     else:
                         pipeline = str(spec.get("pipeline") or spec.get("application") or "")
@@ -135,6 +136,7 @@ def finished(body: Mapping[str, Any]) -> bool:
     meta = body["metadata"]
     return (
         (body.get("status") or {}).get("phase") in FINAL
+        and not guard.active(body.get("status") or {})
         and FINISHED_LABEL not in (meta.get("labels") or {})
         and FINALIZER not in (meta.get("finalizers") or ())
         and not meta.get("deletionTimestamp")

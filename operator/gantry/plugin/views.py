@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from gantry.domain import commands, ledger, locks
+from gantry.domain.guard import GuardState
 from gantry.domain.images import digest_of
 from gantry.domain.images import short_digest as shorten
 from gantry.domain.phases import FINAL
@@ -267,9 +268,7 @@ def in_flight_table(
         s.get("production") and s.get("promotion", "Manual") != "Auto" for s in spec.get("stages") or ()
     )
     rows, records, notes = [], [], []
-    unfinished = [
-        r for r in releases_of(releases, application) if (r.get("status") or {}).get("phase") not in FINAL
-    ]
+    unfinished = [r for r in releases_of(releases, application) if not settled(r.get("status") or {})]
     for release in sorted(unfinished, key=lambda r: str(r["metadata"].get("creationTimestamp", ""))):
         status = release.get("status") or {}
         run = (status.get("stages") or [{}])[-1]
@@ -301,6 +300,7 @@ def in_flight_table(
             }
         )
         notes.extend(what_to_do(namespace, application, name, phase, run, manual, now))
+        notes.extend(breached_guard(namespace, application, name, status.get("guard") or {}, now))
     headers = ("RELEASE", "VERSION", "STAGE", "PHASE", "STEP", "AGE", "MESSAGE")
     return Table(
         headers, tuple(rows), title=f"in flight: {application}", records=tuple(records), notes=tuple(notes)
@@ -348,6 +348,27 @@ def what_to_do(
             f"  {commands.rollback(namespace, application)}      # the previous release back in production",
         ]
     return []
+
+
+def settled(status: Mapping[str, Any]) -> bool:
+    """Final, and not a Released one whose guard saw a breach (that one waits on a person)."""
+    breached = (status.get("guard") or {}).get("state") == GuardState.BREACHED
+    return status.get("phase") in FINAL and not breached
+
+
+def breached_guard(
+    namespace: str, application: str, release: str, guard: Mapping[str, Any], now: datetime
+) -> list[str]:
+    if guard.get("state") != GuardState.BREACHED:
+        return []
+    deadline = guard.get("decisionDeadline")
+    when = f" (the default applies in {until(deadline, now)})" if deadline else ""
+    return [
+        f"{release} is in production and its guard saw a breach ({guard.get('detail')}); decide{when}:",
+        f"  {commands.rollback(namespace, application)}     # the previous release back in production",
+        f"  {commands.fail_forward(namespace, release)}     # keep it, on the record; the guard watches on",
+        f"  {commands.emergency(namespace, application)}    # keep it, freeze staging for a hotfix",
+    ]
 
 
 def until(moment: str, now: datetime) -> str:
