@@ -213,7 +213,12 @@ class Observer:
     def source(self, release: ReleaseView, pipeline: Pipeline | Problem) -> Source | None:
         """Look at git only until the version is settled (status.version), then never again."""
         mirrors = self.adapters.mirrors
-        if mirrors is None or not release.repository or release.status.get("version"):
+        if (
+            mirrors is None
+            or not release.repository
+            or release.status.get("version")
+            or release.ephemeral_branch
+        ):
             return None
         try:
             credentials = git_credentials(self.adapters.resources, release.namespace, pipeline)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from gantry.domain.phases import FINAL, FINISHED_LABEL
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
 from gantry.domain.testjob import label_value
+from gantry.ephemeral_environments import EphemeralEnvironments
 from gantry.versioning import next_release
 
 MAX_COMMITS = 20  # a look at most resolves this many commits (EveryCommit after a long outage)
@@ -124,7 +126,21 @@ class SourcePoller:
             if self.in_flight(spec)
             else None
         )
-        return release_sources.plan(spec, status, head, commits, resolved, now, releasable)
+        plan = release_sources.plan(spec, status, head, commits, resolved, now, releasable)
+        if spec.ephemeral is None:
+            return plan
+        environments = EphemeralEnvironments(self.resources).look(
+            spec,
+            spec.ephemeral,
+            status,
+            repository,
+            lambda artifact, commit: client.resolve(
+                parse_repository(artifact.repository), artifact.tag_for(commit)
+            ),
+            pipeline,
+            now,
+        )
+        return replace(plan, status={**plan.status, "ephemeral": environments})
 
     def in_flight(self, spec: release_sources.SourceSpec) -> list[dict[str, Any]]:
         """The source's Releases that have not finished (a newer one would supersede them)."""

@@ -196,6 +196,24 @@ def test_workload_permissions_are_limited_to_the_listed_namespaces() -> None:
             )
 
 
+def test_ephemeral_environments_add_namespace_rights_only_when_enabled() -> None:
+    def rights(docs: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        (role,) = [r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"] == "gantry"]
+        return {(res, verb) for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]}
+
+    assert not rights(render()) & {("namespaces", "create"), ("namespaces", "delete")}
+    granted = rights(render({"ephemeral": {"enabled": True}}))
+    wanted = {
+        ("namespaces", "create"),
+        ("namespaces", "delete"),
+        ("deployments", "create"),
+        ("pipelines", "delete"),
+    }
+    assert wanted <= granted
+    with pytest.raises(Exception, match=r"ephemeral\.enabled: an ephemeral environment is a namespace"):
+        render({"ephemeral": {"enabled": True}, "rbac": {"workloadNamespaces": ["shop-dev"]}})
+
+
 def test_several_replicas_without_peering_are_refused_at_render_time() -> None:
     with pytest.raises(Exception, match=r"needs peering\.enabled"):
         render({"peering": {"enabled": False}, "replicaCount": 2})

@@ -4,7 +4,6 @@ with the commit hash (as the seed's CI does), and the real operator with a Relea
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,6 @@ from tests.harness.operator import OperatorThread, RecordingAlerter
 from tests.harness.registry import Registry, build_image
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def source_operator(cluster: Cluster, tmp_path: Path) -> Iterator[OperatorThread]:
-    config = replace(FAST, git_cache=str(tmp_path / "git-cache"), source_tick=0.5)
-    running = OperatorThread(config, RecordingAlerter()).start()
-    yield running
-    running.stop()
 
 
 def release_source(namespace: str, origin: Path, host: str, policy: str = "NewestOnly") -> dict[str, Any]:
@@ -192,6 +183,12 @@ def test_the_example_is_admitted_and_bad_ones_are_refused_naming_the_field(clust
         with pytest.raises(ApiError) as refused:
             cluster.apply(bad)
         assert named in refused.value.message
+    bad = yaml.safe_load((ROOT / "examples" / "releasesource.yaml").read_text())
+    bad["metadata"]["name"] = "bad"
+    bad["spec"]["ephemeral"]["namespace"] = "shop-preview"  # every branch in one namespace
+    with pytest.raises(ApiError) as refused:
+        cluster.apply(bad)
+    assert "spec.ephemeral.namespace must contain {branch}" in refused.value.message
 
 
 def hooked_operator(tmp_path: Path, port: int) -> OperatorThread:

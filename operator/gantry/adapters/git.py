@@ -53,6 +53,11 @@ class Repository:
                 f"unknown revision {rev!r} (a branch, tag or commit of {self.repo.working_dir})"
             ) from None
 
+    def heads(self) -> dict[str, str]:
+        """Every branch of the mirror (origin's, as of the last fetch) and the commit it points at."""
+        output = self.repo.git.for_each_ref("--format=%(refname:strip=2) %(objectname)", "refs/heads")
+        return dict(line.rsplit(" ", 1) for line in output.splitlines() if " " in line)
+
     def release_tags(self, rev: str) -> list[str]:
         """Tags matching vX.Y.Z whose commits are reachable from `rev`."""
         output = self.repo.git.tag("--merged", self.resolve(rev), "--list", "v*")

@@ -166,6 +166,7 @@ class ReleaseView:
     revision: str | None = None
     superseded_by: str | None = None  # a newer Release of its ReleaseSource (policy NewestOnly)
     follows: tuple[str, ...] = ()  # older Releases of its ReleaseSource in flight when it was made
+    ephemeral_branch: str | None = None  # a feature branch's Release, to its ephemeral environment
 
     @property
     def key(self) -> str:
@@ -197,6 +198,7 @@ class ReleaseView:
             revision=(spec.get("source") or {}).get("revision"),
             superseded_by=(meta.get("annotations") or {}).get(SUPERSEDED_BY),
             follows=tuple(n for n in str((meta.get("annotations") or {}).get(FOLLOWS, "")).split(",") if n),
+            ephemeral_branch=(spec.get("ephemeral") or {}).get("branch"),
         )
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from gantry.domain import ephemeral
+from gantry.domain.ephemeral import EphemeralSpec
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
 from gantry.domain.testjob import label_value
@@ -60,6 +62,7 @@ class SourceSpec:
     interval_seconds: int = 60
     every_commit: bool = False
     webhook_secret: tuple[str, str] | None = None  # (Secret name, key) holding the webhook's token
+    ephemeral: EphemeralSpec | None = None  # feature branches into environments of their own
 
 
 def parse(name: str, namespace: str, spec: Mapping[str, Any]) -> SourceSpec | Problem:
@@ -86,6 +89,7 @@ def parse(name: str, namespace: str, spec: Mapping[str, Any]) -> SourceSpec | Pr
         interval_seconds=int(spec.get("intervalSeconds") or 60),
         every_commit=spec.get("policy") == "EveryCommit",
         webhook_secret=webhook_secret(spec),
+        ephemeral=ephemeral.parse(spec.get("ephemeral")),
     )
 
 

@@ -17,6 +17,9 @@ from gantry.domain.reasons import Reason
 def version_settled(d: Draft) -> bool:
     """Before anything is deployed: the version tag exists on the Release's revision (or is made so)."""
     source = d.obs.source
+    if d.release.ephemeral_branch:  # a feature branch, to its own environment: no version, no tag
+        d.version = d.version or f"{d.release.ephemeral_branch}@{(d.release.revision or '')[:12]}"
+        return True
     if d.version or d.release.repository is None or source is None:
         d.version = d.version or d.release.version  # as given: no git source to check it against
         return True
