@@ -10,6 +10,7 @@ at the next interval.
 from __future__ import annotations
 
 import base64
+import fnmatch
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
@@ -24,6 +25,7 @@ from gantry.adapters.resources import Resources
 from gantry.domain import release_sources
 from gantry.domain.model import FOLLOWS, SUPERSEDED_BY
 from gantry.domain.phases import FINAL, FINISHED_LABEL
+from gantry.domain.pipeline import Pipeline
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
 from gantry.domain.testjob import label_value
@@ -127,6 +129,10 @@ class SourcePoller:
             else None
         )
         plan = release_sources.plan(spec, status, head, commits, resolved, now, releasable)
+        plan = replace(
+            plan,
+            status={**plan.status, "hotfixes": self.hotfixes(spec, status, repository, client, pipeline)},
+        )
         if spec.ephemeral is None:
             return plan
         environments = EphemeralEnvironments(self.resources).look(
@@ -141,6 +147,46 @@ class SourcePoller:
             now,
         )
         return replace(plan, status={**plan.status, "ephemeral": environments})
+
+    def hotfixes(
+        self,
+        spec: release_sources.SourceSpec,
+        status: Mapping[str, Any],
+        repository: Repository,
+        client: Any,
+        pipeline: Pipeline | Problem,
+    ) -> list[dict[str, Any]]:
+        """While an emergency (or a person) freezes the Pipeline's locked environments, each HOT-<n>
+        branch's new head becomes a hotfix Release once CI pushed its images: the seed's hotfix
+        flow with no YAML to write. Not after the freeze lifts, and not for a branch already merged
+        back into the release branch."""
+        made = list(status.get("hotfixes") or [])
+        if isinstance(pipeline, Problem) or not any(
+            self.resources.freeze_of(spec.namespace, e) for e in pipeline.locked_environments()
+        ):
+            return made
+        main = repository.heads().get(spec.branch)
+        for branch, commit in sorted(repository.heads().items()):
+            if not fnmatch.fnmatchcase(branch, release_sources.HOTFIX_BRANCHES):
+                continue
+            if any(h.get("commit") == commit for h in made) or (
+                main and repository.is_ancestor(commit, main)
+            ):
+                continue
+            digests = {
+                a.name: client.resolve(parse_repository(a.repository), a.tag_for(commit))
+                for a in spec.artifacts
+            }
+            if any(d is None for d in digests.values()):
+                continue  # CI has not pushed this commit's images yet
+            manifest = release_sources.hotfix_manifest(spec, branch, commit, digests)
+            try:
+                self.resources.kube.create(custom_path("releases", spec.namespace), manifest)
+            except ApiError as error:
+                if error.status != 409:
+                    raise
+            made.append({"branch": branch, "commit": commit, "release": manifest["metadata"]["name"]})
+        return made[-release_sources.HISTORY_LIMIT :]
 
     def in_flight(self, spec: release_sources.SourceSpec) -> list[dict[str, Any]]:
         """The source's Releases that have not finished (a newer one would supersede them)."""

@@ -128,6 +128,20 @@ def release_manifest(spec: SourceSpec, commit: str, digests: Mapping[str, str]) 
     }
 
 
+LABEL_HOTFIX_OF = "gantry.dev/hotfix-of"  # a hotfix Release the source made from a HOT-<n> branch
+HOTFIX_BRANCHES = "HOT-*"
+
+
+def hotfix_manifest(spec: SourceSpec, branch: str, commit: str, digests: Mapping[str, str]) -> dict[str, Any]:
+    """A hotfix Release of a HOT-<n> branch's head, made while an emergency freezes the Pipeline.
+    Labelled apart from the source's own Releases: a newer commit on main never supersedes it."""
+    manifest = release_manifest(spec, commit, digests)
+    manifest["metadata"]["labels"] = {LABEL_HOTFIX_OF: label_value(spec.name)}
+    manifest["metadata"]["annotations"] = {"gantry.dev/branch": branch}
+    manifest["spec"]["hotfix"] = True
+    return manifest
+
+
 @dataclass(frozen=True)
 class Plan:
     creates: tuple[dict[str, Any], ...] = ()
