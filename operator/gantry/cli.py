@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         "--version", dest="release_version", help="vX.Y.Z (default: computed from the commits)"
     )
     create.add_argument("--name", help="the Release's name (default: <application>-<12 hex of the commit>)")
+    create.add_argument(
+        "--hotfix",
+        action="store_true",
+        help="a hotfix: the revision is on the emergency's HOT-<n> branch (patch version, passes the freeze)",
+    )
     create.add_argument("-n", "--namespace", default="gantry")
     create.add_argument("--insecure-registry", action="append", default=[], help="a plain-HTTP registry host")
 
@@ -160,6 +165,7 @@ def _release_create(args: argparse.Namespace) -> int:
             pipeline=args.pipeline,
             version=args.release_version,
             name=args.name,
+            hotfix=args.hotfix,
         )
         client = RegistryClient(
             credentials=docker_credentials(), tls={host: "Disabled" for host in args.insecure_registry}

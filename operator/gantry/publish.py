@@ -37,6 +37,7 @@ class Request:
     pipeline: str | None = None
     version: str | None = None
     name: str | None = None  # default: after the commit (one Release per commit, as a ReleaseSource names it)
+    hotfix: bool = False  # a CI job on the emergency's HOT-<n> branch
 
 
 def pin(artifacts: Sequence[str], client: RegistryClient, revision: str) -> dict[str, str]:
@@ -71,6 +72,8 @@ def manifest(request: Request, pinned: Mapping[str, str]) -> dict[str, Any]:
         spec["pipeline"] = request.pipeline
     if request.version:
         spec["version"] = request.version
+    if request.hotfix:
+        spec["hotfix"] = True
     return {
         "apiVersion": "gantry.dev/v1alpha1",
         "kind": "Release",

@@ -354,7 +354,7 @@ def test_a_rollback_with_nothing_earlier_is_refused_up_front_by_the_button_and_t
 
 
 def test_during_an_emergency_only_a_hotfix_may_enter_production(
-    cluster: Cluster, namespace: str, operator: OperatorThread
+    cluster: Cluster, namespace: str, operator: OperatorThread, capsys: pytest.CaptureFixture[str]
 ) -> None:
     setup(cluster, namespace)
     pipeline = cluster.must_get("Pipeline", namespace, "shop")
@@ -381,7 +381,17 @@ def test_during_an_emergency_only_a_hotfix_may_enter_production(
     assert cluster.release(namespace, "shop-v2")["status"]["phase"] == "Verified"
     assert cluster.images("Deployment", PROD, "web")["web"] == m.image("web", "shop-v1")
 
-    assert kubectl_gantry("-n", namespace, "lock", "unfreeze", "staging")[0] == 0  # a person lifts it
+    code, _ = kubectl_gantry("-n", namespace, "lock", "unfreeze", "staging")  # an override: why?
+    said = capsys.readouterr().err
+    assert code == 1 and "say why with --reason" in said and f"{namespace}/shop-v1" in said
+    assert (
+        kubectl_gantry("-n", namespace, "lock", "unfreeze", "staging", "--reason", "the fix is config")[0]
+        == 0
+    )
+    history = cluster.must_get("EnvironmentLock", namespace, "staging")["status"]["history"]
+    assert "FreezeLifted by " in history[-1]["reason"] and history[-1]["reason"].endswith(
+        ": the fix is config"
+    )
     assert kubectl_gantry("-n", namespace, "approve", "shop-v2")[0] == 0
     body = cluster.wait_for_phase(namespace, "shop-v2", "Released", "Failed", "Blocked", timeout=60)
     assert body["status"]["phase"] == "Released", body["status"]["message"]

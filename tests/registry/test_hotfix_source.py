@@ -88,4 +88,7 @@ def test_during_an_emergency_a_push_to_the_hot_branch_becomes_the_hotfix_release
         timeout=TIMEOUT,
     )
     assert lock
+    history = cluster.must_get("EnvironmentLock", namespace, "staging")["status"]["history"]
+    lifted = [h for h in history if h["reason"].startswith("FreezeLifted")]
+    assert lifted[-1]["reason"] == f"FreezeLifted: hotfix {namespace}/{name} released"  # on the record
     assert source_status()["hotfixes"] == [{"branch": "HOT-1", "commit": hot, "release": name}]

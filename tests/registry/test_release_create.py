@@ -66,3 +66,20 @@ def test_ci_creates_the_release_of_its_commit_by_digest_once(
     assert missing.stderr.strip() == f"gantry release create: {said}"
     mutable = gantry(cluster, tmp_path, *artifact(f"{open_registry.host}/ci/web"))
     assert mutable.returncode == 1 and "names no tag or digest" in mutable.stderr
+
+
+def test_a_ci_job_on_the_hot_branch_creates_a_hotfix_release(
+    cluster: Cluster, namespace: str, open_registry: Registry, tmp_path: Path
+) -> None:
+    layout = build_image(tmp_path / "web", "web at the hotfix", tag=COMMIT)
+    open_registry.push(layout, "ci/web", COMMIT)
+    cluster.ensure_namespace(namespace)
+    made = gantry(
+        cluster,
+        tmp_path,
+        *["-n", namespace, "--application", "shop", "--revision", COMMIT, "--hotfix"],
+        *["--repository", "https://git.example.com/shop.git", "--insecure-registry", open_registry.host],
+        *["--artifact", f"web={open_registry.host}/ci/web:{COMMIT}", "--name", "shop-hot-1"],
+    )
+    assert made.returncode == 0, made.stderr
+    assert cluster.must_get("Release", namespace, "shop-hot-1")["spec"]["hotfix"] is True

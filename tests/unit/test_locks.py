@@ -153,7 +153,7 @@ def test_a_freeze_by_hand_lives_in_spec_holds_everyone_but_hotfixes_and_outlives
     state, outcome = locks.acquire(state, hot, T0, lease, hotfix=True)
     assert isinstance(outcome, Granted)
     assert "frozen" not in locks.to_status(state)  # a person's freeze is never copied into status
-    lifted = locks.unfreeze(state)  # what a hotfix reaching production does: the emergency's only
+    lifted = locks.unfreeze(state, "FreezeLifted: hotfix released", T0)  # the emergency's only
     assert lifted.freeze is not None and lifted.freeze.by == "alice"
 
 

@@ -72,7 +72,10 @@ def preempt_lock(ctx: Context, effect: PreemptLock) -> None:
 
 def unfreeze_lock(ctx: Context, effect: UnfreezeLock) -> None:
     ctx.adapters.resources.update_lock(
-        ctx.namespace, effect.environment, lambda state, lease, seen: (locks.unfreeze(state), None), ctx.now
+        ctx.namespace,
+        effect.environment,
+        lambda state, lease, seen: (locks.unfreeze(state, effect.why, ctx.now), None),
+        ctx.now,
     )
 
 

@@ -181,9 +181,15 @@ def preempt(
     return replace(state, holder=holder, queue=queue, history=history, frozen=frozen)
 
 
-def unfreeze(state: LockState) -> LockState:
-    """Lift the emergency's freeze (a freeze by hand stays until a person lifts it)."""
-    return replace(state, frozen=None)
+def unfreeze(state: LockState, why: str, now: datetime) -> LockState:
+    """Lift the emergency's freeze (a freeze by hand stays until a person lifts it), on the record:
+    the freeze becomes an entry of the lock's history, from when it began to now, saying why it
+    ended (a hotfix released, or who lifted it and their reason)."""
+    if state.frozen is None:
+        return state
+    frozen = state.frozen
+    ended = Tenure(Claimant(f"freeze by {frozen.by}", ""), frozen.since, now, why)
+    return replace(state, frozen=None, history=_remember(state.history, ended))
 
 
 def freeze_by_hand(by: str, reason: str, now: datetime) -> dict[str, Any]:

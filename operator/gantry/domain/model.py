@@ -288,6 +288,7 @@ class PreemptLock:
 @dataclass(frozen=True)
 class UnfreezeLock:
     environment: str
+    why: str = "FreezeLifted: a hotfix reached production"
 
 
 @dataclass(frozen=True)

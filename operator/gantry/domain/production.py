@@ -460,7 +460,7 @@ def finish_passed(d: Draft) -> None:
     if d.release.hotfix:
         pipeline = d.pipeline
         for environment in pipeline.locked_environments() if not isinstance(pipeline, Problem) else ():
-            d.effects.append(UnfreezeLock(environment))
+            d.effects.append(UnfreezeLock(environment, f"FreezeLifted: hotfix {d.release.key} released"))
     d.run = replace(run, finished_at=d.now)
     d.phase, d.reason = Phase.RELEASED, run.reason or Reason.RELEASED
     d.message = f"released to production ({run.message})" if run.message else "released to production"

@@ -293,10 +293,21 @@ def handle_lock(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) 
             "only hotfix Releases may take it until unfrozen"
         )
         return
+    frozen = locks.from_object(body).frozen
+    if frozen is not None and not args.reason:
+        raise PluginError(
+            f"lock unfreeze {args.environment}: it is frozen by the emergency of {frozen.by} "
+            f"({frozen.reason}); lifting it before a hotfix is released is an override: say why with "
+            "--reason '…' (kept in the lock's history)"
+        )
     resources.freeze_by_hand(namespace, args.environment, None)
-    if locks.from_object(body).frozen is not None:  # an emergency's freeze: lifting it is an override
+    if frozen is not None:  # an emergency's freeze: lifting it is an override, on the record
+        why = f"FreezeLifted by {whoami(kube)}: {args.reason}"
         resources.update_lock(
-            namespace, args.environment, lambda state, lease, seen: (locks.unfreeze(state), None), now
+            namespace,
+            args.environment,
+            lambda state, lease, seen: (locks.unfreeze(state, why, now), None),
+            now,
         )
     out(f"environmentlock.gantry.dev/{args.environment} unfrozen")
 
