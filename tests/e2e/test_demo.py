@@ -22,11 +22,16 @@ pytestmark = [
 
 
 def ends_as_the_readme_says(out: str) -> None:
-    assert "release tags Gantry pushed to origin: v1.4.0, v1.5.0, v1.5.1" in out
-    final = out.split("== 4.")[1]
-    assert "shop-v1.5.1   shop          v1.5.1    RolledBack   production" in final
-    assert "production    v1.4.0    shop-v1.4.0" in final  # kubectl gantry status after the rollback
-    assert "ErrorRateBreach" in final and "Restored" in final
+    assert "release tags Gantry pushed to origin: v1.4.0, v1.4.1, v1.5.0, v1.5.1" in out
+    rollback, hotfix = out.split("== 4.")[1].split("== 5.")
+    assert "shop-v1.5.1   shop          v1.5.1    RolledBack   production" in rollback
+    assert "production    v1.4.0    shop-v1.4.0" in rollback  # kubectl gantry status after the rollback
+    assert "ErrorRateBreach" in rollback and "Restored" in rollback
+    frozen, lifted = hotfix.split("# the freeze lifted")
+    assert "FROZEN BY\nstaging       -        -       -       gantry/shop-v1.4.0 (emergency" in frozen
+    assert "shop-v1.4.1   shop          v1.4.1    Released     production" in frozen
+    assert "production    v1.4.1    shop-v1.4.1" in frozen  # the hotfix runs in production
+    assert "staging       -        -       -       -" in lifted and "git merge --no-ff origin/HOT-1" in lifted
 
 
 # The demo under an audit hook that writes down every program it starts (subprocess.Popen and

@@ -13,6 +13,9 @@ Prometheus scraping a small metrics app, applies the files in examples/, and pri
    against Prometheus's error rate and is Released.
 4. v1.5.1 is approved; while it bakes its error rate jumps to 50 %, and Gantry rolls production
    back on its own by re-applying v1.4.0's digests, and quarantines v1.5.1's.
+5. A data-loss bug turns up in v1.4.0: on-call declares an Emergency (staging frozen for hotfixes,
+   production keeps v1.4.0); the fix, pushed on HOT-1 cut from the v1.4.0 tag, is handed over as a
+   hotfix, becomes v1.4.1 (tagged on HOT-1), is Released, and lifts the freeze.
 """
 
 from __future__ import annotations
@@ -250,6 +253,49 @@ def walk(
     show("kubectl gantry history shop -n gantry", "\n".join(lines))
     show("kubectl get deployments (images)", images(cluster))
     print(f"alerts sent to the team: {[(a.severity, a.reason) for a, _ in alerts.alerts]}")
+    hotfix(cluster, git, prometheus)
+
+
+def hotfix(cluster: Cluster, git: tuple[Path, Clone], prometheus: Prometheus) -> None:
+    say("5. A data-loss bug in v1.4.0: on-call declares an Emergency; the fix ships from HOT-1")
+    lines: list[str] = []
+    kubectl_gantry(
+        ["-n", NAMESPACE, "emergency", "shop", "--reason", "orders lost on retry", "--yes"], out=lines.append
+    )
+    show("kubectl gantry emergency shop --reason 'orders lost on retry' -n gantry", "\n".join(lines))
+    cluster.wait_for_phase(NAMESPACE, "shop-v1.4.0", "Emergency", timeout=60)
+    show("kubectl gantry lock status -n gantry", gantry_says("lock", "status"))
+    origin, work = git
+    work.git("fetch", "-q", "origin", "--tags")
+    work.git("checkout", "-q", "-b", "HOT-1", "v1.4.0")  # the hotfix branch, from the production tag
+    revision = work.commit("fix(HOT-1): keep orders on retry")
+    work.git("push", "-q", "origin", "HOT-1")
+    work.git("checkout", "-q", "main")
+    image = f"docker.io/library/nginx@sha256:{'d' * 64}"
+    request = Request(
+        NAMESPACE, "shop", revision, str(origin), [f"web={image}"], name="shop-v1.4.1", hotfix=True
+    )
+    publish.create(cluster.kube, request, RegistryClient())
+    show(
+        f"gantry release create --hotfix --application shop --revision {revision[:12]} "
+        f"--artifact web=nginx@{short_digest(image)} --name shop-v1.4.1   # CI, on HOT-1",
+        "release.gantry.dev/shop-v1.4.1 created",
+    )
+    cluster.wait_for_phase(NAMESPACE, "shop-v1.4.1", "Verified", "Failed", "Blocked", timeout=60)
+    traffic(cluster, prometheus, "20 req/s, no errors", lambda rate, ratio: rate > 15 and ratio < 0.05)
+    approve("shop-v1.4.1")
+    done = cluster.wait_for_phase(
+        NAMESPACE, "shop-v1.4.1", "Released", "RolledBack", "Held", "Failed", timeout=90
+    )
+    status(cluster)
+    show("kubectl gantry lock status -n gantry   # the freeze lifted", gantry_says("lock", "status"))
+    print(f"shop-v1.4.1: {done['status']['message']}")
+
+
+def gantry_says(*argv: str) -> str:
+    lines: list[str] = []
+    kubectl_gantry(["-n", NAMESPACE, *argv], out=lines.append)
+    return "\n".join(lines)
 
 
 def traffic(cluster: Cluster, prometheus: Prometheus, what: str, shows: Any) -> None:
