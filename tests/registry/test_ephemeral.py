@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from tests.git.repos import Clone, origin_and_clone
+from tests.git.repos import Clone
 from tests.harness.cluster import Cluster
 from tests.harness.operator import OperatorThread
 from tests.harness.registry import Registry
-from tests.registry.test_release_sources import ci_builds, merge, release_source, setup
+from tests.registry.test_release_sources import ci_builds, main_with_its_images, release_source
 
 pytestmark = pytest.mark.e2e
 
@@ -44,13 +44,10 @@ def gone(cluster: Cluster, namespace: str) -> bool:
 def test_a_feature_branch_is_tested_in_its_own_environment_and_the_environment_goes_with_the_branch(
     cluster: Cluster, namespace: str, open_registry: Registry, source_operator: OperatorThread, tmp_path: Path
 ) -> None:
-    origin, work = origin_and_clone(tmp_path, "shop")
-    base = merge(work, "chore(SHOP-0): start")
-    setup(cluster, namespace, open_registry)
-    ci_builds(open_registry, tmp_path, base)
+    source = source_with_environments(namespace, Path("origin"), open_registry.host)
+    _, work, _ = main_with_its_images(cluster, namespace, open_registry, tmp_path, source)
     dev_before = cluster.images("Deployment", f"{namespace}-dev", "web")["web"]
     staging_before = cluster.images("Deployment", namespace, "web")["web"]
-    cluster.apply(source_with_environments(namespace, origin, open_registry.host))
 
     ticket = uuid.uuid4().hex[:5]  # a real cluster keeps namespaces: each run its own branch
     branch = f"alice/JIRA-{ticket}-login"

@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 
 from tests.e2e import manifests as m
-from tests.git.repos import origin_and_clone
 from tests.harness.cluster import Cluster
 from tests.harness.operator import OperatorThread
 from tests.harness.registry import Registry
-from tests.registry.test_release_sources import ci_builds, merge, release_source, setup
+from tests.registry.test_release_sources import a_feature_after_v1_0_0, ci_builds, release_source
 
 pytestmark = pytest.mark.e2e
 
@@ -25,15 +24,10 @@ TIMEOUT = 60
 def test_during_an_emergency_a_push_to_the_hot_branch_becomes_the_hotfix_release(
     cluster: Cluster, namespace: str, open_registry: Registry, source_operator: OperatorThread, tmp_path: Path
 ) -> None:
-    origin, work = origin_and_clone(tmp_path, "shop")
-    merge(work, "chore(SHOP-0): start")
-    work.git("tag", "v1.0.0")
-    work.git("push", "-q", "origin", "v1.0.0")
-    setup(cluster, namespace, open_registry)
+    origin, work, feature = a_feature_after_v1_0_0(cluster, namespace, open_registry, tmp_path)
     pipeline = cluster.must_get("Pipeline", namespace, "shop")
     pipeline["spec"]["stages"][-1]["targets"].append({"namespace": namespace, "name": "worker"})
     cluster.apply({k: pipeline[k] for k in ("apiVersion", "kind", "metadata", "spec")})
-    feature = merge(work, "feat(SHOP-1): a checkout button")
     ci_builds(open_registry, tmp_path, feature)
     cluster.apply(release_source(namespace, origin, open_registry.host))
 

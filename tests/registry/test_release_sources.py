@@ -72,15 +72,35 @@ def merge(work: Clone, message: str) -> str:
     return commit
 
 
-def test_a_commit_on_main_with_its_images_pushed_becomes_a_release_by_digest(
-    cluster: Cluster, namespace: str, open_registry: Registry, source_operator: OperatorThread, tmp_path: Path
-) -> None:
+def a_feature_after_v1_0_0(
+    cluster: Cluster, namespace: str, registry: Registry, tmp_path: Path
+) -> tuple[Path, Clone, str]:
+    """origin at v1.0.0, the seed's Pipeline, then a feature merged on main; its images not pushed yet."""
     origin, work = origin_and_clone(tmp_path, "shop")
     merge(work, "chore(SHOP-0): start")
     work.git("tag", "v1.0.0")
     work.git("push", "-q", "origin", "v1.0.0")
-    setup(cluster, namespace, open_registry)
-    first = merge(work, "feat(SHOP-1): a checkout button")
+    setup(cluster, namespace, registry)
+    return origin, work, merge(work, "feat(SHOP-1): a checkout button")
+
+
+def main_with_its_images(
+    cluster: Cluster, namespace: str, registry: Registry, tmp_path: Path, source: dict[str, Any]
+) -> tuple[Path, Clone, str]:
+    """One commit on main, CI's images of it pushed, the seed's Pipeline, and `source` applied."""
+    origin, work = origin_and_clone(tmp_path, "shop")
+    base = merge(work, "chore(SHOP-0): start")
+    setup(cluster, namespace, registry)
+    ci_builds(registry, tmp_path, base)
+    source["spec"]["git"]["repository"] = str(origin)
+    cluster.apply(source)
+    return origin, work, base
+
+
+def test_a_commit_on_main_with_its_images_pushed_becomes_a_release_by_digest(
+    cluster: Cluster, namespace: str, open_registry: Registry, source_operator: OperatorThread, tmp_path: Path
+) -> None:
+    origin, work, first = a_feature_after_v1_0_0(cluster, namespace, open_registry, tmp_path)
     cluster.apply(release_source(namespace, origin, open_registry.host))
 
     name = f"shop-{first[:12]}"
@@ -135,11 +155,8 @@ def test_a_commit_on_main_with_its_images_pushed_becomes_a_release_by_digest(
 def test_a_feature_branch_never_becomes_a_release(
     cluster: Cluster, namespace: str, open_registry: Registry, source_operator: OperatorThread, tmp_path: Path
 ) -> None:
-    origin, work = origin_and_clone(tmp_path, "shop")
-    base = merge(work, "chore(SHOP-0): start")
-    setup(cluster, namespace, open_registry)
-    ci_builds(open_registry, tmp_path, base)
-    cluster.apply(release_source(namespace, origin, open_registry.host))
+    source = release_source(namespace, Path("origin"), open_registry.host)
+    _, work, base = main_with_its_images(cluster, namespace, open_registry, tmp_path, source)
     cluster.wait_for(
         "the main Release", lambda: cluster.get("Release", namespace, f"shop-{base[:12]}"), timeout=30
     )

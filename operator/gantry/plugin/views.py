@@ -332,14 +332,8 @@ def what_to_do(
             f"  {commands.approve(namespace, release)}",
         ]
     if phase == "AwaitingDecision":
-        deadline = run.get("decisionDeadline")
-        when = f" (the default applies in {until(deadline, now)})" if deadline else ""
-        return [
-            f"{release} waits for your decision on its bake{when}:",
-            f"  {commands.rollback(namespace, application)}     # the previous release back in production",
-            f"  {commands.fail_forward(namespace, release)}     # keep it, on the record",
-            f"  {commands.emergency(namespace, application)}    # keep it, freeze staging for a hotfix",
-        ]
+        said = f"{release} waits for your decision on its bake"
+        return three_buttons(namespace, application, release, said, run.get("decisionDeadline"), now)
     if phase == "Held":
         why = run.get("reason") or "a person decides"
         return [
@@ -361,12 +355,19 @@ def breached_guard(
 ) -> list[str]:
     if guard.get("state") != GuardState.BREACHED:
         return []
-    deadline = guard.get("decisionDeadline")
+    said = f"{release} is in production and its guard saw a breach ({guard.get('detail')}); decide"
+    return three_buttons(namespace, application, release, said, guard.get("decisionDeadline"), now)
+
+
+def three_buttons(
+    namespace: str, application: str, release: str, said: str, deadline: str | None, now: datetime
+) -> list[str]:
+    """The seed's three buttons for a breach that waits on a person, with the time left."""
     when = f" (the default applies in {until(deadline, now)})" if deadline else ""
     return [
-        f"{release} is in production and its guard saw a breach ({guard.get('detail')}); decide{when}:",
+        f"{said}{when}:",
         f"  {commands.rollback(namespace, application)}     # the previous release back in production",
-        f"  {commands.fail_forward(namespace, release)}     # keep it, on the record; the guard watches on",
+        f"  {commands.fail_forward(namespace, release)}     # keep it, on the record",
         f"  {commands.emergency(namespace, application)}    # keep it, freeze staging for a hotfix",
     ]
 
