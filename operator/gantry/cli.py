@@ -151,11 +151,15 @@ def _versioning(args: argparse.Namespace) -> int:
 def _release_create(args: argparse.Namespace) -> int:
     from kubernetes import config as k8s_config
 
-    from gantry.adapters.kube import Kube, load_api_client
+    from gantry.adapters.kube import UNREACHABLE, Kube, load_api_client, no_cluster, unreachable
     from gantry.adapters.registry import RegistryClient, RegistryError
     from gantry.publish import PublishError, Request, create, docker_credentials, origin_url
 
+    host = "the API server"
     try:
+        api = load_api_client()
+        api.configuration.retries = 0  # one answer, not three retries' warnings before it
+        host = api.configuration.host
         request = Request(
             namespace=args.namespace,
             application=args.application,
@@ -170,9 +174,15 @@ def _release_create(args: argparse.Namespace) -> int:
         client = RegistryClient(
             credentials=docker_credentials(), tls={host: "Disabled" for host in args.insecure_registry}
         )
-        name, made = create(Kube(load_api_client()), request, client)
-    except (PublishError, RegistryError, k8s_config.ConfigException) as error:
+        name, made = create(Kube(api), request, client)
+    except (PublishError, RegistryError) as error:
         print(f"gantry release create: {error}", file=sys.stderr)
+        return 1
+    except k8s_config.ConfigException as error:
+        print(f"gantry release create: {no_cluster(error)}", file=sys.stderr)
+        return 1
+    except UNREACHABLE as error:
+        print(f"gantry release create: {unreachable(host, error)}", file=sys.stderr)
         return 1
     print(f"release.gantry.dev/{name} {'created' if made else 'unchanged'}")
     return 0

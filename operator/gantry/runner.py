@@ -9,11 +9,18 @@ import threading
 from typing import Any
 
 import kopf
-import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from gantry.adapters.kube import FINALIZER, ApiError, Kube, load_configuration
+from gantry.adapters.kube import (
+    FINALIZER,
+    UNREACHABLE,
+    ApiError,
+    Kube,
+    load_configuration,
+    no_cluster,
+    unreachable,
+)
 from gantry.handlers import decisions as decision_handlers
 from gantry.handlers import locks as lock_handlers
 from gantry.handlers import pipelines as pipeline_handlers
@@ -146,20 +153,15 @@ def reach_cluster(timeout: float = 5.0) -> None:
     try:
         configuration = load_configuration()
     except k8s_config.ConfigException as error:
-        raise StartupFailed(
-            f"no cluster configured ({error}); set KUBECONFIG (or run it in a cluster), or use --wait"
-        ) from None
+        raise StartupFailed(f"{no_cluster(error)} (or run it in a cluster), or use --wait") from None
     configuration.retries = 0  # one question, one answer: no urllib3 retry warnings before the line
     try:
         Kube(k8s_client.ApiClient(configuration), timeout=timeout).request("GET", "/version")
     except ApiError:
         return  # it answered: whatever it said, there is a cluster (RBAC problems are reported later)
-    except (urllib3.exceptions.HTTPError, OSError) as error:
-        reason = str(getattr(error, "reason", None) or error).rsplit(": ", 1)[
-            -1
-        ]  # "[Errno 111] Connection refused"
+    except UNREACHABLE as error:
         raise StartupFailed(
-            f"cannot reach the API server at {configuration.host} ({reason}); "
+            f"{unreachable(configuration.host, error)}; "
             "start the cluster or point KUBECONFIG at one, or use --wait to keep retrying"
         ) from None
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
@@ -71,6 +72,30 @@ def load_configuration(kubeconfig: str | None = None, context: str | None = None
             client_configuration=configuration,
         )
     return configuration
+
+
+# What a client sees when nothing answers at the API server's address (refused, no route, a TLS
+# handshake that fails, a timeout): urllib3's errors, and the OS's beneath them.
+UNREACHABLE: tuple[type[BaseException], ...] = (urllib3.exceptions.HTTPError, OSError)
+
+
+def unreachable(host: str, error: BaseException) -> str:
+    """One line for a person: which API server could not be reached, and why in a few words."""
+    reason = str(getattr(error, "reason", None) or error).rsplit(": ", 1)[
+        -1
+    ]  # "[Errno 111] Connection refused"
+    return f"cannot reach the API server at {host} ({reason})"
+
+
+def no_cluster(error: BaseException) -> str:
+    """One line for a kubeconfig that cannot be used: a KUBECONFIG naming no file is said as such."""
+    named = os.environ.get("KUBECONFIG")
+    missing = [path for path in (named or "").split(os.pathsep) if path and not os.path.exists(path)]
+    if named and len(missing) == len(named.split(os.pathsep)):
+        return (
+            f"KUBECONFIG={named}: no such file; point it at a kubeconfig, or unset it to use ~/.kube/config"
+        )
+    return f"no cluster configured ({error}); set KUBECONFIG or use kubectl config use-context"
 
 
 def load_api_client(

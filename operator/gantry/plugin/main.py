@@ -20,7 +20,17 @@ from typing import Any
 import yaml
 from kubernetes import config as k8s_config
 
-from gantry.adapters.kube import GROUP, VERSION, ApiError, Kube, custom_path, load_api_client
+from gantry.adapters.kube import (
+    GROUP,
+    UNREACHABLE,
+    VERSION,
+    ApiError,
+    Kube,
+    custom_path,
+    load_api_client,
+    no_cluster,
+    unreachable,
+)
 from gantry.adapters.resources import LEDGER_KEYS, Resources
 from gantry.domain import commands, ledger, locks
 from gantry.domain.pipeline import parse_pipeline
@@ -41,13 +51,24 @@ def main(argv: Sequence[str] | None = None, out: Out = print) -> int:
         out("\n".join(flags.words(words[1:] or [""])))
         return 0
     args = flags.parser().parse_args(words)
+    host = "the API server"
     try:
         if args.handler == "completion":
             out(flags.completion_script(args.shell))
             return 0
-        kube = Kube(load_api_client(kubeconfig=args.kubeconfig, context=args.context))
+        client = load_api_client(kubeconfig=args.kubeconfig, context=args.context)
+        client.configuration.retries = 0  # one answer, not three retries' warnings before it
+        host = client.configuration.host
+        kube = Kube(client)
         namespace = args.namespace or current_namespace(args)
         return int(HANDLERS[args.handler](kube, namespace, args, out) or 0)
+    except UNREACHABLE as error:
+        print(
+            f"error: {unreachable(host, error)}; is the cluster up, and do "
+            "KUBECONFIG and --context point at it?",
+            file=sys.stderr,
+        )
+        return 1
     except PluginError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -56,10 +77,7 @@ def main(argv: Sequence[str] | None = None, out: Out = print) -> int:
         print(f"error: the API server refused: {error.message}{hint}", file=sys.stderr)
         return 1
     except k8s_config.ConfigException as error:
-        print(
-            f"error: no cluster configured ({error}); set KUBECONFIG or use kubectl config use-context",
-            file=sys.stderr,
-        )
+        print(f"error: {no_cluster(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C ends --watch, as it ends kubectl get -w
         return 130
