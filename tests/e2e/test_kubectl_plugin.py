@@ -205,7 +205,7 @@ def test_status_shows_what_is_in_flight_and_what_waits_on_a_person(
 
 
 def test_a_stage_that_asks_for_approval_says_so_and_approve_lets_the_release_in(
-    cluster: Cluster, namespace: str, operator: OperatorThread
+    cluster: Cluster, namespace: str, operator: OperatorThread, capsys: pytest.CaptureFixture[str]
 ) -> None:
     setup(cluster, namespace)
     pipeline = cluster.must_get("Pipeline", namespace, "shop")
@@ -218,8 +218,14 @@ def test_a_stage_that_asks_for_approval_says_so_and_approve_lets_the_release_in(
     assert "shop-v1 waits for approval to enter stage staging:" in table
     assert f"kubectl gantry -n {namespace} approve shop-v1 --reason" in table
     assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB  # nothing deployed yet
+    code, said = kubectl_gantry("-n", namespace, "fail-forward", "shop-v1", "--reason", "not yet")
+    refused = capsys.readouterr().err
+    assert code == 1, said
+    assert refused.startswith("error: FailForward Rejected: FailForward applies to a Release that is ")
+    assert "this one is AwaitingApproval" in refused  # said at once, not only in kubectl get rd
     code, said = kubectl_gantry("-n", namespace, "approve", "shop-v1", "--reason", "change window open")
     assert code == 0, said
+    assert said.splitlines()[-1] == "Applied: Approve recorded on Release shop-v1"
     passed = cluster.wait_for_phase(namespace, "shop-v1", "Released", "Failed", "Blocked", timeout=60)
     assert passed["status"]["phase"] == "Released"  # production: promotion Auto in this Pipeline
     assert passed["status"]["stages"][0]["decidedBy"]  # who let it into staging, on the record
@@ -369,7 +375,10 @@ def test_during_an_emergency_only_a_hotfix_may_enter_production(
 
     assert kubectl_gantry("-n", namespace, "emergency", "shop", "--reason", "data loss", "--yes")[0] == 0
     cluster.wait_for_phase(namespace, "shop-v1", "Emergency", timeout=60)
-    assert kubectl_gantry("-n", namespace, "approve", "shop-v2", "--reason", "it was ready")[0] == 0
+    # The button waits for the verdict: refused, it says why and exits 1 (not "created", exit 0).
+    assert kubectl_gantry("-n", namespace, "approve", "shop-v2", "--reason", "it was ready")[0] == 1
+    refused = capsys.readouterr().err
+    assert refused.startswith("error: Approve Ignored: ") and "only hotfix Releases" in refused
 
     def outcome() -> dict[str, Any]:
         results = (cluster.release(namespace, "shop-v2").get("status") or {}).get("decisionResults") or []

@@ -48,6 +48,9 @@ def global_flags(parser: argparse.ArgumentParser, defaults: bool) -> None:
     parser.add_argument("--kubeconfig", default=default(None), help="the kubeconfig file to use")
 
 
+DECISION_WAIT = 10.0  # seconds a button waits for the decision's outcome: Applied, Ignored, Rejected
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="kubectl gantry", description="Gantry releases: status and on-call decisions"
@@ -80,6 +83,13 @@ def parser() -> argparse.ArgumentParser:
             button.add_argument("--digest", help="lift only this digest (default: all of the Release's)")
         if name in CONFIRMED:
             button.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+        button.add_argument(
+            "--wait",
+            type=float,
+            default=DECISION_WAIT,
+            metavar="SECONDS",
+            help=f"wait this long for the operator's verdict (default {DECISION_WAIT:g}; 0: do not wait)",
+        )
         button.set_defaults(handler="press", action=action)
 
     lock = command("lock", "EnvironmentLocks: status, freeze, unfreeze")

@@ -219,7 +219,7 @@ def show_history(kube: Kube, namespace: str, args: argparse.Namespace, out: Out)
 # --- the buttons -------------------------------------------------------------------------------
 
 
-def press(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) -> None:
+def press(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) -> int:
     release_namespace, release = target(kube, namespace, args)
     if args.command in flags.CONFIRMED and not args.yes:
         confirm(f"{args.action} production of {args.application} (it runs {release} now)?")
@@ -244,10 +244,32 @@ def press(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) -> Non
     }
     created = kube.create(custom_path("releasedecisions", release_namespace), decision)
     name = created["metadata"]["name"]
-    out(
-        f"releasedecision.gantry.dev/{name} created: {args.action} on {release} as {user}\n"
-        f"follow it: kubectl get releasedecision {name} -n {release_namespace} -w"
-    )
+    out(f"releasedecision.gantry.dev/{name} created: {args.action} on {release} as {user}")
+    follow = f"kubectl get releasedecision {name} -n {release_namespace} -w"
+    outcome = verdict(kube, release_namespace, name, args.wait)
+    if outcome is None:
+        out(f"not handled yet after {args.wait:g}s (is the operator running?); follow it: {follow}")
+        return 0
+    phase, message = str(outcome.get("phase")), str(outcome.get("message") or "")
+    if phase in REFUSED:
+        raise PluginError(f"{args.action} {phase}: {message}")
+    out(f"{phase}: {message}" if message else phase)
+    return 0
+
+
+REFUSED = frozenset({"Rejected", "Ignored"})  # a decision the operator did not act on, and why
+
+
+def verdict(kube: Kube, namespace: str, name: str, wait: float) -> dict[str, Any] | None:
+    """The decision's status once the operator has judged it, or None after `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        status = (kube.get(custom_path("releasedecisions", namespace, name)) or {}).get("status") or {}
+        if status.get("phase"):
+            return dict(status)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)
 
 
 def target(kube: Kube, namespace: str, args: argparse.Namespace) -> tuple[str, str]:
@@ -345,7 +367,7 @@ def whoami(kube: Kube) -> str:
     return str(kubeconfig_context().get("user") or os.environ.get("USER") or "unknown")
 
 
-HANDLERS: dict[str, Callable[[Kube, str, argparse.Namespace, Out], None]] = {
+HANDLERS: dict[str, Callable[[Kube, str, argparse.Namespace, Out], int | None]] = {
     "status": show_status,
     "history": show_history,
     "press": press,
