@@ -1,4 +1,4 @@
-# The Gantry operator image. Build: docker build -t gantry:0.1.0 .
+# The Gantry operator image. Build: docker build -t localhost/gantry:0.1.0 . (the chart's default image)
 # Runs as a non-root user and works with a read-only root filesystem (the Helm chart mounts
 # emptyDirs at /tmp and /var/cache/gantry/git).
 FROM python:3.11-slim-bookworm AS build

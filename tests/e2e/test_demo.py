@@ -23,6 +23,12 @@ pytestmark = [
 
 def ends_as_the_readme_says(out: str) -> None:
     assert "release tags Gantry pushed to origin: v1.4.0, v1.4.1, v1.5.0, v1.5.1" in out
+    assert "<Reason." not in out  # what a person reads, not a Python repr
+    assert "quarantined digests" in out and f"sha256:{'c' * 64} of gantry/shop-v1.5.1" in out
+    for command in (line for line in out.splitlines() if line.startswith("$ gantry release create")):
+        assert "--revision " in command and "@sha256:" in command
+        image = command.split("--artifact web=")[1].split()[0]
+        assert len(image.split("@sha256:")[1]) == 64, command  # pasteable: the whole digest
     rollback, hotfix = out.split("== 4.")[1].split("== 5.")
     assert "shop-v1.5.1   shop          v1.5.1    RolledBack   production" in rollback
     assert "production    v1.4.0    shop-v1.4.0" in rollback  # kubectl gantry status after the rollback

@@ -74,8 +74,8 @@ def hand_over(
     )
     name, _ = publish.create(cluster.kube, request, RegistryClient())
     show(
-        f"gantry release create --application shop --revision {revision[:12]} --version {version} "
-        f"--artifact web=nginx@{short_digest(image)} --name shop-{version}   # CI, after the merge on main",
+        f"gantry release create --application shop --revision {revision} --version {version} "
+        f"--artifact web={image} --name shop-{version}   # CI, after the merge on main",
         f"release.gantry.dev/{name} created",
     )
     return name
@@ -252,7 +252,15 @@ def walk(
     kubectl_gantry(["-n", NAMESPACE, "history", "shop"], out=lines.append)
     show("kubectl gantry history shop -n gantry", "\n".join(lines))
     show("kubectl get deployments (images)", images(cluster))
-    print(f"alerts sent to the team: {[(a.severity, a.reason) for a, _ in alerts.alerts]}")
+    print("alerts sent to the team:")
+    for alert, _ in alerts.alerts:
+        print(f"  {alert.severity:<8} {alert.reason}: {alert.message[:150]}")
+    quarantined = (cluster.must_get("Pipeline", NAMESPACE, "shop").get("status") or {}).get(
+        "quarantine"
+    ) or []
+    print("quarantined digests (a new Release carrying one is refused until someone lifts it):")
+    for entry in quarantined:
+        print(f"  {entry['digest']} of {entry['release']} ({entry['version']}): {entry['reason']}")
     hotfix(cluster, git, prometheus)
 
 
@@ -277,8 +285,8 @@ def hotfix(cluster: Cluster, git: tuple[Path, Clone], prometheus: Prometheus) ->
     )
     publish.create(cluster.kube, request, RegistryClient())
     show(
-        f"gantry release create --hotfix --application shop --revision {revision[:12]} "
-        f"--artifact web=nginx@{short_digest(image)} --name shop-v1.4.1   # CI, on HOT-1",
+        f"gantry release create --hotfix --application shop --revision {revision} "
+        f"--artifact web={image} --name shop-v1.4.1   # CI, on HOT-1",
         "release.gantry.dev/shop-v1.4.1 created",
     )
     cluster.wait_for_phase(NAMESPACE, "shop-v1.4.1", "Verified", "Failed", "Blocked", timeout=60)
