@@ -56,6 +56,13 @@ def _other_application(
     pipeline["spec"]["application"] = "billing"
 
 
+def _version_from_commits_without_a_git_cache(
+    release: dict[str, Any], pipeline: dict[str, Any], workloads: list[dict[str, Any]]
+) -> None:
+    del release["spec"]["version"]  # to be computed from the commits, by an operator that cannot read git
+    release["spec"]["source"] = {"repository": "https://git.example.com/shop.git", "revision": "a" * 40}
+
+
 CASES: list[tuple[str, Mutation, str, str]] = [
     ("unknown pipeline", _unknown_pipeline, "PipelineNotFound", "spec.pipeline"),
     ("missing workload", _missing_workload, "WorkloadNotFound", "spec.stages[0].targets[1].name"),
@@ -68,6 +75,12 @@ CASES: list[tuple[str, Mutation, str, str]] = [
     ),
     ("artifact matching no container", _unmatched_artifact, "ArtifactUnmatched", "spec.artifacts[2].name"),
     ("pipeline of another application", _other_application, "PipelineMismatch", "spec.pipeline"),
+    (
+        "version from commits, no git cache",
+        _version_from_commits_without_a_git_cache,
+        "GitCacheOff",
+        "spec.version",
+    ),
 ]
 
 

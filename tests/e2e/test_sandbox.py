@@ -7,6 +7,7 @@ gantry` found on PATH as a plugin. The sandbox always runs its own emulator, wha
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -35,6 +36,13 @@ KUBECTL = shutil.which("kubectl")
 def sandbox(tmp_path: Path) -> Iterator[dict[str, str]]:
     if KUBECTL is None:  # not a Debian package in a version that speaks OpenAPI v3 (bookworm: 1.20)
         pytest.skip("needs a kubectl binary (1.27 or newer) on PATH")
+    with running_sandbox(tmp_path) as env:
+        yield env
+
+
+@contextlib.contextmanager
+def running_sandbox(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """`make sandbox` in the background; the environment its printed exports give a terminal."""
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.harness.sandbox", "--dir", str(tmp_path / "sandbox"), "--for", "300"],
         cwd=ROOT,
@@ -112,3 +120,38 @@ def test_a_newcomer_applies_a_release_with_kubectl_and_watches_it_move(sandbox: 
     status = kubectl(sandbox, "gantry", "status", "shop", "-n", "gantry")  # the plugin, found on PATH
     assert re.search(r"^staging\s+v1\.5\.0\s+shop-v1\.5\.0\s+sha256:[0-9a-f]{12}\s", status, re.M), status
     assert "kubectl gantry -n gantry approve shop-v1.5.0" in status
+
+
+PLUGIN_ONLY_KUBECTL = """#!/bin/sh
+# kubectl as far as the README's block needs it: a plugin is kubectl-<name> on PATH
+[ "$1" = gantry ] && { shift; exec kubectl-gantry "$@"; }
+echo "this stand-in kubectl runs plugins only" >&2; exit 1
+"""
+
+
+def readme_block(marker: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    after = text.split(f"<!-- {marker} -->", 1)[1]
+    return after.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_merge_on_main_walk_through_works_as_written(tmp_path: Path) -> None:
+    with running_sandbox(tmp_path) as env:
+        if KUBECTL is None:  # the block uses only kubectl's plugin dispatch: stand in for that
+            shim = tmp_path / "bin" / "kubectl"
+            shim.parent.mkdir()
+            shim.write_text(PLUGIN_ONLY_KUBECTL)
+            shim.chmod(0o755)
+            env = {**env, "PATH": f"{shim.parent}:{env['PATH']}"}
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", readme_block("sandbox: merge on main")],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"release.gantry.dev/shop-[0-9a-f]{12} created", done.stdout), done.stdout
+    assert "refs/tags/v1.5.0" in done.stdout  # tagged once dev passed
+    assert "Applied: Approve recorded on Release shop-" in done.stdout

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -42,7 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         kubeconfig = args.dir / "kubeconfig"
         os.environ["KUBECONFIG"] = str(kubeconfig)
         print("starting the operator (default settings) ...", flush=True)
-        operator = OperatorThread(Config(metrics_port=0), RecordingAlerter()).start()
+        # The operator's settings as GANTRY_* say (Config.from_env), with a git cache of its own
+        # unless GANTRY_GIT_CACHE names one: Releases from a merge on main work here too.
+        settings = Config.from_env()
+        config = replace(
+            settings, metrics_port=0, git_cache=settings.git_cache or str(args.dir / "git-cache")
+        )
+        operator = OperatorThread(config, RecordingAlerter()).start()
         try:
             print("loading examples/ (workloads, pipeline, release) ...", flush=True)
             cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
@@ -70,6 +77,9 @@ In another terminal:
   kubectl gantry status -n {NAMESPACE}
   sed 's/v1.4.0/v1.5.0/g' examples/release.yaml | kubectl apply -f -
   kubectl gantry approve shop-v1.4.0 -n {NAMESPACE}   # production (no bake here: no analysis set)
+
+From a merge on main (a local origin; the operator here has a git cache): README "Try a merge on
+main in the sandbox".
 
 Ctrl-C stops it (and forgets everything).
 """

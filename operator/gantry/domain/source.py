@@ -20,6 +20,17 @@ def version_settled(d: Draft) -> bool:
     if d.release.ephemeral_branch:  # a feature branch, to its own environment: no version, no tag
         d.version = d.version or f"{d.release.ephemeral_branch}@{(d.release.revision or '')[:12]}"
         return True
+    if d.release.repository is not None and source is None and not (d.version or d.release.version):
+        d.block(
+            Problem(
+                Reason.GIT_CACHE_OFF,
+                "spec.version",
+                "the version is computed from spec.source's commits, but this operator has no git cache "
+                "to read them (GANTRY_GIT_CACHE)",
+                "run the operator with a git cache (the chart's operator.gitCache), or give spec.version",
+            )
+        )
+        return False
     if d.version or d.release.repository is None or source is None:
         d.version = d.version or d.release.version  # as given: no git source to check it against
         return True
