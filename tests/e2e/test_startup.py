@@ -48,8 +48,8 @@ def test_no_cluster_configured_is_one_line_and_exit_1(tmp_path: Path) -> None:
     result = gantry_run(tmp_path / "missing-kubeconfig")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "gantry run: no cluster configured (Invalid kube-config file. No configuration found.); "
-        "set KUBECONFIG (or run it in a cluster), or use --wait"
+        f"gantry run: KUBECONFIG={tmp_path / 'missing-kubeconfig'}: no such file; point it at a "
+        "kubeconfig, or unset it to use ~/.kube/config (or run it in a cluster), or use --wait"
     ]
 
 

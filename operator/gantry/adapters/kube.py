@@ -81,9 +81,8 @@ UNREACHABLE: tuple[type[BaseException], ...] = (urllib3.exceptions.HTTPError, OS
 
 def unreachable(host: str, error: BaseException) -> str:
     """One line for a person: which API server could not be reached, and why in a few words."""
-    reason = str(getattr(error, "reason", None) or error).rsplit(": ", 1)[
-        -1
-    ]  # "[Errno 111] Connection refused"
+    said = str(getattr(error, "reason", None) or error)
+    reason = said.rsplit(": ", 1)[-1]  # "…: [Errno 111] Connection refused" -> its last clause
     return f"cannot reach the API server at {host} ({reason})"
 
 
