@@ -156,6 +156,8 @@ def test_mistakes_get_an_error_that_says_what_to_do(
     assert "no Pipeline for application 'nope'" in capsys.readouterr().err
     assert kubectl_gantry("-n", namespace, "lock", "freeze")[0] == 1
     assert "needs an ENVIRONMENT" in capsys.readouterr().err
+    assert kubectl_gantry("-n", "nope-no-such-namespace", "status")[0] == 1  # not "No Pipelines", exit 0
+    assert "namespace 'nope-no-such-namespace' does not exist" in capsys.readouterr().err
 
 
 def test_a_freeze_by_hand_is_the_locks_spec_and_leaves_its_status_to_gantry(

@@ -29,6 +29,7 @@ from gantry.adapters.kube import (
     custom_path,
     load_api_client,
     no_cluster,
+    segment,
     unreachable,
 )
 from gantry.adapters.resources import LEDGER_KEYS, Resources
@@ -135,6 +136,15 @@ def pipelines(kube: Kube, namespace: str | None, application: str | None) -> lis
     )
 
 
+def missing_namespace(kube: Kube, namespace: str) -> bool:
+    """Known not to exist (a user not allowed to read namespaces is told nothing more)."""
+    try:
+        kube.request("GET", f"/api/v1/namespaces/{segment(namespace)}")
+    except ApiError as error:
+        return error.not_found
+    return False
+
+
 def with_ledgers(kube: Kube, namespace: str | None, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each Pipeline with its ProductionLedger's record in place of the status mirror when the
     ledger is newer (the mirror follows a moment later): history, status and the buttons act on
@@ -192,6 +202,8 @@ def status_text(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
         if flight.rows or args.output != "table":
             tables.append(flight)
     if not tables:
+        if where and missing_namespace(kube, where):
+            raise PluginError(f"namespace {where!r} does not exist (kubectl get namespaces; or -A)")
         return f"No Pipelines in namespace {namespace}." if where else "No Pipelines in any namespace."
     return render(tables, args)
 
