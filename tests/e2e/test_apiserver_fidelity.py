@@ -306,3 +306,30 @@ def test_kubectl_get_receives_a_table_with_the_crds_printer_columns(cluster: Clu
     assert names[:5] == ["Name", "Application", "Version", "Phase", "Stage"] and "Age" in names
     (row,) = table["rows"]
     assert row["cells"][0] == "r1" and row["object"]["metadata"]["name"] == "r1"
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "said"),
+    [
+        (
+            {"artifacts": [{"name": "web", "image": "registry.example.com/shop/web:latest"}]},
+            "spec.artifacts[0].image",
+            'Invalid value: "registry.example.com/shop/web:latest": image must be pinned by digest',
+        ),
+        ({"hotfix": "yes"}, "<nil>", "Invalid value: null: some validation rules were not checked"),
+    ],
+    ids=["rule", "rules-not-checked"],
+)
+def test_each_cause_names_its_field_once(
+    cluster: Cluster, namespace: str, change: dict[str, Any], field: str, said: str
+) -> None:
+    """kubectl prints `field: message` from the causes: a message that repeated its field read
+    `spec.artifacts[0].image: spec.artifacts[0].image: …` in the sandbox, never on a real server."""
+    body = m.release(namespace, "caused", "v1")
+    body["spec"].update(change)
+    with pytest.raises(ApiError) as refused:
+        cluster.apply(body)
+    causes = refused.value.details["causes"]
+    assert all(not c["message"].startswith(f"{c['field']}:") for c in causes), causes
+    (cause,) = [c for c in causes if c["field"] == field]
+    assert cause["message"].startswith(said), cause

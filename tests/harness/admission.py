@@ -31,7 +31,7 @@ class FieldError:
 
     def __str__(self) -> str:
         if self.detail == RULES_NOT_CHECKED:
-            return f'{self.field}: {self.kind}: "null": {self.detail}'
+            return f"{self.field}: {self.kind}: null: {self.detail}"  # kube-apiserver: null, unquoted
         if self.kind == "Required":
             return f"{self.field}: Required value" + (f": {self.detail}" if self.detail else "")
         if self.kind == "Duplicate":

@@ -601,7 +601,9 @@ class ApiServer(kmock.KubernetesEmulator):
         if errors:
             name = obj.get("metadata", {}).get("name", "")
             problems = [(e.field, str(e)) for e in errors]
-            raise _invalid(schema.kind, key[0], name, problems, "FieldValueInvalid")
+            raise _invalid(
+                schema.kind, key[0], name, problems, [CAUSES.get(e.kind, "FieldValueInvalid") for e in errors]
+            )
 
     def _conflict(self, key: Key, name: str) -> ApiStatus:
         return ApiStatus(
@@ -783,11 +785,25 @@ def _check_crd_rules(crd: Mapping[str, Any]) -> None:
         )
 
 
-def _invalid(kind: str, group: str, name: str, problems: list[tuple[str, str]], cause: str) -> ApiStatus:
+# A field error's kind, as the cause's reason kube-apiserver gives it (metav1.CauseType).
+CAUSES = {
+    "Invalid value": "FieldValueInvalid",
+    "Required": "FieldValueRequired",
+    "Duplicate": "FieldValueDuplicate",
+    "Unsupported value": "FieldValueNotSupported",
+    "Forbidden": "FieldValueForbidden",
+}
+
+
+def _invalid(
+    kind: str, group: str, name: str, problems: list[tuple[str, str]], cause: str | list[str]
+) -> ApiStatus:
     """kube-apiserver's 422 for field errors: `Kind.group "name" is invalid: <one, or [a, b]>`, with
-    one cause per (field, message)."""
+    one cause per (field, message). A cause's message does not repeat its field (kubectl prints
+    `field: message` from the causes: a repeated one read `spec.x: spec.x: …`)."""
     messages = [message for _, message in problems]
     text = messages[0] if len(messages) == 1 else "[" + ", ".join(messages) + "]"
+    reasons = cause if isinstance(cause, list) else [cause] * len(problems)
     return ApiStatus(
         422,
         "Invalid",
@@ -796,7 +812,10 @@ def _invalid(kind: str, group: str, name: str, problems: list[tuple[str, str]], 
             "name": name,
             "group": group,
             "kind": kind,
-            "causes": [{"reason": cause, "message": message, "field": field} for field, message in problems],
+            "causes": [
+                {"reason": reason, "message": message.removeprefix(f"{field}: "), "field": field}
+                for (field, message), reason in zip(problems, reasons, strict=True)
+            ],
         },
     )
 

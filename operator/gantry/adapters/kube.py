@@ -33,11 +33,14 @@ WORKLOAD_PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets"}
 class ApiError(Exception):
     """A non-2xx answer from the API server, with the server's own reason and message."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, details: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.details = dict(details or {})  # the Status's details: e.g. one cause per field refused
 
     @property
     def conflict(self) -> bool:
@@ -171,7 +174,12 @@ class Kube:
         if not 200 <= response.status < 300:
             try:
                 status = json.loads(text)
-                raise ApiError(response.status, status.get("reason", ""), status.get("message", text))
+                raise ApiError(
+                    response.status,
+                    status.get("reason", ""),
+                    status.get("message", text),
+                    status.get("details"),
+                )
             except ValueError:
                 raise ApiError(response.status, response.reason or "", text) from None
         return json.loads(text) if text else None
