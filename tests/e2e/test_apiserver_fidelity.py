@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gantry.adapters.kube import ApiError
+from gantry.adapters.kube import ApiError, custom_path
 from tests.e2e import manifests as m
 from tests.harness.apiserver import parse_selector
 from tests.harness.cluster import Cluster
@@ -333,3 +333,36 @@ def test_each_cause_names_its_field_once(
     assert all(not c["message"].startswith(f"{c['field']}:") for c in causes), causes
     (cause,) = [c for c in causes if c["field"] == field]
     assert cause["message"].startswith(said), cause
+
+
+@pytest.mark.parametrize("mode", ["Strict", "Warn", "Ignore"])
+def test_unknown_fields_are_refused_warned_about_or_dropped_as_asked(
+    cluster: Cluster, namespace: str, mode: str
+) -> None:
+    """kubectl apply --validate=strict sends fieldValidation=Strict: a typo (`hotfx`) is refused,
+    never stored as the default it shadowed; Warn (the server's default) says it in a header."""
+    cluster.ensure_namespace(namespace)
+    body = m.release(namespace, f"typo-{mode.lower()}", "v1")
+    body["spec"]["hotfx"] = True
+    client = cluster.kube.api_client
+    request = client.param_serialize(
+        method="POST",
+        resource_path=custom_path("releases", namespace),
+        query_params=[("fieldValidation", mode)],
+        header_params={"Content-Type": "application/json", "Accept": "application/json"},
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    answer = client.call_api(*request)
+    said = json.loads(answer.read())
+    if mode == "Strict":
+        assert answer.status == 400 and said["reason"] == "BadRequest"
+        assert said["message"] == (
+            'Release in version "v1alpha1" cannot be handled as a Release: '
+            'strict decoding error: unknown field "spec.hotfx"'
+        )
+        assert cluster.get("Release", namespace, f"typo-{mode.lower()}") is None
+        return
+    assert answer.status == 201 and "hotfx" not in said["spec"] and said["spec"]["hotfix"] is False
+    warning = dict(answer.getheaders()).get("Warning")
+    assert (warning == '299 - "unknown field \\"spec.hotfx\\""') == (mode == "Warn"), warning

@@ -44,10 +44,16 @@ class FieldError:
         return f"{self.field}: {self.kind}: {shown}: {self.detail}"
 
 
-def admit(schema: Mapping[str, Any], obj: dict[str, Any], old: Mapping[str, Any] | None) -> list[FieldError]:
-    """Default and prune `obj` in place, then return every validation error (empty: admitted)."""
+def admit(
+    schema: Mapping[str, Any],
+    obj: dict[str, Any],
+    old: Mapping[str, Any] | None,
+    unknown: list[str] | None = None,
+) -> list[FieldError]:
+    """Default and prune `obj` in place, then return every validation error (empty: admitted).
+    The paths of the fields pruned (not in the schema) are added to `unknown`."""
     apply_defaults(schema, obj)
-    prune(schema, obj, root=True)
+    prune(schema, obj, root=True, pruned=unknown)
     errors = structural_errors(schema, obj)
     if errors:
         # CEL rules are only evaluated on schema-valid objects, and the server says so.
@@ -92,7 +98,9 @@ def apply_defaults(schema: Mapping[str, Any], value: Any) -> None:
             apply_defaults(schema["items"], item)
 
 
-def prune(schema: Mapping[str, Any], value: Any, root: bool = False) -> None:
+def prune(
+    schema: Mapping[str, Any], value: Any, root: bool = False, pruned: list[str] | None = None, path: str = ""
+) -> None:
     if isinstance(value, dict):
         properties = schema.get("properties")
         extra = schema.get("additionalProperties")
@@ -101,14 +109,16 @@ def prune(schema: Mapping[str, Any], value: Any, root: bool = False) -> None:
             keep = set(properties) | ({"apiVersion", "kind", "metadata"} if root else set())
             for key in [k for k in value if k not in keep]:
                 del value[key]
+                if pruned is not None:
+                    pruned.append(_join(path, key))
         for key, item in value.items():
             if properties and key in properties:
-                prune(properties[key], item)
+                prune(properties[key], item, pruned=pruned, path=_join(path, key))
             elif isinstance(extra, Mapping):
-                prune(extra, item)
+                prune(extra, item, pruned=pruned, path=_join(path, key))
     elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
-        for item in value:
-            prune(schema["items"], item)
+        for index, item in enumerate(value):
+            prune(schema["items"], item, pruned=pruned, path=f"{path}[{index}]")
 
 
 # --- the structural schema -----------------------------------------------------------------------

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import copy
 import json
 import re
@@ -45,6 +46,10 @@ from tests.harness.admission import admit
 
 EVENT_LOG_LIMIT = 20_000
 _DISCOVERY_PATH = re.compile(r"^/(api/v1|apis/[^/]+/[^/]+)/?$")
+# fieldValidation of the request being handled (Strict, Warn, Ignore) and the warnings it makes:
+# what the schema prunes is refused (Strict), said in Warning headers (Warn), or dropped silently.
+FIELD_VALIDATION: contextvars.ContextVar[str] = contextvars.ContextVar("field_validation", default="Warn")
+WARNINGS: contextvars.ContextVar[list[str]] = contextvars.ContextVar("warnings")
 _NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces(?:/([^/]+))?(?:/(status|finalize))?/?$")
 
 Key = tuple[str, str, str]  # group, version, plural
@@ -291,6 +296,9 @@ class ApiServer(kmock.KubernetesEmulator):
             if params.get("dryRun") == "All" and method == "POST":
                 # Authorised and admitted above; a dry run stores nothing and tells no watcher.
                 return aiohttp.web.json_response(body, status=201)
+            FIELD_VALIDATION.set(params.get("fieldValidation") or "Warn")  # the server's default
+            warnings: list[str] = []
+            WARNINGS.set(warnings)
             result = self._dispatch(method, key, request, body, params)
             if timeout is not None:  # applied, but the client never learns it
                 await asyncio.sleep(timeout.stall)
@@ -299,7 +307,10 @@ class ApiServer(kmock.KubernetesEmulator):
             accept = {k.lower(): v for k, v in request.headers.items()}.get("accept")
             if method == "GET" and not request.subresource and kubectl_support.wants_table(accept):
                 answer = kubectl_support.as_table(answer, self.schemas[key].columns)
-            return aiohttp.web.json_response(answer, status=result[0])
+            response = aiohttp.web.json_response(answer, status=result[0])
+            for warning in warnings:  # fieldValidation=Warn: kubectl prints them
+                response.headers.add("Warning", warning)
+            return response
         except ApiStatus as status:
             return aiohttp.web.json_response(status.body(), status=status.code)
 
@@ -597,7 +608,20 @@ class ApiServer(kmock.KubernetesEmulator):
             _check_replica_counts(_qualified(key, schema.kind), obj)
         if schema.openapi is None:
             return
-        errors = admit(schema.openapi, obj, old)
+        unknown: list[str] = []
+        errors = admit(schema.openapi, obj, old, unknown)
+        if unknown and FIELD_VALIDATION.get() == "Strict":
+            version = _api_version(key).rsplit("/", 1)[-1]
+            said = ", ".join(f'unknown field "{f}"' for f in sorted(unknown))
+            raise ApiStatus(
+                400,
+                "BadRequest",
+                f'{schema.kind} in version "{version}" cannot be handled as a {schema.kind}: '
+                f"strict decoding error: {said}",
+            )
+        said_to = WARNINGS.get(None)  # None: not over HTTP (a test seeding the store)
+        if unknown and FIELD_VALIDATION.get() == "Warn" and said_to is not None:
+            said_to.extend(f'299 - "unknown field \\"{f}\\""' for f in sorted(unknown))
         if errors:
             name = obj.get("metadata", {}).get("name", "")
             problems = [(e.field, str(e)) for e in errors]
