@@ -366,3 +366,36 @@ def test_unknown_fields_are_refused_warned_about_or_dropped_as_asked(
     assert answer.status == 201 and "hotfx" not in said["spec"] and said["spec"]["hotfix"] is False
     warning = dict(answer.getheaders()).get("Warning")
     assert (warning == '299 - "unknown field \\"spec.hotfx\\""') == (mode == "Warn"), warning
+
+
+def test_a_field_selector_on_events_picks_one_objects_events(cluster: Cluster, namespace: str) -> None:
+    """`kubectl describe release X` asks for X's Events only (involvedObject.name=X)."""
+    cluster.ensure_namespace(namespace)
+    for name in ("shop-v1", "shop-v2"):
+        cluster.kube.create(
+            f"/api/v1/namespaces/{namespace}/events",
+            {
+                "metadata": {"name": f"{name}.event", "namespace": namespace},
+                "involvedObject": {"kind": "Release", "name": name, "namespace": namespace},
+                "reason": "Deployed",
+                "message": f"about {name}",
+                "type": "Normal",
+            },
+        )
+    found = cluster.kube.request(
+        "GET",
+        f"/api/v1/namespaces/{namespace}/events",
+        query={"fieldSelector": "involvedObject.name=shop-v1,involvedObject.kind=Release"},
+    )
+    assert [e["message"] for e in found["items"]] == ["about shop-v1"]
+
+
+def test_self_subject_review_says_who_the_token_is(cluster: Cluster) -> None:
+    """`kubectl auth whoami` (the README's ReleaseDecision heredocs use it for decidedBy)."""
+    review = cluster.kube.request(
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+    )
+    user = review["status"]["userInfo"]
+    assert user["username"] and "system:authenticated" in user["groups"]

@@ -121,6 +121,23 @@ def test_a_newcomer_applies_a_release_with_kubectl_and_watches_it_move(sandbox: 
     assert re.search(r"^staging\s+v1\.5\.0\s+shop-v1\.5\.0\s+sha256:[0-9a-f]{12}\s", status, re.M), status
     assert "kubectl gantry -n gantry approve shop-v1.5.0" in status
 
+    # What the README's heredocs and a newcomer's checks lean on, as on a real server:
+    assert kubectl(sandbox, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}") == "admin"
+    described = kubectl(sandbox, "describe", "release", "shop-v1.5.0", "-n", "gantry")
+    assert "shop-v1.4.0" not in described.split("Events:")[-1]  # only shop-v1.5.0's own Events
+    typo = "apiVersion: gantry.dev/v1alpha1\nkind: Release\nmetadata: {name: typo, namespace: gantry}\n"
+    typo += "spec: {application: shop, version: v9.0.0, hotfx: true, artifacts: [{name: web, image: "
+    typo += f"'docker.io/library/nginx@sha256:{'a' * 64}'}}]}}\n"
+    refused = subprocess.run(
+        [KUBECTL or "kubectl", "apply", "--validate=strict", "-f", "-"],
+        env=sandbox,
+        input=typo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0 and 'unknown field "spec.hotfx"' in refused.stderr, refused.stderr
+
 
 PLUGIN_ONLY_KUBECTL = """#!/bin/sh
 # kubectl as far as the README's block needs it: a plugin is kubectl-<name> on PATH

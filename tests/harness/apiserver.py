@@ -50,6 +50,8 @@ _DISCOVERY_PATH = re.compile(r"^/(api/v1|apis/[^/]+/[^/]+)/?$")
 # what the schema prunes is refused (Strict), said in Warning headers (Warn), or dropped silently.
 FIELD_VALIDATION: contextvars.ContextVar[str] = contextvars.ContextVar("field_validation", default="Warn")
 WARNINGS: contextvars.ContextVar[list[str]] = contextvars.ContextVar("warnings")
+SELF_SUBJECT_REVIEWS = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+EMULATOR_ADMIN = authz.User("admin", (authz.SUPERUSERS,))  # the tests' kubeconfig token, "emulated"
 _NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces(?:/([^/]+))?(?:/(status|finalize))?/?$")
 
 Key = tuple[str, str, str]  # group, version, plural
@@ -239,6 +241,8 @@ class ApiServer(kmock.KubernetesEmulator):
         # Namespaces are cluster-scoped objects like any other, so parse those paths here.
         if raw_request.path.startswith("/openapi/v3"):
             return self._openapi(raw_request.path)
+        if raw_request.path.rstrip("/") == SELF_SUBJECT_REVIEWS and raw_request.method == "POST":
+            return self._self_subject_review(raw_request)
         match = _NAMESPACE_PATH.match(raw_request.path)
         if match is None:
             response = await super().__call__(raw_request)
@@ -313,6 +317,18 @@ class ApiServer(kmock.KubernetesEmulator):
             return response
         except ApiStatus as status:
             return aiohttp.web.json_response(status.body(), status=status.code)
+
+    def _self_subject_review(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """`kubectl auth whoami`: who the bearer token is. Its body says nothing (kubectl sends it
+        as protobuf), so it is not read. The tests' own token is the emulator's administrator."""
+        user = self.authz.user(raw_request.headers.get("Authorization")) or EMULATOR_ADMIN
+        review = {
+            "kind": "SelfSubjectReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": now_rfc3339()},
+            "status": {"userInfo": {"username": user.name, "groups": [*user.groups, "system:authenticated"]}},
+        }
+        return aiohttp.web.json_response(review, status=201)
 
     def _openapi(self, path: str) -> aiohttp.web.StreamResponse:
         """What `kubectl apply` asks before it validates (tests.harness.kubectl_support)."""
@@ -419,14 +435,16 @@ class ApiServer(kmock.KubernetesEmulator):
         field_selector: str | None = None,
     ) -> dict[str, Any]:
         matches = parse_selector(label_selector)
-        fields = dict(p.split("=", 1) for p in (field_selector or "").split(",") if "=" in p)
+        fields = dict(
+            p.replace("==", "=").split("=", 1) for p in (field_selector or "").split(",") if "=" in p
+        )
         items = []
-        for (k, ns, name), obj in sorted(self.store.items(), key=lambda kv: (kv[0][1] or "", kv[0][2])):
+        for (k, ns, _name), obj in sorted(self.store.items(), key=lambda kv: (kv[0][1] or "", kv[0][2])):
             if k != key or (namespace is not None and ns != namespace):
                 continue
             if not matches(obj["metadata"].get("labels") or {}):
                 continue
-            if fields.get("metadata.name", name) != name or fields.get("metadata.namespace", ns) != ns:
+            if any(str(_field_value(obj, path) or "") != wanted for path, wanted in fields.items()):
                 continue
             items.append(copy.deepcopy(obj))
         kind = self.schemas[key].kind
@@ -917,3 +935,11 @@ def strict_json(raw: Any) -> Any:
         )
 
     return json.loads(raw, parse_constant=refuse)
+
+
+def _field_value(obj: Mapping[str, Any], path: str) -> Any:
+    """A field selector's field (metadata.name, involvedObject.name, ...) in an object."""
+    value: Any = obj
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value

@@ -26,7 +26,7 @@ from kubernetes import config as k8s_config
 from gantry.adapters.kube import ApiError, Kube, custom_path, job_path, workload_path
 from tests.harness import authz, envtest, stand_in
 from tests.harness.api_controllers import ApiControllers
-from tests.harness.apiserver import ApiServer, Key
+from tests.harness.apiserver import EMULATOR_ADMIN, ApiServer, Key
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "crds"
@@ -380,7 +380,7 @@ class Cluster:
         token file and always enforces RBAC."""
         if self.server is not None:
             self.server.authz.tokens.update(authz.TEST_USERS)
-            self.server.authz.tokens.setdefault("emulated", authz.User("admin", (authz.SUPERUSERS,)))
+            self.server.authz.tokens.setdefault("emulated", EMULATOR_ADMIN)
             self.server.authz.enabled = True
         config = yaml.safe_load(self.kubeconfig.read_text())
         config["users"] = [{"name": token, "user": {"token": token}}]
