@@ -73,14 +73,17 @@ def test_status_history_and_a_rollback_pressed_from_the_plugin(
 
     # kubectl's convention: flags after the command too; -o json gives raw values for scripts.
     code, raw = kubectl_gantry("status", "shop", "-n", namespace, "-o", "json")
-    environments, in_flight = json.loads(raw)
-    rows = environments["rows"]
+    document = json.loads(raw)
+    assert document["schema"] == "gantry.dev/status/v1"  # a stable schema, not the display tables
+    (shop,) = document["applications"]
+    assert (shop["application"], shop["namespace"], shop["pipeline"]) == ("shop", namespace, "shop")
+    rows = shop["environments"]
     assert [(r["environment"], r["version"], r["lockHolder"]) for r in rows] == [
         ("staging", "v1.1.0", None),
         ("production", "v1.1.0", None),
     ]
     assert m.digest("shop-v2") in rows[1]["digests"] and rows[1]["since"].endswith("Z")  # RFC 3339
-    assert in_flight["rows"] == []
+    assert shop["releases"] == []
 
     code, said = kubectl_gantry("rollback", "shop", "-n", namespace, "--reason", "checkout errors")
     assert code == 1  # changes production: no terminal here, so it asks for --yes and does nothing
@@ -202,8 +205,9 @@ def test_status_shows_what_is_in_flight_and_what_waits_on_a_person(
     _, raw = kubectl_gantry("status", "-n", namespace, "-o", "yaml")
     import yaml
 
-    (record,) = yaml.safe_load(raw)[1]["rows"]
+    (record,) = yaml.safe_load(raw)["applications"][0]["releases"]
     assert record["waitsOnAPerson"] is True and record["phase"] == "Verified"
+    assert record["commands"] == [f"kubectl gantry -n {namespace} approve shop-v1 --reason '…'"]
 
 
 def test_a_stage_that_asks_for_approval_says_so_and_approve_lets_the_release_in(

@@ -190,22 +190,34 @@ def status_text(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
     where = None if args.all_namespaces else namespace
     releases = kube.list_items(collection("releases", where))
     every_lock = kube.list_items(collection("environmentlocks", where))
-    tables = []
+    tables, applications = [], []
     for pipeline in pipelines(kube, where, args.application):
         home = pipeline["metadata"]["namespace"]
         mine = [r for r in releases if r["metadata"]["namespace"] == home]
         held = {
             lock["metadata"]["name"]: lock for lock in every_lock if lock["metadata"]["namespace"] == home
         }
-        tables.append(views.status_table(pipeline, mine, held, stage_images(kube, pipeline), now))
+        table = views.status_table(pipeline, mine, held, stage_images(kube, pipeline), now)
         flight = views.in_flight_table(pipeline, mine, now)
-        if flight.rows or args.output != "table":
-            tables.append(flight)
+        tables.extend([table, flight] if flight.rows else [table])
+        applications.append(views.application_record(pipeline, table, flight))
     if not tables:
         if where and missing_namespace(kube, where):
             raise PluginError(f"namespace {where!r} does not exist (kubectl get namespaces; or -A)")
+        if args.output != "table":
+            return dump(views.status_document([]), args)
         return f"No Pipelines in namespace {namespace}." if where else "No Pipelines in any namespace."
+    if args.output != "table":
+        return dump(views.status_document(applications), args)
     return render(tables, args)
+
+
+def dump(data: Any, args: argparse.Namespace) -> str:
+    return (
+        json.dumps(data, indent=2)
+        if args.output == "json"
+        else yaml.safe_dump(data, sort_keys=False).rstrip()
+    )
 
 
 def stage_images(kube: Kube, pipeline: dict[str, Any]) -> dict[str, list[str]]:

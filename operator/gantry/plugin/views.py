@@ -299,8 +299,11 @@ def in_flight_table(
                 "waitsOnAPerson": phase in PERSON and (phase != "Verified" or manual),
             }
         )
-        notes.extend(what_to_do(namespace, application, name, phase, run, manual, now))
-        notes.extend(breached_guard(namespace, application, name, status.get("guard") or {}, now))
+        todo = what_to_do(namespace, application, name, phase, run, manual, now)
+        todo += breached_guard(namespace, application, name, status.get("guard") or {}, now)
+        notes.extend(todo)
+        records[-1]["waitsOnAPerson"] = bool(records[-1]["waitsOnAPerson"] or todo)
+        records[-1]["commands"] = [line.split("  #")[0].strip() for line in todo if line.startswith("  ")]
     headers = ("RELEASE", "VERSION", "STAGE", "PHASE", "STEP", "AGE", "MESSAGE")
     return Table(
         headers, tuple(rows), title=f"in flight: {application}", records=tuple(records), notes=tuple(notes)
@@ -342,6 +345,26 @@ def what_to_do(
             f"  {commands.rollback(namespace, application)}      # the previous release back in production",
         ]
     return []
+
+
+STATUS_SCHEMA = "gantry.dev/status/v1"  # -o json|yaml of kubectl gantry status: stable, for scripts
+
+
+def application_record(pipeline: Mapping[str, Any], environments: Table, flight: Table) -> dict[str, Any]:
+    """One application for scripts: its environments (what runs, the lock), and its Releases in
+    flight with what each waits on and the exact commands that act on it."""
+    meta, spec = pipeline["metadata"], pipeline.get("spec") or {}
+    return {
+        "application": str(spec.get("application") or meta["name"]),
+        "namespace": meta["namespace"],
+        "pipeline": meta["name"],
+        "environments": [dict(r) for r in environments.records],
+        "releases": [dict(r) for r in flight.records],
+    }
+
+
+def status_document(applications: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"schema": STATUS_SCHEMA, "applications": applications}
 
 
 def settled(status: Mapping[str, Any]) -> bool:
