@@ -259,6 +259,11 @@ def test_all_namespaces_watch_and_completion(
     assert len(frames) == 1 and frames[0].startswith("shop (")
 
     assert kubectl_gantry("__complete", "st")[1] == "status"
+    cluster.apply(m.release(namespace, "shop-v7", "shop-v7", version="v1.7.0"))
+    assert "shop-v7" in kubectl_gantry("__complete", "approve", "-n", namespace, "shop-")[1].split()
+    assert kubectl_gantry("__complete", "-n", namespace, "rollback", "sh")[1].split() == ["shop"]
+    after_name = kubectl_gantry("__complete", "-n", namespace, "approve", "shop-v7", "")[1].split()
+    assert "--reason" in after_name and "shop-v7" not in after_name  # its name is typed already
     assert "--yes" in kubectl_gantry("__complete", "rollback", "--")[1].split()
     assert kubectl_gantry("__complete", "lock", "")[1].split()[-3:] == ["freeze", "status", "unfreeze"]
     code, script = kubectl_gantry("completion", "bash")

@@ -9,6 +9,7 @@ command line (flags anywhere, completion) is in plugin.flags; what is shown, in 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -49,7 +50,7 @@ class PluginError(Exception):
 def main(argv: Sequence[str] | None = None, out: Out = print) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     if words[:1] == ["__complete"]:  # what the completion scripts ask
-        out("\n".join(flags.words(words[1:] or [""])))
+        out("\n".join(complete(words[1:] or [""])))
         return 0
     args = flags.parser().parse_args(words)
     host = "the API server"
@@ -95,6 +96,57 @@ def kubeconfig_context(args: argparse.Namespace | None = None) -> dict[str, Any]
     wanted = getattr(args, "context", None)
     chosen = next((c for c in contexts or () if c.get("name") == wanted), None) if wanted else current
     return dict((chosen or {}).get("context") or {})
+
+
+COMPLETION_TIMEOUT = 2.0  # seconds: a completion that waits longer is worse than none
+
+
+def complete(typed: list[str]) -> list[str]:
+    """Flags and commands, and the names the next word may be: Releases for approve, fail-forward
+    and lift-quarantine; applications for rollback, emergency, status and history. Names come
+    from the cluster when it answers in time; completion never fails the shell."""
+    offered = flags.words(typed)
+    try:
+        prefix = typed[-1]
+        offered += [name for name in names_next(typed[:-1]) if name.startswith(prefix)]
+    except Exception:  # no cluster, no rights, a timeout: flags only
+        pass
+    return sorted(dict.fromkeys(offered))
+
+
+def names_next(before: list[str]) -> list[str]:
+    """The cluster's names for the positional word after `before`, if the command wants one."""
+    words = positional(before)
+    command = next((w for w in words if w in flags.BUTTONS or w in ("status", "history")), None)
+    if command is None or words[-1] != command:
+        return []  # no command yet, or its name is already typed
+    namespace = next((b for a, b in itertools.pairwise(before) if a in ("-n", "--namespace")), None)
+    client = load_api_client()
+    client.configuration.retries = 0
+    kube = Kube(client, timeout=COMPLETION_TIMEOUT)
+    where = namespace or current_namespace()
+    if command in flags.BUTTONS and command not in flags.ON_APPLICATION:
+        return [r["metadata"]["name"] for r in kube.list_items(collection("releases", where))]
+    found = kube.list_items(collection("pipelines", where))
+    return [str((p.get("spec") or {}).get("application") or p["metadata"]["name"]) for p in found]
+
+
+VALUE_FLAGS = frozenset(
+    {"-n", "--namespace", "--context", "--kubeconfig", "-o", "--output", "--reason", "--digest", "--wait"}
+)
+
+
+def positional(typed: list[str]) -> list[str]:
+    """The words that are not flags nor a flag's value."""
+    out, skip = [], False
+    for word in typed:
+        if skip:
+            skip = False
+        elif word in VALUE_FLAGS:
+            skip = True
+        elif not word.startswith("-"):
+            out.append(word)
+    return out
 
 
 def current_namespace(args: argparse.Namespace | None = None) -> str:
