@@ -121,6 +121,14 @@ def test_a_newcomer_applies_a_release_with_kubectl_and_watches_it_move(sandbox: 
     assert re.search(r"^staging\s+v1\.5\.0\s+shop-v1\.5\.0\s+sha256:[0-9a-f]{12}\s", status, re.M), status
     assert "kubectl gantry -n gantry approve shop-v1.5.0" in status
 
+    short = subprocess.run(
+        [KUBECTL or "kubectl", "get", "pl", "-n", "gantry"],
+        env=sandbox,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert short.returncode == 0 and "shop" in short.stdout and "Warning" not in short.stderr, short.stderr
     # What the README's heredocs and a newcomer's checks lean on, as on a real server:
     assert kubectl(sandbox, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}") == "admin"
     described = kubectl(sandbox, "describe", "release", "shop-v1.5.0", "-n", "gantry")
