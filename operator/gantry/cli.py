@@ -157,8 +157,7 @@ def _release_create(args: argparse.Namespace) -> int:
 
     host = "the API server"
     try:
-        api = load_api_client()
-        api.configuration.retries = 0  # one answer, not three retries' warnings before it
+        api = load_api_client(retries=0)
         host = api.configuration.host
         request = Request(
             namespace=args.namespace,

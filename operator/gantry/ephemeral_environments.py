@@ -10,15 +10,15 @@ was made and removed is recorded in the ReleaseSource's status.ephemeral.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from gantry.adapters.git import Repository
-from gantry.adapters.kube import ApiError, custom_path, segment, workload_path
+from gantry.adapters.kube import custom_path, label_selector, segment, workload_path
 from gantry.adapters.resources import Resources
-from gantry.domain import ephemeral
+from gantry.domain import ephemeral, release_sources
 from gantry.domain.ephemeral import Environment, EphemeralSpec
 from gantry.domain.pipeline import Pipeline, Stage
 from gantry.domain.problems import Problem
@@ -43,12 +43,12 @@ class EphemeralEnvironments:
         spec: EphemeralSpec,
         status: Mapping[str, Any],
         repository: Repository,
-        resolve: Any,
+        resolve: Callable[[str], Mapping[str, str | None]],
         pipeline: Pipeline | Problem,
         now: datetime,
     ) -> dict[str, Any]:
-        """One look at the branches: what status.ephemeral becomes. `resolve(artifact, commit)`
-        is the digest CI pushed for that commit, or None."""
+        """One look at the branches: what status.ephemeral becomes. `resolve(commit)` is the digest
+        CI pushed for each artifact of that commit (None where none yet)."""
         at = to_rfc3339(now)
         heads = repository.heads()
         main = heads.get(source.branch)
@@ -88,8 +88,8 @@ class EphemeralEnvironments:
             if env.commit != head:
                 env = replace(env, commit=head, updated_at=at, release="")
             kept[branch] = env
-            digests = {a.name: resolve(a, head) for a in source.artifacts}
-            if any(d is None for d in digests.values()) or self.busy(source, env):
+            digests = release_sources.pushed(source, resolve(head))
+            if digests is None or self.busy(source, env):
                 continue  # CI has not pushed this commit's images yet; or its last Release is still going
             try:
                 self.provision(source, env, stage)
@@ -122,7 +122,7 @@ class EphemeralEnvironments:
         manifest = ephemeral.pipeline_manifest(
             stage, env, ephemeral.application_of(source.application, env.branch), source.namespace, labels
         )
-        self.create(custom_path("pipelines", source.namespace), manifest)
+        self.kube.create_unless_exists(custom_path("pipelines", source.namespace), manifest)
 
     def namespace(self, source: SourceSpec, env: Environment, labels: Mapping[str, str]) -> None:
         body = {
@@ -134,7 +134,7 @@ class EphemeralEnvironments:
                 "annotations": {ephemeral.BRANCH_ANNOTATION: env.branch},
             },
         }
-        self.create("/api/v1/namespaces", body)
+        self.kube.create_unless_exists("/api/v1/namespaces", body)
         found = self.kube.get(f"/api/v1/namespaces/{segment(env.namespace)}") or {}
         if (found.get("metadata") or {}).get("labels", {}).get(ephemeral.LABEL_OF) != labels[
             ephemeral.LABEL_OF
@@ -158,8 +158,7 @@ class EphemeralEnvironments:
         if name:
             found = [self.kube.get(workload_path(kind, namespace, name))]
         else:
-            selector = ",".join(f"{k}={v}" for k, v in sorted(match_labels.items()))
-            found = list(self.kube.list_items(workload_path(kind, namespace), label_selector=selector))
+            found = list(self.kube.list_items(workload_path(kind, namespace), label_selector(match_labels)))
         for body in found:
             if body is None:
                 continue
@@ -175,27 +174,17 @@ class EphemeralEnvironments:
                 "metadata": {"name": meta["name"], "namespace": env.namespace, **copied},
                 "spec": body.get("spec") or {},
             }
-            self.create(workload_path(kind, env.namespace), manifest)
+            self.kube.create_unless_exists(workload_path(kind, env.namespace), manifest)
 
-    def release(self, source: SourceSpec, env: Environment, head: str, digests: Mapping[str, Any]) -> str:
+    def release(self, source: SourceSpec, env: Environment, head: str, digests: Mapping[str, str]) -> str:
         application = ephemeral.application_of(source.application, env.branch)
-        name = ephemeral.release_name(application, head)
-        manifest = {
-            "apiVersion": "gantry.dev/v1alpha1",
-            "kind": "Release",
-            "metadata": {"name": name, "namespace": source.namespace, "labels": self.labels(source, env)},
-            "spec": {
-                "application": application,
-                "pipeline": env.pipeline,
-                "source": {"repository": source.repository, "revision": head},
-                "ephemeral": {"branch": env.branch, "namespace": env.namespace},
-                "artifacts": [
-                    {"name": a.name, "image": f"{a.repository}@{digests[a.name]}"} for a in source.artifacts
-                ],
-            },
-        }
-        self.create(custom_path("releases", source.namespace), manifest)
-        return name
+        # A Release as the source makes one, of the environment's application and Pipeline.
+        mine = replace(source, application=application, pipeline=env.pipeline)
+        manifest = release_sources.release_manifest(mine, head, digests)
+        manifest["metadata"]["labels"] = self.labels(source, env)
+        manifest["spec"]["ephemeral"] = {"branch": env.branch, "namespace": env.namespace}
+        self.kube.create_unless_exists(custom_path("releases", source.namespace), manifest)
+        return str(manifest["metadata"]["name"])
 
     def busy(self, source: SourceSpec, env: Environment) -> bool:
         """Is a Release of this environment still going? The next one waits for it (one at a time)."""
@@ -206,15 +195,7 @@ class EphemeralEnvironments:
 
     def releases_of(self, source: SourceSpec, env: Environment) -> list[dict[str, Any]]:
         labels = self.labels(source, env)
-        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        return list(self.kube.list_items(custom_path("releases", source.namespace), label_selector=selector))
-
-    def create(self, path: str, body: Mapping[str, Any]) -> None:
-        try:
-            self.kube.create(path, body)
-        except ApiError as error:
-            if error.status != 409:
-                raise
+        return list(self.kube.list_items(custom_path("releases", source.namespace), label_selector(labels)))
 
     # --- taking it away -------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from gantry.adapters.git import GitError, Mirrors, Repository
 from gantry.adapters.git_effects import git_credentials
-from gantry.adapters.kube import ApiError, custom_path
+from gantry.adapters.kube import custom_path
 from gantry.adapters.registry import REQUEST_TIMEOUT, RegistryError, parse_repository
 from gantry.adapters.registry_effects import registry_client
 from gantry.adapters.resources import Resources
@@ -80,11 +80,7 @@ class SourcePoller:
         for manifest in plan.creates:
             if in_flight:  # the new Release enters no stage one of these is in (domain.steps)
                 manifest["metadata"].setdefault("annotations", {})[FOLLOWS] = ",".join(in_flight)
-            try:
-                self.resources.kube.create(custom_path("releases", namespace), manifest)
-            except ApiError as error:
-                if error.status != 409:  # 409: it exists already (an earlier look, another operator)
-                    raise
+            self.resources.kube.create_unless_exists(custom_path("releases", namespace), manifest)
             in_flight.append(str(manifest["metadata"]["name"]))  # EveryCommit: the next follows it
         if plan.creates and not spec.every_commit:
             self.supersede(spec, older, str(plan.creates[-1]["metadata"]["name"]))
@@ -114,13 +110,7 @@ class SourcePoller:
         commits = [] if since == head else repository.first_parents(head, since)[-MAX_COMMITS:]
         client = registry_client(self.resources, spec.namespace, pipeline, self.registry_timeout)
         candidates = release_sources.candidates_of(spec, commits)
-        resolved: dict[str, dict[str, str | None]] = {
-            commit: {
-                a.name: client.resolve(parse_repository(a.repository), a.tag_for(commit))
-                for a in spec.artifacts
-            }
-            for commit in candidates
-        }
+        resolved = {commit: digests(spec, client, commit) for commit in candidates}
         # Only where a new Release would supersede one in flight does a commit with nothing to
         # release stand aside (else it is a Release as always, which says NothingToRelease).
         releasable = (
@@ -140,9 +130,7 @@ class SourcePoller:
             spec.ephemeral,
             status,
             repository,
-            lambda artifact, commit: client.resolve(
-                parse_repository(artifact.repository), artifact.tag_for(commit)
-            ),
+            lambda commit: digests(spec, client, commit),
             pipeline,
             now,
         )
@@ -165,26 +153,20 @@ class SourcePoller:
             self.resources.freeze_of(spec.namespace, e) for e in pipeline.locked_environments()
         ):
             return made
-        main = repository.heads().get(spec.branch)
-        for branch, commit in sorted(repository.heads().items()):
+        heads = repository.heads()
+        main = heads.get(spec.branch)
+        for branch, commit in sorted(heads.items()):
             if not fnmatch.fnmatchcase(branch, release_sources.HOTFIX_BRANCHES):
                 continue
             if any(h.get("commit") == commit for h in made) or (
                 main and repository.is_ancestor(commit, main)
             ):
                 continue
-            digests = {
-                a.name: client.resolve(parse_repository(a.repository), a.tag_for(commit))
-                for a in spec.artifacts
-            }
-            if any(d is None for d in digests.values()):
+            images = release_sources.pushed(spec, digests(spec, client, commit))
+            if images is None:
                 continue  # CI has not pushed this commit's images yet
-            manifest = release_sources.hotfix_manifest(spec, branch, commit, digests)
-            try:
-                self.resources.kube.create(custom_path("releases", spec.namespace), manifest)
-            except ApiError as error:
-                if error.status != 409:
-                    raise
+            manifest = release_sources.hotfix_manifest(spec, branch, commit, images)
+            self.resources.kube.create_unless_exists(custom_path("releases", spec.namespace), manifest)
             made.append({"branch": branch, "commit": commit, "release": manifest["metadata"]["name"]})
         return made[-release_sources.HISTORY_LIMIT :]
 
@@ -241,3 +223,8 @@ class SourcePoller:
 
     def record(self, path: str, status: Mapping[str, Any]) -> None:
         self.resources.kube.merge_patch(f"{path}/status", {"status": dict(status)})
+
+
+def digests(spec: release_sources.SourceSpec, client: Any, commit: str) -> dict[str, str | None]:
+    """The digest CI pushed for each artifact of `commit` (its commit-hash tag), None where none."""
+    return {a.name: client.resolve(parse_repository(a.repository), a.tag_for(commit)) for a in spec.artifacts}

@@ -102,7 +102,7 @@ def look(
     shell: EphemeralEnvironments, source: Any, status: dict[str, Any], repo: Repository, now: datetime
 ) -> dict[str, Any]:
     assert source.ephemeral is not None
-    out = shell.look(source, source.ephemeral, status, repo, lambda a, c: DIGEST, pipeline(), now)  # type: ignore[arg-type]
+    out = shell.look(source, source.ephemeral, status, repo, lambda c: {"web": DIGEST}, pipeline(), now)  # type: ignore[arg-type]
     return {"ephemeral": out}
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import jsonpatch
 
 from gantry.adapters.effects import Adapters, Context
-from gantry.adapters.kube import ApiError, custom_path, job_path, workload_path
+from gantry.adapters.kube import ApiError, Kube, custom_path, job_path, workload_path
 from gantry.adapters.registry import RegistryError
 from gantry.adapters.resources import Resources
 from gantry.domain import ledger, locks
@@ -69,6 +69,9 @@ class MemoryKube:
         self.objects[key] = stored
         self._stamp(key)
         return copy.deepcopy(stored)
+
+    def create_unless_exists(self, path: str, body: Mapping[str, Any]) -> bool:
+        return Kube.create_unless_exists(self, path, body)  # type: ignore[arg-type]  # Kube's, over this create
 
     def replace(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         key, status_only = self._split(path)

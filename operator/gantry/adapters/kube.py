@@ -101,11 +101,17 @@ def no_cluster(error: BaseException) -> str:
 
 
 def load_api_client(
-    connections: int = 10, kubeconfig: str | None = None, context: str | None = None
+    connections: int = 10,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    retries: int | None = None,
 ) -> k8s_client.ApiClient:
-    """`connections`: one per handler thread, so concurrent handlers never queue for a socket."""
+    """`connections`: one per handler thread, so concurrent handlers never queue for a socket.
+    `retries=0` for a command a person runs: one answer, not three retries' warnings before it."""
     configuration = load_configuration(kubeconfig, context)
     configuration.connection_pool_maxsize = max(connections, 1)
+    if retries is not None:
+        configuration.retries = retries
     return k8s_client.ApiClient(configuration)
 
 
@@ -116,6 +122,11 @@ def segment(text: str) -> str:
     if text in ("", ".", ".."):
         raise ValueError(f"{text!r} is not a Kubernetes name")
     return quote(text, safe="")
+
+
+def label_selector(labels: Mapping[str, str]) -> str:
+    """`matchLabels` as a list request's labelSelector."""
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 def custom_path(plural: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
@@ -217,6 +228,16 @@ class Kube:
         except ApiError as error:
             if not error.not_found:
                 raise
+
+    def create_unless_exists(self, path: str, body: Mapping[str, Any]) -> bool:
+        """Create; False when it exists already (an earlier look made it, or another operator)."""
+        try:
+            self.create(path, body)
+        except ApiError as error:
+            if not error.conflict:
+                raise
+            return False
+        return True
 
     def json_patch(self, path: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         result: dict[str, Any] = self.request("PATCH", path, body=ops, content_type=JSON_PATCH)

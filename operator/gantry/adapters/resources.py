@@ -21,6 +21,7 @@ from gantry.adapters.kube import (
     core_path,
     custom_path,
     job_path,
+    label_selector,
     workload_path,
 )
 from gantry.domain import gates, ledger, locks
@@ -319,9 +320,9 @@ class Resources:
             body = self.kube.get(workload_path(target.kind, target.namespace, target.name))
             bodies = [body] if body is not None else []
         else:
-            selector = ",".join(f"{k}={v}" for k, v in sorted(target.match_labels.items()))
             bodies = self.kube.list_items(
-                workload_path(target.kind, target.namespace), label_selector=selector
+                workload_path(target.kind, target.namespace),
+                label_selector=label_selector(target.match_labels),
             )
         return tuple(observe_workload(target.kind, b) for b in bodies)
 

@@ -37,11 +37,11 @@ DEFAULT_NAMESPACE = "{application}-{branch}"
 DEFAULT_TTL = 7 * 24 * 3600
 DNS_LABEL = 63
 HISTORY_LIMIT = 20
-NEVER = ("HOT-*",)
+NEVER = ("HOT-*",)  # hotfix branches follow the emergency's flow, never an ephemeral one
 # An environment's Pipeline has no production stage: Verified (its tests passed) is where its
 # Releases end, like Failed. Blocked ones wait on a person's fix and do not hold the next commit.
 ENDED = FINAL | {Phase.VERIFIED}
-NOT_GOING = ENDED | {Phase.BLOCKED}  # hotfix branches follow the emergency's flow, never an ephemeral one
+NOT_GOING = ENDED | {Phase.BLOCKED}
 
 
 @dataclass(frozen=True)
@@ -132,10 +132,6 @@ def pipeline_manifest(
 
 def labels_of(source: str, branch: str) -> dict[str, str]:
     return {LABEL_OF: label_value(source), LABEL_BRANCH: label_value(slug(branch, DNS_LABEL))}
-
-
-def release_name(application: str, commit: str) -> str:
-    return f"{application}-{commit[:12]}"
 
 
 @dataclass(frozen=True)

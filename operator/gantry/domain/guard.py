@@ -52,7 +52,10 @@ def active(status: Mapping[str, Any]) -> bool:
         return False
     if (status.get("guard") or {}).get("state") == GuardState.ENDED:
         return False
-    return spec_of(status) is not None
+    # Read from the run's recorded stage as it is, not parsed: Kopf asks this on every watch event.
+    runs = status.get("stages") or [{}]
+    stage = runs[-1].get("spec") or {}
+    return bool(stage.get("production") and stage.get("guard"))
 
 
 def next_due(status: Mapping[str, Any]) -> datetime | None:

@@ -128,6 +128,13 @@ def release_manifest(spec: SourceSpec, commit: str, digests: Mapping[str, str]) 
     }
 
 
+def pushed(spec: SourceSpec, digests: Mapping[str, str | None]) -> dict[str, str] | None:
+    """Each artifact's digest, once CI has pushed every one of them for the commit; else None."""
+    if not all(digests.get(a.name) for a in spec.artifacts):
+        return None
+    return {a.name: str(digests[a.name]) for a in spec.artifacts}
+
+
 LABEL_HOTFIX_OF = "gantry.dev/hotfix-of"  # a hotfix Release the source made from a HOT-<n> branch
 HOTFIX_BRANCHES = "HOT-*"
 
@@ -172,14 +179,14 @@ def plan(
     it is recorded as skipped, so a fix waiting for staging is never given up for it."""
     candidates = candidates_of(spec, commits)
     skipped = [c for c in commits if c not in candidates]
-    ready = [c for c in candidates if all(resolved.get(c, {}).get(a.name) for a in spec.artifacts)]
+    ready = [c for c in candidates if pushed(spec, resolved.get(c, {})) is not None]
     quiet = [c for c in ready if releasable is not None and not releasable.get(c, True)]
     ready = [c for c in ready if c not in quiet]
     if ready and spec.every_commit:
         skipped += [
             c for c in candidates if c not in ready and candidates.index(c) < candidates.index(ready[-1])
         ]
-    creates = tuple(release_manifest(spec, c, {k: str(v) for k, v in resolved[c].items()}) for c in ready)
+    creates = tuple(release_manifest(spec, c, pushed(spec, resolved[c]) or {}) for c in ready)
     waiting = [c for c in candidates if c not in ready and c not in skipped and c not in quiet]
     history = list(status.get("releases") or [])
     history += [

@@ -144,3 +144,14 @@ _kubectl_gantry() {
 }
 compdef _kubectl_gantry kubectl-gantry
 """
+
+
+def value_flags() -> frozenset[str]:
+    """The options that take a value (-n NAMESPACE, --reason TEXT, ...), read from the parser."""
+    root = parser()
+    commands = next(a for a in root._actions if isinstance(a, argparse._SubParsersAction))
+    actions = [*root._actions, *(a for sub in commands.choices.values() for a in sub._actions)]
+    return frozenset(o for a in actions if a.option_strings and a.nargs != 0 for o in a.option_strings)
+
+
+VALUE_FLAGS = value_flags()

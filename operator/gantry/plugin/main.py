@@ -58,8 +58,7 @@ def main(argv: Sequence[str] | None = None, out: Out = print) -> int:
         if args.handler == "completion":
             out(flags.completion_script(args.shell))
             return 0
-        client = load_api_client(kubeconfig=args.kubeconfig, context=args.context)
-        client.configuration.retries = 0  # one answer, not three retries' warnings before it
+        client = load_api_client(kubeconfig=args.kubeconfig, context=args.context, retries=0)
         host = client.configuration.host
         kube = Kube(client)
         namespace = args.namespace or current_namespace(args)
@@ -121,19 +120,12 @@ def names_next(before: list[str]) -> list[str]:
     if command is None or words[-1] != command:
         return []  # no command yet, or its name is already typed
     namespace = next((b for a, b in itertools.pairwise(before) if a in ("-n", "--namespace")), None)
-    client = load_api_client()
-    client.configuration.retries = 0
-    kube = Kube(client, timeout=COMPLETION_TIMEOUT)
+    kube = Kube(load_api_client(retries=0), timeout=COMPLETION_TIMEOUT)
     where = namespace or current_namespace()
     if command in flags.BUTTONS and command not in flags.ON_APPLICATION:
         return [r["metadata"]["name"] for r in kube.list_items(collection("releases", where))]
     found = kube.list_items(collection("pipelines", where))
     return [str((p.get("spec") or {}).get("application") or p["metadata"]["name"]) for p in found]
-
-
-VALUE_FLAGS = frozenset(
-    {"-n", "--namespace", "--context", "--kubeconfig", "-o", "--output", "--reason", "--digest", "--wait"}
-)
 
 
 def positional(typed: list[str]) -> list[str]:
@@ -142,7 +134,7 @@ def positional(typed: list[str]) -> list[str]:
     for word in typed:
         if skip:
             skip = False
-        elif word in VALUE_FLAGS:
+        elif word in flags.VALUE_FLAGS:
             skip = True
         elif not word.startswith("-"):
             out.append(word)
