@@ -7,15 +7,42 @@ from typing import Any
 
 from gantry.adapters import alert_effects, git_effects, kube_effects, registry_effects
 from gantry.adapters.effects import Context, EffectFailed, Executor
-from gantry.domain.model import Alert, DeleteJob, Effect, EffectFailure
+from gantry.domain.model import Alert, DeleteJob, Effect, EffectFailure, SetImages
+from gantry.domain.reasons import Reason
 
 log = logging.getLogger(__name__)
+
+
+def place_images(ctx: Context, effect: SetImages) -> None:
+    """Where the stage deploys: its live workloads, or its place in git. A rollback with
+    `rollback: LiveFirst` re-pins the workloads at once and commits after, so it waits neither
+    for the GitOps tool's sync nor for git: a commit that fails then is a Warning, not a stop."""
+    target = effect.git
+    if target is None:
+        kube_effects.set_images(ctx, effect)
+        return
+    if not (effect.restore and target.rollback == "LiveFirst"):
+        git_effects.commit_images(ctx, effect)
+        return
+    kube_effects.set_images(ctx, effect)
+    try:
+        git_effects.commit_images(ctx, effect)
+    except EffectFailed as failed:
+        ctx.announce(
+            "Warning",
+            Reason.GIT_COMMIT_FAILED,
+            f"the rollback is live, but {target.describe()} still names the rolled-back images: "
+            f"{failed.message}; the GitOps tool may re-apply them at its next sync: commit the previous "
+            "images there (or pause its auto-sync) until git is back",
+        )
+
 
 EXECUTORS: dict[type[Any], Executor] = {
     **kube_effects.EXECUTORS,
     **git_effects.EXECUTORS,
     **registry_effects.EXECUTORS,
     **alert_effects.EXECUTORS,
+    SetImages: place_images,
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from gantry.adapters.alerts import Alerter
 from gantry.adapters.effects import Adapters, Context, EventSink
 from gantry.adapters.git import Mirrors
+from gantry.adapters.git_targets import GitTargets
 from gantry.adapters.kube import ApiError
 from gantry.adapters.metrics import Metrics
 from gantry.adapters.prometheus import PrometheusSource
@@ -72,8 +73,14 @@ class ReleaseReconciler:
     min_lease_seconds: float = 0.0  # three reconcile intervals: a shorter lease is refused
 
     def __post_init__(self) -> None:
+        targets = GitTargets(self.mirrors.root, self.mirrors.timeout) if self.mirrors is not None else None
         self.adapters = Adapters(
-            self.resources, self.alerter, self.emit, self.mirrors, partial(registry_client, self.resources)
+            self.resources,
+            self.alerter,
+            self.emit,
+            self.mirrors,
+            partial(registry_client, self.resources),
+            targets,
         )
         self.observer = Observer(
             self.adapters, self.clock, self.prometheus, self.prometheus_url, self.min_lease_seconds

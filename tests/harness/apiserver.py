@@ -41,7 +41,7 @@ import jsonpatch
 import kmock
 from kmock._internal import rendering
 
-from tests.harness import authz, crd_checks, kubectl_support
+from tests.harness import authz, crd_checks, kubectl_support, managed_fields
 from tests.harness.admission import admit
 
 EVENT_LOG_LIMIT = 20_000
@@ -301,6 +301,7 @@ class ApiServer(kmock.KubernetesEmulator):
                 # Authorised and admitted above; a dry run stores nothing and tells no watcher.
                 return aiohttp.web.json_response(body, status=201)
             FIELD_VALIDATION.set(params.get("fieldValidation") or "Warn")  # the server's default
+            managed_fields.MANAGER.set(managed_fields.manager_of(params, request.headers))
             warnings: list[str] = []
             WARNINGS.set(warnings)
             result = self._dispatch(method, key, request, body, params)
@@ -514,6 +515,8 @@ class ApiServer(kmock.KubernetesEmulator):
         )
         for server_owned in ("resourceVersion", "deletionTimestamp"):
             meta.pop(server_owned, None)
+        if key in WORKLOADS:
+            managed_fields.record(None, obj, meta["creationTimestamp"])
         if key == CRDS:
             obj["status"] = self._name_crd(obj)
         self._commit("ADDED", key, namespace, name, obj)
@@ -603,6 +606,8 @@ class ApiServer(kmock.KubernetesEmulator):
                     meta[immutable] = old["metadata"][immutable]
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         new["metadata"]["generation"] = old["metadata"].get("generation", 1)
+        if key in WORKLOADS and sub is None:
+            managed_fields.record(old, new, now_rfc3339())
         if new == old:
             return old  # a no-op write: no new resourceVersion, no watch event
         self._admit(key, new, old)

@@ -62,9 +62,12 @@ def release(status: dict[str, Any] | None = None) -> ReleaseView:
     return ReleaseView("team", "shop-v1", "uid-1", 1, "shop", "shop", "v1.0.0", {"web": NEW}, status or {})
 
 
-def web(image: str, done: bool = True) -> ObservedWorkload:
+def web(image: str, done: bool = True, manager: str | None = None) -> ObservedWorkload:
     return ObservedWorkload(
-        WEB, {"web": image}, Rollout(done, "1/2 updated, 0 available" if not done else "")
+        WEB,
+        {"web": image},
+        Rollout(done, "1/2 updated, 0 available" if not done else ""),
+        {"web": manager} if manager else {},
     )
 
 
@@ -76,8 +79,9 @@ def observe(
     lock: ObservedLock | None = HELD,
     job: ObservedJob | None = None,
     error: EffectFailure | None = None,
+    manager: str | None = None,
 ) -> Observation:
-    seen = web(image, done)
+    seen = web(image, done, manager)
     return Observation(
         now=T0 + timedelta(seconds=seconds),
         pipeline=pipe if pipe is not None else pipeline(),
@@ -230,9 +234,25 @@ def test_someone_else_changing_the_image_mid_rollout_supersedes_without_a_rollba
 
 
 def test_a_container_still_on_the_previous_image_is_waited_for_not_passed() -> None:
-    plan = step(to_rolling_out(), observe(4, image=OLD))
-    assert run_of(plan)["step"] == "RollingOut"
-    assert "container(s) web not yet set" in plan.status["message"]
+    # Set back by Gantry itself (its own rollback, whose record a crash lost) or by nobody named.
+    for manager in (None, "gantry"):
+        plan = step(to_rolling_out(), observe(4, image=OLD, manager=manager))
+        assert run_of(plan)["step"] == "RollingOut"
+        assert "container(s) web not yet set" in plan.status["message"]
+
+
+def test_images_set_back_once_are_applied_again_and_twice_is_a_controller_fight() -> None:
+    # Another field manager set the previous image back. Once: applied again, said so. Twice: it
+    # owns the field (a GitOps tool re-applying git): stop, name it and the fix.
+    once = step(to_rolling_out(), observe(4, image=OLD, manager="argocd-controller"))
+    assert run_of(once)["step"] == "RollingOut" and run_of(once)["revertedBy"] == "argocd-controller"
+    assert SetImages(((WEB, "web", NEW),)) in once.effects
+    assert any(e.reason == "Reverted" for e in once.events)
+    twice = step(once.status, observe(5, image=OLD, manager="argocd-controller"))
+    assert run_of(twice)["reason"] == "ControllerFight", run_of(twice)
+    message = run_of(twice)["message"]
+    assert "set back again by argocd-controller" in message and "spec.stages[0].git" in message
+    assert not any(e.reason == "Reverted" for e in twice.events)
 
 
 def test_test_timeout_rolls_back() -> None:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from gantry.adapters.alerts import Alerter
 from gantry.adapters.git import Mirrors
+from gantry.adapters.git_targets import GitTargets
 from gantry.adapters.resources import Resources
 from gantry.domain.model import Event, Failure, ReleaseView
 from gantry.domain.pipeline import Pipeline
@@ -51,6 +52,7 @@ class Adapters:
     emit: EventSink
     mirrors: Mirrors | None  # git sources; None: no git configured
     registry: RegistryFactory
+    git_targets: GitTargets | None = None  # stages deploying through git; None: no git configured
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from typing import Any, Protocol
 from gantry.adapters import wiki
 from gantry.adapters.effects import Context, EffectFailed, Executor
 from gantry.adapters.git import GitError, Repository
-from gantry.domain.model import CreateTag, Failure, Retrospective
+from gantry.domain.gitops import by_container
+from gantry.domain.model import CreateTag, Failure, Retrospective, SetImages
 from gantry.domain.pipeline import Pipeline
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
@@ -64,6 +65,27 @@ def create_tag(ctx: Context, effect: CreateTag) -> None:
                 )
     except GitError as error:
         raise EffectFailed(Failure.REFUSED, str(error)) from error
+
+
+def commit_images(ctx: Context, effect: SetImages) -> None:
+    """A stage deploying through git: commit the digests to its file and push (nothing when the
+    file already says so); the GitOps tool applies the commit and the rollout is observed."""
+    target, targets = effect.git, ctx.adapters.git_targets
+    assert target is not None
+    if targets is None:
+        raise EffectFailed(
+            Failure.UNAVAILABLE,
+            f"stage deploys through {target.describe()}, but this operator runs without a git cache "
+            "(set GANTRY_GIT_CACHE)",
+        )
+    credentials = git_credentials(ctx.adapters.resources, ctx.namespace, ctx.pipeline)
+    try:
+        commit = targets.write(target, by_container(effect.images), effect.commit, credentials)
+    except GitError as error:
+        raise EffectFailed(Failure.UNAVAILABLE, str(error)) from error
+    if commit is not None:
+        title = effect.commit.splitlines()[0] if effect.commit else ""
+        ctx.announce("Normal", Reason.COMMITTED, f"committed {commit[:12]} to {target.describe()}: {title}")
 
 
 def write_paperwork(ctx: Context, effect: Retrospective) -> None:

@@ -18,6 +18,8 @@ import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from gantry.domain.workloads import FIELD_MANAGER
+
 log = logging.getLogger(__name__)
 
 GROUP = "gantry.dev"
@@ -112,7 +114,11 @@ def load_api_client(
     configuration.connection_pool_maxsize = max(connections, 1)
     if retries is not None:
         configuration.retries = retries
-    return k8s_client.ApiClient(configuration)
+    api = k8s_client.ApiClient(configuration)
+    # The API server names a request's field manager after its User-Agent: Gantry's writes are
+    # "gantry" in managedFields, so a fight with another controller can name both sides.
+    api.user_agent = f"{FIELD_MANAGER}/0.1"
+    return api
 
 
 def segment(text: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -590,7 +590,21 @@ def observe_workload(kind: str, body: Mapping[str, Any]) -> ObservedWorkload:
     meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
     ref = WorkloadRef(kind, meta["namespace"], meta["name"])
     containers = {c["name"]: c.get("image", "") for c in spec["template"]["spec"]["containers"]}
-    return ObservedWorkload(ref, containers, rollout_of(kind, meta, spec, status))
+    managers = image_managers(meta.get("managedFields") or (), containers)
+    return ObservedWorkload(ref, containers, rollout_of(kind, meta, spec, status), managers)
+
+
+def image_managers(entries: Iterable[Mapping[str, Any]], containers: Iterable[str]) -> dict[str, str]:
+    """Which field manager owns each container's image (server-side field ownership): the one that
+    set it last. A real API server always says; without managedFields, nobody is named."""
+    owners: dict[str, str] = {}
+    for entry in entries:
+        template = ((entry.get("fieldsV1") or {}).get("f:spec") or {}).get("f:template") or {}
+        listed = ((template.get("f:spec") or {}).get("f:containers")) or {}
+        for container in containers:
+            if "f:image" in (listed.get(f'k:{{"name":"{container}"}}') or {}):
+                owners[container] = str(entry.get("manager") or "unknown")
+    return owners
 
 
 def rollout_of(

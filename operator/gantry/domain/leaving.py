@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gantry.domain import commands
-from gantry.domain.model import Alert, DeleteJob, Effect, Event, ReleaseView, SetImages, current_run
+from gantry.domain import commands, gitops
+from gantry.domain.model import Alert, DeleteJob, Effect, Event, ReleaseView, current_run
 from gantry.domain.phases import IN_STAGE, Step
 from gantry.domain.reasons import Reason
 from gantry.domain.steps import restorable_in
@@ -40,7 +40,11 @@ def leave(release: ReleaseView, workloads: Mapping[WorkloadRef, ObservedWorkload
     said = [f"Release {release.key} was deleted while stage {run.name} was {run.step}"]
     images = restorable_in(workloads, run.changes or ()) if run.stage.rollback_on_failure else ()
     if images:
-        effects.append(SetImages(images, restore=True))
+        why = f"Release {release.key} was deleted mid-stage"
+        commit = gitops.Commit(
+            release.key, release.application, release.version, run.name, run.decided_by or "gantry", why
+        )
+        effects.append(gitops.set_images(run, images, commit, restore=True))
         said.append("re-applied the images the stage ran before")
     elif run.changes:
         said.append("left its images in place (rollback disabled, or someone changed them since)")

@@ -12,7 +12,7 @@ from typing import Any
 
 from gantry.domain.analysis import Sample
 from gantry.domain.phases import Step
-from gantry.domain.pipeline import Pipeline, Stage
+from gantry.domain.pipeline import GitTarget, Pipeline, Stage
 from gantry.domain.problems import Problem
 from gantry.domain.workloads import ImageChange, ObservedWorkload, WorkloadRef
 
@@ -222,6 +222,10 @@ class SetImages:
     # A rollback: every workload gets its images back even if another refuses (each refusal is a
     # Warning Event, and the stage's outcome names what was not restored); a deploy stops instead.
     restore: bool = field(default=False, compare=False)
+    # A stage deploying through git: the digests are committed there (see domain.gitops), with
+    # this message; the GitOps tool applies them and the rollout is observed as for a live patch.
+    git: GitTarget | None = None
+    commit: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -395,6 +399,7 @@ class StageRun:
     decided_by: str | None = None  # who approved or failed forward, when a person ended the stage
     decision_reason: str | None = None  # the reason they gave (ReleaseDecision spec.reason), for the ledger
     registry: Mapping[str, Any] | None = None  # promotion: images deployed, tags verified, or retry state
+    reverted_by: str | None = None  # a live stage's images were set back once, by this field manager
 
     @property
     def stage(self) -> Stage:
@@ -440,6 +445,7 @@ class StageRun:
             "decidedBy": self.decided_by,
             "decisionReason": self.decision_reason,
             "registry": self.registry,
+            "revertedBy": self.reverted_by,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
         return out
@@ -481,6 +487,7 @@ class StageRun:
             decided_by=raw.get("decidedBy"),
             decision_reason=raw.get("decisionReason"),
             registry=raw.get("registry"),
+            reverted_by=raw.get("revertedBy"),
         )
 
 

@@ -63,6 +63,61 @@ class RegistryStage:
         }
 
 
+GIT_FORMATS = ("Kustomize", "HelmValues", "Yaml")
+GIT_ROLLBACKS = ("Commit", "LiveFirst")
+
+
+@dataclass(frozen=True)
+class GitImage:
+    """Where one container's image is written in a git target: a kustomization's `images:` entry
+    (by the image name the manifests use), or a dotted key path in a YAML file."""
+
+    container: str
+    name: str | None = None  # Kustomize: the image name in the manifests (default: its repository)
+    key: str | None = None  # HelmValues / Yaml: e.g. web.image, or spec.containers[name=web].image
+
+    def to_spec(self) -> dict[str, Any]:
+        return {
+            "container": self.container,
+            **({"name": self.name} if self.name else {}),
+            **({"key": self.key} if self.key else {}),
+        }
+
+
+@dataclass(frozen=True)
+class GitTarget:
+    """A stage that deploys by committing digests to git; a GitOps tool (Argo CD, Flux) applies
+    them, and Gantry observes the rollout on the cluster as for a live stage."""
+
+    repository: str
+    branch: str
+    path: str  # Kustomize: the directory holding kustomization.yaml; HelmValues / Yaml: the file
+    format: str = "Kustomize"
+    images: tuple[GitImage, ...] = ()
+    rollback: str = "Commit"  # LiveFirst: re-pin the live workloads at once, then commit
+
+    @property
+    def file(self) -> str:
+        """The one file Gantry writes (a commit never touches another)."""
+        return f"{self.path.rstrip('/')}/kustomization.yaml" if self.format == "Kustomize" else self.path
+
+    def image(self, container: str) -> GitImage | None:
+        return next((i for i in self.images if i.container == container), None)
+
+    def describe(self) -> str:
+        return f"{self.file} on {self.branch} of {self.repository}"
+
+    def to_spec(self) -> dict[str, Any]:
+        return {
+            "repository": self.repository,
+            "branch": self.branch,
+            "path": self.path,
+            "format": self.format,
+            "rollback": self.rollback,
+            **({"images": [i.to_spec() for i in self.images]} if self.images else {}),
+        }
+
+
 @dataclass(frozen=True)
 class Stage:
     index: int
@@ -79,6 +134,7 @@ class Stage:
     guard: AnalysisSpec | None = None  # production only: watched after the bake, until replaced
     registry: RegistryStage | None = None
     soak_seconds: int = 0  # before production: how long a passed version must run healthy here
+    git: GitTarget | None = None  # deploy by a commit to git (a GitOps tool applies it), not a live patch
 
     @property
     def manual(self) -> bool:
@@ -123,6 +179,8 @@ class Stage:
             out["guard"] = self.guard.to_spec()
         if self.registry is not None:
             out["registry"] = self.registry.to_spec()
+        if self.git is not None:
+            out["git"] = self.git.to_spec()
         return out
 
     @classmethod
@@ -359,6 +417,9 @@ def _parse_stage(index: int, raw: Any) -> Stage | Problem:
             repository=raw_registry.get("repository") or None,
             timeout_seconds=int(raw_registry.get("timeoutSeconds", DEFAULT_REGISTRY_TIMEOUT)),
         )
+    git = _parse_git_target(f"{where}.git", raw.get("git"))
+    if isinstance(git, Problem):
+        return git
     return Stage(
         index=index,
         name=str(raw["name"]),
@@ -374,7 +435,48 @@ def _parse_stage(index: int, raw: Any) -> Stage | Problem:
         guard=guard,
         registry=registry,
         soak_seconds=int(raw.get("soakSeconds") or 0),
+        git=git,
     )
+
+
+def _parse_git_target(where: str, raw: Any) -> GitTarget | Problem | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or not raw.get("repository") or not raw.get("branch"):
+        return Problem(
+            Reason.INVALID_PIPELINE,
+            where,
+            "a git target names the repository and the branch the GitOps tool applies",
+            "set git.repository and git.branch",
+        )
+    path = str(raw.get("path") or "")
+    if not safe_path(path):
+        return Problem(
+            Reason.INVALID_PIPELINE,
+            f"{where}.path",
+            f"{path!r} is not a relative path inside the repository",
+            "use a path like overlays/staging (no leading /, no ..)",
+        )
+    fmt, rollback = str(raw.get("format") or "Kustomize"), str(raw.get("rollback") or "Commit")
+    for field_name, value, allowed in (("format", fmt, GIT_FORMATS), ("rollback", rollback, GIT_ROLLBACKS)):
+        if value not in allowed:
+            return Problem(
+                Reason.INVALID_PIPELINE,
+                f"{where}.{field_name}",
+                f"unknown {field_name} {value!r}",
+                f"use one of {', '.join(allowed)}",
+            )
+    images = tuple(
+        GitImage(str(i["container"]), i.get("name") or None, i.get("key") or None)
+        for i in raw.get("images") or ()
+    )
+    return GitTarget(str(raw["repository"]), str(raw["branch"]), path, fmt, images, rollback)
+
+
+def safe_path(path: str) -> bool:
+    """A path inside the repository: relative, without `..`, so a commit stays where it is told."""
+    parts = path.split("/")
+    return bool(path) and not path.startswith("/") and ".." not in parts and "" not in parts[:-1]
 
 
 def _parse_guard(where: str, raw: Mapping[str, Any]) -> AnalysisSpec | Problem | None:

@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from gantry.domain import commands, gates, ledger, steps
+from gantry.domain import commands, gates, gitops, ledger, steps
 from gantry.domain.analysis import AnalysisSpec, OnBreach, OnInconclusive, Verdict, evaluate, streak
 from gantry.domain.decisions import Action, refusal
 from gantry.domain.draft import Draft
@@ -26,6 +26,7 @@ from gantry.domain.model import (
     ReleaseLock,
     Retrospective,
     SetImages,
+    StageRun,
     UnfreezeLock,
 )
 from gantry.domain.phases import Phase, Step
@@ -82,7 +83,7 @@ def bake(d: Draft) -> None:
     if not steps.holds_lock(d):
         steps.lock_lost(d, system_rollback)
         return
-    if steps.superseded(d):
+    if steps.superseded(d, system_rollback):
         return
     spec = analysis_of(d)
     assert spec is not None
@@ -302,14 +303,9 @@ def start_rollback(d: Draft, reason: str, detail: str, by: str, why: str = "") -
         d.effects.append(
             PreemptLock(environment, f"production rollback of {d.release.key}", hold=True, freeze=False)
         )
-    d.effects.append(
-        SetImages(
-            tuple((c.workload, c.container, wanted[i]) for i, c in enumerate(d.run.changes)), restore=True
-        )
-    )
-    staging = staging_reverts(d)
-    if staging:
-        d.effects.append(SetImages(staging, restore=True))
+    images = tuple((c.workload, c.container, wanted[i]) for i, c in enumerate(d.run.changes))
+    d.effects.append(gitops.set_images(d.run, images, steps.commit_of(d, why or detail, by), restore=True))
+    d.effects.extend(revert_staging(d, why or detail, by))
     message = f"{detail}; re-applying {target.get('release')} ({target.get('version')}), the previous Release"
     d.event("Warning", Reason.ROLLING_BACK, message)
     d.move(
@@ -336,22 +332,38 @@ def target_images(d: Draft, target: Mapping[str, Any]) -> list[str]:
     return [recorded.get((c.workload.key(), c.container), c.before) for c in d.run.changes]
 
 
+def revert_staging(d: Draft, why: str, by: str) -> list[SetImages]:
+    """The effects that put the locked earlier stages back, each where that stage deploys."""
+    effects = []
+    for raw in d.release.status.get("stages") or ():
+        images = run_reverts(d, raw)
+        if images:
+            run = StageRun.from_status(raw)
+            commit = replace(steps.commit_of(d, why, by), stage=run.name)
+            effects.append(gitops.set_images(run, images, commit, restore=True))
+    return effects
+
+
 def staging_reverts(d: Draft) -> tuple[Any, ...]:
     """The locked earlier stages (staging) end on what they ran before this Release, what production
     returns to, whatever runs there now: this Release's images, or those of a Release the rollback
     preempted there (whose own rollback would put this Release's images back). Asked again on every
     tick of the rollback, which holds staging's lock until it is done, so no one re-applies them
     in between; a preempted Release's late rollback leaves an image it did not set alone."""
+    return tuple(r for raw in d.release.status.get("stages") or () for r in run_reverts(d, raw))
+
+
+def run_reverts(d: Draft, raw: Mapping[str, Any]) -> tuple[tuple[WorkloadRef, str, str], ...]:
+    """One earlier stage run's share of staging_reverts."""
+    if (raw.get("spec") or {}).get("production") or not raw.get("lock"):
+        return ()  # unlocked stages (dev) keep what they run: their "before" may never have passed
     reverts = []
-    for raw in d.release.status.get("stages") or ():
-        if (raw.get("spec") or {}).get("production") or not raw.get("lock"):
-            continue  # unlocked stages (dev) keep what they run: their "before" may never have passed
-        for image in raw.get("images") or ():
-            ref = WorkloadRef.from_key(image["workload"])
-            seen = d.obs.workloads.get(ref)
-            running = seen.containers.get(image["container"]) if seen is not None else None
-            if running is not None and running != image["before"]:
-                reverts.append((ref, image["container"], image["before"]))
+    for image in raw.get("images") or ():
+        ref = WorkloadRef.from_key(image["workload"])
+        seen = d.obs.workloads.get(ref)
+        running = seen.containers.get(image["container"]) if seen is not None else None
+        if running is not None and running != image["before"]:
+            reverts.append((ref, image["container"], image["before"]))
     return tuple(reverts)
 
 
@@ -382,9 +394,9 @@ def roll_back(d: Draft) -> None:
         if seen is None or seen.containers.get(change.container) != image or not seen.rollout.done:
             detail_of = seen.rollout.detail if seen is not None else "not found"
             pending.append(f"{change.workload}: {detail_of}")
-    staging = staging_reverts(d)
-    if staging:
-        d.effects.append(SetImages(staging, restore=True))  # again: someone put the bad version back
+    # Again on every look: someone may have put the bad version back.
+    by = str((d.run.rollback or {}).get("decidedBy") or SYSTEM)
+    d.effects.extend(revert_staging(d, d.run.message or "", by))
     pending += staging_pending(d)
     timeout = timedelta(seconds=d.run.stage.rollout_timeout_seconds)
     if pending and d.elapsed(d.run.rolled_back_at) <= timeout:

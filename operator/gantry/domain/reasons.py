@@ -77,6 +77,11 @@ class Reason(StrEnum):
     ROLLING_BACK = "RollingBack"
     ROLLED_BACK = "RolledBack"
     RESTORE_REFUSED = "RestoreRefused"
+    # --- stages deploying through git (Pipeline spec.stages[].git), and controllers that fight
+    COMMITTED = "Committed"  # the digests are committed and pushed; the GitOps tool applies them
+    GIT_COMMIT_FAILED = "GitCommitFailed"  # a LiveFirst rollback is live, but git still names the bad images
+    REVERTED = "Reverted"  # a live patch was set back by someone else; applied once more
+    CONTROLLER_FIGHT = "ControllerFight"  # set back again: another controller owns the field
     STAGE_PASSED = "StagePassed"
     AWAITING_APPROVAL = "AwaitingApproval"
     SOAKING = "Soaking"

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from gantry.domain import commands, source, steps
+from gantry.domain import commands, gitops, source, steps
 from gantry.domain.analysis import Verdict, evaluate, streak
 from gantry.domain.draft import Draft
-from gantry.domain.model import Alert, ReleaseLock, SetImages
+from gantry.domain.model import Alert, ReleaseLock
 from gantry.domain.phases import Phase, Step
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
@@ -41,7 +41,7 @@ def bake(d: Draft) -> None:
     if not steps.holds_lock(d):
         steps.lock_lost(d, start_rollback)
         return
-    if steps.superseded(d) or d.obs.metrics is None:
+    if steps.superseded(d, start_rollback) or d.obs.metrics is None:
         return
     spec = d.run.stage.analysis
     evaluations, verdict, detail = evaluate(d.run.analysis, d.obs.metrics, spec, d.now)
@@ -81,7 +81,7 @@ def soak(d: Draft) -> None:
     if not steps.holds_lock(d):
         steps.lock_lost(d, start_rollback)
         return
-    if steps.superseded(d):
+    if steps.superseded(d, start_rollback):
         return
     run, seconds = d.run, d.run.stage.soak_seconds
     unhealthy = steps.rollout_pending(d, "after")
@@ -130,7 +130,8 @@ def roll_back(d: Draft) -> None:
     if steps.restore_refused(d, reason, detail):
         return
     if d.run.rolled_back_at is None:
-        d.effects.append(SetImages(steps.restorable(d, d.run.changes), restore=True))
+        restored = steps.restorable(d, d.run.changes)
+        d.effects.append(gitops.set_images(d.run, restored, steps.commit_of(d, detail), restore=True))
         d.run = replace(d.run, rolled_back_at=d.now)
         d.event("Warning", Reason.ROLLING_BACK, f"stage {d.run.name}: re-applying the images it ran before")
         d.message = f"{detail}; re-applied previous images"

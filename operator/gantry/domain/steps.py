@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from gantry.domain import commands, gates, source, testjob
+from gantry.domain import commands, gates, gitops, source, testjob
 from gantry.domain.draft import Draft
 from gantry.domain.images import digest_of
 from gantry.domain.ledger import Result
@@ -30,7 +30,13 @@ from gantry.domain.pipeline import Pipeline, Stage, pin
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
 from gantry.domain.timefmt import to_rfc3339
-from gantry.domain.workloads import ImageChange, ObservedWorkload, WorkloadRef, plan_changes
+from gantry.domain.workloads import (
+    FIELD_MANAGER,
+    ImageChange,
+    ObservedWorkload,
+    WorkloadRef,
+    plan_changes,
+)
 
 # (draft, reason, detail): stop the stage and put back what it changed.
 Rollback = Callable[[Draft, str, str], None]
@@ -80,6 +86,10 @@ def validate(d: Draft, stage: Stage) -> tuple[ImageChange, ...] | Problem:
         if behind is not None:
             return behind
     changes = plan_changes(pipeline.name, stage, d.release.artifacts, d.obs.targets)
+    if not isinstance(changes, Problem):
+        keyless = gitops.missing_keys(stage, changes)
+        if keyless is not None:
+            return keyless
     if stage.production and not isinstance(changes, Problem):
         provenance = gates.check_provenance(d, changes)
         if isinstance(provenance, Problem):
@@ -358,11 +368,26 @@ def deploy(d: Draft, rollback: Rollback) -> None:
         rollback(d, Reason.DEPLOY_REJECTED, f"the API server refused the new images: {refusal.message}")
         return
     images = tuple((c.workload, c.container, c.after) for c in d.run.changes)
-    d.effects.append(SetImages(images))
+    d.effects.append(gitops.set_images(d.run, images, commit_of(d)))
     workloads = sorted({str(c.workload) for c in d.run.changes})
     message = f"stage {d.run.name}: set {len(images)} container image(s) on {', '.join(workloads)}"
+    if d.run.stage.git is not None:
+        message += f" by {gitops.describe(d.run.stage.git)}; the GitOps tool applies it"
     d.move(Step.ROLLING_OUT, Reason.ROLLING_OUT, message, deployed_at=d.now)
     d.event("Normal", Reason.DEPLOYED, message)
+
+
+def commit_of(d: Draft, why: str = "", by: str | None = None) -> gitops.Commit:
+    """What a git stage's commit says about this Release and its current stage run."""
+    assert d.run is not None
+    return gitops.Commit(
+        d.release.key,
+        d.release.application,
+        d.version or d.release.version,
+        d.run.name,
+        by or d.run.decided_by or AUTOMATIC,
+        why,
+    )
 
 
 def record_images(d: Draft) -> None:
@@ -452,17 +477,22 @@ def rollout_pending(d: Draft, want: str) -> list[str]:
     return pending
 
 
-def superseded(d: Draft) -> bool:
+def superseded(d: Draft, rollback: Rollback) -> bool:
     """Another Release or a person re-pinned (or renamed) some of our containers mid-stage: stop,
     and do not fight them; but the containers still on our images go back to what they ran
-    before, so no workload is left on images whose stage failed."""
+    before, so no workload is left on images whose stage failed. (Set back to what they ran
+    before is another controller's doing: see fought.)"""
     assert d.run is not None
+    if fought(d, rollback):
+        return True
     foreign = replaced(d, "after")
     if not foreign:
         return False
     ours = still_ours(d)
     if ours and d.run.stage.rollback_on_failure:
-        d.effects.append(SetImages(ours, restore=True))
+        d.effects.append(
+            gitops.set_images(d.run, ours, commit_of(d, "images replaced mid-stage"), restore=True)
+        )
         put_back = f"; put back the images of {', '.join(sorted({str(w) for w, _, _ in ours}))}"
     else:
         put_back = ""
@@ -472,6 +502,50 @@ def superseded(d: Draft) -> bool:
     )
     d.event("Warning", Reason.SUPERSEDED, message)
     d.move(Step.FAILED, Reason.SUPERSEDED, message, finished_at=d.now)
+    return True
+
+
+def set_back(d: Draft) -> list[tuple[ImageChange, str]]:
+    """Containers running what they ran before the stage again, set so by another field manager
+    than Gantry (managedFields; our own rollback whose record was lost is not someone else's)."""
+    assert d.run is not None
+    back = []
+    for change in d.run.changes or ():
+        seen = d.obs.workloads.get(change.workload)
+        if seen is None or change.before == change.after:
+            continue
+        manager = seen.image_managers.get(change.container)
+        if seen.containers.get(change.container) == change.before and manager not in (None, FIELD_MANAGER):
+            back.append((change, manager))
+    return back
+
+
+def fought(d: Draft, rollback: Rollback) -> bool:
+    """A live stage's images set back to what ran before: once may be a person or a race, and the
+    images are applied once more; twice is another controller owning the field (a GitOps tool
+    re-applying git, Argo CD's self-heal or Flux), and fighting it would flap the workload. The
+    stage stops, naming the field manager and the fix. A git stage cannot fight: the tool applies
+    what Gantry committed."""
+    assert d.run is not None
+    run, pairs = d.run, set_back(d)
+    if run.stage.git is not None or not pairs:
+        return False
+    by = ", ".join(sorted({manager for _, manager in pairs}))
+    back = [change for change, _ in pairs]
+    what = "; ".join(f"{c.workload} container {c.container}" for c in back)
+    if run.reverted_by is None:
+        again = tuple((c.workload, c.container, c.after) for c in back)
+        d.effects.append(gitops.set_images(run, again, commit_of(d)))
+        d.run = replace(run, reverted_by=by)
+        d.event("Warning", Reason.REVERTED, f"stage {run.name}: {what} set back by {by}; applied once more")
+        return True
+    rollback(
+        d,
+        Reason.CONTROLLER_FIGHT,
+        f"{what} set back again by {by}, which owns the image field (a GitOps tool applying git, "
+        f"e.g. Argo CD self-heal or Flux?); fix: deploy this stage through git "
+        f"({run.stage.field}.git) so the tool applies Gantry's commit, or stop {by} managing the image",
+    )
     return True
 
 
@@ -492,7 +566,7 @@ def roll_out(d: Draft, rollback: Rollback, then: Then) -> None:
     if not holds_lock(d):
         lock_lost(d, rollback)
         return
-    if superseded(d):
+    if superseded(d, rollback):
         return
     pending = rollout_pending(d, "after")
     if not pending:
@@ -572,7 +646,7 @@ def run_test(d: Draft, rollback: Rollback) -> None:
     if refusal is not None:
         rollback(d, Reason.TEST_JOB_REJECTED, f"the API server refused the test Job: {refusal.message}")
         return
-    if superseded(d):  # a test result would not be about this Release's images any more
+    if superseded(d, rollback):  # a test result would not be about this Release's images any more
         return
     job = d.obs.job
     if job is None and d.run.test_job is not None:

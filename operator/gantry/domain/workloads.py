@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gantry.domain.images import parse_pinned
 from gantry.domain.pipeline import Stage, Target
@@ -12,6 +12,8 @@ from gantry.domain.reasons import Reason
 
 # On every workload Gantry re-pinned: the operator watches only workloads carrying it.
 LABEL_PIPELINE = "gantry.dev/pipeline"
+# Gantry's name in managedFields (the API server takes it from the User-Agent).
+FIELD_MANAGER = "gantry"
 
 
 @dataclass(frozen=True, order=True)
@@ -44,6 +46,8 @@ class ObservedWorkload:
     ref: WorkloadRef
     containers: Mapping[str, str]  # container name -> image, in spec order
     rollout: Rollout
+    # container name -> the field manager that last set its image (metadata.managedFields), when told
+    image_managers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,93 @@
+"""Where a stage deploys: the live workloads, or a place in git that a GitOps tool applies.
+
+Chosen once per stage (its `git`), so the steps never branch on it: every step asks `set_images`
+for the effect, and the executor beside the adapter either patches the workloads or commits the
+digests (and, for a rollback with `rollback: LiveFirst`, does both, the live re-pin first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gantry.domain.model import SetImages, StageRun
+from gantry.domain.pipeline import GitTarget, Stage
+from gantry.domain.problems import Problem
+from gantry.domain.reasons import Reason
+from gantry.domain.workloads import ImageChange, WorkloadRef
+
+# Trailers on every commit Gantry makes, so `git log --grep` finds a Release's commits.
+RELEASE_TRAILER = "Gantry-Release"
+STAGE_TRAILER = "Gantry-Stage"
+
+
+@dataclass(frozen=True)
+class Commit:
+    """What a commit says: the seed's `type(scope): description`, then who and why, then trailers."""
+
+    release: str  # namespace/name
+    application: str
+    version: str
+    stage: str
+    decided_by: str
+    why: str = ""  # a rollback's cause
+
+    def message(self, images: Sequence[tuple[str, str]], restore: bool) -> str:
+        kind = "revert" if restore else "deploy"
+        title = f"{self.application} {self.version}" + (" rolled back" if restore else "")
+        what = "re-applies the images it ran before" if restore else "deploys by digest"
+        lines = [
+            f"{kind}({self.stage}): {title}",
+            "",
+            f"Release {self.release} ({self.version}) {what} in stage {self.stage}.",
+            f"Decided by: {self.decided_by}",
+            *([f"Why: {self.why}"] if self.why else []),
+            "",
+            *(f"{container}: {image}" for container, image in images),
+            "",
+            f"{RELEASE_TRAILER}: {self.release}",
+            f"{STAGE_TRAILER}: {self.stage}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def set_images(
+    run: StageRun,
+    images: tuple[tuple[WorkloadRef, str, str], ...],
+    commit: Commit,
+    restore: bool = False,
+) -> SetImages:
+    """The effect that puts `images` where `run`'s stage deploys."""
+    target = run.stage.git
+    if target is None:
+        return SetImages(images, restore=restore)
+    return SetImages(
+        images, restore=restore, git=target, commit=commit.message(by_container(images), restore)
+    )
+
+
+def by_container(images: tuple[tuple[WorkloadRef, str, str], ...]) -> list[tuple[str, str]]:
+    """One image per container name (a git target names images, not workloads), in order."""
+    return sorted({container: image for _, container, image in images}.items())
+
+
+def missing_keys(stage: Stage, changes: tuple[ImageChange, ...]) -> Problem | None:
+    """A YAML git target must say where each re-pinned container's image is written."""
+    target = stage.git
+    if target is None or target.format == "Kustomize":
+        return None
+    for container in sorted({c.container for c in changes}):
+        image = target.image(container)
+        if image is None or not image.key:
+            return Problem(
+                Reason.INVALID_PIPELINE,
+                f"{stage.field}.git.images",
+                f"no key for container {container!r}: a {target.format} target writes each image at "
+                "a key path",
+                f"add {{container: {container}, key: <path, e.g. {container}.image>}} to git.images",
+            )
+    return None
+
+
+def describe(target: GitTarget | None) -> str:
+    return f"a commit to {target.describe()}" if target is not None else "the live workloads"

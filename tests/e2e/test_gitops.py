@@ -1,0 +1,195 @@
+"""Stages that deploy through git: Gantry commits the digests, a GitOps tool (played by the
+harness's syncer, over a real bare origin) applies them, and Gantry observes the rollout; a
+rollback is a commit too. And a live stage beside a self-healing GitOps tool is told apart from
+a bare timeout: the other controller is named, with the fix."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import FAST
+from tests.e2e import manifests as m
+from tests.git.repos import origin_and_clone
+from tests.harness.cluster import Cluster
+from tests.harness.operator import OperatorThread, RecordingAlerter
+from tests.harness.syncer import Syncer
+
+pytestmark = pytest.mark.e2e
+
+
+def deploy_repository(tmp_path: Path, namespace: str) -> Path:
+    """The team's deploy repository: staging as a kustomization over the workloads' manifests,
+    and files Gantry must never touch."""
+    origin, work = origin_and_clone(tmp_path, "deploy")
+    staging = work.path / "staging"
+    staging.mkdir()
+    (staging / "deployment.yaml").write_text(yaml.safe_dump_all(m.workloads(namespace)))
+    (staging / "kustomization.yaml").write_text(
+        "# staging: what main runs\nresources:\n  - deployment.yaml  # web and worker\n"
+    )
+    (work.path / "README.md").write_text("deploy repository\n")
+    work.git("add", "-A")
+    work.git("commit", "-q", "-m", "chore: staging as a kustomization")
+    work.git("push", "-q", "origin", "main")
+    return origin
+
+
+def git(origin: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "--git-dir", str(origin), *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def git_pipeline(namespace: str, origin: Path, **git_options: Any) -> dict[str, Any]:
+    pipeline = m.pipeline(
+        namespace, **{k: v for k, v in git_options.items() if k in ("script", "test_timeout")}
+    )
+    target = {"repository": str(origin), "branch": "main", "path": "staging"}
+    target.update({k: v for k, v in git_options.items() if k not in ("script", "test_timeout")})
+    pipeline["spec"]["stages"][0]["git"] = target
+    return pipeline
+
+
+def release(namespace: str, name: str, seed: str) -> dict[str, Any]:
+    """A Release naming its version, without a source repository (the operator has a git cache)."""
+    body = m.release(namespace, name, seed)
+    del body["spec"]["source"]
+    return body
+
+
+@pytest.fixture
+def gitops_operator(cluster: Cluster, tmp_path: Path) -> Iterator[OperatorThread]:
+    running = OperatorThread(replace(FAST, git_cache=str(tmp_path / "git-cache")), RecordingAlerter()).start()
+    yield running
+    running.stop()
+
+
+def test_staging_promotion_is_a_commit_the_gitops_tool_applies(
+    cluster: Cluster, gitops_operator: OperatorThread, namespace: str, tmp_path: Path
+) -> None:
+    origin = deploy_repository(tmp_path, namespace)
+    for workload in m.workloads(namespace):  # what the GitOps tool created from git
+        cluster.apply(workload)
+    cluster.apply(git_pipeline(namespace, origin))
+    with Syncer(cluster, origin, "staging") as syncer:
+        cluster.apply(release(namespace, "shop-v1", "v1"))
+        body = cluster.wait_for_phase(namespace, "shop-v1", "Verified", "Failed", "Blocked")
+        assert body["status"]["phase"] == "Verified", body["status"]["message"]
+        head = git(origin, "rev-parse", "main").strip()
+        assert head in syncer.applied  # the cluster runs what git says, applied by the tool
+
+    # The live workloads run the Release's digests, and only those containers changed.
+    assert cluster.images("Deployment", namespace, "web") == {
+        "web": m.image("web", "v1"),
+        "istio-proxy": "istio/proxyv2@" + m.digest("istio"),
+    }
+    assert cluster.images("Deployment", namespace, "worker") == {"worker": m.image("worker", "v1")}
+    # One honest commit, touching the kustomization only, its comments kept.
+    message = git(origin, "log", "-1", "--format=%B", "main")
+    assert message.startswith("deploy(staging): shop v1.0.0\n"), message
+    assert f"Gantry-Release: {namespace}/shop-v1" in message and "Gantry-Stage: staging" in message
+    assert f"web: {m.image('web', 'v1')}" in message
+    assert git(origin, "show", "--name-only", "--format=", "main").split() == ["staging/kustomization.yaml"]
+    kustomization = git(origin, "show", "main:staging/kustomization.yaml")
+    assert "# web and worker" in kustomization
+    images = {i["name"]: i["digest"] for i in yaml.safe_load(kustomization)["images"]}
+    assert images == {f"{m.REGISTRY}/web": m.digest("v1"), f"{m.REGISTRY}/worker": m.digest("v1")}
+    # The rollback target is what ran before, as for a live stage.
+    run = body["status"]["stages"][0]
+    assert {(i["container"], i["before"]) for i in run["images"]} == {
+        ("web", m.OLD_WEB),
+        ("worker", m.OLD_WORKER),
+    }
+    cluster.wait_for_events(namespace, "shop-v1", "Committed", "RolledOut", "Verified")
+
+
+def test_a_failed_stage_rolls_back_by_a_commit(
+    cluster: Cluster, gitops_operator: OperatorThread, namespace: str, tmp_path: Path
+) -> None:
+    origin = deploy_repository(tmp_path, namespace)
+    for workload in m.workloads(namespace):
+        cluster.apply(workload)
+    cluster.apply(git_pipeline(namespace, origin, script="echo checkout broken; exit 1"))
+    with Syncer(cluster, origin, "staging"):
+        cluster.apply(release(namespace, "shop-v2", "v2"))
+        body = cluster.wait_for_phase(namespace, "shop-v2", "Failed", "Verified")
+        assert body["status"]["phase"] == "Failed" and body["status"]["reason"] == "TestFailed"
+        assert "stage rolled back" in body["status"]["message"]
+
+    titles = git(origin, "log", "--format=%s", "main").splitlines()
+    assert titles[:2] == ["revert(staging): shop v1.0.0 rolled back", "deploy(staging): shop v1.0.0"]
+    revert = git(origin, "log", "-1", "--format=%B", "main")
+    assert "Why: stage staging: test Job" in revert and f"web: {m.OLD_WEB}" in revert
+    images = {
+        i["name"]: i["digest"]
+        for i in yaml.safe_load(git(origin, "show", "main:staging/kustomization.yaml"))["images"]
+    }
+    assert images == {f"{m.REGISTRY}/web": m.digest("old"), f"{m.REGISTRY}/worker": m.digest("old")}
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB
+    assert cluster.images("Deployment", namespace, "worker")["worker"] == m.OLD_WORKER
+
+
+def test_a_live_first_rollback_restores_at_once_with_git_unreachable(
+    cluster: Cluster, gitops_operator: OperatorThread, namespace: str, tmp_path: Path
+) -> None:
+    origin = deploy_repository(tmp_path, namespace)
+    for workload in m.workloads(namespace):
+        cluster.apply(workload)
+    cluster.apply(
+        git_pipeline(namespace, origin, rollback="LiveFirst", script="sleep infinity", test_timeout=3)
+    )
+    with Syncer(cluster, origin, "staging"):
+        cluster.apply(release(namespace, "shop-v3", "v3"))
+        cluster.wait_for(
+            "the test started",
+            lambda: any(
+                r.get("testJob")
+                for r in cluster.release(namespace, "shop-v3").get("status", {}).get("stages") or ()
+            ),
+        )
+        assert cluster.images("Deployment", namespace, "web")["web"] == m.image("web", "v3")
+        gone = origin.with_name("deploy-away.git")
+        origin.rename(gone)  # the git host goes down while the test runs; the test then times out
+        try:
+            body = cluster.wait_for_phase(namespace, "shop-v3", "Failed", "Verified")
+        finally:
+            gone.rename(origin)
+
+    assert body["status"]["reason"] == "TestTimeout", body["status"]["message"]
+    assert "stage rolled back" in body["status"]["message"]
+    # The rollback did not wait for git: the live workloads are back, and the Event says what git
+    # still names and what to do.
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB
+    assert cluster.images("Deployment", namespace, "worker")["worker"] == m.OLD_WORKER
+    failed = cluster.wait_for_events(namespace, "shop-v3", "GitCommitFailed")
+    said = next(e["message"] for e in failed if e["reason"] == "GitCommitFailed")
+    assert "the rollback is live" in said and "staging/kustomization.yaml" in said
+    assert git(origin, "log", "-1", "--format=%s", "main").startswith("deploy(staging): shop")
+
+
+def test_a_self_healing_gitops_tool_is_named_as_the_other_controller(
+    cluster: Cluster, operator: OperatorThread, namespace: str, tmp_path: Path
+) -> None:
+    origin = deploy_repository(tmp_path, namespace)
+    for workload in m.workloads(namespace):
+        cluster.apply(workload)
+    # A live stage, while a GitOps tool re-applies the same workloads from git (selfHeal).
+    cluster.apply(m.pipeline(namespace, script="sleep infinity"))
+    with Syncer(cluster, origin, "staging", self_heal=True):
+        cluster.apply(release(namespace, "shop-v4", "v4"))
+        body = cluster.wait_for_phase(namespace, "shop-v4", "Failed", "Verified")
+
+    status = body["status"]
+    assert status["reason"] == "ControllerFight", status["message"]
+    assert "set back again by argocd-controller" in status["message"]
+    assert "spec.stages[0].git" in status["message"]  # the fix
+    cluster.wait_for_events(namespace, "shop-v4", "Reverted")
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB  # git's, untouched since

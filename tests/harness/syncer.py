@@ -1,0 +1,153 @@
+"""The GitOps tool, played in the harness: applies one path of one branch of a real (bare) git
+origin to the API server whenever the branch moves, as Argo CD or Flux do; with `self_heal`, it
+also puts back any drift of the live workloads from git (Argo CD's selfHeal).
+
+It renders the two shapes Gantry writes: a kustomization (its `resources:` files in the same
+directory, with the `images:` overrides applied as kustomize does) or a YAML file of manifests,
+or a values file through a `render` function the test gives (a chart's template, in effect). It
+only changes container images of existing Deployments: enough to be the other controller.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import config as k8s_config
+
+from gantry.adapters.kube import ApiError, Kube
+from tests.harness.cluster import Cluster, object_path
+
+Render = Callable[[Mapping[str, Any]], list[dict[str, Any]]]
+
+
+class Syncer:
+    def __init__(
+        self,
+        cluster: Cluster,
+        origin: Path,
+        path: str,
+        branch: str = "main",
+        render: Render | None = None,
+        self_heal: bool = False,
+        manager: str = "argocd-controller",
+        interval: float = 0.1,
+    ) -> None:
+        self.origin, self.path, self.branch = origin, path, branch
+        self.render, self.self_heal, self.interval = render, self_heal, interval
+        api = k8s_config.new_client_from_config(config_file=str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
+        api.user_agent = f"{manager}/1.0"  # its name in managedFields, as a real tool's
+        self.kube = Kube(api)
+        self.applied: list[str] = []  # the commits it applied, in order
+        self.healed = 0  # live drifts it put back
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gitops-syncer", daemon=True)
+
+    def start(self) -> Syncer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def __enter__(self) -> Syncer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_applied(self, commit: str, seconds: float = 30) -> None:
+        deadline = time.monotonic() + seconds
+        while commit not in self.applied:
+            assert time.monotonic() < deadline, f"the syncer never applied {commit[:12]}"
+            time.sleep(0.05)
+
+    def _git(self, *args: str) -> str:
+        return subprocess.run(
+            ["git", "--git-dir", str(self.origin), *args], check=True, capture_output=True, text=True
+        ).stdout
+
+    def _run(self) -> None:
+        seen: str | None = None
+        while not self._stop.wait(self.interval):
+            try:
+                head = self._git("rev-parse", f"refs/heads/{self.branch}").strip()
+            except (subprocess.CalledProcessError, FileNotFoundError):
+                continue  # the branch (or the origin) is not there: a real tool waits, too
+            if head != seen or self.self_heal:
+                try:
+                    drifted = self._apply(head)
+                except ApiError:
+                    continue  # a conflict with another writer: again on the next look
+                if head != seen:
+                    self.applied.append(head)
+                    seen = head
+                elif drifted:
+                    self.healed += 1
+
+    def manifests(self, commit: str) -> list[dict[str, Any]]:
+        kustomization = f"{self.path.rstrip('/')}/kustomization.yaml"
+        listed = self._git("ls-tree", "-r", "--name-only", commit, "--", self.path).split()
+        if kustomization in listed:
+            return self._kustomize(commit, kustomization)
+        text = self._git("show", f"{commit}:{self.path}")
+        if self.render is not None:
+            return self.render(yaml.safe_load(text) or {})
+        return [d for d in yaml.safe_load_all(text) if d]
+
+    def _kustomize(self, commit: str, kustomization: str) -> list[dict[str, Any]]:
+        spec = yaml.safe_load(self._git("show", f"{commit}:{kustomization}")) or {}
+        base = self.path.rstrip("/")
+        docs = [
+            d
+            for resource in spec.get("resources") or ()
+            for d in yaml.safe_load_all(self._git("show", f"{commit}:{base}/{resource}"))
+            if d
+        ]
+        overrides = {i["name"]: i for i in spec.get("images") or ()}
+        for doc in docs:
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                container["image"] = kustomized(container["image"], overrides)
+        return docs
+
+    def _apply(self, commit: str) -> bool:
+        """Make the live Deployments' images what git says; True if any had drifted."""
+        drifted = False
+        for doc in self.manifests(commit):
+            meta = doc["metadata"]
+            path = object_path(doc["kind"], meta["namespace"], meta["name"])
+            live = self.kube.get(path)
+            if live is None:
+                continue
+            wanted = {c["name"]: c["image"] for c in doc["spec"]["template"]["spec"]["containers"]}
+            containers = live["spec"]["template"]["spec"]["containers"]
+            if all(wanted.get(c["name"], c["image"]) == c["image"] for c in containers):
+                continue
+            for container in containers:
+                container["image"] = wanted.get(container["name"], container["image"])
+            self.kube.replace(path, live)
+            drifted = True
+        return drifted
+
+
+def kustomized(image: str, overrides: Mapping[str, Mapping[str, Any]]) -> str:
+    """An image as kustomize's `images:` transformer rewrites it."""
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    if ":" in name[slash + 1 :]:
+        name = name.rsplit(":", 1)[0]
+    override = overrides.get(name)
+    if override is None:
+        return image
+    new = override.get("newName") or name
+    if override.get("digest"):
+        return f"{new}@{override['digest']}"
+    if override.get("newTag"):
+        return f"{new}:{override['newTag']}"
+    return new + image[len(name) :]
