@@ -193,3 +193,59 @@ def test_a_self_healing_gitops_tool_is_named_as_the_other_controller(
     assert "spec.stages[0].git" in status["message"]  # the fix
     cluster.wait_for_events(namespace, "shop-v4", "Reverted")
     assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB  # git's, untouched since
+
+
+def test_the_seeds_production_branch_takes_the_tag_staging_ran_and_rolls_back_to_the_previous_tag(
+    cluster: Cluster, gitops_operator: OperatorThread, namespace: str, tmp_path: Path
+) -> None:
+    """main is what staging runs; production is a branch that receives the tagged snapshot of what
+    staging ran (a merge of the tag), and a rollback returns the path to the previous tag."""
+    prod = f"{namespace}-prod"
+    origin, work = origin_and_clone(tmp_path, "deploy")
+    (work.path / "shop").mkdir()
+    manifests = m.workloads("unused")
+    for manifest in manifests:
+        del manifest["metadata"]["namespace"]  # each environment's tool applies to its own namespace
+    (work.path / "shop" / "deployment.yaml").write_text(yaml.safe_dump_all(manifests))
+    (work.path / "shop" / "kustomization.yaml").write_text("resources:\n- deployment.yaml\n")
+    work.git("add", "-A")
+    work.git("commit", "-q", "-m", "chore: shop's manifests")
+    work.git("push", "-q", "origin", "main", "main:production")
+    for workload in m.workloads(namespace) + m.workloads(prod):
+        cluster.apply(workload)
+    pipeline = m.pipeline(namespace)
+    pipeline["spec"]["stages"][0]["git"] = {"repository": str(origin), "branch": "main", "path": "shop"}
+    pipeline["spec"]["stages"][1].update(
+        targets=[{"namespace": prod, "name": "web"}, {"namespace": prod, "name": "worker"}],
+        promotion="Auto",
+        git={"repository": str(origin), "branch": "production", "path": "shop", "promoteFrom": "staging"},
+    )
+    cluster.apply(pipeline)
+    staging_tool = Syncer(cluster, origin, "shop", namespace=namespace)
+    production_tool = Syncer(cluster, origin, "shop", branch="production", namespace=prod)
+    with staging_tool, production_tool:
+        for name, seed, version in (("shop-v1", "v1", "v1.0.0"), ("shop-v2", "v2", "v1.1.0")):
+            body = m.release(namespace, name, seed, version=version)
+            del body["spec"]["source"]
+            cluster.apply(body)
+            released = cluster.wait_for_phase(namespace, name, "Released", "Failed", "Blocked")
+            assert released["status"]["phase"] == "Released", released["status"]["message"]
+            # The tag is on the commit staging ran; production is a merge of it, the path identical.
+            tagged = git(origin, "rev-parse", f"shop/{version}^{{commit}}").strip()
+            assert f"Gantry-Release: {namespace}/{name}" in git(origin, "log", "-1", "--format=%B", tagged)
+            head = git(origin, "rev-parse", "production").strip()
+            assert git(origin, "log", "-1", "--format=%P", head).split()[1] == tagged
+            assert git(origin, "rev-parse", f"{head}:shop") == git(origin, "rev-parse", f"{tagged}:shop")
+            assert git(origin, "log", "-1", "--format=%s", head) == f"deploy(production): shop {version}\n"
+            assert cluster.images("Deployment", prod, "web")["web"] == m.image("web", seed)
+
+        cluster.apply(m.decision(namespace, "shop-v2", "Rollback"))
+        rolled = cluster.wait_for_phase(namespace, "shop-v2", "RolledBack", "Failed")
+        assert rolled["status"]["phase"] == "RolledBack", rolled["status"]["message"]
+
+    head = git(origin, "rev-parse", "production").strip()
+    assert git(origin, "log", "-1", "--format=%s", head) == "revert(production): shop v1.1.0 rolled back\n"
+    assert "Decided by: bob" in git(origin, "log", "-1", "--format=%B", head)
+    assert git(origin, "rev-parse", f"{head}:shop") == git(origin, "rev-parse", "shop/v1.0.0^{commit}:shop")
+    assert cluster.images("Deployment", prod, "web")["web"] == m.image("web", "v1")
+    assert cluster.images("Deployment", prod, "worker")["worker"] == m.image("worker", "v1")

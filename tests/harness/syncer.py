@@ -37,8 +37,10 @@ class Syncer:
         self_heal: bool = False,
         manager: str = "argocd-controller",
         interval: float = 0.1,
+        namespace: str | None = None,
     ) -> None:
         self.origin, self.path, self.branch = origin, path, branch
+        self.namespace = namespace  # for manifests that name none (an Application's destination)
         self.render, self.self_heal, self.interval = render, self_heal, interval
         api = k8s_config.new_client_from_config(config_file=str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
         api.user_agent = f"{manager}/1.0"  # its name in managedFields, as a real tool's
@@ -121,7 +123,7 @@ class Syncer:
         drifted = False
         for doc in self.manifests(commit):
             meta = doc["metadata"]
-            path = object_path(doc["kind"], meta["namespace"], meta["name"])
+            path = object_path(doc["kind"], meta.get("namespace") or self.namespace, meta["name"])
             live = self.kube.get(path)
             if live is None:
                 continue

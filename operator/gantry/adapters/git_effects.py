@@ -80,7 +80,8 @@ def commit_images(ctx: Context, effect: SetImages) -> None:
         )
     credentials = git_credentials(ctx.adapters.resources, ctx.namespace, ctx.pipeline)
     try:
-        commit = targets.write(target, by_container(effect.images), effect.commit, credentials)
+        images = by_container(effect.images)
+        commit = targets.write(target, images, effect.commit, credentials, effect.snapshot)
     except GitError as error:
         raise EffectFailed(Failure.UNAVAILABLE, str(error)) from error
     if commit is not None:

@@ -22,6 +22,8 @@ from ruamel.yaml.util import load_yaml_guess_indent
 
 import git
 from gantry.adapters.git import REMOTE_TIMEOUT, GitError, remote_options, with_credentials
+from gantry.domain.gitops import RELEASE_TRAILER, STAGE_TRAILER
+from gantry.domain.model import GitSnapshot
 from gantry.domain.pipeline import GitTarget
 
 PUSH_ATTEMPTS = 3
@@ -46,9 +48,11 @@ class GitTargets:
         images: Iterable[tuple[str, str]],
         message: str,
         credentials: tuple[str, str] | None = None,
+        snapshot: GitSnapshot | None = None,
     ) -> str | None:
         """Commit `images` (container, image) into the target's file and push; the new commit, or
-        None when the file already said so."""
+        None when the file already said so. With a `snapshot` (a production branch), the path is
+        taken whole from the snapshot's tag instead, made first when deploying."""
         key = f"{target.repository}#{target.branch}"
         path = self.root / hashlib.sha256(key.encode()).hexdigest()[:16]
         with self._guard:
@@ -56,7 +60,7 @@ class GitTargets:
         if not lock.acquire(timeout=self.timeout):
             raise GitError(f"{target.describe()}: another commit has not finished in {self.timeout:g}s")
         try:
-            return self._write(path, target, list(images), message, credentials)
+            return self._write(path, target, list(images), message, credentials, snapshot)
         except git.GitCommandError as error:
             text = " ".join(str(error.stderr or error).replace("stderr: ", "").split())[:300]
             if "did not complete in" in text:
@@ -72,6 +76,7 @@ class GitTargets:
         images: list[tuple[str, str]],
         message: str,
         credentials: tuple[str, str] | None,
+        snapshot: GitSnapshot | None,
     ) -> str | None:
         remote, options = with_credentials(target.repository, credentials), remote_options(self.timeout)
         if not (path / ".git").exists():  # the command, not Repo.clone_from: only a command times out
@@ -84,24 +89,106 @@ class GitTargets:
                 "--quiet", "origin", f"+refs/heads/{target.branch}:refs/remotes/origin/head", **options
             )
             repo.git.checkout("--quiet", "--force", "-B", "gantry-target", "refs/remotes/origin/head")
-            file = path / target.file
-            if not file.is_file():
-                raise GitError(f"{target.describe()}: the file does not exist (create it first)")
-            before = file.read_text()
-            after = edit(target, before, images)
-            if after == before:
+            tagged = self._tagged(repo, target, snapshot, images, options) if snapshot else None
+            if snapshot is not None and tagged is not None:
+                parents = self._take_path(repo, target, tagged, merge=snapshot.release is not None)
+            else:
+                parents = self._edit_file(path, repo, target, images)
+            if parents is None:
                 return None
-            file.write_text(after)
-            repo.git.add("--", target.file)
             with repo.git.custom_environment(**AUTHOR):
-                repo.git.commit("--quiet", "-m", message)
+                tree = repo.git.write_tree()
+                commit = repo.git.commit_tree(tree, *(f"-p{p}" for p in parents), "-m", message)
             try:
-                repo.git.push("--quiet", "origin", f"HEAD:refs/heads/{target.branch}", **options)
-                return str(repo.head.commit.hexsha)
+                repo.git.push("--quiet", "origin", f"{commit}:refs/heads/{target.branch}", **options)
+                return str(commit)
             except git.GitCommandError:
                 if attempt == PUSH_ATTEMPTS - 1:
                     raise
         return None  # not reached: the last attempt returns or raises
+
+    @staticmethod
+    def _edit_file(
+        path: Path, repo: git.Repo, target: GitTarget, images: list[tuple[str, str]]
+    ) -> list[str] | None:
+        """Write the images into the file and stage it; the new commit's parents, or None when the
+        file already says so."""
+        file = path / target.file
+        if not file.is_file():
+            raise GitError(f"{target.describe()}: the file does not exist (create it first)")
+        before = file.read_text()
+        after = edit(target, before, images)
+        if after == before:
+            return None
+        file.write_text(after)
+        repo.git.add("--", target.file)
+        return [str(repo.head.commit.hexsha)]
+
+    @staticmethod
+    def _take_path(repo: git.Repo, target: GitTarget, tagged: str, merge: bool) -> list[str] | None:
+        """Stage the path exactly as the tagged commit has it (files it lacks are removed); the new
+        commit's parents (a merge of the tag when promoting), or None when the path is the same."""
+        head = str(repo.head.commit.hexsha)
+        ours = repo.git.rev_parse("--verify", "--quiet", f"{head}:{target.path}", with_exceptions=False)
+        if ours and ours == repo.git.rev_parse(f"{tagged}:{target.path}"):
+            return None
+        repo.git.rm("-r", "-q", "--ignore-unmatch", "--", target.path)
+        repo.git.checkout(tagged, "--", target.path)
+        return [head, tagged] if merge else [head]
+
+    def _tagged(
+        self,
+        repo: git.Repo,
+        target: GitTarget,
+        snapshot: GitSnapshot,
+        images: list[tuple[str, str]],
+        options: dict[str, Any],
+    ) -> str | None:
+        """The commit the snapshot's tag names. Deploying: the tag is made, once, on the source
+        stage's commit of this Release, which must hold its digests (never a commit that did not
+        pass that stage); restoring: None when the version returned to was never tagged."""
+        repo.git.fetch("--quiet", "--prune", "origin", "+refs/tags/*:refs/tags/*", **options)
+        ref = f"refs/tags/{snapshot.tag}^{{commit}}"
+        existing = str(repo.git.rev_parse("--verify", "--quiet", ref, with_exceptions=False)) or None
+        if snapshot.release is None:
+            return existing
+        source = target.source
+        assert source is not None  # a snapshot is made for a target with a source stage only
+        commit = existing or self._stage_commit(repo, source, snapshot, options)
+        text = repo.git.show(f"{commit}:{source.file}", with_exceptions=False) if commit else ""
+        missing = [image for _, image in images if image.rpartition("@")[2] not in text]
+        if missing:
+            raise GitError(
+                f"{source.describe()}: the commit of stage {snapshot.stage} ({commit[:12] or 'none'}) does "
+                f"not hold {', '.join(missing)}; production takes only what that stage ran"
+            )
+        if existing is None:
+            with repo.git.custom_environment(**AUTHOR):
+                repo.git.tag(
+                    "-a", snapshot.tag, commit, "-m", f"{snapshot.tag}: passed stage {snapshot.stage}"
+                )
+            try:
+                repo.git.push("--quiet", "origin", f"refs/tags/{snapshot.tag}", **options)
+            except git.GitCommandError:
+                repo.git.tag("-d", snapshot.tag, with_exceptions=False)  # tags never move: ask again
+                raise
+        return commit
+
+    @staticmethod
+    def _stage_commit(
+        repo: git.Repo, source: GitTarget, snapshot: GitSnapshot, options: dict[str, Any]
+    ) -> str:
+        """This Release's commit of the source stage (its trailers), or, when that stage had nothing
+        to commit (the file already held the digests), the last commit of the file."""
+        branch = "refs/remotes/origin/source"
+        repo.git.fetch("--quiet", "origin", f"+refs/heads/{source.branch}:{branch}", **options)
+        trailers = (
+            f"--grep=^{RELEASE_TRAILER}: {snapshot.release}$",
+            f"--grep=^{STAGE_TRAILER}: {snapshot.stage}$",
+            "--all-match",
+        )
+        found = str(repo.git.log("-1", "--format=%H", *trailers, branch, "--", source.file)).strip()
+        return found or str(repo.git.log("-1", "--format=%H", branch, "--", source.file)).strip()
 
 
 def edit(target: GitTarget, text: str, images: Iterable[tuple[str, str]]) -> str:
@@ -109,6 +196,7 @@ def edit(target: GitTarget, text: str, images: Iterable[tuple[str, str]]) -> str
     _, indent, offset = load_yaml_guess_indent(text)  # keep the file's own indentation
     yaml = YAML()
     yaml.preserve_quotes = True
+    yaml.width = 4096  # never fold a long image reference onto a second line
     yaml.indent(mapping=indent or 2, sequence=indent or 2, offset=offset or 0)
     doc = yaml.load(text) or {}
     for container, image in images:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gantry.domain.model import SetImages, StageRun
+from gantry.domain.model import GitSnapshot, SetImages, StageRun
 from gantry.domain.pipeline import GitTarget, Stage
 from gantry.domain.problems import Problem
 from gantry.domain.reasons import Reason
@@ -56,14 +56,31 @@ def set_images(
     images: tuple[tuple[WorkloadRef, str, str], ...],
     commit: Commit,
     restore: bool = False,
+    restores: str | None = None,
 ) -> SetImages:
-    """The effect that puts `images` where `run`'s stage deploys."""
+    """The effect that puts `images` where `run`'s stage deploys. `restores`: the version a
+    rollback returns to, when known (a production branch then takes that version's tag)."""
     target = run.stage.git
     if target is None:
         return SetImages(images, restore=restore)
-    return SetImages(
-        images, restore=restore, git=target, commit=commit.message(by_container(images), restore)
-    )
+    message = commit.message(by_container(images), restore)
+    return SetImages(images, restore, target, message, snapshot(target, commit, restore, restores))
+
+
+def tag_name(application: str, version: str) -> str:
+    """The tag a promoted snapshot gets in the deploy repository (not the application's own
+    vX.Y.Z, which may live in the same repository)."""
+    return f"{application}/{version}"
+
+
+def snapshot(target: GitTarget, commit: Commit, restore: bool, restores: str | None) -> GitSnapshot | None:
+    """A production branch deploys the tag of the source stage's commit, and rolls back to the
+    previous version's tag; a restore without a known version writes the images instead."""
+    if target.source is None:
+        return None
+    if not restore:
+        return GitSnapshot(tag_name(commit.application, commit.version), commit.release, target.promote_from)
+    return GitSnapshot(tag_name(commit.application, restores)) if restores else None
 
 
 def by_container(images: tuple[tuple[WorkloadRef, str, str], ...]) -> list[tuple[str, str]]:

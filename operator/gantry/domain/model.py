@@ -217,6 +217,18 @@ class ReleaseLock:
 
 
 @dataclass(frozen=True)
+class GitSnapshot:
+    """The seed's production branch: the stage's path taken whole from a tag on the source
+    stage's branch (see domain.gitops), never written anew."""
+
+    tag: str  # e.g. shop/v1.2.0
+    # Deploying: the Release whose commit on the source branch gets the tag (made once, never
+    # moved). Restoring: None, the tag of the version returned to must exist.
+    release: str | None = None
+    stage: str | None = None  # that commit's stage (its Gantry-Stage trailer)
+
+
+@dataclass(frozen=True)
 class SetImages:
     images: tuple[tuple[WorkloadRef, str, str], ...]  # (workload, container, image)
     # A rollback: every workload gets its images back even if another refuses (each refusal is a
@@ -226,6 +238,7 @@ class SetImages:
     # this message; the GitOps tool applies them and the rollout is observed as for a live patch.
     git: GitTarget | None = None
     commit: str = field(default="", compare=False)
+    snapshot: GitSnapshot | None = None
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,10 @@ class GitTarget:
     format: str = "Kustomize"
     images: tuple[GitImage, ...] = ()
     rollback: str = "Commit"  # LiveFirst: re-pin the live workloads at once, then commit
+    # The seed's production branch: take the path as the named earlier stage committed it, tagged,
+    # merged into this branch (never written anew); `source` is that stage's target, resolved.
+    promote_from: str | None = None
+    source: GitTarget | None = None
 
     @property
     def file(self) -> str:
@@ -115,6 +119,8 @@ class GitTarget:
             "format": self.format,
             "rollback": self.rollback,
             **({"images": [i.to_spec() for i in self.images]} if self.images else {}),
+            **({"promoteFrom": self.promote_from} if self.promote_from else {}),
+            **({"source": self.source.to_spec()} if self.source is not None else {}),
         }
 
 
@@ -296,6 +302,10 @@ def parse_pipeline(name: str, spec: Mapping[str, Any]) -> Pipeline | Problem:
             )
         seen.add(stage.name)
         stages.append(stage)
+    resolved = _resolve_promotions(stages)
+    if isinstance(resolved, Problem):
+        return resolved
+    stages = resolved
     production = [s for s in stages if s.production]
     if len(production) > 1 or (production and production[0] is not stages[-1]):
         return Problem(
@@ -470,7 +480,48 @@ def _parse_git_target(where: str, raw: Any) -> GitTarget | Problem | None:
         GitImage(str(i["container"]), i.get("name") or None, i.get("key") or None)
         for i in raw.get("images") or ()
     )
-    return GitTarget(str(raw["repository"]), str(raw["branch"]), path, fmt, images, rollback)
+    source = _parse_git_target(f"{where}.source", raw.get("source"))  # pinned in a Release's status
+    if isinstance(source, Problem):
+        return source
+    promote_from = str(raw["promoteFrom"]) if raw.get("promoteFrom") else None
+    return GitTarget(
+        str(raw["repository"]), str(raw["branch"]), path, fmt, images, rollback, promote_from, source
+    )
+
+
+def _resolve_promotions(stages: list[Stage]) -> list[Stage] | Problem:
+    """Each git.promoteFrom names an earlier git stage of the same repository and path on another
+    branch (staging on main, production on production): the source is filled in from it."""
+    out = []
+    for stage in stages:
+        target = stage.git
+        if target is None or target.promote_from is None:
+            out.append(stage)
+            continue
+        source = next((s for s in stages[: stage.index] if s.name == target.promote_from), None)
+        where = f"{stage.field}.git.promoteFrom"
+        if source is None or source.git is None:
+            return Problem(
+                Reason.INVALID_PIPELINE,
+                where,
+                f"{target.promote_from!r} is no earlier stage that deploys through git",
+                "name the stage whose commits this branch takes (e.g. staging, deploying to main)",
+            )
+        theirs = source.git
+        if (theirs.repository, theirs.path) != (
+            target.repository,
+            target.path,
+        ) or theirs.branch == target.branch:
+            return Problem(
+                Reason.INVALID_PIPELINE,
+                where,
+                f"stage {source.name} writes {theirs.describe()}; a promotion takes the same path "
+                "of the same repository to another branch",
+                f"give both stages repository {theirs.repository} and path {theirs.path}, and this one "
+                "its own branch",
+            )
+        out.append(replace(stage, git=replace(target, source=theirs)))
+    return out
 
 
 def safe_path(path: str) -> bool:

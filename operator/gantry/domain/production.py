@@ -304,7 +304,9 @@ def start_rollback(d: Draft, reason: str, detail: str, by: str, why: str = "") -
             PreemptLock(environment, f"production rollback of {d.release.key}", hold=True, freeze=False)
         )
     images = tuple((c.workload, c.container, wanted[i]) for i, c in enumerate(d.run.changes))
-    d.effects.append(gitops.set_images(d.run, images, steps.commit_of(d, why or detail, by), restore=True))
+    commit = steps.commit_of(d, why or detail, by)
+    restores = str(target.get("version") or "") or None
+    d.effects.append(gitops.set_images(d.run, images, commit, restore=True, restores=restores))
     d.effects.extend(revert_staging(d, why or detail, by))
     message = f"{detail}; re-applying {target.get('release')} ({target.get('version')}), the previous Release"
     d.event("Warning", Reason.ROLLING_BACK, message)
