@@ -5,7 +5,6 @@ a bare timeout: the other controller is named, with the fix."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import replace

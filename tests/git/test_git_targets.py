@@ -40,7 +40,10 @@ def show(origin: Path, *what: str) -> str:
 
 
 def test_kustomize_images_keep_the_file_and_follow_its_entries() -> None:
-    text = "# overlay\nimages:\n  - name: shop/web   # base name\n    newName: reg.example/shop/web\n    newTag: '1.0'\n"
+    text = (
+        "# overlay\nimages:\n  - name: shop/web   # base name\n"
+        "    newName: reg.example/shop/web\n    newTag: '1.0'\n"
+    )
     out = edit(GitTarget("r", "main", "p"), text, [("web", WEB)])
     assert out == (
         "# overlay\nimages:\n  - name: shop/web   # base name\n    newName: reg.example/shop/web\n"
