@@ -27,7 +27,9 @@ class DecisionDesk:
     resources: Resources
     reconciler: ReleaseReconciler
 
-    def handle(self, namespace: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    def handle(
+        self, namespace: str, name: str, spec: Mapping[str, Any], carried: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """The ReleaseDecision's status: Accepted / Applied, or Rejected with the reason and the fix."""
         now = to_rfc3339(datetime.now(UTC))
         action = Action(str(spec.get("action")))
@@ -50,6 +52,7 @@ class DecisionDesk:
             "decidedBy": by,
             "reason": spec.get("reason", ""),
             "time": now,
+            **(carried or {}),  # via (the field manager) and commit, for a decision synced from git
         }
         self.resources.append_decision(namespace, target, decision)
         self.reconciler.reconcile(namespace, target)

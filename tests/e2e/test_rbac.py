@@ -45,7 +45,7 @@ def rbac_cluster(
     cluster.apply(pipeline)
     monkeypatch.setenv("KUBECONFIG", str(cluster.as_user("operator", tmp_path).kubeconfig))
     operator = OperatorThread(FAST, RecordingAlerter()).start()
-    users = {"alice": cluster.as_user("alice", tmp_path), "bob": cluster.as_user("bob", tmp_path)}
+    users = {name: cluster.as_user(name, tmp_path) for name in ("alice", "bob", "argocd")}
     await_policy(users["bob"], enforced=True)
     await_policy(users["alice"], enforced=True, by="alice")  # Approve needs the on-call role
     yield users
@@ -123,3 +123,26 @@ def test_developers_release_on_call_approves_and_the_operator_needs_nothing_more
             f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/web", {"spec": {"replicas": 9}}
         )
     assert no_write.value.status == 403
+
+
+def test_a_decision_committed_to_git_names_the_person_and_the_commit(
+    cluster: Cluster, rbac_cluster: dict[str, Any]
+) -> None:
+    """Argo CD applies a ReleaseDecision a person merged: it may name that person, and the record
+    keeps the commit that carried it; a person still decides only in their own name."""
+    alice, argocd = rbac_cluster["alice"], rbac_cluster["argocd"]
+    alice.apply(m.release(NAMESPACE, "shop-v7", "v7"))
+    verified = cluster.wait_for_phase(NAMESPACE, "shop-v7", "Verified", "Failed", "Blocked")
+    assert verified["status"]["phase"] == "Verified"
+    with pytest.raises(ApiError) as impersonation:
+        alice.apply(m.decision(NAMESPACE, "shop-v7", "Rollback", by="carol", name="alice-as-carol"))
+    assert impersonation.value.status == 422
+
+    synced = m.decision(NAMESPACE, "shop-v7", "Approve", by="carol")
+    synced["metadata"]["annotations"] = {"gantry.dev/git-commit": "3f2a9c1"}
+    argocd.apply(synced)
+    released = cluster.wait_for_phase(NAMESPACE, "shop-v7", "Released", "Failed", "Blocked")
+    assert released["status"]["phase"] == "Released", released["status"]["message"]
+    [record] = released["status"]["decisions"]
+    assert (record["action"], record["decidedBy"], record["commit"]) == ("Approve", "carol", "3f2a9c1")
+    assert record["via"]  # the field manager that created it, as the API server recorded it

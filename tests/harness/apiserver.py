@@ -515,8 +515,7 @@ class ApiServer(kmock.KubernetesEmulator):
         )
         for server_owned in ("resourceVersion", "deletionTimestamp"):
             meta.pop(server_owned, None)
-        if key in WORKLOADS:
-            managed_fields.record(None, obj, meta["creationTimestamp"])
+        managed_fields.created(obj, meta["creationTimestamp"])
         if key == CRDS:
             obj["status"] = self._name_crd(obj)
         self._commit("ADDED", key, namespace, name, obj)
@@ -606,6 +605,7 @@ class ApiServer(kmock.KubernetesEmulator):
                     meta[immutable] = old["metadata"][immutable]
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         new["metadata"]["generation"] = old["metadata"].get("generation", 1)
+        managed_fields.kept(old, new)
         if key in WORKLOADS and sub is None:
             managed_fields.record(old, new, now_rfc3339())
         if new == old:

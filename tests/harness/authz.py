@@ -39,6 +39,11 @@ TEST_USERS = {
     ),
     "alice": User("alice", ("shop-developers",)),
     "bob": User("bob", ("shop-oncall",)),
+    # Argo CD's application controller, applying what is committed to git.
+    "argocd": User(
+        "system:serviceaccount:argocd:argocd-application-controller",
+        ("system:serviceaccounts", "system:serviceaccounts:argocd"),
+    ),
 }
 
 

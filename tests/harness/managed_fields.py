@@ -36,6 +36,29 @@ def _container_fields(entry: dict[str, Any]) -> dict[str, Any]:
     return containers
 
 
+def created(obj: dict[str, Any], now: str) -> None:
+    """Every object starts with its creator's entry (the fields themselves are told for workload
+    images only)."""
+    obj["metadata"]["managedFields"] = [
+        {
+            "manager": MANAGER.get(),
+            "operation": "Update",
+            "apiVersion": obj.get("apiVersion", ""),
+            "time": now,
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:metadata": {}},
+        }
+    ]
+    record({"metadata": obj["metadata"]}, obj, now)
+
+
+def kept(old: Mapping[str, Any], new: dict[str, Any]) -> None:
+    """A write never sets managedFields itself: what a client sends back is replaced by the record."""
+    entries = old.get("metadata", {}).get("managedFields")
+    if entries is not None:
+        new.setdefault("metadata", {})["managedFields"] = copy.deepcopy(entries)
+
+
 def record(old: Mapping[str, Any] | None, new: dict[str, Any], now: str) -> None:
     """Give the current manager the images this write changed, taking them from anyone else."""
     before, after = _images(old or {}), _images(new)

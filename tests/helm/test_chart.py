@@ -400,8 +400,10 @@ def test_the_charts_people_roles_give_developers_the_buttons_and_on_call_the_app
     from tests.harness.helm_install import install
 
     cluster = fresh_cluster
-    team = {"namespace": "gantry", "developers": ["shop-developers"], "oncall": ["shop-oncall"]}
-    crds, manifests = chart_files({"people": {"teams": [team]}})
+    argocd = "system:serviceaccount:argocd:argocd-application-controller"
+    oncall = ["shop-oncall", "system:serviceaccounts:argocd"]  # Argo CD applies on-call's decisions from git
+    team = {"namespace": "gantry", "developers": ["shop-developers"], "oncall": oncall}
+    crds, manifests = chart_files({"people": {"teams": [team], "gitopsIdentities": [argocd]}})
     install(cluster, crds, manifests, "gantry")
     alice, bob = cluster.as_user("alice", tmp_path), cluster.as_user("bob", tmp_path)
     await_policy(bob, enforced=True)
@@ -416,6 +418,10 @@ def test_the_charts_people_roles_give_developers_the_buttons_and_on_call_the_app
     with pytest.raises(ApiError) as impersonation:
         bob.apply(m.decision("gantry", "shop-v1", "LiftQuarantine", by="alice"))
     assert "spec.decidedBy must be your own user name" in impersonation.value.message
+    # A decision committed to git: the GitOps tool writes the name the commit gives.
+    cluster.as_user("argocd", tmp_path).apply(
+        m.decision("gantry", "shop-v1", "Approve", by="carol", name="git")
+    )
     cluster.ensure_namespace("shop-other")
     with pytest.raises(ApiError) as elsewhere:  # bound in gantry only
         alice.apply(m.decision("shop-other", "shop-v1", "Rollback", by="alice"))

@@ -6,6 +6,10 @@ from enum import StrEnum
 
 from gantry.domain.phases import Phase
 
+# On a ReleaseDecision committed to git: the commit that carried it, stamped by the GitOps tool
+# (Argo CD: kustomize commonAnnotations with ${ARGOCD_APP_REVISION}); copied into the record.
+GIT_COMMIT_ANNOTATION = "gantry.dev/git-commit"
+
 
 class Action(StrEnum):
     APPROVE = "Approve"
