@@ -18,17 +18,21 @@ from typing import Any
 from gantry.adapters.effects import Adapters
 from gantry.adapters.git import GitError, Repository
 from gantry.adapters.git_effects import git_credentials
+from gantry.adapters.gitops_tools import read_sync
 from gantry.adapters.kube import ApiError
 from gantry.adapters.prometheus import PrometheusSource
 from gantry.adapters.registry import RegistryError, parse_repository
 from gantry.adapters.registry_effects import failure_of
 from gantry.domain import guard, ledger, locks, registry
 from gantry.domain.analysis import Sample, evaluation_due, render
+from gantry.domain.gitops import image_key
 from gantry.domain.model import (
     EffectFailure,
     Observation,
+    ObservedGit,
     ObservedLock,
     ObservedRegistry,
+    ObservedSync,
     Production,
     ReleaseView,
     Source,
@@ -94,7 +98,37 @@ class Observer:
             registry=self.registry(release, pipeline, run, now),
             ahead=self.ahead(release, run),
             freezes=self.freezes(release, pipeline, stage, run),
+            git=self.git(release, run, pipeline),
         )
+
+    def git(
+        self, release: ReleaseView, run: StageRun | None, pipeline: Pipeline | Problem
+    ) -> ObservedGit | None:
+        """A git stage rolling out (or back): its branch, the Release's commit there, whether the
+        file holds what the stage waits for (a proposal merged), and the GitOps tool's sync."""
+        targets = self.adapters.git_targets
+        if run is None or run.changes is None or run.step not in (Step.ROLLING_OUT, Step.ROLLING_BACK):
+            return None
+        target = run.stage.git
+        if target is None or targets is None:
+            return None
+        want = "after" if run.step == Step.ROLLING_OUT else "before"
+        digests = [image_key(getattr(c, want)) for c in run.changes]
+        resources = self.adapters.resources
+        sync, revision = None, None
+        try:
+            if target.sync is not None:
+                revision, detail = read_sync(resources.kube, target.sync)
+                sync = ObservedSync(target.sync.describe(), revision, False, detail)
+            credentials = git_credentials(resources, release.namespace, pipeline)
+            head, commit, holds, applied = targets.look(
+                target, release.key, run.name, digests, revision, credentials
+            )
+        except (GitError, ApiError) as error:
+            return ObservedGit(error=str(error) if isinstance(error, GitError) else error.message)
+        if sync is not None:
+            sync = replace(sync, applied=applied)
+        return ObservedGit(head, commit, holds, sync)
 
     def freezes(
         self, release: ReleaseView, pipeline: Pipeline | Problem, stage: Stage | None, run: StageRun | None

@@ -19,7 +19,7 @@ from tests.e2e import manifests as m
 from tests.git.repos import origin_and_clone
 from tests.harness.cluster import Cluster
 from tests.harness.operator import OperatorThread, RecordingAlerter
-from tests.harness.syncer import Syncer
+from tests.harness.syncer import Syncer, install_application_kind
 
 pytestmark = pytest.mark.e2e
 
@@ -48,11 +48,10 @@ def git(origin: Path, *args: str) -> str:
 
 
 def git_pipeline(namespace: str, origin: Path, **git_options: Any) -> dict[str, Any]:
-    pipeline = m.pipeline(
-        namespace, **{k: v for k, v in git_options.items() if k in ("script", "test_timeout")}
-    )
+    options = ("script", "test_timeout")  # the Pipeline's; the rest are the git target's
+    pipeline = m.pipeline(namespace, **{k: v for k, v in git_options.items() if k in options})
     target = {"repository": str(origin), "branch": "main", "path": "staging"}
-    target.update({k: v for k, v in git_options.items() if k not in ("script", "test_timeout")})
+    target.update({k: v for k, v in git_options.items() if k not in options})
     pipeline["spec"]["stages"][0]["git"] = target
     return pipeline
 
@@ -248,3 +247,120 @@ def test_the_seeds_production_branch_takes_the_tag_staging_ran_and_rolls_back_to
     assert git(origin, "rev-parse", f"{head}:shop") == git(origin, "rev-parse", "shop/v1.0.0^{commit}:shop")
     assert cluster.images("Deployment", prod, "web")["web"] == m.image("web", "v1")
     assert cluster.images("Deployment", prod, "worker")["worker"] == m.image("worker", "v1")
+
+
+def test_a_proposal_branch_is_merged_by_a_person_then_applied(
+    cluster: Cluster, gitops_operator: OperatorThread, namespace: str, tmp_path: Path
+) -> None:
+    origin = deploy_repository(tmp_path, namespace)
+    for workload in m.workloads(namespace):
+        cluster.apply(workload)
+    cluster.apply(git_pipeline(namespace, origin, proposal={"timeoutSeconds": 120}))
+    branch = f"gantry/{namespace}-shop-p1-staging"
+    with Syncer(cluster, origin, "staging"):
+        cluster.apply(release(namespace, "shop-p1", "p1"))
+        waiting = cluster.wait_for(
+            "the proposal pushed",
+            lambda: (
+                (b := cluster.release(namespace, "shop-p1")).get("status", {}).get("message", "").find(branch)
+                >= 0
+                and b
+            ),
+        )
+        assert f"waiting for branch {branch} to be merged into main" in waiting["status"]["message"]
+        assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB  # nothing applied yet
+        proposed = git(origin, "log", "-1", "--format=%s", branch)
+        assert proposed.startswith("deploy(staging): shop")
+        # A person reviews and merges it (a merge request), a moment later.
+        clone = tmp_path / "reviewer"
+        subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
+        for args in (
+            (
+                "-c",
+                "user.name=Rev",
+                "-c",
+                "user.email=rev@example.com",
+                "merge",
+                "-q",
+                "--no-ff",
+                f"origin/{branch}",
+                "-m",
+                "Merge the proposal",
+            ),
+            ("push", "-q", "origin", "main"),
+        ):
+            subprocess.run(["git", "-C", str(clone), *args], check=True, capture_output=True)
+        body = cluster.wait_for_phase(namespace, "shop-p1", "Verified", "Failed")
+
+    assert body["status"]["phase"] == "Verified", body["status"]["message"]
+    record = body["status"]["stages"][0]["git"]
+    assert record["proposal"] == branch and record["mergedAt"] and record["branch"] == "main"
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.image("web", "p1")
+
+
+def test_a_proposal_nobody_merges_is_withdrawn_at_its_timeout(
+    cluster: Cluster, gitops_operator: OperatorThread, namespace: str, tmp_path: Path
+) -> None:
+    origin = deploy_repository(tmp_path, namespace)
+    for workload in m.workloads(namespace):
+        cluster.apply(workload)
+    cluster.apply(git_pipeline(namespace, origin, proposal={"timeoutSeconds": 2}))
+    with Syncer(cluster, origin, "staging"):
+        cluster.apply(release(namespace, "shop-p2", "p2"))
+        body = cluster.wait_for_phase(namespace, "shop-p2", "Failed", "Verified")
+    assert body["status"]["reason"] == "ProposalNotMerged", body["status"]["message"]
+    assert "not merged within 2s" in body["status"]["message"]
+    # The branch is gone (nobody can merge an unverified version later); main never changed.
+    assert not git(origin, "branch", "--list", "gantry/*").strip()
+    assert git(origin, "log", "-1", "--format=%s", "main") == "chore: staging as a kustomization\n"
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB
+
+
+def test_the_stage_waits_until_argo_cd_says_it_applied_the_commit(
+    cluster: Cluster, gitops_operator: OperatorThread, namespace: str, tmp_path: Path
+) -> None:
+    install_application_kind(cluster)
+    origin = deploy_repository(tmp_path, namespace)
+    for workload in m.workloads(namespace):
+        cluster.apply(workload)
+    app = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": "shop-staging", "namespace": namespace},
+        "spec": {"source": {"repoURL": str(origin), "path": "staging"}},
+    }
+    cluster.apply(app)
+    cluster.apply(
+        git_pipeline(
+            namespace, origin, sync={"kind": "Application", "namespace": namespace, "name": "shop-staging"}
+        )
+    )
+    syncer = Syncer(cluster, origin, "staging", application=(namespace, "shop-staging"))
+    syncer.paused = True  # Argo CD has not synced yet
+    with syncer:
+        cluster.apply(release(namespace, "shop-s1", "s1"))
+        waiting = cluster.wait_for(
+            "the stage waiting for Argo CD",
+            lambda: (
+                (b := cluster.release(namespace, "shop-s1"))
+                .get("status", {})
+                .get("message", "")
+                .find("Application")
+                >= 0
+                and b
+            ),
+        )
+        message = waiting["status"]["message"]
+        assert f"waiting for Application {namespace}/shop-staging to apply" in message, message
+        assert "it applied nothing yet" in message
+        syncer.paused = False
+        body = cluster.wait_for_phase(namespace, "shop-s1", "Verified", "Failed")
+    assert body["status"]["phase"] == "Verified", body["status"]["message"]
+    record = body["status"]["stages"][0]["git"]
+    head = git(origin, "rev-parse", "main").strip()
+    assert record == {
+        "branch": "main",
+        "commit": head,
+        "appliedBy": f"Application {namespace}/shop-staging",
+        "revision": head,
+    }

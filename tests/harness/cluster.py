@@ -67,6 +67,7 @@ PLURALS = {
     "ClusterKopfPeering": ("kopf.dev", "v1", "clusterkopfpeerings"),
     "KopfPeering": ("kopf.dev", "v1", "kopfpeerings"),
     "CustomResourceDefinition": ("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
+    "Application": ("argoproj.io", "v1alpha1", "applications"),  # Argo CD's, played by tests.harness.syncer
 }
 
 

@@ -21,9 +21,41 @@ import yaml
 from kubernetes import config as k8s_config
 
 from gantry.adapters.kube import ApiError, Kube
-from tests.harness.cluster import Cluster, object_path
+from tests.harness.cluster import Cluster, object_path, wait_established
 
 Render = Callable[[Mapping[str, Any]], list[dict[str, Any]]]
+
+# Argo CD's Application kind, reduced to what Gantry reads (its status); a real install brings its own.
+APPLICATION_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "applications.argoproj.io"},
+    "spec": {
+        "group": "argoproj.io",
+        "scope": "Namespaced",
+        "names": {
+            "kind": "Application",
+            "plural": "applications",
+            "singular": "application",
+            "listKind": "ApplicationList",
+        },
+        "versions": [
+            {
+                "name": "v1alpha1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+            }
+        ],
+    },
+}
+
+
+def install_application_kind(cluster: Cluster) -> None:
+    cluster.apply(APPLICATION_CRD)
+    wait_established(cluster, APPLICATION_CRD["metadata"]["name"])
 
 
 class Syncer:
@@ -38,9 +70,13 @@ class Syncer:
         manager: str = "argocd-controller",
         interval: float = 0.1,
         namespace: str | None = None,
+        application: tuple[str, str] | None = None,
     ) -> None:
         self.origin, self.path, self.branch = origin, path, branch
         self.namespace = namespace  # for manifests that name none (an Application's destination)
+        # Argo CD's Application (namespace, name): its status says which commit was applied.
+        self.application = application
+        self.paused = False  # a tool that has not synced yet: applies nothing, reports nothing
         self.render, self.self_heal, self.interval = render, self_heal, interval
         api = k8s_config.new_client_from_config(config_file=str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
         api.user_agent = f"{manager}/1.0"  # its name in managedFields, as a real tool's
@@ -78,6 +114,8 @@ class Syncer:
     def _run(self) -> None:
         seen: str | None = None
         while not self._stop.wait(self.interval):
+            if self.paused:
+                continue
             try:
                 head = self._git("rev-parse", f"refs/heads/{self.branch}").strip()
             except (subprocess.CalledProcessError, FileNotFoundError):
@@ -88,10 +126,22 @@ class Syncer:
                 except ApiError:
                     continue  # a conflict with another writer: again on the next look
                 if head != seen:
+                    self._report(head)
                     self.applied.append(head)
                     seen = head
                 elif drifted:
                     self.healed += 1
+
+    def _report(self, commit: str) -> None:
+        """As Argo CD does: the Application's status names the revision synced, and its health."""
+        if self.application is None:
+            return
+        path = object_path("Application", *self.application)
+        body = self.kube.get(path)
+        if body is None:
+            return
+        body["status"] = {"sync": {"status": "Synced", "revision": commit}, "health": {"status": "Healthy"}}
+        self.kube.replace(path, body)
 
     def manifests(self, commit: str) -> list[dict[str, Any]]:
         kustomization = f"{self.path.rstrip('/')}/kustomization.yaml"

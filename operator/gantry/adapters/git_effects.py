@@ -81,12 +81,22 @@ def commit_images(ctx: Context, effect: SetImages) -> None:
     credentials = git_credentials(ctx.adapters.resources, ctx.namespace, ctx.pipeline)
     try:
         images = by_container(effect.images)
-        commit = targets.write(target, images, effect.commit, credentials, effect.snapshot)
+        proposal = effect.proposal
+        if effect.restore and proposal:
+            targets.drop_branch(target, proposal, credentials)  # a proposal never merged later
+            proposal = None
+        undoing = (ctx.release.key, effect.stage) if effect.restore else None
+        commit = targets.write(target, images, effect.commit, credentials, effect.snapshot, proposal, undoing)
     except GitError as error:
         raise EffectFailed(Failure.UNAVAILABLE, str(error)) from error
     if commit is not None:
         title = effect.commit.splitlines()[0] if effect.commit else ""
-        ctx.announce("Normal", Reason.COMMITTED, f"committed {commit[:12]} to {target.describe()}: {title}")
+        where = (
+            f"branch {proposal} of {target.repository}, proposed for {target.branch}"
+            if proposal
+            else target.describe()
+        )
+        ctx.announce("Normal", Reason.COMMITTED, f"committed {commit[:12]} to {where}: {title}")
 
 
 def write_paperwork(ctx: Context, effect: Retrospective) -> None:

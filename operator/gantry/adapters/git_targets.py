@@ -9,11 +9,12 @@ operator killed after its push, repeats nothing).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,23 @@ class GitTargets:
         message: str,
         credentials: tuple[str, str] | None = None,
         snapshot: GitSnapshot | None = None,
+        proposal: str | None = None,
+        undoing: tuple[str, str] | None = None,
     ) -> str | None:
         """Commit `images` (container, image) into the target's file and push; the new commit, or
         None when the file already said so. With a `snapshot` (a production branch), the path is
-        taken whole from the snapshot's tag instead, made first when deploying."""
+        taken whole from the snapshot's tag instead, made first when deploying. With a `proposal`,
+        the commit goes to that branch (forced: one proposal per Release and stage) for a person
+        to merge. `undoing` (release, stage): a rollback, which commits only where that Release's
+        stage committed (a proposal never merged, or a push that never happened, left nothing to
+        undo)."""
+        with self._clone(target) as path:
+            return self._write(path, target, list(images), message, credentials, snapshot, proposal, undoing)
+
+    @contextlib.contextmanager
+    def _clone(self, target: GitTarget) -> Iterator[Path]:
+        """The working clone of the target's repository and branch, for this thread alone; git's
+        failures in a person's words."""
         key = f"{target.repository}#{target.branch}"
         path = self.root / hashlib.sha256(key.encode()).hexdigest()[:16]
         with self._guard:
@@ -60,7 +74,7 @@ class GitTargets:
         if not lock.acquire(timeout=self.timeout):
             raise GitError(f"{target.describe()}: another commit has not finished in {self.timeout:g}s")
         try:
-            return self._write(path, target, list(images), message, credentials, snapshot)
+            yield path
         except git.GitCommandError as error:
             text = " ".join(str(error.stderr or error).replace("stderr: ", "").split())[:300]
             if "did not complete in" in text:
@@ -68,6 +82,71 @@ class GitTargets:
             raise GitError(f"{target.describe()}: {text}") from None
         finally:
             lock.release()
+
+    def look(
+        self,
+        target: GitTarget,
+        release: str,
+        stage: str,
+        digests: Iterable[str],
+        revision: str | None = None,
+        credentials: tuple[str, str] | None = None,
+    ) -> tuple[str, str | None, bool, bool]:
+        """(the branch's head, the Release's latest commit for the stage, does the file on the
+        branch hold every digest, does `revision` (what the GitOps tool applied) hold that commit)."""
+        with self._clone(target) as path:
+            repo = self._fetched(path, target, credentials)
+            branch = "refs/remotes/origin/head"
+            head = str(repo.git.rev_parse(branch))
+            commit = self._commit_of(repo, target, release, stage)
+            text = str(repo.git.show(f"{branch}:{target.file}", with_exceptions=False))
+            holds = all(digest in text for digest in digests)
+            applied = bool(revision) and self._ancestor(repo, commit or head, str(revision))
+            return head, commit, holds, applied
+
+    def drop_branch(self, target: GitTarget, branch: str, credentials: tuple[str, str] | None = None) -> None:
+        """Delete a proposal's branch in origin (already gone is fine)."""
+        with self._clone(target) as path:
+            repo = self._fetched(path, target, credentials)
+            options = remote_options(self.timeout)
+            if repo.git.ls_remote("--heads", "origin", f"refs/heads/{branch}", **options):
+                repo.git.push("--quiet", "origin", f":refs/heads/{branch}", **options)
+
+    @staticmethod
+    def _commit_of(
+        repo: git.Repo, target: GitTarget, release: str, stage: str, branch: str = "refs/remotes/origin/head"
+    ) -> str | None:
+        """The Release's latest commit for the stage on the branch (its trailers), if any. Not
+        limited to the path: a production branch's merge of a tag is the same as the tag there,
+        and git log leaves such a merge out of a path's history."""
+        trailers = (
+            f"--grep=^{RELEASE_TRAILER}: {release}$",
+            f"--grep=^{STAGE_TRAILER}: {stage}$",
+            "--all-match",
+        )
+        found = str(repo.git.log("-1", "--format=%H", *trailers, branch)).strip()
+        return found or None
+
+    @staticmethod
+    def _ancestor(repo: git.Repo, ancestor: str, revision: str) -> bool:
+        try:
+            repo.git.merge_base("--is-ancestor", ancestor, revision)
+        except git.GitCommandError:
+            return False
+        return True
+
+    def _fetched(self, path: Path, target: GitTarget, credentials: tuple[str, str] | None) -> git.Repo:
+        """The clone, made if need be, with the target branch fetched as refs/remotes/origin/head."""
+        remote, options = with_credentials(target.repository, credentials), remote_options(self.timeout)
+        if not (path / ".git").exists():  # the command, not Repo.clone_from: only a command times out
+            self.root.mkdir(parents=True, exist_ok=True)
+            git.Git(self.root).clone("--quiet", "--no-checkout", "--", remote, str(path), **options)
+        repo = git.Repo(path)
+        repo.git.remote("set-url", "origin", remote)
+        repo.git.fetch(
+            "--quiet", "origin", f"+refs/heads/{target.branch}:refs/remotes/origin/head", **options
+        )
+        return repo
 
     def _write(
         self,
@@ -77,17 +156,14 @@ class GitTargets:
         message: str,
         credentials: tuple[str, str] | None,
         snapshot: GitSnapshot | None,
+        proposal: str | None,
+        undoing: tuple[str, str] | None,
     ) -> str | None:
-        remote, options = with_credentials(target.repository, credentials), remote_options(self.timeout)
-        if not (path / ".git").exists():  # the command, not Repo.clone_from: only a command times out
-            self.root.mkdir(parents=True, exist_ok=True)
-            git.Git(self.root).clone("--quiet", "--no-checkout", "--", remote, str(path), **options)
-        repo = git.Repo(path)
-        repo.git.remote("set-url", "origin", remote)
+        options = remote_options(self.timeout)
         for attempt in range(PUSH_ATTEMPTS):
-            repo.git.fetch(
-                "--quiet", "origin", f"+refs/heads/{target.branch}:refs/remotes/origin/head", **options
-            )
+            repo = self._fetched(path, target, credentials)
+            if undoing is not None and not self._commit_of(repo, target, *undoing):
+                return None
             repo.git.checkout("--quiet", "--force", "-B", "gantry-target", "refs/remotes/origin/head")
             tagged = self._tagged(repo, target, snapshot, images, options) if snapshot else None
             if snapshot is not None and tagged is not None:
@@ -99,8 +175,9 @@ class GitTargets:
             with repo.git.custom_environment(**AUTHOR):
                 tree = repo.git.write_tree()
                 commit = repo.git.commit_tree(tree, *(f"-p{p}" for p in parents), "-m", message)
+            where = f"+{commit}:refs/heads/{proposal}" if proposal else f"{commit}:refs/heads/{target.branch}"
             try:
-                repo.git.push("--quiet", "origin", f"{commit}:refs/heads/{target.branch}", **options)
+                repo.git.push("--quiet", "origin", where, **options)
                 return str(commit)
             except git.GitCommandError:
                 if attempt == PUSH_ATTEMPTS - 1:
@@ -182,12 +259,7 @@ class GitTargets:
         to commit (the file already held the digests), the last commit of the file."""
         branch = "refs/remotes/origin/source"
         repo.git.fetch("--quiet", "origin", f"+refs/heads/{source.branch}:{branch}", **options)
-        trailers = (
-            f"--grep=^{RELEASE_TRAILER}: {snapshot.release}$",
-            f"--grep=^{STAGE_TRAILER}: {snapshot.stage}$",
-            "--all-match",
-        )
-        found = str(repo.git.log("-1", "--format=%H", *trailers, branch, "--", source.file)).strip()
+        found = GitTargets._commit_of(repo, source, snapshot.release or "", snapshot.stage or "", branch)
         return found or str(repo.git.log("-1", "--format=%H", branch, "--", source.file)).strip()
 
 

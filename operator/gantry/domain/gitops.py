@@ -64,7 +64,16 @@ def set_images(
     if target is None:
         return SetImages(images, restore=restore)
     message = commit.message(by_container(images), restore)
-    return SetImages(images, restore, target, message, snapshot(target, commit, restore, restores))
+    # A proposal's branch: pushed to when deploying; deleted by a rollback (never merged later),
+    # which itself goes to the branch at once, waiting for no review.
+    proposal = proposal_branch(commit.release, commit.stage) if target.proposal_seconds else None
+    taken = snapshot(target, commit, restore, restores)
+    return SetImages(images, restore, target, message, taken, proposal, commit.stage)
+
+
+def proposal_branch(release: str, stage: str) -> str:
+    """The branch a proposal is pushed to, one per Release and stage: gantry/NAMESPACE-NAME-STAGE."""
+    return "gantry/" + release.replace("/", "-") + f"-{stage}"
 
 
 def tag_name(application: str, version: str) -> str:
@@ -81,6 +90,12 @@ def snapshot(target: GitTarget, commit: Commit, restore: bool, restores: str | N
     if not restore:
         return GitSnapshot(tag_name(commit.application, commit.version), commit.release, target.promote_from)
     return GitSnapshot(tag_name(commit.application, restores)) if restores else None
+
+
+def image_key(image: str) -> str:
+    """What a file holds of an image however it is written (a kustomization splits name and
+    digest): its digest, or its tag."""
+    return image.rsplit("@", 1)[1] if "@" in image else image.rsplit(":", 1)[-1]
 
 
 def by_container(images: tuple[tuple[WorkloadRef, str, str], ...]) -> list[tuple[str, str]]:

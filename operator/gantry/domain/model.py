@@ -122,6 +122,27 @@ class Source:
 
 
 @dataclass(frozen=True)
+class ObservedSync:
+    """The GitOps tool's own view (an Argo CD Application, a Flux Kustomization)."""
+
+    name: str  # e.g. Application argocd/shop-staging
+    revision: str | None  # the commit it applied last
+    applied: bool  # that revision holds the stage's commit
+    detail: str  # its sync and health, in its own words
+
+
+@dataclass(frozen=True)
+class ObservedGit:
+    """A git stage's branch, while the stage waits for what it committed to be applied."""
+
+    head: str = ""
+    commit: str | None = None  # the Release's latest commit for the stage (its trailers), if any
+    holds: bool = False  # the file on the branch holds every digest the stage waits for
+    sync: ObservedSync | None = None
+    error: str | None = None  # git or the tool's object could not be read: why
+
+
+@dataclass(frozen=True)
 class Observation:
     now: datetime
     pipeline: Pipeline | Problem
@@ -140,6 +161,7 @@ class Observation:
     # On the way into production: the locked environments frozen now (an emergency's freeze, or
     # one by hand), with the freeze. Production takes only hotfix Releases meanwhile.
     freezes: tuple[tuple[str, Any], ...] = ()
+    git: ObservedGit | None = None  # a git stage rolling out (or back): its branch and the tool's sync
 
 
 # Set by a ReleaseSource with policy NewestOnly on its older unfinished Releases when it makes a
@@ -239,6 +261,8 @@ class SetImages:
     git: GitTarget | None = None
     commit: str = field(default="", compare=False)
     snapshot: GitSnapshot | None = None
+    proposal: str | None = None  # proposal mode: the branch pushed instead, to be merged by a person
+    stage: str = field(default="", compare=False)  # whose commits a rollback undoes (their trailers)
 
 
 @dataclass(frozen=True)
@@ -413,6 +437,7 @@ class StageRun:
     decision_reason: str | None = None  # the reason they gave (ReleaseDecision spec.reason), for the ledger
     registry: Mapping[str, Any] | None = None  # promotion: images deployed, tags verified, or retry state
     reverted_by: str | None = None  # a live stage's images were set back once, by this field manager
+    git: Mapping[str, Any] | None = None  # a git stage: its commit, and who applied it
 
     @property
     def stage(self) -> Stage:
@@ -459,6 +484,7 @@ class StageRun:
             "decisionReason": self.decision_reason,
             "registry": self.registry,
             "revertedBy": self.reverted_by,
+            "git": self.git,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
         return out
@@ -501,6 +527,7 @@ class StageRun:
             decision_reason=raw.get("decisionReason"),
             registry=raw.get("registry"),
             reverted_by=raw.get("revertedBy"),
+            git=raw.get("git"),
         )
 
 

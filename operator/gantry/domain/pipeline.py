@@ -14,6 +14,7 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 DEFAULT_ROLLOUT_TIMEOUT = 600
 DEFAULT_TEST_TIMEOUT = 1800
 DEFAULT_REGISTRY_TIMEOUT = 600
+DEFAULT_PROPOSAL_TIMEOUT = 86400  # a day for someone to review and merge
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,28 @@ class GitImage:
         }
 
 
+SYNC_KINDS = {
+    "Application": ("argoproj.io", "v1alpha1", "applications"),  # Argo CD
+    "Kustomization": ("kustomize.toolkit.fluxcd.io", "v1", "kustomizations"),  # Flux
+}
+SYNC_NAMESPACES = {"Application": "argocd", "Kustomization": "flux-system"}  # where each tool keeps them
+
+
+@dataclass(frozen=True)
+class GitSync:
+    """The object in which the GitOps tool says what it applied."""
+
+    kind: str  # Application (Argo CD) or Kustomization (Flux)
+    namespace: str
+    name: str
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "namespace": self.namespace, "name": self.name}
+
+
 @dataclass(frozen=True)
 class GitTarget:
     """A stage that deploys by committing digests to git; a GitOps tool (Argo CD, Flux) applies
@@ -99,6 +122,9 @@ class GitTarget:
     # merged into this branch (never written anew); `source` is that stage's target, resolved.
     promote_from: str | None = None
     source: GitTarget | None = None
+    # Proposal mode: push a branch and wait, at most this long, until it is merged into `branch`.
+    proposal_seconds: int | None = None
+    sync: GitSync | None = None  # the GitOps tool's object to read: has it applied the commit?
 
     @property
     def file(self) -> str:
@@ -121,6 +147,8 @@ class GitTarget:
             **({"images": [i.to_spec() for i in self.images]} if self.images else {}),
             **({"promoteFrom": self.promote_from} if self.promote_from else {}),
             **({"source": self.source.to_spec()} if self.source is not None else {}),
+            **({"proposal": {"timeoutSeconds": self.proposal_seconds}} if self.proposal_seconds else {}),
+            **({"sync": self.sync.to_spec()} if self.sync is not None else {}),
         }
 
 
@@ -484,8 +512,35 @@ def _parse_git_target(where: str, raw: Any) -> GitTarget | Problem | None:
     if isinstance(source, Problem):
         return source
     promote_from = str(raw["promoteFrom"]) if raw.get("promoteFrom") else None
+    raw_sync = raw.get("sync")
+    sync = None
+    if raw_sync:
+        if raw_sync.get("kind") not in SYNC_KINDS or not raw_sync.get("name"):
+            return Problem(
+                Reason.INVALID_PIPELINE,
+                f"{where}.sync",
+                f"cannot read {raw_sync.get('kind')!r} {raw_sync.get('name')!r}",
+                "name an Argo CD Application or a Flux Kustomization: {kind, namespace, name}",
+            )
+        kind = str(raw_sync["kind"])
+        sync = GitSync(kind, str(raw_sync.get("namespace") or SYNC_NAMESPACES[kind]), str(raw_sync["name"]))
+    proposal = raw.get("proposal")
+    seconds = (
+        int((proposal or {}).get("timeoutSeconds") or DEFAULT_PROPOSAL_TIMEOUT)
+        if proposal is not None
+        else None
+    )
     return GitTarget(
-        str(raw["repository"]), str(raw["branch"]), path, fmt, images, rollback, promote_from, source
+        str(raw["repository"]),
+        str(raw["branch"]),
+        path,
+        fmt,
+        images,
+        rollback,
+        promote_from,
+        source,
+        seconds,
+        sync,
     )
 
 

@@ -400,6 +400,8 @@ def roll_back(d: Draft) -> None:
     by = str((d.run.rollback or {}).get("decidedBy") or SYSTEM)
     d.effects.extend(revert_staging(d, d.run.message or "", by))
     pending += staging_pending(d)
+    in_git = steps.git_wait(d, "before")  # the rollback commit, not applied yet by the GitOps tool
+    pending += [in_git] if in_git else []
     timeout = timedelta(seconds=d.run.stage.rollout_timeout_seconds)
     if pending and d.elapsed(d.run.rolled_back_at) <= timeout:
         d.message = f"{detail}; waiting for the rollback rollout: {'; '.join(sorted(set(pending)))}"

@@ -137,7 +137,8 @@ def roll_back(d: Draft) -> None:
         d.message = f"{detail}; re-applied previous images"
         return
     waiting = steps.rollout_pending(d, "before")
-    pending = [p for p in waiting if not p.endswith(steps.GONE)]
+    in_git = steps.git_wait(d, "before")  # a rollback commit not applied yet by the GitOps tool
+    pending = [p for p in waiting if not p.endswith(steps.GONE)] + ([in_git] if in_git else [])
     gone = [p for p in waiting if p.endswith(steps.GONE)]
     if gone:
         detail += f"; could not restore: {'; '.join(gone)}"

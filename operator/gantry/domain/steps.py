@@ -568,16 +568,72 @@ def roll_out(d: Draft, rollback: Rollback, then: Then) -> None:
         return
     if superseded(d, rollback):
         return
+    if waits_in_git(d, rollback):
+        return
     pending = rollout_pending(d, "after")
     if not pending:
         warn_idle(d)
         then(d)
         return
     timeout = d.run.stage.rollout_timeout_seconds
-    if d.elapsed(d.run.deployed_at) > timedelta(seconds=timeout):
+    if d.elapsed((d.run.git or {}).get("mergedAt") or d.run.deployed_at) > timedelta(seconds=timeout):
         rollback(d, Reason.ROLLOUT_TIMEOUT, f"rollout not complete after {timeout}s: {'; '.join(pending)}")
         return
     d.message = f"stage {d.run.name}: waiting for rollout: {'; '.join(pending)}"
+
+
+def waits_in_git(d: Draft, rollback: Rollback) -> bool:
+    """A git stage whose commit is not applied yet: its proposal not merged (within the proposal's
+    timeout, counted from the push), or the GitOps tool not synced to it (within the rollout's)."""
+    assert d.run is not None
+    waiting = git_wait(d, "after")
+    if waiting is None:
+        return False
+    run, target = d.run, d.run.stage.git
+    assert target is not None
+    unmerged = target.proposal_seconds is not None and "mergedAt" not in (run.git or {})
+    if unmerged and d.elapsed(run.deployed_at) > timedelta(seconds=target.proposal_seconds or 0):
+        rollback(d, Reason.PROPOSAL_NOT_MERGED, f"{waiting}: not merged within {target.proposal_seconds}s")
+    elif not unmerged and d.elapsed((run.git or {}).get("mergedAt") or run.deployed_at) > timedelta(
+        seconds=run.stage.rollout_timeout_seconds
+    ):
+        rollback(d, Reason.ROLLOUT_TIMEOUT, f"{waiting} after {run.stage.rollout_timeout_seconds}s")
+    else:
+        d.message = f"stage {run.name}: {waiting}"
+    return True
+
+
+def git_wait(d: Draft, want: str) -> str | None:
+    """A git stage: record its commit (and who applied it); what it still waits for in git (the
+    proposal's merge, the GitOps tool's sync), or None."""
+    assert d.run is not None
+    target, seen = d.run.stage.git, d.obs.git
+    if target is None or seen is None or (want == "before" and target.rollback == "LiveFirst"):
+        return None  # a LiveFirst rollback is live already: it waits for no commit and no sync
+    if seen.error is not None:
+        return f"cannot read {target.describe()} yet: {seen.error}"
+    record = dict(d.run.git or {})
+    record.update({"branch": target.branch, **({"commit": seen.commit} if seen.commit else {})})
+    if want == "after" and target.proposal_seconds:
+        record["proposal"] = gitops.proposal_branch(d.release.key, d.run.name)
+        if seen.holds:
+            record.setdefault("mergedAt", d.now)
+    if seen.sync is not None and seen.sync.applied:
+        record.update(appliedBy=seen.sync.name, revision=seen.sync.revision)
+    if record != (d.run.git or {}):
+        d.run = replace(d.run, git=record)
+    if want == "after" and target.proposal_seconds and not seen.holds:
+        return (
+            f"waiting for branch {record['proposal']} to be merged into {target.branch} of "
+            f"{target.repository} (open a merge request from it)"
+        )
+    if seen.sync is not None and not seen.sync.applied:
+        applied = (seen.sync.revision or "nothing yet")[:12]
+        return (
+            f"waiting for {seen.sync.name} to apply {(seen.commit or seen.head)[:12]} "
+            f"(it applied {applied}; {seen.sync.detail})"
+        )
+    return None
 
 
 def warn_idle(d: Draft) -> None:
