@@ -1,5 +1,6 @@
 # Two entry points, both self-contained on a fresh machine with Python 3.11+:
 #   make demo   set up, then walk Releases through staging and production against the embedded API emulator
+#               (make demo GITOPS=1: the same walk, staging and production deployed through git)
 #   make test   set up, then lint, type-check and run every test
 VENV ?= .venv
 PYTHON ?= python3
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 # and .ci/install-services installs whatever of that is missing (Debian's packages).
 demo: $(STAMP)
 	.ci/install-services --for demo
-	$(BIN)/python -m tests.harness.demo
+	$(BIN)/python -m tests.harness.demo $(if $(GITOPS),--gitops)
 
 # The emulated API server and the operator with examples/ loaded, for real kubectl, until Ctrl-C.
 sandbox: $(STAMP)

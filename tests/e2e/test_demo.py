@@ -40,6 +40,28 @@ def ends_as_the_readme_says(out: str) -> None:
     assert "staging       -        -       -       -" in lifted and "git merge --no-ff origin/HOT-1" in lifted
 
 
+def deployed_through_git(out: str) -> None:
+    """make demo GITOPS=1: the same walk, each promotion and rollback a commit of the deploy
+    repository; production only ever takes tags of what staging ran."""
+    repository = out.split("== The deploy repository")[1]
+    main, production, tags = repository.split("$ git ")[1:4]
+    titles = [line.split(" ", 1)[1] for line in main.splitlines()[1:] if line]
+    assert titles[:3] == [
+        "deploy(staging): shop v1.4.1",
+        "revert(staging): shop v1.5.1 rolled back",
+        "deploy(staging): shop v1.5.1",
+    ]
+    assert "revert(staging): shop v1.5.0 rolled back" in titles  # the failed test, undone in git
+    titles = [line.split(" ", 1)[1] for line in production.splitlines()[1:] if line]
+    assert titles[:4] == [
+        "deploy(production): shop v1.4.1",
+        "revert(production): shop v1.5.1 rolled back",
+        "deploy(production): shop v1.5.1",
+        "deploy(production): shop v1.4.0",
+    ]
+    assert tags.split()[1:4] == ["shop/v1.4.0", "shop/v1.4.1", "shop/v1.5.1"]  # v1.5.0 never passed staging
+
+
 # The demo under an audit hook that writes down every program it starts (subprocess.Popen and
 # os.exec*/posix_spawn report their executable to audit hooks), then runs as `make demo` runs it.
 RECORDING_DEMO = """
@@ -68,7 +90,7 @@ def test_two_quick_start_demos_side_by_side_both_walk_the_whole_flow(tmp_path: P
         subprocess.Popen(
             [sys.executable, "-c", RECORDING_DEMO, str(record)]
             if first
-            else [sys.executable, "-m", "tests.harness.demo"],
+            else [sys.executable, "-m", "tests.harness.demo", "--gitops"],  # make demo GITOPS=1
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -80,6 +102,7 @@ def test_two_quick_start_demos_side_by_side_both_walk_the_whole_flow(tmp_path: P
         out, err = demo.communicate(timeout=300)
         assert demo.returncode == 0, out[-3000:] + err[-3000:]
         ends_as_the_readme_says(out)
+    deployed_through_git(out)
     started = {json.loads(line) for line in record.read_text().splitlines()}
     resolved = {shutil.which(program) or program for program in started}
     assert {"/usr/bin/prometheus", "/usr/bin/git"} <= resolved  # the recording saw the demo's programs

@@ -16,13 +16,20 @@ Prometheus scraping a small metrics app, applies the files in examples/, and pri
 5. A data-loss bug turns up in v1.4.0: on-call declares an Emergency (staging frozen for hotfixes,
    production keeps v1.4.0); the fix, pushed on HOT-1 cut from the v1.4.0 tag, is handed over as a
    hotfix, becomes v1.4.1 (tagged on HOT-1), is Released, and lifts the freeze.
+
+With --gitops (`make demo GITOPS=1`) the same walk deploys staging and production through git, as
+the first seed does: a deploy repository whose `main` is what staging runs and whose `production`
+branch receives the tagged snapshot of it; a GitOps tool (the harness's syncer, as Argo CD would)
+applies each branch to its namespace. Every promotion and rollback is a commit, shown at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +49,7 @@ from tests.harness import kubectl, services
 from tests.harness.cluster import ROOT, Cluster, cluster_for_tests
 from tests.harness.observability import MetricsApp, Prometheus, observability
 from tests.harness.operator import OperatorThread, RecordingAlerter
+from tests.harness.syncer import Syncer
 
 NAMESPACE = "gantry"
 EXAMPLES = ROOT / "examples"
@@ -124,7 +132,8 @@ def production_pipeline(prometheus: Prometheus) -> dict[str, Any]:
     return pipeline
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    gitops = "--gitops" in (sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.ERROR)
     missing = [path for path in services.started_by("demo").values() if not shutil.which(path)]
     if missing:
@@ -138,6 +147,7 @@ def main() -> int:
         tempfile.TemporaryDirectory() as tmp,
         cluster_for_tests(Path(tmp), emulated=True) as cluster,  # the demo needs no cluster, ever
         observability(Path(tmp) / "observability") as (app, prometheus, _),
+        contextlib.ExitStack() as tools,
     ):
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
         assert cluster.controllers is not None
@@ -154,10 +164,13 @@ def main() -> int:
             git_cache=str(Path(tmp) / "git-cache"),
         )
         operator = OperatorThread(config, alerts).start()
+        deploy = deploy_repository(cluster, Path(tmp), tools) if gitops else None
         try:
-            walk(cluster, git, app, prometheus, alerts)
+            walk(cluster, git, app, prometheus, alerts, deploy)
         finally:
             operator.stop()
+        if deploy is not None:
+            show_deploy_repository(deploy)
         tags = git[1].git("ls-remote", "--tags", "origin").splitlines()
         print(
             "\nrelease tags Gantry pushed to origin: "
@@ -173,9 +186,13 @@ def walk(
     app: MetricsApp,
     prometheus: Prometheus,
     alerts: RecordingAlerter,
+    deploy: Path | None = None,
 ) -> None:
     cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-    for manifest in [*load("workloads.yaml"), production_pipeline(prometheus)]:
+    pipeline = production_pipeline(prometheus)
+    if deploy is not None:
+        through_git(pipeline, deploy)
+    for manifest in [*load("workloads.yaml"), pipeline]:
         cluster.apply(manifest)
     app.set("shop-production", rps=20, error_ratio=0.0)
     cluster.wait_for(
@@ -298,6 +315,49 @@ def hotfix(cluster: Cluster, git: tuple[Path, Clone], prometheus: Prometheus) ->
     status(cluster)
     show("kubectl gantry lock status -n gantry   # the freeze lifted", gantry_says("lock", "status"))
     print(f"shop-v1.4.1: {done['status']['message']}")
+
+
+def deploy_repository(cluster: Cluster, tmp: Path, tools: contextlib.ExitStack) -> Path:
+    """The seed's deploy repository: shop/ (a kustomization over the web Deployment) on main, which
+    staging runs, and on production; a GitOps tool applies each branch to its namespace."""
+    origin, work = origin_and_clone(tmp / "deploy", "deploy")
+    web = next(d for d in load("workloads.yaml") if d["kind"] == "Deployment")
+    del web["metadata"]["namespace"]  # each environment's GitOps tool applies it to its namespace
+    (work.path / "shop").mkdir()
+    (work.path / "shop" / "deployment.yaml").write_text(yaml.safe_dump(web))
+    (work.path / "shop" / "kustomization.yaml").write_text("resources:\n  - deployment.yaml\n")
+    work.git("add", "-A")
+    work.git("commit", "-q", "-m", "chore: shop's manifests")
+    work.git("push", "-q", "origin", "main", "main:production")
+    for branch, namespace in (("main", "shop-staging"), ("production", "shop-production")):
+        tools.enter_context(Syncer(cluster, origin, "shop", branch=branch, namespace=namespace))
+    say(f"GitOps mode: deploy repository {origin.name} (main: staging, production: production)")
+    return origin
+
+
+def through_git(pipeline: dict[str, Any], origin: Path) -> None:
+    """Staging commits to main; production takes the tag of what staging ran, merged."""
+    *_, staging, production = pipeline["spec"]["stages"]
+    staging["git"] = {"repository": str(origin), "branch": "main", "path": "shop"}
+    production["git"] = {
+        "repository": str(origin),
+        "branch": "production",
+        "path": "shop",
+        "promoteFrom": "staging",
+    }
+
+
+def show_deploy_repository(origin: Path) -> None:
+    say("The deploy repository: every promotion and rollback is a commit")
+    for what in (
+        ["log", "--format=%h %s", "main"],
+        ["log", "--first-parent", "--format=%h %s", "production"],
+        ["tag"],
+    ):
+        out = subprocess.run(
+            ["git", "--git-dir", str(origin), *what], check=True, capture_output=True, text=True
+        ).stdout
+        show(f"git {' '.join(what)}", out.rstrip())
 
 
 def gantry_says(*argv: str) -> str:
