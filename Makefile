@@ -59,6 +59,7 @@ e2e: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.time_to_rollback
 	$(BIN)/python -m bench.lead_time
+	$(BIN)/python -m bench.gitops_promotion
 
 # Compares with python-semantic-release and commitizen, installed here only for the comparison.
 # Latency, requests, memory and start-up at 0 / 1,000 / 5,000 / 20,000 Releases, and a 500-Release burst.

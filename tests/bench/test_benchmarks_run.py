@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import architecture, lead_time, scale, time_to_rollback, version_next
+from bench import architecture, gitops_promotion, lead_time, scale, time_to_rollback, version_next
 from tests.harness.observability import binaries_missing, require_binaries
 
 pytestmark = pytest.mark.slow
@@ -30,6 +30,11 @@ def test_time_to_rollback(capsys: pytest.CaptureFixture[str]) -> None:
     assert time_to_rollback.main(["--runs", "1"]) == 0
     out = capsys.readouterr().out
     assert "run 1:" in out and "lag budget" in out
+
+
+def test_gitops_promotion(capsys: pytest.CaptureFixture[str]) -> None:
+    assert gitops_promotion.main(["--runs", "1"]) == 0
+    assert "1 promotions: median decision -> commit" in capsys.readouterr().out
 
 
 def test_version_next(capsys: pytest.CaptureFixture[str]) -> None:
