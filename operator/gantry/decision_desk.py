@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from gantry.adapters import git_effects
+from gantry.adapters.effects import Context
 from gantry.adapters.resources import Resources
+from gantry.domain import ledger
 from gantry.domain.decisions import Action, refusal
 from gantry.domain.gates import version_refusal
 from gantry.domain.images import parse_pinned
@@ -55,6 +58,7 @@ class DecisionDesk:
             **(carried or {}),  # via (the field manager) and commit, for a decision synced from git
         }
         self.resources.append_decision(namespace, target, decision)
+        self._to_git(namespace, release, decision)
         self.reconciler.reconcile(namespace, target)
         after = self.resources.get_release(namespace, target) or {}
         results = (after.get("status") or {}).get("decisionResults") or ()
@@ -67,6 +71,13 @@ class DecisionDesk:
             "decidedBy": by,
             "time": now,
         }
+
+    def _to_git(self, namespace: str, release: Mapping[str, Any], decision: Mapping[str, Any]) -> None:
+        """The decision's line in the ledger in git (the Pipeline's spec.git.ledger), if any."""
+        view = ReleaseView.from_body(release)
+        pipeline, _ = self.resources.get_pipeline_state(namespace, view.pipeline)
+        context = Context(view, pipeline, datetime.now(UTC), self.reconciler.adapters)
+        git_effects.ledger_to_git(context, ledger.decision_line(view.application, view.key, decision))
 
     def _older_than_production(
         self, namespace: str, release: Mapping[str, Any], action: Action, phase: Phase

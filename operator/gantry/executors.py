@@ -7,8 +7,18 @@ from typing import Any
 
 from gantry.adapters import alert_effects, git_effects, kube_effects, registry_effects
 from gantry.adapters.effects import Context, EffectFailed, Executor
-from gantry.domain.model import Alert, DeleteJob, Effect, EffectFailure, SetImages
+from gantry.domain import ledger
+from gantry.domain.model import (
+    Alert,
+    ClaimProduction,
+    DeleteJob,
+    Effect,
+    EffectFailure,
+    RecordProduction,
+    SetImages,
+)
 from gantry.domain.reasons import Reason
+from gantry.domain.timefmt import to_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +47,21 @@ def place_images(ctx: Context, effect: SetImages) -> None:
         )
 
 
+def record_production(ctx: Context, effect: RecordProduction | ClaimProduction) -> None:
+    """The production ledger in the Pipeline's status, then its line in git (spec.git.ledger)."""
+    kube_effects.EXECUTORS[type(effect)](ctx, effect)
+    line = ledger.git_line(ctx.release.application, effect.entry, to_rfc3339(ctx.now))
+    git_effects.ledger_to_git(ctx, line)
+
+
 EXECUTORS: dict[type[Any], Executor] = {
     **kube_effects.EXECUTORS,
     **git_effects.EXECUTORS,
     **registry_effects.EXECUTORS,
     **alert_effects.EXECUTORS,
     SetImages: place_images,
+    RecordProduction: record_production,
+    ClaimProduction: record_production,
 }
 
 

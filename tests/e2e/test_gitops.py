@@ -5,6 +5,7 @@ a bare timeout: the other controller is named, with the fix."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,7 +17,7 @@ import yaml
 
 from tests.conftest import FAST
 from tests.e2e import manifests as m
-from tests.git.repos import origin_and_clone
+from tests.git.repos import bare, origin_and_clone
 from tests.harness.cluster import Cluster
 from tests.harness.operator import OperatorThread, RecordingAlerter
 from tests.harness.syncer import Syncer, install_application_kind
@@ -218,6 +219,8 @@ def test_the_seeds_production_branch_takes_the_tag_staging_ran_and_rolls_back_to
         promotion="Auto",
         git={"repository": str(origin), "branch": "production", "path": "shop", "promoteFrom": "staging"},
     )
+    audit = bare(tmp_path, "audit")  # the ledger in git: an empty repository of its own
+    pipeline["spec"]["git"] = {"ledger": {"repository": str(audit)}}
     cluster.apply(pipeline)
     staging_tool = Syncer(cluster, origin, "shop", namespace=namespace)
     production_tool = Syncer(cluster, origin, "shop", branch="production", namespace=prod)
@@ -247,6 +250,21 @@ def test_the_seeds_production_branch_takes_the_tag_staging_ran_and_rolls_back_to
     assert git(origin, "rev-parse", f"{head}:shop") == git(origin, "rev-parse", "shop/v1.0.0^{commit}:shop")
     assert cluster.images("Deployment", prod, "web")["web"] == m.image("web", "v1")
     assert cluster.images("Deployment", prod, "worker")["worker"] == m.image("worker", "v1")
+    # Every production record and decision is a line in git, which outlives the cluster.
+    lines = [json.loads(line) for line in git(audit, "show", "main:ledger/shop.jsonl").splitlines()]
+    key = f"{namespace}/shop-v2"
+    said = [(r["release"], r.get("result") or r["action"], r["decidedBy"]) for r in lines]
+    assert said[:2] == [
+        (f"{namespace}/shop-v1", "Deploying", "gantry (automatic promotion)"),
+        (f"{namespace}/shop-v1", "Released", "gantry (automatic promotion)"),
+    ]
+    assert said[-3:] == [
+        (key, "Rollback", "bob"),
+        (key, "RolledBack", "bob"),
+        (f"{namespace}/shop-v1", "Restored", "bob"),
+    ]
+    assert all(r["application"] == "shop" and r["time"] for r in lines)
+    assert len({r["id"] for r in lines}) == len(lines)  # each once, however often an effect ran
 
 
 def test_a_proposal_branch_is_merged_by_a_person_then_applied(

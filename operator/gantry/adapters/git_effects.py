@@ -99,6 +99,21 @@ def commit_images(ctx: Context, effect: SetImages) -> None:
         ctx.announce("Normal", Reason.COMMITTED, f"committed {commit[:12]} to {where}: {title}")
 
 
+def ledger_to_git(ctx: Context, line: tuple[str, str]) -> None:
+    """Append a ledger line (and its marker) to the Pipeline's ledger in git, when it has one. The
+    record in the cluster is written already: a git failure here is a Warning Event, never a stop."""
+    pipeline, targets = ctx.pipeline, ctx.adapters.git_targets
+    if isinstance(pipeline, Problem) or pipeline.git.ledger is None or targets is None:
+        return
+    credentials = git_credentials(ctx.adapters.resources, ctx.namespace, pipeline)
+    try:
+        targets.append_line(pipeline.git.ledger, *line, credentials)
+    except GitError as error:
+        ctx.announce(
+            "Warning", Reason.LEDGER_NOT_IN_GIT, f"the production ledger's line is not in git: {error}"
+        )
+
+
 def write_paperwork(ctx: Context, effect: Retrospective) -> None:
     """Paperwork must never stop a rollback or an emergency: a git failure is an Event, not a stop."""
     try:

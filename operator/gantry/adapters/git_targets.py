@@ -104,6 +104,38 @@ class GitTargets:
             applied = bool(revision) and self._ancestor(repo, commit or head, str(revision))
             return head, commit, holds, applied
 
+    def append_line(
+        self, target: GitTarget, line: str, marker: str, credentials: tuple[str, str] | None = None
+    ) -> str | None:
+        """Append `line` to the target's file (made if missing) and push, unless a line holding
+        `marker` is there already (a retried effect appends nothing); the new commit, or None."""
+        with self._clone(target) as path:
+            options = remote_options(self.timeout)
+            for attempt in range(PUSH_ATTEMPTS):
+                repo = self._fetched(path, target, credentials, missing_ok=True)
+                base = "refs/remotes/origin/head"
+                has_base = bool(repo.git.rev_parse("--verify", "--quiet", base, with_exceptions=False))
+                if has_base:
+                    repo.git.checkout("--quiet", "--force", "-B", "gantry-target", base)
+                file = path / target.path
+                text = file.read_text() if has_base and file.is_file() else ""
+                if marker in text:
+                    return None
+                file.parent.mkdir(parents=True, exist_ok=True)
+                file.write_text(text + ("" if not text or text.endswith("\n") else "\n") + line + "\n")
+                repo.git.add("--", target.path)
+                with repo.git.custom_environment(**AUTHOR):
+                    tree = repo.git.write_tree()
+                    parents = [f"-p{repo.git.rev_parse(base)}"] if has_base else []
+                    commit = repo.git.commit_tree(tree, *parents, "-m", f"ledger: {line[:120]}")
+                try:
+                    repo.git.push("--quiet", "origin", f"{commit}:refs/heads/{target.branch}", **options)
+                    return str(commit)
+                except git.GitCommandError:
+                    if attempt == PUSH_ATTEMPTS - 1:
+                        raise
+            return None  # not reached
+
     def drop_branch(self, target: GitTarget, branch: str, credentials: tuple[str, str] | None = None) -> None:
         """Delete a proposal's branch in origin (already gone is fine)."""
         with self._clone(target) as path:
@@ -135,17 +167,21 @@ class GitTargets:
             return False
         return True
 
-    def _fetched(self, path: Path, target: GitTarget, credentials: tuple[str, str] | None) -> git.Repo:
-        """The clone, made if need be, with the target branch fetched as refs/remotes/origin/head."""
+    def _fetched(
+        self, path: Path, target: GitTarget, credentials: tuple[str, str] | None, missing_ok: bool = False
+    ) -> git.Repo:
+        """The clone, made if need be, with the target branch fetched as refs/remotes/origin/head
+        (`missing_ok`: a branch not there yet is made by the first push)."""
         remote, options = with_credentials(target.repository, credentials), remote_options(self.timeout)
         if not (path / ".git").exists():  # the command, not Repo.clone_from: only a command times out
             self.root.mkdir(parents=True, exist_ok=True)
             git.Git(self.root).clone("--quiet", "--no-checkout", "--", remote, str(path), **options)
         repo = git.Repo(path)
         repo.git.remote("set-url", "origin", remote)
-        repo.git.fetch(
-            "--quiet", "origin", f"+refs/heads/{target.branch}:refs/remotes/origin/head", **options
-        )
+        wanted = f"refs/heads/{target.branch}"
+        if missing_ok and not repo.git.ls_remote("--heads", "origin", wanted, **options):
+            return repo
+        repo.git.fetch("--quiet", "origin", f"+{wanted}:refs/remotes/origin/head", **options)
         return repo
 
     def _write(

@@ -4,6 +4,7 @@ decided, and which digests are quarantined after a rollback. Pure list and map e
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
@@ -118,3 +119,33 @@ def lift(entries: list[dict[str, Any]], digests: set[str]) -> list[dict[str, Any
 
 def log(entries: list[dict[str, Any]], item: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [*entries, dict(item)][-LOG_LIMIT:]
+
+
+def git_line(application: str, entry: Mapping[str, Any], now: str) -> tuple[str, str]:
+    """A production record as one JSON line for the ledger in git, and the marker that finds it
+    there again (one line per Release and result: Deploying, Baking, Released, RolledBack...)."""
+    ident = f"{entry.get('uid')}/{entry.get('result')}"
+    record = {
+        "id": ident,
+        "time": entry.get("updatedAt") or now,
+        "application": application,
+        **{k: entry[k] for k in ("release", "version", "result", "decidedBy", "reason") if entry.get(k)},
+        "images": [i.get("image") for i in entry.get("images") or ()],
+    }
+    return json.dumps(record), f'"id": {json.dumps(ident)}'
+
+
+def decision_line(application: str, release: str, decision: Mapping[str, Any]) -> tuple[str, str]:
+    """A ReleaseDecision on `release` (namespace/name) as one JSON line for the ledger in git, and
+    its marker."""
+    namespace = release.split("/", 1)[0]
+    ident = f"decision/{namespace}/{decision.get('name')}@{decision.get('time')}"
+    keys = ("action", "decidedBy", "reason", "via", "commit")
+    record = {
+        "id": ident,
+        "time": decision.get("time"),
+        "application": application,
+        "release": release,
+        **{k: decision[k] for k in keys if decision.get(k)},
+    }
+    return json.dumps(record), f'"id": {json.dumps(ident)}'

@@ -239,6 +239,9 @@ class GitConfig:
     credentials_secret: str | None = None  # a Secret with username and password (or token) for HTTPS origins
     wiki_repository: str | None = None  # a git-backed wiki for the HOT-<n> / ROLLBACK-<n> pages
     page_template: str | None = None
+    # The production ledger and the decisions, one JSON line each, appended to a file in git:
+    # an audit trail that outlives the cluster and the status lists' caps.
+    ledger: GitTarget | None = None
 
 
 @dataclass(frozen=True)
@@ -362,10 +365,22 @@ def parse_pipeline(name: str, spec: Mapping[str, Any]) -> Pipeline | Problem:
         webhook_format=str((raw_alerts.get("webhook") or {}).get("format", "Slack")),
     )
     raw_git = spec.get("git") or {}
+    raw_ledger = raw_git.get("ledger") or {}
+    ledger_path = str(raw_ledger.get("path") or f"ledger/{spec.get('application') or name}.jsonl")
+    if raw_ledger and not safe_path(ledger_path):
+        return Problem(
+            Reason.INVALID_PIPELINE,
+            "spec.git.ledger.path",
+            f"{ledger_path!r} is not a relative path inside the repository",
+            "use a path like ledger/shop.jsonl (no leading /, no ..)",
+        )
     git = GitConfig(
         credentials_secret=(raw_git.get("credentialsSecretRef") or {}).get("name"),
         wiki_repository=(raw_git.get("wiki") or {}).get("repository"),
         page_template=(raw_git.get("wiki") or {}).get("template"),
+        ledger=GitTarget(str(raw_ledger["repository"]), str(raw_ledger.get("branch") or "main"), ledger_path)
+        if raw_ledger.get("repository")
+        else None,
     )
     raw_registry = spec.get("registry") or {}
     registry = RegistryConfig(
