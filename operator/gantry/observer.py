@@ -15,11 +15,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from gantry.adapters.clusters import ClusterError
 from gantry.adapters.effects import Adapters
 from gantry.adapters.git import GitError, Repository
 from gantry.adapters.git_effects import git_credentials
 from gantry.adapters.gitops_tools import read_sync
-from gantry.adapters.kube import ApiError
+from gantry.adapters.kube import UNREACHABLE, ApiError, unreachable
 from gantry.adapters.prometheus import PrometheusSource
 from gantry.adapters.registry import RegistryError, parse_repository
 from gantry.adapters.registry_effects import failure_of
@@ -79,18 +80,21 @@ class Observer:
         targets: dict[int, tuple[ObservedWorkload, ...]] = {}
         if stage is not None and (run is None or run.changes is None):
             try:
-                targets = {t.index: resources.find_workloads(t) for t in stage.targets}
+                at = self.adapters.at(release.namespace, stage.cluster)
+                targets = {t.index: at.find_workloads(t) for t in stage.targets}
             except ApiError as refused:
                 if refused.status != 403:
                     raise
                 pipeline = forbidden(release, stage, refused)  # the stage cannot start: say why, not crash
+            except AWAY as away:
+                pipeline = cluster_unavailable(stage, away)
         return pipeline, Observation(
             now=now,
             pipeline=pipeline,
             targets=targets,
-            workloads=self.workloads(release.status, run),
+            workloads=self.workloads(release.namespace, release.status, run),
             lock=self.lock(release, run, stage, now),
-            job=self.job(run),
+            job=self.job(release, run),
             error=error,
             metrics=self.metrics(release, run, stage, now),
             production=production,
@@ -118,14 +122,17 @@ class Observer:
         sync, revision = None, None
         try:
             if target.sync is not None:
-                revision, detail = read_sync(resources.kube, target.sync)
+                # Read where the stage deploys: Flux (and an Argo CD per cluster) run there.
+                revision, detail = read_sync(
+                    self.adapters.at(release.namespace, run.stage.cluster).kube, target.sync
+                )
                 sync = ObservedSync(target.sync.describe(), revision, False, detail)
             credentials = git_credentials(resources, release.namespace, pipeline)
             head, commit, holds, applied = targets.look(
                 target, release.key, run.name, digests, revision, credentials
             )
-        except (GitError, ApiError) as error:
-            return ObservedGit(error=str(error) if isinstance(error, GitError) else error.message)
+        except (GitError, ApiError, ClusterError) as error:
+            return ObservedGit(error=error.message if isinstance(error, ApiError) else str(error))
         if sync is not None:
             sync = replace(sync, applied=applied)
         return ObservedGit(head, commit, holds, sync)
@@ -179,7 +186,7 @@ class Observer:
         return replace(production, history=history)
 
     def workloads(
-        self, status: Mapping[str, Any], current: StageRun | None
+        self, namespace: str, status: Mapping[str, Any], current: StageRun | None
     ) -> dict[WorkloadRef, ObservedWorkload]:
         """The workloads the current stage changed; in production, every workload any stage of this
         Release changed (a production rollback also reverts the earlier locked stages). Reading
@@ -188,7 +195,7 @@ class Observer:
         if current is not None and not current.production:
             runs = runs[-1:]
         changed = {WorkloadRef.from_key(i["workload"]) for run in runs for i in run.get("images") or ()}
-        seen = {ref: self.adapters.resources.get_workload(ref) for ref in sorted(changed)}
+        seen = {ref: self.adapters.at(namespace, ref.cluster).get_workload(ref) for ref in sorted(changed)}
         return {ref: workload for ref, workload in seen.items() if workload is not None}
 
     def lock(
@@ -209,11 +216,11 @@ class Observer:
             return replace(seen, too_short=why)
         return seen
 
-    def job(self, run: StageRun | None) -> Any:
+    def job(self, release: ReleaseView, run: StageRun | None) -> Any:
         if run is None or not run.test_job or run.step != Step.TESTING:
             return None
         namespace, name = run.test_job.split("/", 1)
-        return self.adapters.resources.get_job(namespace, name)
+        return self.adapters.at(release.namespace, run.stage.cluster).get_job(namespace, name)
 
     def metrics(
         self, release: ReleaseView, run: StageRun | None, stage: Stage | None, now: datetime
@@ -344,6 +351,22 @@ def current_stage(release: ReleaseView, live: Pipeline | Problem, run: StageRun 
         return None
     index = int(release.status.get("stageIndex", 0))
     return pipeline.stages[index] if index < len(pipeline.stages) else None
+
+
+# A stage's other cluster that cannot be used: its Secret, its kubeconfig, or no answer.
+AWAY: tuple[type[BaseException], ...] = (ClusterError, *UNREACHABLE)
+
+
+def cluster_unavailable(stage: Stage, error: BaseException) -> Problem:
+    """The stage's other cluster cannot be reached: the stage cannot start; say which and why."""
+    said = str(error) if isinstance(error, ClusterError) else unreachable(stage.cluster, error)
+    return Problem(
+        Reason.CLUSTER_UNAVAILABLE,
+        f"{stage.field}.cluster.kubeconfigSecretRef",
+        f"cluster {stage.cluster}: {said}",
+        "create the Secret (the Pipeline's namespace) with a kubeconfig for that cluster under the key "
+        "kubeconfig, or correct its name",
+    )
 
 
 def forbidden(release: ReleaseView, stage: Stage, error: ApiError) -> Problem:

@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from gantry.adapters.alerts import Alerter
+from gantry.adapters.clusters import Clusters
 from gantry.adapters.effects import Adapters, Context, EventSink
 from gantry.adapters.git import Mirrors
 from gantry.adapters.git_targets import GitTargets
@@ -81,6 +82,7 @@ class ReleaseReconciler:
             self.mirrors,
             partial(registry_client, self.resources),
             targets,
+            Clusters(self.resources),
         )
         self.observer = Observer(
             self.adapters, self.clock, self.prometheus, self.prometheus_url, self.min_lease_seconds
@@ -150,7 +152,9 @@ class ReleaseReconciler:
         """The Release was deleted (its last state, from the watch event): put back what its
         unfinished stage changed and stop its test Job (domain.leaving), then give its locks back."""
         release = ReleaseView.from_body(body)
-        leaving = leave(release, self.observer.workloads(release.status, current_run(release.status)))
+        leaving = leave(
+            release, self.observer.workloads(release.namespace, release.status, current_run(release.status))
+        )
         if leaving.effects or leaving.events:
             pipeline, _ = self.resources.get_pipeline_state(
                 release.namespace, release.pipeline, with_ledger=False

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from gantry.adapters.alerts import Alerter
+from gantry.adapters.clusters import ClusterError, Clusters
 from gantry.adapters.git import Mirrors
 from gantry.adapters.git_targets import GitTargets
 from gantry.adapters.resources import Resources
@@ -53,6 +54,15 @@ class Adapters:
     mirrors: Mirrors | None  # git sources; None: no git configured
     registry: RegistryFactory
     git_targets: GitTargets | None = None  # stages deploying through git; None: no git configured
+    clusters: Clusters | None = None  # stages in other clusters; None: this cluster only
+
+    def at(self, namespace: str, cluster: str) -> Resources:
+        """Where a stage's workloads and test Jobs live: this cluster, or the one its Secret names."""
+        if not cluster:
+            return self.resources
+        if self.clusters is None:
+            raise ClusterError(f"cluster {cluster}: this operator reaches no other cluster")
+        return self.clusters.at(namespace, cluster)
 
 
 @dataclass(frozen=True)

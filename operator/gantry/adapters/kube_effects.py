@@ -86,7 +86,9 @@ def set_images(ctx: Context, effect: SetImages) -> None:
     refused: list[ApiError] = []
     for ref, images in sorted(by_workload.items()):
         try:
-            ctx.adapters.resources.set_images(ref, images, label_value(ctx.release.pipeline))
+            ctx.adapters.at(ctx.namespace, ref.cluster).set_images(
+                ref, images, label_value(ctx.release.pipeline)
+            )
         except ApiError as error:
             if error.transient:
                 raise
@@ -101,7 +103,7 @@ def set_images(ctx: Context, effect: SetImages) -> None:
 
 def create_job(ctx: Context, effect: CreateJob) -> None:
     try:
-        ctx.adapters.resources.create_job(effect.manifest)
+        ctx.adapters.at(ctx.namespace, effect.cluster).create_job(effect.manifest)
     except ApiError as error:
         if error.transient:
             raise
@@ -109,7 +111,7 @@ def create_job(ctx: Context, effect: CreateJob) -> None:
 
 
 def delete_job(ctx: Context, effect: DeleteJob) -> None:
-    ctx.adapters.resources.delete_job(effect.namespace, effect.name)
+    ctx.adapters.at(ctx.namespace, effect.cluster).delete_job(effect.namespace, effect.name)
 
 
 def claim_production(ctx: Context, effect: ClaimProduction) -> None:

@@ -324,11 +324,11 @@ class Resources:
                 workload_path(target.kind, target.namespace),
                 label_selector=label_selector(target.match_labels),
             )
-        return tuple(observe_workload(target.kind, b) for b in bodies)
+        return tuple(observe_workload(target.kind, b, target.cluster) for b in bodies)
 
     def get_workload(self, ref: WorkloadRef) -> ObservedWorkload | None:
         body = self.kube.get(workload_path(ref.kind, ref.namespace, ref.name))
-        return observe_workload(ref.kind, body) if body is not None else None
+        return observe_workload(ref.kind, body, ref.cluster) if body is not None else None
 
     def set_images(self, ref: WorkloadRef, images: Mapping[str, str], pipeline: str = "") -> bool:
         """Set only the named containers' images; True if anything had to change.
@@ -586,9 +586,9 @@ def lease_of(body: Mapping[str, Any]) -> timedelta:
     return timedelta(seconds=int((body.get("spec") or {}).get("leaseSeconds") or DEFAULT_LEASE_SECONDS))
 
 
-def observe_workload(kind: str, body: Mapping[str, Any]) -> ObservedWorkload:
+def observe_workload(kind: str, body: Mapping[str, Any], cluster: str = "") -> ObservedWorkload:
     meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
-    ref = WorkloadRef(kind, meta["namespace"], meta["name"])
+    ref = WorkloadRef(kind, meta["namespace"], meta["name"], cluster)
     containers = {c["name"]: c.get("image", "") for c in spec["template"]["spec"]["containers"]}
     managers = image_managers(meta.get("managedFields") or (), containers)
     return ObservedWorkload(ref, containers, rollout_of(kind, meta, spec, status), managers)

@@ -49,7 +49,8 @@ def leave(release: ReleaseView, workloads: Mapping[WorkloadRef, ObservedWorkload
     elif run.changes:
         said.append("left its images in place (rollback disabled, or someone changed them since)")
     if run.test_job and run.step == Step.TESTING:
-        effects.append(DeleteJob(*run.test_job.split("/", 1)))
+        namespace, name = run.test_job.split("/", 1)
+        effects.append(DeleteJob(namespace, name, run.stage.cluster))
         said.append(f"stopped test Job {run.test_job}")
     if len(said) == 1:
         return Leaving()

@@ -268,6 +268,7 @@ class SetImages:
 @dataclass(frozen=True)
 class CreateJob:
     manifest: Mapping[str, Any]
+    cluster: str = ""  # the stage's other cluster, if any: tests run where the stage deploys
 
 
 @dataclass(frozen=True)
@@ -276,6 +277,7 @@ class DeleteJob:
 
     namespace: str
     name: str
+    cluster: str = ""
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,14 @@ class Target:
     name: str | None = None
     match_labels: Mapping[str, str] = field(default_factory=dict)
     containers: tuple[str, ...] = ()
+    cluster: str = ""  # its stage's other cluster (kubeconfig Secret name); "" for this one
 
     def describe(self) -> str:
+        where = f" in cluster {self.cluster}" if self.cluster else ""
         if self.name:
-            return f"{self.kind} {self.namespace}/{self.name}"
+            return f"{self.kind} {self.namespace}/{self.name}{where}"
         labels = ",".join(f"{k}={v}" for k, v in sorted(self.match_labels.items()))
-        return f"{self.kind}s in {self.namespace} with labels {labels}"
+        return f"{self.kind}s in {self.namespace} with labels {labels}{where}"
 
     def to_spec(self) -> dict[str, Any]:
         return {
@@ -169,6 +171,9 @@ class Stage:
     registry: RegistryStage | None = None
     soak_seconds: int = 0  # before production: how long a passed version must run healthy here
     git: GitTarget | None = None  # deploy by a commit to git (a GitOps tool applies it), not a live patch
+    # Another cluster: the kubeconfig Secret (the Pipeline's namespace) through which the stage's
+    # workloads and test Jobs are reached; locks and records stay here.
+    cluster: str = ""
 
     @property
     def manual(self) -> bool:
@@ -215,6 +220,8 @@ class Stage:
             out["registry"] = self.registry.to_spec()
         if self.git is not None:
             out["git"] = self.git.to_spec()
+        if self.cluster:
+            out["cluster"] = {"kubeconfigSecretRef": {"name": self.cluster}}
         return out
 
     @classmethod
@@ -473,6 +480,9 @@ def _parse_stage(index: int, raw: Any) -> Stage | Problem:
     git = _parse_git_target(f"{where}.git", raw.get("git"))
     if isinstance(git, Problem):
         return git
+    cluster = str(((raw.get("cluster") or {}).get("kubeconfigSecretRef") or {}).get("name") or "")
+    if cluster:
+        targets = [replace(t, cluster=cluster) for t in targets]
     return Stage(
         index=index,
         name=str(raw["name"]),
@@ -489,6 +499,7 @@ def _parse_stage(index: int, raw: Any) -> Stage | Problem:
         registry=registry,
         soak_seconds=int(raw.get("soakSeconds") or 0),
         git=git,
+        cluster=cluster,
     )
 
 

@@ -82,6 +82,7 @@ class Reason(StrEnum):
     GIT_COMMIT_FAILED = "GitCommitFailed"  # a LiveFirst rollback is live, but git still names the bad images
     REVERTED = "Reverted"  # a live patch was set back by someone else; applied once more
     CONTROLLER_FIGHT = "ControllerFight"  # set back again: another controller owns the field
+    CLUSTER_UNAVAILABLE = "ClusterUnavailable"  # a stage's other cluster: no Secret, no kubeconfig, no answer
     LEDGER_NOT_IN_GIT = "LedgerNotInGit"  # the ledger in git (spec.git.ledger) could not be appended to
     PROPOSAL_NOT_MERGED = "ProposalNotMerged"  # a git stage's proposal branch was not merged in time
     STAGE_PASSED = "StagePassed"

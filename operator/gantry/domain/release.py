@@ -224,7 +224,7 @@ def _abandoned_job(d: Draft, before: StageRun | None) -> list[DeleteJob]:
     if d.run is not None and d.run.index == before.index and d.run.step == Step.TESTING:
         return []
     namespace, name = before.test_job.split("/", 1)
-    return [DeleteJob(namespace, name)]
+    return [DeleteJob(namespace, name, before.stage.cluster)]
 
 
 def _conditions(conditions: list[dict[str, Any]], d: Draft, generation: int) -> list[dict[str, Any]]:

@@ -747,7 +747,7 @@ def start_test(d: Draft, stage: Stage) -> None:
         timeout_seconds=stage.test.timeout_seconds,
         owner=d.release.reference(),
     )
-    d.effects.append(CreateJob(manifest))
+    d.effects.append(CreateJob(manifest, stage.cluster))
     if d.run.test_job is None:
         where = f"{stage.test_namespace}/{name}"
         d.run = replace(d.run, test_job=where, test_started_at=d.now)

@@ -21,17 +21,21 @@ class WorkloadRef:
     kind: str
     namespace: str
     name: str
+    cluster: str = ""  # another cluster: the kubeconfig Secret its stage names; "" for this one
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.namespace}/{self.name}"
+        where = f" in cluster {self.cluster}" if self.cluster else ""
+        return f"{self.kind} {self.namespace}/{self.name}{where}"
 
     def key(self) -> str:
-        return f"{self.kind}/{self.namespace}/{self.name}"
+        """kind/namespace/name, prefixed with cluster@ for another cluster's."""
+        return (f"{self.cluster}@" if self.cluster else "") + f"{self.kind}/{self.namespace}/{self.name}"
 
     @classmethod
     def from_key(cls, key: str) -> WorkloadRef:
-        kind, namespace, name = key.split("/", 2)
-        return cls(kind, namespace, name)
+        cluster, _, rest = key.rpartition("@")
+        kind, namespace, name = rest.split("/", 2)
+        return cls(kind, namespace, name, cluster)
 
 
 @dataclass(frozen=True)
