@@ -15,13 +15,13 @@ from typing import Any
 from gantry.adapters import git_effects
 from gantry.adapters.effects import Context
 from gantry.adapters.resources import Resources
-from gantry.domain import ledger
-from gantry.domain.decisions import Action, refusal
-from gantry.domain.gates import version_refusal
-from gantry.domain.images import parse_pinned
-from gantry.domain.model import ReleaseView
-from gantry.domain.phases import Phase
-from gantry.domain.timefmt import to_rfc3339
+from gantry.domain.flow.gates import version_refusal
+from gantry.domain.flow.model import ReleaseView
+from gantry.domain.records import ledger
+from gantry.domain.records.decisions import Action, refusal
+from gantry.domain.vocabulary.images import parse_pinned
+from gantry.domain.vocabulary.phases import Phase
+from gantry.domain.vocabulary.timefmt import to_rfc3339
 from gantry.reconciler import ReleaseReconciler
 
 

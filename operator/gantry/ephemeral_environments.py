@@ -1,4 +1,4 @@
-"""The imperative shell around `domain.ephemeral`: per feature branch, make its environment (a
+"""The imperative shell around `domain.inputs.ephemeral`: per feature branch, make its environment (a
 namespace labelled as the source's, copies of one stage's workloads, a one-stage Pipeline), a
 Release of its head once CI pushed the images, and delete the environment when the branch is
 merged, deleted or idle past its TTL.
@@ -18,12 +18,12 @@ from typing import Any
 from gantry.adapters.git import Repository
 from gantry.adapters.kube import custom_path, label_selector, segment, workload_path
 from gantry.adapters.resources import Resources
-from gantry.domain import ephemeral, release_sources
-from gantry.domain.ephemeral import Environment, EphemeralSpec
-from gantry.domain.pipeline import Pipeline, Stage
-from gantry.domain.problems import Problem
-from gantry.domain.release_sources import SourceSpec
-from gantry.domain.timefmt import to_rfc3339
+from gantry.domain.inputs import ephemeral, release_sources
+from gantry.domain.inputs.ephemeral import Environment, EphemeralSpec
+from gantry.domain.inputs.pipeline import Pipeline, Stage
+from gantry.domain.inputs.release_sources import SourceSpec
+from gantry.domain.vocabulary.problems import Problem
+from gantry.domain.vocabulary.timefmt import to_rfc3339
 
 COPIED_METADATA = ("labels", "annotations")
 

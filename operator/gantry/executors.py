@@ -7,8 +7,7 @@ from typing import Any
 
 from gantry.adapters import alert_effects, git_effects, kube_effects, registry_effects
 from gantry.adapters.effects import Context, EffectFailed, Executor
-from gantry.domain import ledger
-from gantry.domain.model import (
+from gantry.domain.flow.model import (
     Alert,
     ClaimProduction,
     DeleteJob,
@@ -17,8 +16,9 @@ from gantry.domain.model import (
     RecordProduction,
     SetImages,
 )
-from gantry.domain.reasons import Reason
-from gantry.domain.timefmt import to_rfc3339
+from gantry.domain.records import ledger
+from gantry.domain.vocabulary.reasons import Reason
+from gantry.domain.vocabulary.timefmt import to_rfc3339
 
 log = logging.getLogger(__name__)
 

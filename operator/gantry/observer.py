@@ -24,10 +24,9 @@ from gantry.adapters.kube import UNREACHABLE, ApiError, unreachable
 from gantry.adapters.prometheus import PrometheusSource
 from gantry.adapters.registry import RegistryError, parse_repository
 from gantry.adapters.registry_effects import failure_of
-from gantry.domain import guard, ledger, locks, registry
-from gantry.domain.analysis import Sample, evaluation_due, render
-from gantry.domain.gitops import image_key
-from gantry.domain.model import (
+from gantry.domain.flow import guard, registry
+from gantry.domain.flow.gitops import image_key
+from gantry.domain.flow.model import (
     EffectFailure,
     Observation,
     ObservedGit,
@@ -40,14 +39,16 @@ from gantry.domain.model import (
     StageRun,
     current_run,
 )
-from gantry.domain.phases import FINAL, IN_STAGE, Phase, Step
-from gantry.domain.pipeline import Pipeline, Stage, pinned
-from gantry.domain.problems import Problem
-from gantry.domain.reasons import Reason
-from gantry.domain.source import RELEASE_BRANCHES
-from gantry.domain.timefmt import to_rfc3339
-from gantry.domain.versions import Reservation, changelog
-from gantry.domain.workloads import ObservedWorkload, WorkloadRef
+from gantry.domain.flow.source import RELEASE_BRANCHES
+from gantry.domain.inputs.analysis import Sample, evaluation_due, render
+from gantry.domain.inputs.pipeline import Pipeline, Stage, pinned
+from gantry.domain.inputs.versions import Reservation, changelog
+from gantry.domain.inputs.workloads import ObservedWorkload, WorkloadRef
+from gantry.domain.records import ledger, locks
+from gantry.domain.vocabulary.phases import FINAL, IN_STAGE, Phase, Step
+from gantry.domain.vocabulary.problems import Problem
+from gantry.domain.vocabulary.reasons import Reason
+from gantry.domain.vocabulary.timefmt import to_rfc3339
 from gantry.versioning import next_release, unsettled_before
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Any
 
 from gantry.adapters.kube import ApiError, Kube, custom_path
 from gantry.adapters.registry import RegistryClient, parse_dockerconfigjson, parse_repository
-from gantry.domain.release_sources import release_name
+from gantry.domain.inputs.release_sources import release_name
 
 DIGEST_MARK = "@sha256:"
 

@@ -1,4 +1,4 @@
-"""The imperative shell around `domain.release.decide`: observe, decide, execute, record.
+"""The imperative shell around `domain.flow.release.decide`: observe, decide, execute, record.
 
 One `reconcile` call walks a Release forward as far as it can go without waiting for the
 world (a rollout, a Job, a lock, the next bake evaluation), then returns. State lives only in
@@ -23,8 +23,8 @@ from gantry.adapters.metrics import Metrics
 from gantry.adapters.prometheus import PrometheusSource
 from gantry.adapters.registry_effects import registry_client
 from gantry.adapters.resources import Resources
-from gantry.domain.leaving import leave
-from gantry.domain.model import (
+from gantry.domain.flow.leaving import leave
+from gantry.domain.flow.model import (
     MANAGED_STATUS_KEYS,
     CreateJob,
     Effect,
@@ -34,8 +34,8 @@ from gantry.domain.model import (
     SetImages,
     current_run,
 )
-from gantry.domain.phases import FINAL, FINISHED_LABEL, Phase
-from gantry.domain.release import decide
+from gantry.domain.flow.release import decide
+from gantry.domain.vocabulary.phases import FINAL, FINISHED_LABEL, Phase
 from gantry.executors import execute, follow_up, split
 from gantry.observer import Observer
 
@@ -150,7 +150,7 @@ class ReleaseReconciler:
 
     def leave(self, body: Mapping[str, Any]) -> None:
         """The Release was deleted (its last state, from the watch event): put back what its
-        unfinished stage changed and stop its test Job (domain.leaving), then give its locks back."""
+        unfinished stage changed and stop its test Job (domain.flow.leaving), then give its locks back."""
         release = ReleaseView.from_body(body)
         leaving = leave(
             release, self.observer.workloads(release.namespace, release.status, current_run(release.status))

@@ -16,7 +16,7 @@ from gantry.adapters.kube import Kube, load_api_client
 from gantry.adapters.metrics import Metrics
 from gantry.adapters.resources import Resources
 from gantry.decision_desk import DecisionDesk
-from gantry.domain.model import Event
+from gantry.domain.flow.model import Event
 from gantry.reconciler import ReleaseReconciler, utcnow
 from gantry.settings import Config
 from gantry.source_poller import SourcePoller

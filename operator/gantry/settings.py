@@ -10,7 +10,7 @@ from dataclasses import dataclass
 class Config:
     reconcile_interval: float = 5.0  # seconds between looks at a Release that is in flight
     waiting_interval: float = 10.0  # ... at one waiting for a person or a deadline, when it changed
-    waiting_resync: float = 300.0  # ... at one waiting whose object did not change (see domain.cadence)
+    waiting_resync: float = 300.0  # ... at one waiting whose object did not change (see domain.flow.cadence)
     lock_sweep_interval: float = 30.0  # seconds between clearing expired EnvironmentLock leases
     source_tick: float = 5.0  # seconds between checks whether a ReleaseSource's interval is due
     webhook_port: int = 0  # push webhooks for ReleaseSources (0: none)

@@ -1,4 +1,4 @@
-"""The imperative shell around `domain.release_sources`: read the branch and the registry, decide,
+"""The imperative shell around `domain.inputs.release_sources`: read the branch and the registry, decide,
 create the Releases, record what was seen.
 
 Idempotent and restart-safe: the status says which commit was released last, a Release's name
@@ -22,13 +22,13 @@ from gantry.adapters.kube import custom_path
 from gantry.adapters.registry import REQUEST_TIMEOUT, RegistryError, parse_repository
 from gantry.adapters.registry_effects import registry_client
 from gantry.adapters.resources import Resources
-from gantry.domain import release_sources
-from gantry.domain.model import FOLLOWS, SUPERSEDED_BY
-from gantry.domain.phases import FINAL, FINISHED_LABEL
-from gantry.domain.pipeline import Pipeline
-from gantry.domain.problems import Problem
-from gantry.domain.reasons import Reason
-from gantry.domain.testjob import label_value
+from gantry.domain.flow.model import FOLLOWS, SUPERSEDED_BY
+from gantry.domain.inputs import release_sources
+from gantry.domain.inputs.pipeline import Pipeline
+from gantry.domain.inputs.testjob import label_value
+from gantry.domain.vocabulary.phases import FINAL, FINISHED_LABEL
+from gantry.domain.vocabulary.problems import Problem
+from gantry.domain.vocabulary.reasons import Reason
 from gantry.ephemeral_environments import EphemeralEnvironments
 from gantry.versioning import next_release
 
@@ -78,7 +78,7 @@ class SourcePoller:
         older = self.in_flight(spec) if plan.creates else []
         in_flight = [str(body["metadata"]["name"]) for body in older]
         for manifest in plan.creates:
-            if in_flight:  # the new Release enters no stage one of these is in (domain.steps)
+            if in_flight:  # the new Release enters no stage one of these is in (domain.flow.steps)
                 manifest["metadata"].setdefault("annotations", {})[FOLLOWS] = ",".join(in_flight)
             self.resources.kube.create_unless_exists(custom_path("releases", namespace), manifest)
             in_flight.append(str(manifest["metadata"]["name"]))  # EveryCommit: the next follows it

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import semver
 
 from gantry.adapters.git import GitError, Repository
-from gantry.domain.versions import (
+from gantry.domain.inputs.versions import (
     Bump,
     Commit,
     Reservation,
@@ -113,7 +113,7 @@ def check_commits(repo: Repository, spec: str) -> list[tuple[Commit, str]]:
 
 
 def check_branch(repo: Repository, branch: str, main: str = "main", name: str | None = None) -> list[str]:
-    """The seed's rules for a ticket branch before it may merge (see domain.versions). `name`:
+    """The seed's rules for a ticket branch before it may merge (see domain.inputs.versions). `name`:
     the branch's name when `branch` is a commit (CI checks out a detached HEAD)."""
     head, base = repo.resolve(branch), repo.resolve(main)
     name = name or repo.branch_name(branch)

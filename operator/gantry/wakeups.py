@@ -1,7 +1,7 @@
 """Which Release waits on which object, and the bell that wakes it when a watch event ends the wait.
 
 Each Release in flight has one driver (handlers.releases) that reconciles, tells `expect()` what
-the Release now waits on (domain.waits), then sleeps until its bell rings or its safety-net
+the Release now waits on (domain.flow.waits), then sleeps until its bell rings or its safety-net
 timer runs out. Watch handlers ring the bells of the Releases waiting on the object that just
 changed. Everything here runs on the operator's event loop, so nothing needs a lock; it is only
 a cache of what the status says, rebuilt by each driver's first reconcile after a restart.
@@ -13,7 +13,7 @@ import asyncio
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Hashable
 
-from gantry.domain.waits import WaitKey, Wake
+from gantry.domain.flow.waits import WaitKey, Wake
 
 RANG_KEPT = 4096
 
@@ -66,7 +66,7 @@ class Wakeups:
         """Someone else changed the Release (its spec, a decision): look at it now. Our own status
         writes come back as events too; those are skipped, and so is the watch's initial listing
         (`listed`), which is no change at all."""
-        written = self._written.get(uid)  # None: not looked at since start-up; domain.cadence sees
+        written = self._written.get(uid)  # None: not looked at since start-up; domain.flow.cadence sees
         if listed or written is None:  # the change on the timer (at most a waiting interval later)
             return
         if uid in self._bells and written != resource_version:

@@ -460,7 +460,7 @@ def test_a_canary_takes_a_release_only_when_approved_and_passes_it_on_only_after
     """promotion: Manual and soakSeconds on a canary: the Release waits before it (nothing deployed
     there, no lock, an alert with the command), enters when a person approves, bakes, then runs
     healthy for the soak before production takes it."""
-    from gantry.domain.timefmt import from_rfc3339
+    from gantry.domain.vocabulary.timefmt import from_rfc3339
 
     canary = with_canary(app, bake_seconds=2, lock=True, promotion="Manual", soakSeconds=3)
     app.traffic(20)

@@ -13,8 +13,8 @@ from gantry.adapters import wiki
 from gantry.adapters.effects import Adapters, Context
 from gantry.adapters.git import GitError, Mirrors
 from gantry.adapters.git_effects import paperwork
-from gantry.domain.model import ReleaseView, Retrospective
-from gantry.domain.pipeline import parse_pipeline
+from gantry.domain.flow.model import ReleaseView, Retrospective
+from gantry.domain.inputs.pipeline import parse_pipeline
 from tests.git.repos import bare, origin_and_clone
 
 

@@ -40,7 +40,7 @@ import yaml
 
 from gantry import publish
 from gantry.adapters.registry import RegistryClient
-from gantry.domain.images import short_digest
+from gantry.domain.vocabulary.images import short_digest
 from gantry.plugin.main import main as kubectl_gantry
 from gantry.publish import Request
 from gantry.settings import Config

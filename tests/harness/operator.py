@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gantry.adapters.alerts import Alerter
-from gantry.domain.model import Alert
+from gantry.domain.flow.model import Alert
 from gantry.runner import run_async
 from gantry.runtime import Runtime
 from gantry.settings import Config

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from gantry.adapters.alerts import AlertRouter
-from gantry.domain.model import Alert
-from gantry.domain.pipeline import AlertConfig
+from gantry.domain.flow.model import Alert
+from gantry.domain.inputs.pipeline import AlertConfig
 
 
 def receiver() -> tuple[ThreadingHTTPServer, list[tuple[str, Any]]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gantry.domain.cadence import LastLook, look_due
+from gantry.domain.flow.cadence import LastLook, look_due
 
 NOW = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 WAITING = {"phase": "Verified", "stages": [{"name": "staging"}]}
@@ -38,7 +38,7 @@ def test_a_changed_object_a_held_lock_or_a_due_deadline_are_looked_at_after_the_
 
 
 def test_a_look_cut_short_is_followed_at_once_while_it_moves_the_release_on() -> None:
-    from gantry.domain.cadence import MAX_HURRIED, MAX_STALLED, Haste
+    from gantry.domain.flow.cadence import MAX_HURRIED, MAX_STALLED, Haste
 
     haste = Haste()
     assert not haste.again(True, "1")  # settled: wait for an event
@@ -51,7 +51,7 @@ def test_a_look_cut_short_is_followed_at_once_while_it_moves_the_release_on() ->
 
 
 def test_a_release_waiting_for_a_person_with_no_clock_running_needs_no_driver_of_its_own() -> None:
-    from gantry.domain.cadence import needs_driver
+    from gantry.domain.flow.cadence import needs_driver
 
     meta = {"generation": 1}
     manual = {

@@ -8,10 +8,10 @@ from typing import Any
 
 from gantry.adapters.kube import custom_path, workload_path
 from gantry.adapters.resources import Resources
-from gantry.domain import ephemeral, release_sources
-from gantry.domain.ephemeral import Environment, EphemeralSpec
-from gantry.domain.pipeline import Pipeline, parse_pipeline
-from gantry.domain.timefmt import to_rfc3339
+from gantry.domain.inputs import ephemeral, release_sources
+from gantry.domain.inputs.ephemeral import Environment, EphemeralSpec
+from gantry.domain.inputs.pipeline import Pipeline, parse_pipeline
+from gantry.domain.vocabulary.timefmt import to_rfc3339
 from gantry.ephemeral_environments import EphemeralEnvironments
 from tests.unit.world import MemoryKube
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from gantry.adapters.gitops_tools import read_sync
-from gantry.domain import gitops
-from gantry.domain.pipeline import GitSync, Pipeline, parse_pipeline
-from gantry.domain.problems import Problem
+from gantry.domain.flow import gitops
+from gantry.domain.inputs.pipeline import GitSync, Pipeline, parse_pipeline
+from gantry.domain.vocabulary.problems import Problem
 
 
 def stages(**git: Any) -> list[dict[str, Any]]:

@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from gantry.domain import guard, ledger
-from gantry.domain.cadence import needs_driver
-from gantry.domain.model import ReleaseView
-from gantry.domain.pipeline import Pipeline, parse_pipeline
-from gantry.domain.problems import Problem
-from gantry.domain.release import decide
+from gantry.domain.flow import guard
+from gantry.domain.flow.cadence import needs_driver
+from gantry.domain.flow.model import ReleaseView
+from gantry.domain.flow.release import decide
+from gantry.domain.inputs.pipeline import Pipeline, parse_pipeline
+from gantry.domain.records import ledger
+from gantry.domain.vocabulary.problems import Problem
 from gantry.plugin import views
 from tests.unit.test_production import FAILING, HEALTHY, PROD, QUIET, V1, V2, World
 

@@ -1,12 +1,12 @@
-"""What a Release deleted mid-flight does before it goes (domain.leaving)."""
+"""What a Release deleted mid-flight does before it goes (domain.flow.leaving)."""
 
 from __future__ import annotations
 
 import pytest
 
-from gantry.domain.leaving import leave
-from gantry.domain.model import Alert, DeleteJob, SetImages
-from gantry.domain.workloads import ObservedWorkload, Rollout, WorkloadRef
+from gantry.domain.flow.leaving import leave
+from gantry.domain.flow.model import Alert, DeleteJob, SetImages
+from gantry.domain.inputs.workloads import ObservedWorkload, Rollout, WorkloadRef
 from tests.unit.test_observe_execute import NEW, OLD, WEB, release, run
 from tests.unit.test_waits import PROD, production_run
 
@@ -59,7 +59,7 @@ def test_in_production_a_bake_is_rolled_back_and_alerted() -> None:
 
 def test_every_step_says_what_its_stage_is_doing() -> None:
     """The one list that leaving, giving way and waiting read: a new step must be placed in it."""
-    from gantry.domain.phases import ACTIVITY, Step
+    from gantry.domain.vocabulary.phases import ACTIVITY, Step
 
     assert set(ACTIVITY) == set(Step)
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gantry.domain import locks
-from gantry.domain.locks import Claimant, Granted, LockState, Waiting
+from gantry.domain.records import locks
+from gantry.domain.records.locks import Claimant, Granted, LockState, Waiting
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
@@ -215,7 +215,7 @@ def test_a_release_refused_the_lock_on_every_tick_leaves_one_history_entry_not_t
     (Blocked) on every tick: 20 identical entries in 25 s pushed the real history out."""
     from datetime import UTC, datetime, timedelta
 
-    from gantry.domain import locks
+    from gantry.domain.records import locks
 
     start = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
     other = locks.Claimant("team/shop-v0", "uid-0")

@@ -10,8 +10,7 @@ import pytest
 
 from gantry.adapters.effects import Context
 from gantry.adapters.kube import ApiError, custom_path, job_path, workload_path
-from gantry.domain.analysis import Sample
-from gantry.domain.model import (
+from gantry.domain.flow.model import (
     AcquireLock,
     ClaimProduction,
     CreateJob,
@@ -23,8 +22,9 @@ from gantry.domain.model import (
     SetImages,
     TagOp,
 )
-from gantry.domain.pipeline import Pipeline, parse_pipeline
-from gantry.domain.workloads import WorkloadRef
+from gantry.domain.inputs.analysis import Sample
+from gantry.domain.inputs.pipeline import Pipeline, parse_pipeline
+from gantry.domain.inputs.workloads import WorkloadRef
 from gantry.executors import EXECUTORS, execute
 from tests.unit.world import NAMESPACE, World
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from gantry.domain.pipeline import Pipeline, parse_pipeline
-from gantry.domain.problems import Problem
+from gantry.domain.inputs.pipeline import Pipeline, parse_pipeline
+from gantry.domain.vocabulary.problems import Problem
 
 
 def spec(**stage_overrides: Any) -> dict[str, Any]:

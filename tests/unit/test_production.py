@@ -8,18 +8,18 @@ from typing import Any
 
 import pytest
 
-from gantry.domain import ledger, locks
-from gantry.domain.analysis import AnalysisSpec, Sample, Verdict, judge, render
-from gantry.domain.decisions import refusal
-from gantry.domain.model import (
+from gantry.domain.flow.model import (
     Alert,
     PreemptLock,
     ReleaseView,
 )
-from gantry.domain.phases import Phase
-from gantry.domain.pipeline import Pipeline, parse_pipeline
-from gantry.domain.release import decide
-from gantry.domain.workloads import WorkloadRef
+from gantry.domain.flow.release import decide
+from gantry.domain.inputs.analysis import AnalysisSpec, Sample, Verdict, judge, render
+from gantry.domain.inputs.pipeline import Pipeline, parse_pipeline
+from gantry.domain.inputs.workloads import WorkloadRef
+from gantry.domain.records import ledger, locks
+from gantry.domain.records.decisions import refusal
+from gantry.domain.vocabulary.phases import Phase
 from tests.unit import world
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
@@ -292,7 +292,7 @@ def test_render_fills_only_the_known_names() -> None:
 
 
 def test_refusals_name_the_phases_that_would_do() -> None:
-    from gantry.domain.decisions import Action
+    from gantry.domain.records.decisions import Action
 
     assert refusal(Action.APPROVE, Phase.VERIFIED) is None
     message = refusal(Action.FAIL_FORWARD, Phase.TESTING)

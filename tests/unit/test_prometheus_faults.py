@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from gantry.adapters.prometheus import PrometheusSource
-from gantry.domain.analysis import AnalysisSpec, Verdict, judge
+from gantry.domain.inputs.analysis import AnalysisSpec, Verdict, judge
 from tests.harness.observability import free_port
 
 Answer = Callable[[str], tuple[int, bytes]]

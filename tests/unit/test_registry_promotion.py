@@ -10,18 +10,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gantry.adapters.registry import parse_dockerconfigjson, parse_repository
-from gantry.domain import registry
-from gantry.domain.model import (
+from gantry.domain.flow import registry
+from gantry.domain.flow.model import (
     EffectFailure,
     Failure,
     PromoteArtifacts,
     ReleaseView,
     StageRun,
 )
-from gantry.domain.pipeline import Pipeline, parse_pipeline
-from gantry.domain.release import decide
-from gantry.domain.timefmt import to_rfc3339
-from gantry.domain.workloads import WorkloadRef
+from gantry.domain.flow.release import decide
+from gantry.domain.inputs.pipeline import Pipeline, parse_pipeline
+from gantry.domain.inputs.workloads import WorkloadRef
+from gantry.domain.vocabulary.timefmt import to_rfc3339
 from tests.unit import world
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)

@@ -1,10 +1,10 @@
-"""Which commits become Releases (domain.release_sources)."""
+"""Which commits become Releases (domain.inputs.release_sources)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gantry.domain import release_sources as rs
+from gantry.domain.inputs import release_sources as rs
 
 NOW = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 A, B, C = ("a" * 40), ("b" * 40), ("c" * 40)

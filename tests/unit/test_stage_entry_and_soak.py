@@ -8,10 +8,18 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from gantry.domain.model import AcquireLock, Alert, ObservedJob, ObservedLock, Plan, ReleaseLock, SetImages
-from gantry.domain.pipeline import Pipeline, parse_pipeline, pin, pinned
-from gantry.domain.problems import Problem
-from gantry.domain.release import decide
+from gantry.domain.flow.model import (
+    AcquireLock,
+    Alert,
+    ObservedJob,
+    ObservedLock,
+    Plan,
+    ReleaseLock,
+    SetImages,
+)
+from gantry.domain.flow.release import decide
+from gantry.domain.inputs.pipeline import Pipeline, parse_pipeline, pin, pinned
+from gantry.domain.vocabulary.problems import Problem
 from tests.unit.test_stage_machine import (
     NEW,
     OLD,

@@ -1,4 +1,4 @@
-"""The stage machine (`domain.release.decide`), step by step and as a simulated world."""
+"""The stage machine (`domain.flow.release.decide`), step by step and as a simulated world."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gantry.adapters.kube import workload_path
-from gantry.domain.model import (
+from gantry.domain.flow.model import (
     AcquireLock,
     Alert,
     CreateJob,
@@ -23,10 +23,10 @@ from gantry.domain.model import (
     ReleaseView,
     SetImages,
 )
-from gantry.domain.pipeline import Pipeline, parse_pipeline
-from gantry.domain.problems import Problem
-from gantry.domain.release import decide
-from gantry.domain.workloads import ObservedWorkload, Rollout, WorkloadRef
+from gantry.domain.flow.release import decide
+from gantry.domain.inputs.pipeline import Pipeline, parse_pipeline
+from gantry.domain.inputs.workloads import ObservedWorkload, Rollout, WorkloadRef
+from gantry.domain.vocabulary.problems import Problem
 from tests.unit import world
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -1,12 +1,12 @@
-"""What a Release waits on (domain.waits) and the bells that the watch events ring (wakeups)."""
+"""What a Release waits on (domain.flow.waits) and the bells that the watch events ring (wakeups)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from gantry.domain.timefmt import from_rfc3339
-from gantry.domain.waits import Wake, next_due, waits_on
+from gantry.domain.flow.waits import Wake, next_due, waits_on
+from gantry.domain.vocabulary.timefmt import from_rfc3339
 from gantry.wakeups import Wakeups
 from tests.unit.test_observe_execute import WEB, pipeline, run
 

@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 from gantry.adapters import webhooks
 from gantry.adapters.kube import custom_path
 from gantry.adapters.resources import Resources
-from gantry.domain import names
-from gantry.domain.release_sources import NO_SUCH_SOURCE
+from gantry.domain.inputs.release_sources import NO_SUCH_SOURCE
+from gantry.domain.vocabulary import names
 from gantry.source_poller import SourcePoller
 from tests.harness.observability import free_port
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gantry.domain import testjob
-from gantry.domain.pipeline import Stage, Target
-from gantry.domain.problems import Problem
-from gantry.domain.workloads import ImageChange, ObservedWorkload, Rollout, WorkloadRef, plan_changes
+from gantry.domain.inputs import testjob
+from gantry.domain.inputs.pipeline import Stage, Target
+from gantry.domain.inputs.workloads import ImageChange, ObservedWorkload, Rollout, WorkloadRef, plan_changes
+from gantry.domain.vocabulary.problems import Problem
 
 WEB_V1 = "reg.io/shop/web@sha256:" + "1" * 64
 WEB_V2 = "reg.io/shop/web@sha256:" + "2" * 64

@@ -20,11 +20,19 @@ from gantry.adapters.effects import Adapters, Context
 from gantry.adapters.kube import ApiError, Kube, custom_path, job_path, workload_path
 from gantry.adapters.registry import RegistryError
 from gantry.adapters.resources import Resources
-from gantry.domain import ledger, locks
-from gantry.domain.analysis import Sample
-from gantry.domain.model import Alert, Effect, EffectFailure, Observation, Plan, PromoteArtifacts, ReleaseView
-from gantry.domain.pipeline import AlertConfig, Pipeline
-from gantry.domain.workloads import WorkloadRef
+from gantry.domain.flow.model import (
+    Alert,
+    Effect,
+    EffectFailure,
+    Observation,
+    Plan,
+    PromoteArtifacts,
+    ReleaseView,
+)
+from gantry.domain.inputs.analysis import Sample
+from gantry.domain.inputs.pipeline import AlertConfig, Pipeline
+from gantry.domain.inputs.workloads import WorkloadRef
+from gantry.domain.records import ledger, locks
 from gantry.executors import execute
 from gantry.observer import Observer
 

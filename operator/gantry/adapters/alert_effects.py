@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from gantry.adapters.effects import Context, Executor
-from gantry.domain.model import Alert
-from gantry.domain.pipeline import Pipeline
+from gantry.domain.flow.model import Alert
+from gantry.domain.inputs.pipeline import Pipeline
 
 
 def send_alert(ctx: Context, effect: Alert) -> None:

@@ -16,8 +16,8 @@ from typing import Protocol
 
 import requests
 
-from gantry.domain.model import Alert
-from gantry.domain.pipeline import AlertConfig
+from gantry.domain.flow.model import Alert
+from gantry.domain.inputs.pipeline import AlertConfig
 
 log = logging.getLogger("gantry.alerts")
 TIMEOUT_SECONDS = 5

@@ -16,7 +16,7 @@ from kubernetes import config as k8s_config
 
 from gantry.adapters.kube import Kube, core_path
 from gantry.adapters.resources import Resources
-from gantry.domain.workloads import FIELD_MANAGER
+from gantry.domain.inputs.workloads import FIELD_MANAGER
 
 KEYS = ("kubeconfig", "value", "config")  # Cluster API's, Argo CD's and the common names for the key
 

@@ -18,9 +18,9 @@ from gantry.adapters.clusters import ClusterError, Clusters
 from gantry.adapters.git import Mirrors
 from gantry.adapters.git_targets import GitTargets
 from gantry.adapters.resources import Resources
-from gantry.domain.model import Event, Failure, ReleaseView
-from gantry.domain.pipeline import Pipeline
-from gantry.domain.problems import Problem
+from gantry.domain.flow.model import Event, Failure, ReleaseView
+from gantry.domain.inputs.pipeline import Pipeline
+from gantry.domain.vocabulary.problems import Problem
 
 EventSink = Callable[[Mapping[str, Any], Event], None]
 

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 import git
-from gantry.domain.versions import RELEASE_TAG, Commit, parse_commit
+from gantry.domain.inputs.versions import RELEASE_TAG, Commit, parse_commit
 
 FIELD, RECORD = "\x1f", "\x1e"
 # A git host that accepts the connection and never answers must not hold a thread for ever: every

@@ -10,12 +10,12 @@ from typing import Any, Protocol
 from gantry.adapters import wiki
 from gantry.adapters.effects import Context, EffectFailed, Executor
 from gantry.adapters.git import GitError, Repository
-from gantry.domain.gitops import by_container
-from gantry.domain.model import CreateTag, Failure, Retrospective, SetImages
-from gantry.domain.pipeline import Pipeline
-from gantry.domain.problems import Problem
-from gantry.domain.reasons import Reason
-from gantry.domain.timefmt import to_rfc3339
+from gantry.domain.flow.gitops import by_container
+from gantry.domain.flow.model import CreateTag, Failure, Retrospective, SetImages
+from gantry.domain.inputs.pipeline import Pipeline
+from gantry.domain.vocabulary.problems import Problem
+from gantry.domain.vocabulary.reasons import Reason
+from gantry.domain.vocabulary.timefmt import to_rfc3339
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from ruamel.yaml.util import load_yaml_guess_indent
 
 import git
 from gantry.adapters.git import REMOTE_TIMEOUT, GitError, remote_options, with_credentials
-from gantry.domain.gitops import RELEASE_TRAILER, STAGE_TRAILER
-from gantry.domain.model import GitSnapshot
-from gantry.domain.pipeline import GitTarget
+from gantry.domain.flow.gitops import RELEASE_TRAILER, STAGE_TRAILER
+from gantry.domain.flow.model import GitSnapshot
+from gantry.domain.inputs.pipeline import GitTarget
 
 PUSH_ATTEMPTS = 3
 AUTHOR = {

@@ -18,7 +18,7 @@ import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from gantry.domain.workloads import FIELD_MANAGER
+from gantry.domain.inputs.workloads import FIELD_MANAGER
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,7 @@ from typing import Any
 
 from gantry.adapters.effects import Context, EffectFailed, Executor
 from gantry.adapters.kube import ApiError
-from gantry.domain import locks
-from gantry.domain.model import (
+from gantry.domain.flow.model import (
     AcquireLock,
     ClaimProduction,
     CreateJob,
@@ -21,10 +20,11 @@ from gantry.domain.model import (
     SetImages,
     UnfreezeLock,
 )
-from gantry.domain.reasons import Reason
-from gantry.domain.testjob import label_value
-from gantry.domain.timefmt import to_rfc3339
-from gantry.domain.workloads import WorkloadRef
+from gantry.domain.inputs.testjob import label_value
+from gantry.domain.inputs.workloads import WorkloadRef
+from gantry.domain.records import locks
+from gantry.domain.vocabulary.reasons import Reason
+from gantry.domain.vocabulary.timefmt import to_rfc3339
 
 
 def failure_of(error: ApiError) -> EffectFailed:

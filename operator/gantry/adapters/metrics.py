@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gantry.domain.model import Event
+from gantry.domain.flow.model import Event
 
 
 class DeployedCollector(Collector):

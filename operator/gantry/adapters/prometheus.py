@@ -15,7 +15,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests import RequestException
 from urllib3.util.retry import Retry
 
-from gantry.domain.analysis import Sample
+from gantry.domain.inputs.analysis import Sample
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from gantry.adapters.registry import (
     parse_repository,
 )
 from gantry.adapters.resources import Resources
-from gantry.domain.model import Failure, PromoteArtifacts
-from gantry.domain.pipeline import Pipeline
-from gantry.domain.problems import Problem
-from gantry.domain.reasons import Reason
+from gantry.domain.flow.model import Failure, PromoteArtifacts
+from gantry.domain.inputs.pipeline import Pipeline
+from gantry.domain.vocabulary.problems import Problem
+from gantry.domain.vocabulary.reasons import Reason
 
 FAILURES = {"auth": Failure.UNAUTHORIZED, "collision": Failure.CONFLICT, "invalid": Failure.REFUSED}
 

@@ -2,7 +2,7 @@
 or a registry's notification.
 
 A thin HTTP shell: the request's headers and body go to the caller's handler (which checks the
-source's secret and decides, see domain.release_sources.hook); its status and message go back.
+source's secret and decides, see domain.inputs.release_sources.hook); its status and message go back.
 The path's namespace and name come from outside: aiohttp decodes them (`%2F` becomes `/`), so
 they are checked to be a Kubernetes namespace and object name before they may name anything, and
 anything else answers exactly as a source that does not exist does.
@@ -15,8 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gantry.domain import names
-from gantry.domain.release_sources import NO_SUCH_SOURCE, Hook
+from gantry.domain.inputs.release_sources import NO_SUCH_SOURCE, Hook
+from gantry.domain.vocabulary import names
 
 MAX_BODY = 1024 * 1024  # push events are small; anything larger is refused before it is read
 Handle = Callable[[str, str, Mapping[str, str], bytes], Awaitable[Hook]]

@@ -7,7 +7,7 @@ from typing import Any
 import kopf
 
 from gantry.adapters.kube import GROUP, VERSION
-from gantry.domain.decisions import GIT_COMMIT_ANNOTATION
+from gantry.domain.records.decisions import GIT_COMMIT_ANNOTATION
 from gantry.runtime import Runtime
 
 

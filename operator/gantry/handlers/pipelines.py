@@ -8,12 +8,12 @@ from typing import Any
 import kopf
 
 from gantry.adapters.kube import GROUP, VERSION
-from gantry.adapters.resources import LEDGER_KEYS
-from gantry.domain import ledger
-from gantry.domain.conditions import set_condition
-from gantry.domain.pipeline import parse_pipeline
-from gantry.domain.problems import Problem
-from gantry.domain.timefmt import to_rfc3339
+from gantry.adapters.objects.ledgers import LEDGER_KEYS
+from gantry.domain.inputs.pipeline import parse_pipeline
+from gantry.domain.records import ledger
+from gantry.domain.vocabulary.conditions import set_condition
+from gantry.domain.vocabulary.problems import Problem
+from gantry.domain.vocabulary.timefmt import to_rfc3339
 from gantry.runtime import Runtime
 
 

@@ -6,7 +6,7 @@ Release itself was edited or decided on) or, as a safety net for lost events and
 the reconcile interval passes. Baking wakes exactly when the next evaluation is due.
 
 A Release in flight has a driver; one waiting for a person has none (and so no Kopf finalizer and
-no task) unless a clock or a lease runs for it (domain.cadence.needs_driver): its decisions are
+no task) unless a clock or a lease runs for it (domain.flow.cadence.needs_driver): its decisions are
 applied by the decision desk at once, and the write that moves it on spawns its next driver.
 Kopf stops a driver whose Release no longer needs one; should the event that moves the Release
 on again arrive while that driver is still stopping, Kopf would spawn none, so the stopping
@@ -27,10 +27,10 @@ from typing import Any
 import kopf
 
 from gantry.adapters.kube import FINALIZER, GROUP, VERSION
-from gantry.domain import guard
-from gantry.domain.cadence import Haste, LastLook, look_due, needs_driver
-from gantry.domain.phases import FINAL, FINISHED_LABEL
-from gantry.domain.waits import next_due, waits_on
+from gantry.domain.flow import guard
+from gantry.domain.flow.cadence import Haste, LastLook, look_due, needs_driver
+from gantry.domain.flow.waits import next_due, waits_on
+from gantry.domain.vocabulary.phases import FINAL, FINISHED_LABEL
 from gantry.reconciler import Look
 from gantry.runtime import Runtime
 from gantry.settings import Config
@@ -80,7 +80,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         ns = namespace or ""
         bell = runtime.wakeups.bell(uid)
         # A new driver looks at once: one waiting for a person gets a driver only when something
-        # needs its attention (a decision, a lease, a deadline: domain.cadence.needs_driver).
+        # needs its attention (a decision, a lease, a deadline: domain.flow.cadence.needs_driver).
         rung = True
         haste = Haste()  # whether a look that stopped with more to do is followed at once
         await finalizer_on(meta)

@@ -10,7 +10,7 @@ import kopf
 
 from gantry.adapters import webhooks
 from gantry.adapters.kube import GROUP, VERSION
-from gantry.domain.release_sources import Hook
+from gantry.domain.inputs.release_sources import Hook
 from gantry.runtime import Runtime
 from gantry.settings import Config
 

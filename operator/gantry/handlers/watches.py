@@ -14,12 +14,13 @@ from typing import Any
 import kopf
 
 from gantry.adapters.kube import GROUP, VERSION
-from gantry.adapters.resources import observe_job, observe_workload
-from gantry.domain import locks
-from gantry.domain.phases import FINISHED_LABEL
-from gantry.domain.testjob import LABEL_RELEASE
-from gantry.domain.waits import Wake
-from gantry.domain.workloads import LABEL_PIPELINE
+from gantry.adapters.objects.jobs import observe_job
+from gantry.adapters.objects.workloads import observe_workload
+from gantry.domain.flow.waits import Wake
+from gantry.domain.inputs.testjob import LABEL_RELEASE
+from gantry.domain.inputs.workloads import LABEL_PIPELINE
+from gantry.domain.records import locks
+from gantry.domain.vocabulary.phases import FINISHED_LABEL
 from gantry.runtime import Runtime
 from gantry.settings import Config
 

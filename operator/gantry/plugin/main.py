@@ -33,10 +33,12 @@ from gantry.adapters.kube import (
     segment,
     unreachable,
 )
-from gantry.adapters.resources import LEDGER_KEYS, Resources
-from gantry.domain import commands, ledger, locks
-from gantry.domain.pipeline import parse_pipeline
-from gantry.domain.problems import Problem
+from gantry.adapters.objects.ledgers import LEDGER_KEYS
+from gantry.adapters.resources import Resources
+from gantry.domain.inputs.pipeline import parse_pipeline
+from gantry.domain.records import ledger, locks
+from gantry.domain.vocabulary import commands
+from gantry.domain.vocabulary.problems import Problem
 from gantry.plugin import flags, views
 
 WATCH_SECONDS = 2.0

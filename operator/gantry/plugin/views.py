@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gantry.domain import commands, ledger, locks
-from gantry.domain.guard import GuardState
-from gantry.domain.images import digest_of
-from gantry.domain.images import short_digest as shorten
-from gantry.domain.phases import FINAL
-from gantry.domain.timefmt import from_rfc3339
+from gantry.domain.flow.guard import GuardState
+from gantry.domain.records import ledger, locks
+from gantry.domain.vocabulary import commands
+from gantry.domain.vocabulary.images import digest_of
+from gantry.domain.vocabulary.images import short_digest as shorten
+from gantry.domain.vocabulary.phases import FINAL
+from gantry.domain.vocabulary.timefmt import from_rfc3339
 
 NONE = "-"
 

@@ -8,10 +8,10 @@ into the release branch (main, or a HOT-<n> branch for a hotfix) are ever tagged
 
 from __future__ import annotations
 
-from gantry.domain.draft import Draft
-from gantry.domain.model import CreateTag, Failure, Source
-from gantry.domain.problems import Problem
-from gantry.domain.reasons import Reason
+from gantry.domain.flow.draft import Draft
+from gantry.domain.flow.model import CreateTag, Failure, Source
+from gantry.domain.vocabulary.problems import Problem
+from gantry.domain.vocabulary.reasons import Reason
 
 
 def version_settled(d: Draft) -> bool:

@@ -7,16 +7,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gantry.domain import commands, ledger
-from gantry.domain.draft import Draft
-from gantry.domain.images import digest_of
-from gantry.domain.model import EffectFailure, Failure
-from gantry.domain.phases import Step
-from gantry.domain.problems import Problem
-from gantry.domain.reasons import Reason
-from gantry.domain.timefmt import to_rfc3339
-from gantry.domain.versions import parse_tag
-from gantry.domain.workloads import ImageChange
+from gantry.domain.flow.draft import Draft
+from gantry.domain.flow.model import EffectFailure, Failure
+from gantry.domain.inputs.versions import parse_tag
+from gantry.domain.inputs.workloads import ImageChange
+from gantry.domain.records import ledger
+from gantry.domain.vocabulary import commands
+from gantry.domain.vocabulary.images import digest_of
+from gantry.domain.vocabulary.phases import Step
+from gantry.domain.vocabulary.problems import Problem
+from gantry.domain.vocabulary.reasons import Reason
+from gantry.domain.vocabulary.timefmt import to_rfc3339
 
 
 def quarantine_problem(d: Draft) -> Problem | None:

@@ -14,14 +14,14 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import timedelta
 
-from gantry.domain import steps
-from gantry.domain.draft import Draft
-from gantry.domain.images import parse_pinned
-from gantry.domain.model import Failure, ObservedRegistry, PromoteArtifacts, ReleaseView, StageRun, TagOp
-from gantry.domain.phases import Phase, Step
-from gantry.domain.problems import Problem
-from gantry.domain.reasons import Reason
-from gantry.domain.timefmt import from_rfc3339, to_rfc3339
+from gantry.domain.flow import steps
+from gantry.domain.flow.draft import Draft
+from gantry.domain.flow.model import Failure, ObservedRegistry, PromoteArtifacts, ReleaseView, StageRun, TagOp
+from gantry.domain.vocabulary.images import parse_pinned
+from gantry.domain.vocabulary.phases import Phase, Step
+from gantry.domain.vocabulary.problems import Problem
+from gantry.domain.vocabulary.reasons import Reason
+from gantry.domain.vocabulary.timefmt import from_rfc3339, to_rfc3339
 
 BACKOFF_CAP_SECONDS = 60
 TAG_CHARS = re.compile(r"[^A-Za-z0-9_.-]")

@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from gantry.domain import guard
-from gantry.domain.model import current_run
-from gantry.domain.phases import Phase, Step
-from gantry.domain.reasons import Reason
-from gantry.domain.timefmt import from_rfc3339
+from gantry.domain.flow import guard
+from gantry.domain.flow.model import current_run
+from gantry.domain.vocabulary.phases import Phase, Step
+from gantry.domain.vocabulary.reasons import Reason
+from gantry.domain.vocabulary.timefmt import from_rfc3339
 
 
 class Wake(StrEnum):

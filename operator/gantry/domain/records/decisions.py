@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from gantry.domain.phases import Phase
+from gantry.domain.vocabulary.phases import Phase
 
 # On a ReleaseDecision committed to git: the commit that carried it, stamped by the GitOps tool
 # (Argo CD: kustomize commonAnnotations with ${ARGOCD_APP_REVISION}); copied into the record.

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from gantry.domain import ephemeral
-from gantry.domain.ephemeral import EphemeralSpec
-from gantry.domain.problems import Problem
-from gantry.domain.reasons import Reason
-from gantry.domain.testjob import label_value
-from gantry.domain.timefmt import from_rfc3339, to_rfc3339
+from gantry.domain.inputs import ephemeral
+from gantry.domain.inputs.ephemeral import EphemeralSpec
+from gantry.domain.inputs.testjob import label_value
+from gantry.domain.vocabulary.problems import Problem
+from gantry.domain.vocabulary.reasons import Reason
+from gantry.domain.vocabulary.timefmt import from_rfc3339, to_rfc3339
 
 HISTORY_LIMIT = 20  # Releases (and skipped commits) a status remembers
 LABEL_SOURCE = "gantry.dev/source"

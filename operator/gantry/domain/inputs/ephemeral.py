@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from gantry.domain.phases import FINAL, Phase
-from gantry.domain.pipeline import Pipeline, Stage
-from gantry.domain.problems import Problem
-from gantry.domain.reasons import Reason
-from gantry.domain.testjob import label_value
-from gantry.domain.timefmt import from_rfc3339
+from gantry.domain.inputs.pipeline import Pipeline, Stage
+from gantry.domain.inputs.testjob import label_value
+from gantry.domain.vocabulary.phases import FINAL, Phase
+from gantry.domain.vocabulary.problems import Problem
+from gantry.domain.vocabulary.reasons import Reason
+from gantry.domain.vocabulary.timefmt import from_rfc3339
 
 LABEL_OF = "gantry.dev/ephemeral-of"  # on the namespace, Pipeline and Releases: the ReleaseSource
 LABEL_BRANCH = "gantry.dev/branch"  # the branch, as a label value

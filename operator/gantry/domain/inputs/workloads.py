@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from gantry.domain.images import parse_pinned
-from gantry.domain.pipeline import Stage, Target
-from gantry.domain.problems import Problem
-from gantry.domain.reasons import Reason
+from gantry.domain.inputs.pipeline import Stage, Target
+from gantry.domain.vocabulary.images import parse_pinned
+from gantry.domain.vocabulary.problems import Problem
+from gantry.domain.vocabulary.reasons import Reason
 
 # On every workload Gantry re-pinned: the operator watches only workloads carrying it.
 LABEL_PIPELINE = "gantry.dev/pipeline"

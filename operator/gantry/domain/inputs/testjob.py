@@ -7,8 +7,8 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from gantry.domain.problems import Problem
-from gantry.domain.reasons import Reason
+from gantry.domain.vocabulary.problems import Problem
+from gantry.domain.vocabulary.reasons import Reason
 
 LABEL_RELEASE = "gantry.dev/release"
 LABEL_RELEASE_UID = "gantry.dev/release-uid"

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gantry.domain import guard
-from gantry.domain.model import SUPERSEDED_BY
-from gantry.domain.phases import FINAL, WAITING, Phase
-from gantry.domain.timefmt import from_rfc3339
+from gantry.domain.flow import guard
+from gantry.domain.flow.model import SUPERSEDED_BY
+from gantry.domain.vocabulary.phases import FINAL, WAITING, Phase
+from gantry.domain.vocabulary.timefmt import from_rfc3339
 
 
 def needs_driver(status: Mapping[str, Any], meta: Mapping[str, Any]) -> bool:
@@ -30,7 +30,7 @@ def needs_driver(status: Mapping[str, Any], meta: Mapping[str, Any]) -> bool:
     is copied in and applied at once by the decision desk, an edit, a newer Release superseding
     it), so no driver is kept for it, except while a clock or a lease is running: a lock to renew,
     a decision deadline, a Verified Release whose production stage promotes by itself, and a
-    Released one whose production is guarded (domain.guard)."""
+    Released one whose production is guarded (domain.flow.guard)."""
     phase = status.get("phase")
     if phase in FINAL:
         return guard.active(status)

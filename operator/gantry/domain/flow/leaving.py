@@ -2,7 +2,7 @@
 
 Deleting a Release (by hand, or a GitOps prune) while a stage is in progress (deploys, rolls out,
 tests, soaks, bakes, in production or on a canary, or waits for a decision: every step whose
-activity is IN_STAGE, domain.phases) must not leave that environment on images nobody tests or
+activity is IN_STAGE, domain.vocabulary.phases) must not leave that environment on images nobody tests or
 watches any more: the stage's recorded previous images are re-applied (only where ours still
 run: another Release's or a person's change is left alone) and its test Job is stopped. Its
 locks are given back by the caller. A stage that passed stays as it is; one not begun has nothing
@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gantry.domain import commands, gitops
-from gantry.domain.model import Alert, DeleteJob, Effect, Event, ReleaseView, current_run
-from gantry.domain.phases import IN_STAGE, Step
-from gantry.domain.reasons import Reason
-from gantry.domain.steps import restorable_in
-from gantry.domain.workloads import ObservedWorkload, WorkloadRef
+from gantry.domain.flow import gitops
+from gantry.domain.flow.model import Alert, DeleteJob, Effect, Event, ReleaseView, current_run
+from gantry.domain.flow.steps import restorable_in
+from gantry.domain.inputs.workloads import ObservedWorkload, WorkloadRef
+from gantry.domain.vocabulary import commands
+from gantry.domain.vocabulary.phases import IN_STAGE, Step
+from gantry.domain.vocabulary.reasons import Reason
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,9 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-from gantry.domain import guard, production, registry, stages, steps
-from gantry.domain.conditions import set_condition
-from gantry.domain.decisions import Action
-from gantry.domain.draft import Draft
-from gantry.domain.model import (
+from gantry.domain.flow import guard, production, registry, stages, steps
+from gantry.domain.flow.draft import Draft
+from gantry.domain.flow.model import (
     MANAGED_STATUS_KEYS,
     DeleteJob,
     Observation,
@@ -26,9 +24,11 @@ from gantry.domain.model import (
     StageRun,
     current_run,
 )
-from gantry.domain.phases import FINAL, WAITING, WORKING, Phase, Step
-from gantry.domain.pipeline import differs, pinned
-from gantry.domain.reasons import Reason
+from gantry.domain.inputs.pipeline import differs, pinned
+from gantry.domain.records.decisions import Action
+from gantry.domain.vocabulary.conditions import set_condition
+from gantry.domain.vocabulary.phases import FINAL, WAITING, WORKING, Phase, Step
+from gantry.domain.vocabulary.reasons import Reason
 
 STATUS_HISTORY_LIMIT = 50  # transitions kept in a Release's status.history
 

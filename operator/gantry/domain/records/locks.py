@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gantry.domain.reasons import Reason
-from gantry.domain.timefmt import from_rfc3339, to_rfc3339
+from gantry.domain.vocabulary.reasons import Reason
+from gantry.domain.vocabulary.timefmt import from_rfc3339, to_rfc3339
 
 HISTORY_LIMIT = 20
 

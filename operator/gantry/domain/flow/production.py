@@ -1,8 +1,8 @@
 """The production stage: promotion, the error-rate bake, the three buttons, and rollback by
 re-applying the previous Release's digests ("the previous tag").
 
-Like domain.stages, every function takes the tick's Draft and does no I/O; the steps production
-shares with the other stages (deploy, roll out, test) are domain.steps, bound here by the router.
+Like domain.flow.stages, every function takes the tick's Draft and does no I/O; the steps production
+shares with the other stages (deploy, roll out, test) are domain.flow.steps, bound here by the router.
 """
 
 from __future__ import annotations
@@ -12,13 +12,9 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from gantry.domain import commands, gates, gitops, ledger, steps
-from gantry.domain.analysis import AnalysisSpec, OnBreach, OnInconclusive, Verdict, evaluate, streak
-from gantry.domain.decisions import Action, refusal
-from gantry.domain.draft import Draft
-from gantry.domain.images import digest_of, parse_pinned
-from gantry.domain.ledger import Result
-from gantry.domain.model import (
+from gantry.domain.flow import gates, gitops, steps
+from gantry.domain.flow.draft import Draft
+from gantry.domain.flow.model import (
     Alert,
     PreemptLock,
     Quarantine,
@@ -29,11 +25,17 @@ from gantry.domain.model import (
     StageRun,
     UnfreezeLock,
 )
-from gantry.domain.phases import Phase, Step
-from gantry.domain.problems import Problem
-from gantry.domain.reasons import Reason
-from gantry.domain.timefmt import from_rfc3339, to_rfc3339
-from gantry.domain.workloads import WorkloadRef
+from gantry.domain.inputs.analysis import AnalysisSpec, OnBreach, OnInconclusive, Verdict, evaluate, streak
+from gantry.domain.inputs.workloads import WorkloadRef
+from gantry.domain.records import ledger
+from gantry.domain.records.decisions import Action, refusal
+from gantry.domain.records.ledger import Result
+from gantry.domain.vocabulary import commands
+from gantry.domain.vocabulary.images import digest_of, parse_pinned
+from gantry.domain.vocabulary.phases import Phase, Step
+from gantry.domain.vocabulary.problems import Problem
+from gantry.domain.vocabulary.reasons import Reason
+from gantry.domain.vocabulary.timefmt import from_rfc3339, to_rfc3339
 
 SYSTEM = "gantry"  # who decided, when no person did
 

@@ -2,7 +2,7 @@
 
 Each takes the tick's Draft and moves it forward; none does I/O. Where a step fails it hands over
 to the `rollback` it is given (a stage's own, or production's), and when a rollout completes to
-`then`: the router (`domain.release`) binds both, so this module knows neither track.
+`then`: the router (`domain.flow.release`) binds both, so this module knows neither track.
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from gantry.domain import commands, gates, gitops, source, testjob
-from gantry.domain.draft import Draft
-from gantry.domain.images import digest_of
-from gantry.domain.ledger import Result
-from gantry.domain.model import (
+from gantry.domain.flow import gates, gitops, source
+from gantry.domain.flow.draft import Draft
+from gantry.domain.flow.model import (
     AcquireLock,
     Alert,
     ClaimProduction,
@@ -25,18 +23,22 @@ from gantry.domain.model import (
     SetImages,
     StageRun,
 )
-from gantry.domain.phases import FINAL, NOT_BEGUN, Phase, Step
-from gantry.domain.pipeline import Pipeline, Stage, pin
-from gantry.domain.problems import Problem
-from gantry.domain.reasons import Reason
-from gantry.domain.timefmt import to_rfc3339
-from gantry.domain.workloads import (
+from gantry.domain.inputs import testjob
+from gantry.domain.inputs.pipeline import Pipeline, Stage, pin
+from gantry.domain.inputs.workloads import (
     FIELD_MANAGER,
     ImageChange,
     ObservedWorkload,
     WorkloadRef,
     plan_changes,
 )
+from gantry.domain.records.ledger import Result
+from gantry.domain.vocabulary import commands
+from gantry.domain.vocabulary.images import digest_of
+from gantry.domain.vocabulary.phases import FINAL, NOT_BEGUN, Phase, Step
+from gantry.domain.vocabulary.problems import Problem
+from gantry.domain.vocabulary.reasons import Reason
+from gantry.domain.vocabulary.timefmt import to_rfc3339
 
 # (draft, reason, detail): stop the stage and put back what it changed.
 Rollback = Callable[[Draft, str, str], None]

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gantry.domain.analysis import AnalysisSpec, OnBreach
-from gantry.domain.problems import Problem
-from gantry.domain.reasons import Reason
+from gantry.domain.inputs.analysis import AnalysisSpec, OnBreach
+from gantry.domain.vocabulary.problems import Problem
+from gantry.domain.vocabulary.reasons import Reason
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 DEFAULT_ROLLOUT_TIMEOUT = 600
@@ -54,7 +54,7 @@ class TestSpec:
 
 @dataclass(frozen=True)
 class RegistryStage:
-    """Registry promotion when a Release enters the stage (see domain.registry)."""
+    """Registry promotion when a Release enters the stage (see domain.flow.registry)."""
 
     repository: str | None = None  # copy to here; `{name}` = the artifact repository's last segment
     timeout_seconds: int = DEFAULT_REGISTRY_TIMEOUT  # how long an unreachable registry is retried

@@ -18,15 +18,17 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from gantry.domain import commands, ledger, production
-from gantry.domain.analysis import AnalysisSpec, OnBreach, Verdict, evaluate, streak
-from gantry.domain.decisions import Action
-from gantry.domain.draft import Draft
-from gantry.domain.ledger import Result
-from gantry.domain.model import Alert, RecordProduction, current_run
-from gantry.domain.phases import Phase
-from gantry.domain.reasons import Reason
-from gantry.domain.timefmt import from_rfc3339, to_rfc3339
+from gantry.domain.flow import production
+from gantry.domain.flow.draft import Draft
+from gantry.domain.flow.model import Alert, RecordProduction, current_run
+from gantry.domain.inputs.analysis import AnalysisSpec, OnBreach, Verdict, evaluate, streak
+from gantry.domain.records import ledger
+from gantry.domain.records.decisions import Action
+from gantry.domain.records.ledger import Result
+from gantry.domain.vocabulary import commands
+from gantry.domain.vocabulary.phases import Phase
+from gantry.domain.vocabulary.reasons import Reason
+from gantry.domain.vocabulary.timefmt import from_rfc3339, to_rfc3339
 
 BY = f"{production.SYSTEM} (guard)"
 

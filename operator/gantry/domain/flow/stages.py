@@ -2,7 +2,7 @@
 
 A failed stage re-applies the images it recorded before deploying (an exact rollback of just
 that stage); a passed stage hands the lock on and the Release to its next stage, or to Verified.
-The steps all stages share are in domain.steps; the router in domain.release binds them here.
+The steps all stages share are in domain.flow.steps; the router in domain.flow.release binds them here.
 """
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from gantry.domain import commands, gitops, source, steps
-from gantry.domain.analysis import Verdict, evaluate, streak
-from gantry.domain.draft import Draft
-from gantry.domain.model import Alert, ReleaseLock
-from gantry.domain.phases import Phase, Step
-from gantry.domain.problems import Problem
-from gantry.domain.reasons import Reason
-from gantry.domain.timefmt import from_rfc3339, to_rfc3339
+from gantry.domain.flow import gitops, source, steps
+from gantry.domain.flow.draft import Draft
+from gantry.domain.flow.model import Alert, ReleaseLock
+from gantry.domain.inputs.analysis import Verdict, evaluate, streak
+from gantry.domain.vocabulary import commands
+from gantry.domain.vocabulary.phases import Phase, Step
+from gantry.domain.vocabulary.problems import Problem
+from gantry.domain.vocabulary.reasons import Reason
+from gantry.domain.vocabulary.timefmt import from_rfc3339, to_rfc3339
 
 
 def rolled_out(d: Draft) -> None:

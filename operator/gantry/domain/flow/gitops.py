@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gantry.domain.model import GitSnapshot, SetImages, StageRun
-from gantry.domain.pipeline import GitTarget, Stage
-from gantry.domain.problems import Problem
-from gantry.domain.reasons import Reason
-from gantry.domain.workloads import ImageChange, WorkloadRef
+from gantry.domain.flow.model import GitSnapshot, SetImages, StageRun
+from gantry.domain.inputs.pipeline import GitTarget, Stage
+from gantry.domain.inputs.workloads import ImageChange, WorkloadRef
+from gantry.domain.vocabulary.problems import Problem
+from gantry.domain.vocabulary.reasons import Reason
 
 # Trailers on every commit Gantry makes, so `git log --grep` finds a Release's commits.
 RELEASE_TRAILER = "Gantry-Release"

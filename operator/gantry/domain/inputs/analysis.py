@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from gantry.domain.decisions import Action
-from gantry.domain.timefmt import from_rfc3339
+from gantry.domain.records.decisions import Action
+from gantry.domain.vocabulary.timefmt import from_rfc3339
 
 DEFAULT_ERROR_RATE_QUERY = (
     'sum(rate(http_requests_total{namespace="{namespace}",code=~"5.."}[{window}]))'

@@ -10,11 +10,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from gantry.domain.analysis import Sample
-from gantry.domain.phases import Step
-from gantry.domain.pipeline import GitTarget, Pipeline, Stage
-from gantry.domain.problems import Problem
-from gantry.domain.workloads import ImageChange, ObservedWorkload, WorkloadRef
+from gantry.domain.inputs.analysis import Sample
+from gantry.domain.inputs.pipeline import GitTarget, Pipeline, Stage
+from gantry.domain.inputs.workloads import ImageChange, ObservedWorkload, WorkloadRef
+from gantry.domain.vocabulary.phases import Step
+from gantry.domain.vocabulary.problems import Problem
 
 # Keys of Release.status that `decide` owns; anything else there (e.g. Kopf's) is left alone.
 MANAGED_STATUS_KEYS = (
@@ -165,7 +165,7 @@ class Observation:
 
 
 # Set by a ReleaseSource with policy NewestOnly on its older unfinished Releases when it makes a
-# newer one: each gives up if it has not begun the stage it is at (domain.steps.supersede).
+# newer one: each gives up if it has not begun the stage it is at (domain.flow.steps.supersede).
 SUPERSEDED_BY = "gantry.dev/superseded-by"
 # Set by a ReleaseSource on the Release it makes: the source's Releases still in flight then. The
 # new one enters a stage only once none of them is in that stage (a Release in a stage finishes it).
@@ -241,7 +241,7 @@ class ReleaseLock:
 @dataclass(frozen=True)
 class GitSnapshot:
     """The seed's production branch: the stage's path taken whole from a tag on the source
-    stage's branch (see domain.gitops), never written anew."""
+    stage's branch (see domain.flow.gitops), never written anew."""
 
     tag: str  # e.g. shop/v1.2.0
     # Deploying: the Release whose commit on the source branch gets the tag (made once, never
@@ -256,7 +256,7 @@ class SetImages:
     # A rollback: every workload gets its images back even if another refuses (each refusal is a
     # Warning Event, and the stage's outcome names what was not restored); a deploy stops instead.
     restore: bool = field(default=False, compare=False)
-    # A stage deploying through git: the digests are committed there (see domain.gitops), with
+    # A stage deploying through git: the digests are committed there (see domain.flow.gitops), with
     # this message; the GitOps tool applies them and the rollout is observed as for a live patch.
     git: GitTarget | None = None
     commit: str = field(default="", compare=False)

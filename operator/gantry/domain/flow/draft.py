@@ -12,12 +12,12 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from gantry.domain.model import Alert, Effect, EffectFailure, Event, Observation, ReleaseView, StageRun
-from gantry.domain.phases import PHASE_OF_STEP, Phase, Step
-from gantry.domain.pipeline import Pipeline
-from gantry.domain.problems import Problem
-from gantry.domain.reasons import Reason
-from gantry.domain.timefmt import from_rfc3339, to_rfc3339
+from gantry.domain.flow.model import Alert, Effect, EffectFailure, Event, Observation, ReleaseView, StageRun
+from gantry.domain.inputs.pipeline import Pipeline
+from gantry.domain.vocabulary.phases import PHASE_OF_STEP, Phase, Step
+from gantry.domain.vocabulary.problems import Problem
+from gantry.domain.vocabulary.reasons import Reason
+from gantry.domain.vocabulary.timefmt import from_rfc3339, to_rfc3339
 
 # Blocked only until another Release is done with production: waiting in line, nothing to fix.
 QUIET_BLOCKS = frozenset({Reason.PRODUCTION_BUSY})

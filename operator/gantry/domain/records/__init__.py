@@ -1,0 +1,1 @@
+"""What Gantry keeps: the production ledger, the EnvironmentLocks, people's decisions."""

@@ -1,0 +1,3 @@
+"""The words every layer shares: phases, reasons, problems, conditions, commands, names, times, image
+references.
+"""
