@@ -16,9 +16,11 @@ import yaml
 from gantry.adapters.kube import ApiError
 from tests.conftest import FAST
 from tests.e2e import manifests as m
+from tests.git.repos import origin_and_clone
 from tests.harness import envtest
 from tests.harness.cluster import REAL_CLUSTER_ENV, ROOT, Cluster
 from tests.harness.operator import OperatorThread, RecordingAlerter
+from tests.harness.syncer import Syncer
 
 pytestmark = pytest.mark.e2e
 NAMESPACE = "gantry"  # the namespace examples/rbac.yaml binds the team roles in
@@ -126,10 +128,11 @@ def test_developers_release_on_call_approves_and_the_operator_needs_nothing_more
 
 
 def test_a_decision_committed_to_git_names_the_person_and_the_commit(
-    cluster: Cluster, rbac_cluster: dict[str, Any]
+    cluster: Cluster, rbac_cluster: dict[str, Any], tmp_path: Path
 ) -> None:
-    """Argo CD applies a ReleaseDecision a person merged: it may name that person, and the record
-    keeps the commit that carried it; a person still decides only in their own name."""
+    """carol merges a ReleaseDecision into the team's git repository; Argo CD (the harness's syncer,
+    acting as its ServiceAccount) applies it: it may name carol, and the record keeps the commit
+    that carried it. A person still decides only in their own name."""
     alice, argocd = rbac_cluster["alice"], rbac_cluster["argocd"]
     alice.apply(m.release(NAMESPACE, "shop-v7", "v7"))
     verified = cluster.wait_for_phase(NAMESPACE, "shop-v7", "Verified", "Failed", "Blocked")
@@ -138,11 +141,17 @@ def test_a_decision_committed_to_git_names_the_person_and_the_commit(
         alice.apply(m.decision(NAMESPACE, "shop-v7", "Rollback", by="carol", name="alice-as-carol"))
     assert impersonation.value.status == 422
 
-    synced = m.decision(NAMESPACE, "shop-v7", "Approve", by="carol")
-    synced["metadata"]["annotations"] = {"gantry.dev/git-commit": "3f2a9c1"}
-    argocd.apply(synced)
-    released = cluster.wait_for_phase(NAMESPACE, "shop-v7", "Released", "Failed", "Blocked")
+    origin, work = origin_and_clone(tmp_path, "team")
+    (work.path / "decisions").mkdir()
+    decision = m.decision(NAMESPACE, "shop-v7", "Approve", by="carol", reason="reviewed in MR !42")
+    (work.path / "decisions" / "shop-v7-approve.yaml").write_text(yaml.safe_dump(decision))
+    work.git("add", "-A")
+    work.git("commit", "-q", "-m", "release(shop): approve v7")
+    work.git("push", "-q", "origin", "main")
+    commit = work.git("rev-parse", "HEAD")
+    with Syncer(argocd, origin, "decisions"):
+        released = cluster.wait_for_phase(NAMESPACE, "shop-v7", "Released", "Failed", "Blocked")
     assert released["status"]["phase"] == "Released", released["status"]["message"]
     [record] = released["status"]["decisions"]
-    assert (record["action"], record["decidedBy"], record["commit"]) == ("Approve", "carol", "3f2a9c1")
-    assert record["via"]  # the field manager that created it, as the API server recorded it
+    assert (record["action"], record["decidedBy"], record["commit"]) == ("Approve", "carol", commit)
+    assert record["via"] == "argocd-controller"  # the field manager that created it

@@ -148,6 +148,9 @@ class Syncer:
         listed = self._git("ls-tree", "-r", "--name-only", commit, "--", self.path).split()
         if kustomization in listed:
             return self._kustomize(commit, kustomization)
+        files = [f for f in listed if f.endswith((".yaml", ".yml"))]
+        if files != [self.path]:  # a directory of manifests
+            return [d for f in files for d in yaml.safe_load_all(self._git("show", f"{commit}:{f}")) if d]
         text = self._git("show", f"{commit}:{self.path}")
         if self.render is not None:
             return self.render(yaml.safe_load(text) or {})
@@ -169,12 +172,20 @@ class Syncer:
         return docs
 
     def _apply(self, commit: str) -> bool:
-        """Make the live Deployments' images what git says; True if any had drifted."""
+        """Make the live Deployments' images what git says, and create any other object git has
+        that the cluster lacks (a ReleaseDecision merged, say), stamped with the commit as Argo
+        CD's ${ARGOCD_APP_REVISION} would; True if a Deployment had drifted."""
         drifted = False
         for doc in self.manifests(commit):
             meta = doc["metadata"]
-            path = object_path(doc["kind"], meta.get("namespace") or self.namespace, meta["name"])
+            namespace = meta.get("namespace") or self.namespace
+            path = object_path(doc["kind"], namespace, meta["name"])
             live = self.kube.get(path)
+            if doc["kind"] not in ("Deployment", "StatefulSet"):
+                if live is None:
+                    meta.setdefault("annotations", {})["gantry.dev/git-commit"] = commit
+                    self.kube.create(object_path(doc["kind"], namespace), doc)
+                continue
             if live is None:
                 continue
             wanted = {c["name"]: c["image"] for c in doc["spec"]["template"]["spec"]["containers"]}
