@@ -25,12 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 from tests.e2e import manifests as m
-from tests.git.repos import origin_and_clone
 from tests.harness.cluster import Cluster, cluster_for_tests
 from tests.harness.operator import OperatorThread, RecordingAlerter
-from tests.harness.syncer import Syncer
+from tests.harness.syncer import Syncer, branch_per_environment
 
 from gantry.settings import Config
 
@@ -53,16 +51,7 @@ def until(what: str, check: object, timeout: float = 60) -> float:
 
 
 def setup(cluster: Cluster, tmp: Path, namespace: str, prod: str) -> Path:
-    origin, work = origin_and_clone(tmp, "deploy")
-    manifests = m.workloads("unused")
-    for manifest in manifests:
-        del manifest["metadata"]["namespace"]
-    (work.path / "shop").mkdir()
-    (work.path / "shop" / "deployment.yaml").write_text(yaml.safe_dump_all(manifests))
-    (work.path / "shop" / "kustomization.yaml").write_text("resources:\n- deployment.yaml\n")
-    work.git("add", "-A")
-    work.git("commit", "-q", "-m", "chore: manifests")
-    work.git("push", "-q", "origin", "main", "main:production")
+    origin = branch_per_environment(tmp, m.workloads("unused"))
     for workload in m.workloads(namespace) + m.workloads(prod):
         cluster.apply(workload)
     pipeline = m.pipeline(namespace)

@@ -17,10 +17,10 @@ import yaml
 
 from tests.conftest import FAST
 from tests.e2e import manifests as m
-from tests.git.repos import bare, origin_and_clone
+from tests.git.repos import Clone, bare, origin_and_clone
 from tests.harness.cluster import Cluster
 from tests.harness.operator import OperatorThread, RecordingAlerter
-from tests.harness.syncer import Syncer, install_application_kind
+from tests.harness.syncer import Syncer, branch_per_environment, install_application_kind
 
 pytestmark = pytest.mark.e2e
 
@@ -57,6 +57,27 @@ def git_pipeline(namespace: str, origin: Path, **git_options: Any) -> dict[str, 
     return pipeline
 
 
+def staged(cluster: Cluster, tmp_path: Path, namespace: str, **git_options: Any) -> Path:
+    """The deploy repository, the workloads the GitOps tool made from it, and the Pipeline with
+    staging deploying through git: the origin."""
+    origin = deploy_repository(tmp_path, namespace)
+    for workload in m.workloads(namespace):
+        cluster.apply(workload)
+    cluster.apply(git_pipeline(namespace, origin, **git_options))
+    return origin
+
+
+def says(cluster: Cluster, namespace: str, name: str, text: str) -> dict[str, Any]:
+    """The Release once its message says `text`."""
+
+    def said() -> dict[str, Any] | None:
+        body = cluster.release(namespace, name)
+        return body if text in (body.get("status") or {}).get("message", "") else None
+
+    found: dict[str, Any] = cluster.wait_for(f"{name} to say {text!r}", said)
+    return found
+
+
 def release(namespace: str, name: str, seed: str) -> dict[str, Any]:
     """A Release naming its version, without a source repository (the operator has a git cache)."""
     body = m.release(namespace, name, seed)
@@ -74,10 +95,7 @@ def gitops_operator(cluster: Cluster, tmp_path: Path) -> Iterator[OperatorThread
 def test_staging_promotion_is_a_commit_the_gitops_tool_applies(
     cluster: Cluster, gitops_operator: OperatorThread, namespace: str, tmp_path: Path
 ) -> None:
-    origin = deploy_repository(tmp_path, namespace)
-    for workload in m.workloads(namespace):  # what the GitOps tool created from git
-        cluster.apply(workload)
-    cluster.apply(git_pipeline(namespace, origin))
+    origin = staged(cluster, tmp_path, namespace)
     with Syncer(cluster, origin, "staging") as syncer:
         cluster.apply(release(namespace, "shop-v1", "v1"))
         body = cluster.wait_for_phase(namespace, "shop-v1", "Verified", "Failed", "Blocked")
@@ -113,10 +131,7 @@ def test_staging_promotion_is_a_commit_the_gitops_tool_applies(
 def test_a_failed_stage_rolls_back_by_a_commit(
     cluster: Cluster, gitops_operator: OperatorThread, namespace: str, tmp_path: Path
 ) -> None:
-    origin = deploy_repository(tmp_path, namespace)
-    for workload in m.workloads(namespace):
-        cluster.apply(workload)
-    cluster.apply(git_pipeline(namespace, origin, script="echo checkout broken; exit 1"))
+    origin = staged(cluster, tmp_path, namespace, script="echo checkout broken; exit 1")
     with Syncer(cluster, origin, "staging"):
         cluster.apply(release(namespace, "shop-v2", "v2"))
         body = cluster.wait_for_phase(namespace, "shop-v2", "Failed", "Verified")
@@ -139,21 +154,12 @@ def test_a_failed_stage_rolls_back_by_a_commit(
 def test_a_live_first_rollback_restores_at_once_with_git_unreachable(
     cluster: Cluster, gitops_operator: OperatorThread, namespace: str, tmp_path: Path
 ) -> None:
-    origin = deploy_repository(tmp_path, namespace)
-    for workload in m.workloads(namespace):
-        cluster.apply(workload)
-    cluster.apply(
-        git_pipeline(namespace, origin, rollback="LiveFirst", script="sleep infinity", test_timeout=3)
+    origin = staged(
+        cluster, tmp_path, namespace, rollback="LiveFirst", script="sleep infinity", test_timeout=3
     )
     with Syncer(cluster, origin, "staging"):
         cluster.apply(release(namespace, "shop-v3", "v3"))
-        cluster.wait_for(
-            "the test started",
-            lambda: any(
-                r.get("testJob")
-                for r in cluster.release(namespace, "shop-v3").get("status", {}).get("stages") or ()
-            ),
-        )
+        says(cluster, namespace, "shop-v3", "running")  # its test Job started
         assert cluster.images("Deployment", namespace, "web")["web"] == m.image("web", "v3")
         gone = origin.with_name("deploy-away.git")
         origin.rename(gone)  # the git host goes down while the test runs; the test then times out
@@ -200,16 +206,7 @@ def test_the_seeds_production_branch_takes_the_tag_staging_ran_and_rolls_back_to
     """main is what staging runs; production is a branch that receives the tagged snapshot of what
     staging ran (a merge of the tag), and a rollback returns the path to the previous tag."""
     prod = f"{namespace}-prod"
-    origin, work = origin_and_clone(tmp_path, "deploy")
-    (work.path / "shop").mkdir()
-    manifests = m.workloads("unused")
-    for manifest in manifests:
-        del manifest["metadata"]["namespace"]  # each environment's tool applies to its own namespace
-    (work.path / "shop" / "deployment.yaml").write_text(yaml.safe_dump_all(manifests))
-    (work.path / "shop" / "kustomization.yaml").write_text("resources:\n- deployment.yaml\n")
-    work.git("add", "-A")
-    work.git("commit", "-q", "-m", "chore: shop's manifests")
-    work.git("push", "-q", "origin", "main", "main:production")
+    origin = branch_per_environment(tmp_path, m.workloads("unused"))
     for workload in m.workloads(namespace) + m.workloads(prod):
         cluster.apply(workload)
     pipeline = m.pipeline(namespace)
@@ -270,44 +267,30 @@ def test_the_seeds_production_branch_takes_the_tag_staging_ran_and_rolls_back_to
 def test_a_proposal_branch_is_merged_by_a_person_then_applied(
     cluster: Cluster, gitops_operator: OperatorThread, namespace: str, tmp_path: Path
 ) -> None:
-    origin = deploy_repository(tmp_path, namespace)
-    for workload in m.workloads(namespace):
-        cluster.apply(workload)
-    cluster.apply(git_pipeline(namespace, origin, proposal={"timeoutSeconds": 120}))
+    origin = staged(cluster, tmp_path, namespace, proposal={"timeoutSeconds": 120})
     branch = f"gantry/{namespace}-shop-p1-staging"
     with Syncer(cluster, origin, "staging"):
         cluster.apply(release(namespace, "shop-p1", "p1"))
-        waiting = cluster.wait_for(
-            "the proposal pushed",
-            lambda: (
-                (b := cluster.release(namespace, "shop-p1")).get("status", {}).get("message", "").find(branch)
-                >= 0
-                and b
-            ),
-        )
-        assert f"waiting for branch {branch} to be merged into main" in waiting["status"]["message"]
+        says(cluster, namespace, "shop-p1", f"waiting for branch {branch} to be merged into main")
         assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB  # nothing applied yet
         proposed = git(origin, "log", "-1", "--format=%s", branch)
         assert proposed.startswith("deploy(staging): shop")
         # A person reviews and merges it (a merge request), a moment later.
-        clone = tmp_path / "reviewer"
-        subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
-        for args in (
-            (
-                "-c",
-                "user.name=Rev",
-                "-c",
-                "user.email=rev@example.com",
-                "merge",
-                "-q",
-                "--no-ff",
-                f"origin/{branch}",
-                "-m",
-                "Merge the proposal",
-            ),
-            ("push", "-q", "origin", "main"),
-        ):
-            subprocess.run(["git", "-C", str(clone), *args], check=True, capture_output=True)
+        subprocess.run(["git", "clone", "-q", str(origin), str(tmp_path / "reviewer")], check=True)
+        reviewer = Clone(tmp_path / "reviewer")
+        reviewer.git(
+            "-c",
+            "user.name=Rev",
+            "-c",
+            "user.email=rev@example.com",
+            "merge",
+            "-q",
+            "--no-ff",
+            f"origin/{branch}",
+            "-m",
+            "Merge the proposal",
+        )
+        reviewer.git("push", "-q", "origin", "main")
         body = cluster.wait_for_phase(namespace, "shop-p1", "Verified", "Failed")
 
     assert body["status"]["phase"] == "Verified", body["status"]["message"]
@@ -319,10 +302,7 @@ def test_a_proposal_branch_is_merged_by_a_person_then_applied(
 def test_a_proposal_nobody_merges_is_withdrawn_at_its_timeout(
     cluster: Cluster, gitops_operator: OperatorThread, namespace: str, tmp_path: Path
 ) -> None:
-    origin = deploy_repository(tmp_path, namespace)
-    for workload in m.workloads(namespace):
-        cluster.apply(workload)
-    cluster.apply(git_pipeline(namespace, origin, proposal={"timeoutSeconds": 2}))
+    origin = staged(cluster, tmp_path, namespace, proposal={"timeoutSeconds": 2})
     with Syncer(cluster, origin, "staging"):
         cluster.apply(release(namespace, "shop-p2", "p2"))
         body = cluster.wait_for_phase(namespace, "shop-p2", "Failed", "Verified")
@@ -338,9 +318,8 @@ def test_the_stage_waits_until_argo_cd_says_it_applied_the_commit(
     cluster: Cluster, gitops_operator: OperatorThread, namespace: str, tmp_path: Path
 ) -> None:
     install_application_kind(cluster)
-    origin = deploy_repository(tmp_path, namespace)
-    for workload in m.workloads(namespace):
-        cluster.apply(workload)
+    sync = {"kind": "Application", "namespace": namespace, "name": "shop-staging"}
+    origin = staged(cluster, tmp_path, namespace, sync=sync)
     app = {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Application",
@@ -348,26 +327,11 @@ def test_the_stage_waits_until_argo_cd_says_it_applied_the_commit(
         "spec": {"source": {"repoURL": str(origin), "path": "staging"}},
     }
     cluster.apply(app)
-    cluster.apply(
-        git_pipeline(
-            namespace, origin, sync={"kind": "Application", "namespace": namespace, "name": "shop-staging"}
-        )
-    )
     syncer = Syncer(cluster, origin, "staging", application=(namespace, "shop-staging"))
     syncer.paused = True  # Argo CD has not synced yet
     with syncer:
         cluster.apply(release(namespace, "shop-s1", "s1"))
-        waiting = cluster.wait_for(
-            "the stage waiting for Argo CD",
-            lambda: (
-                (b := cluster.release(namespace, "shop-s1"))
-                .get("status", {})
-                .get("message", "")
-                .find("Application")
-                >= 0
-                and b
-            ),
-        )
+        waiting = says(cluster, namespace, "shop-s1", "waiting for Application")
         message = waiting["status"]["message"]
         assert f"waiting for Application {namespace}/shop-staging to apply" in message, message
         assert "it applied nothing yet" in message

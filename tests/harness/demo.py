@@ -49,7 +49,7 @@ from tests.harness import kubectl, services
 from tests.harness.cluster import ROOT, Cluster, cluster_for_tests
 from tests.harness.observability import MetricsApp, Prometheus, observability
 from tests.harness.operator import OperatorThread, RecordingAlerter
-from tests.harness.syncer import Syncer
+from tests.harness.syncer import Syncer, branch_per_environment
 
 NAMESPACE = "gantry"
 EXAMPLES = ROOT / "examples"
@@ -320,15 +320,9 @@ def hotfix(cluster: Cluster, git: tuple[Path, Clone], prometheus: Prometheus) ->
 def deploy_repository(cluster: Cluster, tmp: Path, tools: contextlib.ExitStack) -> Path:
     """The seed's deploy repository: shop/ (a kustomization over the web Deployment) on main, which
     staging runs, and on production; a GitOps tool applies each branch to its namespace."""
-    origin, work = origin_and_clone(tmp / "deploy", "deploy")
     web = next(d for d in load("workloads.yaml") if d["kind"] == "Deployment")
-    del web["metadata"]["namespace"]  # each environment's GitOps tool applies it to its namespace
-    (work.path / "shop").mkdir()
-    (work.path / "shop" / "deployment.yaml").write_text(yaml.safe_dump(web))
-    (work.path / "shop" / "kustomization.yaml").write_text("resources:\n  - deployment.yaml\n")
-    work.git("add", "-A")
-    work.git("commit", "-q", "-m", "chore: shop's manifests")
-    work.git("push", "-q", "origin", "main", "main:production")
+    (tmp / "deploy").mkdir()
+    origin = branch_per_environment(tmp / "deploy", [web])
     for branch, namespace in (("main", "shop-staging"), ("production", "shop-production")):
         tools.enter_context(Syncer(cluster, origin, "shop", branch=branch, namespace=namespace))
     say(f"GitOps mode: deploy repository {origin.name} (main: staging, production: production)")

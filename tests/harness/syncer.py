@@ -21,6 +21,7 @@ import yaml
 from kubernetes import config as k8s_config
 
 from gantry.adapters.kube import ApiError, Kube
+from tests.git.repos import origin_and_clone
 from tests.harness.cluster import Cluster, object_path, wait_established
 
 Render = Callable[[Mapping[str, Any]], list[dict[str, Any]]]
@@ -51,6 +52,23 @@ APPLICATION_CRD: dict[str, Any] = {
         ],
     },
 }
+
+
+def branch_per_environment(tmp: Path, manifests: list[dict[str, Any]], path: str = "shop") -> Path:
+    """The first seed's deploy repository: PATH/ (the manifests, without namespaces, as each
+    environment's GitOps tool applies them to its own, and a kustomization over them) on `main`,
+    which staging runs, and on `production`. The bare origin."""
+    origin, work = origin_and_clone(tmp, "deploy")
+    bare = [
+        {**d, "metadata": {k: v for k, v in d["metadata"].items() if k != "namespace"}} for d in manifests
+    ]
+    (work.path / path).mkdir()
+    (work.path / path / "deployment.yaml").write_text(yaml.safe_dump_all(bare))
+    (work.path / path / "kustomization.yaml").write_text("resources:\n  - deployment.yaml\n")
+    work.git("add", "-A")
+    work.git("commit", "-q", "-m", f"chore: {path}'s manifests")
+    work.git("push", "-q", "origin", "main", "main:production")
+    return origin
 
 
 def install_application_kind(cluster: Cluster) -> None:
