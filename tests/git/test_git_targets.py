@@ -119,3 +119,23 @@ def test_production_takes_only_a_commit_that_holds_the_release_s_digests(tmp_pat
     # Rolling back to a version that was never tagged writes the images instead.
     assert targets.write(production, [("web", WEB2)], "revert", snapshot=GitSnapshot("shop/v0")) is not None
     assert f"sha256:{'b' * 64}" in show(origin, "production:staging/kustomization.yaml")
+
+
+def test_a_proposal_goes_to_its_own_branch_and_is_replaced_not_stacked(tmp_path: Path) -> None:
+    origin, _ = repository(tmp_path)
+    targets = GitTargets(tmp_path / "cache", timeout=20)
+    staging = GitTarget(str(origin), "main", "staging", proposal_seconds=60)
+    first = targets.write(staging, [("web", WEB)], "deploy 1", proposal="gantry/team-shop-v1-staging")
+    second = targets.write(staging, [("web", WEB2)], "deploy 2", proposal="gantry/team-shop-v1-staging")
+    assert first and second and first != second
+    assert show(origin, "--format=%P", "--no-patch", "gantry/team-shop-v1-staging").split() == [
+        show(origin, "--format=%H", "--no-patch", "main").strip()
+    ]  # on main's head, not on the first proposal
+    assert "digest" not in show(origin, "main:staging/kustomization.yaml")  # main untouched
+    targets.drop_branch(staging, "gantry/team-shop-v1-staging")
+    assert (
+        "gantry/"
+        not in subprocess.run(
+            ["git", "--git-dir", str(origin), "branch"], check=True, capture_output=True, text=True
+        ).stdout
+    )

@@ -14,7 +14,7 @@ import hashlib
 import io
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,32 +109,24 @@ class GitTargets:
     ) -> str | None:
         """Append `line` to the target's file (made if missing) and push, unless a line holding
         `marker` is there already (a retried effect appends nothing); the new commit, or None."""
+
+        def append(repo: git.Repo, path: Path) -> list[str] | None:
+            base = "refs/remotes/origin/head"
+            has_base = bool(repo.git.rev_parse("--verify", "--quiet", base, with_exceptions=False))
+            if has_base:
+                repo.git.checkout("--quiet", "--force", "-B", "gantry-target", base)
+            file = path / target.path
+            text = file.read_text() if has_base and file.is_file() else ""
+            if marker in text:
+                return None
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text(text + ("" if not text or text.endswith("\n") else "\n") + line + "\n")
+            repo.git.add("--", target.path)
+            return [str(repo.git.rev_parse(base))] if has_base else []
+
         with self._clone(target) as path:
-            options = remote_options(self.timeout)
-            for attempt in range(PUSH_ATTEMPTS):
-                repo = self._fetched(path, target, credentials, missing_ok=True)
-                base = "refs/remotes/origin/head"
-                has_base = bool(repo.git.rev_parse("--verify", "--quiet", base, with_exceptions=False))
-                if has_base:
-                    repo.git.checkout("--quiet", "--force", "-B", "gantry-target", base)
-                file = path / target.path
-                text = file.read_text() if has_base and file.is_file() else ""
-                if marker in text:
-                    return None
-                file.parent.mkdir(parents=True, exist_ok=True)
-                file.write_text(text + ("" if not text or text.endswith("\n") else "\n") + line + "\n")
-                repo.git.add("--", target.path)
-                with repo.git.custom_environment(**AUTHOR):
-                    tree = repo.git.write_tree()
-                    parents = [f"-p{repo.git.rev_parse(base)}"] if has_base else []
-                    commit = repo.git.commit_tree(tree, *parents, "-m", f"ledger: {line[:120]}")
-                try:
-                    repo.git.push("--quiet", "origin", f"{commit}:refs/heads/{target.branch}", **options)
-                    return str(commit)
-                except git.GitCommandError:
-                    if attempt == PUSH_ATTEMPTS - 1:
-                        raise
-            return None  # not reached
+            message = f"ledger: {line[:120]}"
+            return self._commit_and_push(path, target, credentials, append, message, missing_ok=True)
 
     def drop_branch(self, target: GitTarget, branch: str, credentials: tuple[str, str] | None = None) -> None:
         """Delete a proposal's branch in origin (already gone is fine)."""
@@ -195,26 +187,47 @@ class GitTargets:
         proposal: str | None,
         undoing: tuple[str, str] | None,
     ) -> str | None:
-        options = remote_options(self.timeout)
-        for attempt in range(PUSH_ATTEMPTS):
-            repo = self._fetched(path, target, credentials)
+        def change(repo: git.Repo, path: Path) -> list[str] | None:
             if undoing is not None and not self._commit_of(repo, target, *undoing):
                 return None
             repo.git.checkout("--quiet", "--force", "-B", "gantry-target", "refs/remotes/origin/head")
+            options = remote_options(self.timeout)
             tagged = self._tagged(repo, target, snapshot, images, options) if snapshot else None
             if snapshot is not None and tagged is not None:
-                parents = self._take_path(repo, target, tagged, merge=snapshot.release is not None)
-            else:
-                parents = self._edit_file(path, repo, target, images)
+                return self._take_path(repo, target, tagged, merge=snapshot.release is not None)
+            return self._edit_file(path, repo, target, images)
+
+        # A proposal's branch is Gantry's alone (one per Release and stage): pushed with force.
+        branch = f"+refs/heads/{proposal}" if proposal else f"refs/heads/{target.branch}"
+        return self._commit_and_push(path, target, credentials, change, message, branch)
+
+    def _commit_and_push(
+        self,
+        path: Path,
+        target: GitTarget,
+        credentials: tuple[str, str] | None,
+        change: Callable[[git.Repo, Path], list[str] | None],
+        message: str,
+        ref: str | None = None,
+        missing_ok: bool = False,
+    ) -> str | None:
+        """Fetch the branch; `change` stages a change and gives the new commit's parents (None:
+        nothing to commit); commit and push to `ref` (git's refspec destination, '+' to force; the
+        branch by default). A push refused because the branch moved is redone from the fetch."""
+        options = remote_options(self.timeout)
+        destination = ref or f"refs/heads/{target.branch}"
+        force, ref = ("+", destination[1:]) if destination.startswith("+") else ("", destination)
+        for attempt in range(PUSH_ATTEMPTS):
+            repo = self._fetched(path, target, credentials, missing_ok)
+            parents = change(repo, path)
             if parents is None:
                 return None
             with repo.git.custom_environment(**AUTHOR):
                 tree = repo.git.write_tree()
-                commit = repo.git.commit_tree(tree, *(f"-p{p}" for p in parents), "-m", message)
-            where = f"+{commit}:refs/heads/{proposal}" if proposal else f"{commit}:refs/heads/{target.branch}"
+                commit = str(repo.git.commit_tree(tree, *(f"-p{p}" for p in parents), "-m", message))
             try:
-                repo.git.push("--quiet", "origin", where, **options)
-                return str(commit)
+                repo.git.push("--quiet", "origin", f"{force}{commit}:{ref}", **options)
+                return commit
             except git.GitCommandError:
                 if attempt == PUSH_ATTEMPTS - 1:
                     raise
