@@ -96,8 +96,29 @@ def analysis(field: str, value: Any) -> Edit:
     return edit
 
 
+GIT = {"repository": "https://git.example.com/deploy.git", "branch": "main", "path": "staging"}
+
 PIPELINE_CASES: list[tuple[str, Edit, str]] = [
     ("empty stage list", spec_field("stages", []), "spec.stages"),
+    (
+        "git path climbing out",
+        stage(0, "git", {**GIT, "path": "../secrets"}),
+        "git.path must be a relative path",
+    ),
+    ("git path absolute", stage(0, "git", {**GIT, "path": "/etc"}), "git.path must be a relative path"),
+    ("unknown git format", stage(0, "git", {**GIT, "format": "Jsonnet"}), "spec.stages[0].git.format"),
+    ("unknown git rollback", stage(0, "git", {**GIT, "rollback": "Never"}), "spec.stages[0].git.rollback"),
+    (
+        "git target without a branch",
+        stage(0, "git", {"repository": "r", "path": "p"}),
+        "spec.stages[0].git.branch",
+    ),
+    (
+        "unknown sync kind",
+        stage(0, "git", {**GIT, "sync": {"kind": "Fleet", "name": "x"}}),
+        "spec.stages[0].git.sync.kind",
+    ),
+    ("cluster without a Secret", stage(0, "cluster", {}), "spec.stages[0].cluster.kubeconfigSecretRef"),
     (
         "target with both name and selector",
         stage(0, "targets.0.selector", {"matchLabels": {"app": "web"}}),

@@ -367,7 +367,8 @@ def deploy(d: Draft, rollback: Rollback) -> None:
         return
     refusal = d.rejected(SetImages)
     if refusal is not None:
-        rollback(d, Reason.DEPLOY_REJECTED, f"the API server refused the new images: {refusal.message}")
+        where = "git" if d.run.stage.git is not None else "the API server"
+        rollback(d, Reason.DEPLOY_REJECTED, f"{where} refused the new images: {refusal.message}")
         return
     images = tuple((c.workload, c.container, c.after) for c in d.run.changes)
     d.effects.append(gitops.set_images(d.run, images, commit_of(d)))
