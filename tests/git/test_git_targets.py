@@ -139,3 +139,29 @@ def test_a_proposal_goes_to_its_own_branch_and_is_replaced_not_stacked(tmp_path:
             ["git", "--git-dir", str(origin), "branch"], check=True, capture_output=True, text=True
         ).stdout
     )
+
+
+def test_a_rollback_restores_the_file_as_it_was_unless_someone_changed_it_since(tmp_path: Path) -> None:
+    origin, work = repository(tmp_path)
+    targets = GitTargets(tmp_path / "cache", timeout=20)
+    trailers = "\n\nGantry-Release: team/shop-v1\nGantry-Stage: staging\n"
+    before = show(origin, "main:staging/kustomization.yaml")
+    targets.write(kustomize(origin), [("web", WEB)], "deploy(staging): shop v1" + trailers)
+    undo = ("team/shop-v1", "staging")
+    old = "reg.example/shop/web:1.0"  # what the cluster ran: written only when the file moved on
+    assert targets.write(kustomize(origin), [("web", old)], "revert(staging): v1" + trailers, undoing=undo)
+    assert show(origin, "main:staging/kustomization.yaml") == before  # byte for byte
+    assert (
+        targets.write(kustomize(origin), [("web", old)], "again" + trailers, undoing=undo) is None
+    )  # undone
+
+    targets.write(kustomize(origin), [("web", WEB)], "deploy(staging): shop v1" + trailers)
+    work.git("pull", "-q", "origin", "main")
+    path = work.path / "staging" / "kustomization.yaml"
+    path.write_text("# a person's edit\n" + path.read_text())
+    work.git("commit", "-q", "-am", "docs: note")
+    work.git("push", "-q", "origin", "main")
+    targets.write(kustomize(origin), [("web", old)], "revert(staging): v1" + trailers, undoing=undo)
+    after = show(origin, "main:staging/kustomization.yaml")
+    assert "# a person's edit" in after and "newTag: '1.0'" in after  # their edit kept, the image written
+    assert targets.write(kustomize(origin), [("web", WEB)], "r", undoing=("team/other", "staging")) is None

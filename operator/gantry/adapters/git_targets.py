@@ -188,13 +188,18 @@ class GitTargets:
         undoing: tuple[str, str] | None,
     ) -> str | None:
         def change(repo: git.Repo, path: Path) -> list[str] | None:
-            if undoing is not None and not self._commit_of(repo, target, *undoing):
+            ours = self._commit_of(repo, target, *undoing) if undoing is not None else None
+            if undoing is not None and ours is None:
                 return None
             repo.git.checkout("--quiet", "--force", "-B", "gantry-target", "refs/remotes/origin/head")
             options = remote_options(self.timeout)
             tagged = self._tagged(repo, target, snapshot, images, options) if snapshot else None
             if snapshot is not None and tagged is not None:
                 return self._take_path(repo, target, tagged, merge=snapshot.release is not None)
+            if ours is not None and self._undone(repo, target, ours):
+                return None
+            if ours is not None and self._file_unchanged_since(repo, target, ours):
+                return self._take_file(repo, target, f"{ours}^")
             return self._edit_file(path, repo, target, images)
 
         # A proposal's branch is Gantry's alone (one per Release and stage): pushed with force.
@@ -232,6 +237,27 @@ class GitTargets:
                 if attempt == PUSH_ATTEMPTS - 1:
                     raise
         return None  # not reached: the last attempt returns or raises
+
+    @staticmethod
+    def _undone(repo: git.Repo, target: GitTarget, ours: str) -> bool:
+        """The Release's latest commit for the stage is its own revert: nothing left to undo."""
+        return str(repo.git.log("-1", "--format=%s", ours)).startswith("revert(")
+
+    @staticmethod
+    def _file_unchanged_since(repo: git.Repo, target: GitTarget, commit: str) -> bool:
+        head = "refs/remotes/origin/head"
+        return bool(
+            repo.git.rev_parse(f"{commit}:{target.file}") == repo.git.rev_parse(f"{head}:{target.file}")
+        )
+
+    @staticmethod
+    def _take_file(repo: git.Repo, target: GitTarget, revision: str) -> list[str] | None:
+        """A rollback where nobody touched the file since the stage's commit: the file exactly as
+        it was before that commit (comments, tags and all), not the images written anew."""
+        repo.git.checkout(revision, "--", target.file)  # byte for byte, into the index too
+        if not repo.git.diff("--cached", "--name-only"):
+            return None
+        return [str(repo.head.commit.hexsha)]
 
     @staticmethod
     def _edit_file(
