@@ -5,6 +5,7 @@ a bare timeout: the other controller is named, with the fix."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from tests.conftest import FAST
 from tests.e2e import manifests as m
 from tests.git.repos import Clone, bare, origin_and_clone
 from tests.harness.cluster import Cluster
+from tests.harness.git_host import GitHost
 from tests.harness.operator import OperatorThread, RecordingAlerter
 from tests.harness.syncer import Syncer, branch_per_environment, install_application_kind
 
@@ -265,31 +267,38 @@ def test_the_seeds_production_branch_takes_the_tag_staging_ran_and_rolls_back_to
 def test_a_proposal_branch_is_merged_by_a_person_then_applied(
     cluster: Cluster, gitops_operator: OperatorThread, namespace: str, tmp_path: Path
 ) -> None:
-    origin = staged(cluster, tmp_path, namespace, proposal={"timeoutSeconds": 120})
+    token = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "gitlab", "namespace": namespace}}
+    cluster.apply({**token, "data": {"token": base64.b64encode(b"glpat-test").decode()}})
     branch = f"gantry/{namespace}-shop-p1-staging"
-    with Syncer(cluster, origin, "staging"):
+    with GitHost() as gitlab:
+        api = {"api": "GitLab", "url": f"{gitlab.url}/api/v4", "project": "team/deploy"}
+        merge_request = {**api, "tokenSecretRef": {"name": "gitlab"}}
+        origin = staged(
+            cluster, tmp_path, namespace, proposal={"timeoutSeconds": 120, "mergeRequest": merge_request}
+        )
+        syncer = Syncer(cluster, origin, "staging").start()
         cluster.apply(release(namespace, "shop-p1", "p1"))
         says(cluster, namespace, "shop-p1", f"waiting for branch {branch} to be merged into main")
+        cluster.wait_for_events(namespace, "shop-p1", "MergeRequestOpened")
+    # The merge request was opened on the (stand-in) host, once, as its API expects it.
+    [(path, headers, body)] = gitlab.requests
+    assert (
+        path == "/api/v4/projects/team%2Fdeploy/merge_requests" and headers["PRIVATE-TOKEN"] == "glpat-test"
+    )
+    assert (body["source_branch"], body["target_branch"]) == (branch, "main")
+    assert body["title"].startswith("deploy(staging): shop") and "Gantry-Release" in body["description"]
+    try:
         assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB  # nothing applied yet
-        proposed = git(origin, "log", "-1", "--format=%s", branch)
-        assert proposed.startswith("deploy(staging): shop")
-        # A person reviews and merges it (a merge request), a moment later.
+        assert git(origin, "log", "-1", "--format=%s", branch).startswith("deploy(staging): shop")
+        # A person reviews and merges it, a moment later.
         subprocess.run(["git", "clone", "-q", str(origin), str(tmp_path / "reviewer")], check=True)
         reviewer = Clone(tmp_path / "reviewer")
-        reviewer.git(
-            "-c",
-            "user.name=Rev",
-            "-c",
-            "user.email=rev@example.com",
-            "merge",
-            "-q",
-            "--no-ff",
-            f"origin/{branch}",
-            "-m",
-            "Merge the proposal",
-        )
+        person = ("-c", "user.name=Rev", "-c", "user.email=rev@example.com")
+        reviewer.git(*person, "merge", "-q", "--no-ff", f"origin/{branch}", "-m", "Merge the proposal")
         reviewer.git("push", "-q", "origin", "main")
         body = cluster.wait_for_phase(namespace, "shop-p1", "Verified", "Failed")
+    finally:
+        syncer.stop()
 
     assert body["status"]["phase"] == "Verified", body["status"]["message"]
     record = body["status"]["stages"][0]["git"]

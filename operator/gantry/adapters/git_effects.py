@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from gantry.adapters import wiki
 from gantry.adapters.effects import Context, EffectFailed, Executor
 from gantry.adapters.git import GitError, Repository
+from gantry.adapters.merge_requests import MergeRequestError, open_request
 from gantry.domain.flow.gitops import by_container
 from gantry.domain.flow.model import CreateTag, Failure, Retrospective, SetImages
 from gantry.domain.inputs.pipeline import Pipeline
@@ -89,6 +90,8 @@ def commit_images(ctx: Context, effect: SetImages) -> None:
         commit = targets.write(target, images, effect.commit, credentials, effect.snapshot, proposal, undoing)
     except GitError as error:
         raise EffectFailed(Failure.UNAVAILABLE, str(error)) from error
+    if commit is not None and proposal and target.merge_request is not None:
+        open_merge_request(ctx, effect, proposal)
     if commit is not None:
         title = effect.commit.splitlines()[0] if effect.commit else ""
         where = (
@@ -97,6 +100,31 @@ def commit_images(ctx: Context, effect: SetImages) -> None:
             else target.describe()
         )
         ctx.announce("Normal", Reason.COMMITTED, f"committed {commit[:12]} to {where}: {title}")
+
+
+def open_merge_request(ctx: Context, effect: SetImages, branch: str) -> None:
+    """The proposal's merge request (pull request), when the stage asks for one. The branch is
+    pushed already: a host that refuses is a Warning Event, and the stage waits for the merge."""
+    target = effect.git
+    assert target is not None and target.merge_request is not None
+    api = target.merge_request
+    data = ctx.adapters.resources.read_secret(ctx.namespace, api.token_secret) or {}
+    token = base64.b64decode(data.get("token", "")).decode() if data.get("token") else ""
+    title, _, body = effect.commit.partition("\n")
+    try:
+        if not token:
+            raise MergeRequestError(f"Secret {ctx.namespace}/{api.token_secret} has no key token")
+        url = open_request(api, token, branch, target.branch, title, body.strip())
+    except MergeRequestError as error:
+        ctx.announce(
+            "Warning", Reason.MERGE_REQUEST_FAILED, f"could not open the merge request for {branch}: {error}"
+        )
+        return
+    ctx.announce(
+        "Normal",
+        Reason.MERGE_REQUEST_OPENED,
+        f"merge request for {branch} into {target.branch}: {url or 'open'}",
+    )
 
 
 def ledger_to_git(ctx: Context, line: tuple[str, str]) -> None:

@@ -109,6 +109,27 @@ class GitSync:
         return {"kind": self.kind, "namespace": self.namespace, "name": self.name}
 
 
+MERGE_REQUEST_APIS = ("GitLab", "GitHub")
+
+
+@dataclass(frozen=True)
+class MergeRequestApi:
+    """Where a proposal's merge request (GitLab) or pull request (GitHub) is opened."""
+
+    api: str  # GitLab or GitHub
+    url: str  # the API's base: https://gitlab.example.com/api/v4, https://api.github.com
+    project: str  # group/project (GitLab) or owner/repository (GitHub)
+    token_secret: str  # a Secret (the Pipeline's namespace) with the API token under `token`
+
+    def to_spec(self) -> dict[str, Any]:
+        return {
+            "api": self.api,
+            "url": self.url,
+            "project": self.project,
+            "tokenSecretRef": {"name": self.token_secret},
+        }
+
+
 @dataclass(frozen=True)
 class GitTarget:
     """A stage that deploys by committing digests to git; a GitOps tool (Argo CD, Flux) applies
@@ -127,6 +148,7 @@ class GitTarget:
     # Proposal mode: push a branch and wait, at most this long, until it is merged into `branch`.
     proposal_seconds: int | None = None
     sync: GitSync | None = None  # the GitOps tool's object to read: has it applied the commit?
+    merge_request: MergeRequestApi | None = None  # proposal mode: open one for the branch, too
 
     @property
     def file(self) -> str:
@@ -139,6 +161,10 @@ class GitTarget:
     def describe(self) -> str:
         return f"{self.file} on {self.branch} of {self.repository}"
 
+    def _proposal_spec(self) -> dict[str, Any]:
+        opened = {"mergeRequest": self.merge_request.to_spec()} if self.merge_request else {}
+        return {"timeoutSeconds": self.proposal_seconds, **opened}
+
     def to_spec(self) -> dict[str, Any]:
         return {
             "repository": self.repository,
@@ -149,7 +175,7 @@ class GitTarget:
             **({"images": [i.to_spec() for i in self.images]} if self.images else {}),
             **({"promoteFrom": self.promote_from} if self.promote_from else {}),
             **({"source": self.source.to_spec()} if self.source is not None else {}),
-            **({"proposal": {"timeoutSeconds": self.proposal_seconds}} if self.proposal_seconds else {}),
+            **({"proposal": self._proposal_spec()} if self.proposal_seconds else {}),
             **({"sync": self.sync.to_spec()} if self.sync is not None else {}),
         }
 
@@ -556,6 +582,11 @@ def _parse_git_target(where: str, raw: Any) -> GitTarget | Problem | None:
         if proposal is not None
         else None
     )
+    merge_request = _parse_merge_request(
+        f"{where}.proposal.mergeRequest", (proposal or {}).get("mergeRequest")
+    )
+    if isinstance(merge_request, Problem):
+        return merge_request
     return GitTarget(
         str(raw["repository"]),
         str(raw["branch"]),
@@ -567,7 +598,23 @@ def _parse_git_target(where: str, raw: Any) -> GitTarget | Problem | None:
         source,
         seconds,
         sync,
+        merge_request,
     )
+
+
+def _parse_merge_request(where: str, raw: Any) -> MergeRequestApi | Problem | None:
+    if not raw:
+        return None
+    secret = (raw.get("tokenSecretRef") or {}).get("name")
+    if raw.get("api") not in MERGE_REQUEST_APIS or not raw.get("url") or not raw.get("project") or not secret:
+        return Problem(
+            Reason.INVALID_PIPELINE,
+            where,
+            "a merge request needs its api (GitLab or GitHub), url, project and tokenSecretRef",
+            "e.g. {api: GitLab, url: https://gitlab.example.com/api/v4, project: team/deploy, "
+            "tokenSecretRef: {name: gitlab-token}}",
+        )
+    return MergeRequestApi(str(raw["api"]), str(raw["url"]).rstrip("/"), str(raw["project"]), str(secret))
 
 
 def _resolve_promotions(stages: list[Stage]) -> list[Stage] | Problem:

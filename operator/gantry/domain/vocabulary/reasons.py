@@ -84,6 +84,8 @@ class Reason(StrEnum):
     CONTROLLER_FIGHT = "ControllerFight"  # set back again: another controller owns the field
     CLUSTER_UNAVAILABLE = "ClusterUnavailable"  # a stage's other cluster: no Secret, no kubeconfig, no answer
     LEDGER_NOT_IN_GIT = "LedgerNotInGit"  # the ledger in git (spec.git.ledger) could not be appended to
+    MERGE_REQUEST_OPENED = "MergeRequestOpened"  # a proposal's merge (pull) request, opened on the git host
+    MERGE_REQUEST_FAILED = "MergeRequestFailed"  # the git host refused it: open it by hand from the branch
     PROPOSAL_NOT_MERGED = "ProposalNotMerged"  # a git stage's proposal branch was not merged in time
     STAGE_PASSED = "StagePassed"
     AWAITING_APPROVAL = "AwaitingApproval"
