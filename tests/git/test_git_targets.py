@@ -11,7 +11,7 @@ import pytest
 from gantry.adapters.git import GitError
 from gantry.adapters.git_targets import GitTargets, edit, set_key
 from gantry.domain.flow.model import GitSnapshot
-from gantry.domain.inputs.pipeline import GitImage, GitTarget
+from gantry.domain.inputs.git_target import GitImage, GitTarget
 from tests.git.repos import Clone, origin_and_clone
 
 WEB = "reg.example/shop/web@sha256:" + "a" * 64

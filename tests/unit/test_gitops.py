@@ -9,7 +9,8 @@ import pytest
 
 from gantry.adapters.gitops_tools import read_sync
 from gantry.domain.flow import gitops
-from gantry.domain.inputs.pipeline import GitSync, Pipeline, parse_pipeline
+from gantry.domain.inputs.git_target import GitSync
+from gantry.domain.inputs.pipeline import Pipeline, parse_pipeline
 from gantry.domain.vocabulary.problems import Problem
 
 

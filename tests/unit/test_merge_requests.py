@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gantry.adapters.merge_requests import MergeRequestError, open_request
-from gantry.domain.inputs.pipeline import MergeRequestApi
+from gantry.domain.inputs.git_target import MergeRequestApi
 from tests.harness.git_host import GitHost
 
 

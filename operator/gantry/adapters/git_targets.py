@@ -25,7 +25,7 @@ import git
 from gantry.adapters.git import REMOTE_TIMEOUT, GitError, remote_options, with_credentials
 from gantry.domain.flow.gitops import RELEASE_TRAILER, STAGE_TRAILER
 from gantry.domain.flow.model import GitSnapshot
-from gantry.domain.inputs.pipeline import GitTarget
+from gantry.domain.inputs.git_target import GitTarget
 
 PUSH_ATTEMPTS = 3
 AUTHOR = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from gantry.adapters.kube import Kube, segment
-from gantry.domain.inputs.pipeline import SYNC_KINDS, GitSync
+from gantry.domain.inputs.git_target import SYNC_KINDS, GitSync
 
 
 def sync_path(sync: GitSync) -> str:

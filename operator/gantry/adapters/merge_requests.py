@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import requests
 
-from gantry.domain.inputs.pipeline import MergeRequestApi
+from gantry.domain.inputs.git_target import MergeRequestApi
 
 TIMEOUT = 10.0
 

@@ -7,7 +7,7 @@ them without knowing each other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -88,3 +88,8 @@ class Draft:
 
     def elapsed(self, since: str | None) -> timedelta:
         return self.obs.now - from_rfc3339(since) if since else timedelta(0)
+
+
+# (draft, reason, detail): stop the stage and put back what it changed: a stage's own rollback, or
+# production's; the router binds which (domain.flow.release), so the shared steps know neither.
+Rollback = Callable[[Draft, str, str], None]

@@ -8,11 +8,14 @@ digests (and, for a rollback with `rollback: LiveFirst`, does both, the live re-
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 
-from gantry.domain.flow.model import GitSnapshot, SetImages, StageRun
-from gantry.domain.inputs.pipeline import GitTarget, Stage
-from gantry.domain.inputs.workloads import ImageChange, WorkloadRef
+from gantry.domain.flow.draft import Draft, Rollback
+from gantry.domain.flow.model import AUTOMATIC, GitSnapshot, SetImages, StageRun
+from gantry.domain.inputs.git_target import GitTarget
+from gantry.domain.inputs.pipeline import Stage
+from gantry.domain.inputs.workloads import FIELD_MANAGER, ImageChange, WorkloadRef
 from gantry.domain.vocabulary.problems import Problem
 from gantry.domain.vocabulary.reasons import Reason
 
@@ -123,3 +126,117 @@ def missing_keys(stage: Stage, changes: tuple[ImageChange, ...]) -> Problem | No
 
 def describe(target: GitTarget | None) -> str:
     return f"a commit to {target.describe()}" if target is not None else "the live workloads"
+
+
+# --- a Draft's git stage: its commit's words, what it waits for in git, and fights ----------
+
+
+def commit_of(d: Draft, why: str = "", by: str | None = None) -> Commit:
+    """What a git stage's commit says about this Release and its current stage run."""
+    assert d.run is not None
+    return Commit(
+        d.release.key,
+        d.release.application,
+        d.version or d.release.version,
+        d.run.name,
+        by or d.run.decided_by or AUTOMATIC,
+        why,
+    )
+
+
+def set_back(d: Draft) -> list[tuple[ImageChange, str]]:
+    """Containers running what they ran before the stage again, set so by another field manager
+    than Gantry (managedFields; our own rollback whose record was lost is not someone else's)."""
+    assert d.run is not None
+    back = []
+    for change in d.run.changes or ():
+        seen = d.obs.workloads.get(change.workload)
+        if seen is None or change.before == change.after:
+            continue
+        manager = seen.image_managers.get(change.container)
+        if seen.containers.get(change.container) == change.before and manager not in (None, FIELD_MANAGER):
+            back.append((change, manager))
+    return back
+
+
+def fought(d: Draft, rollback: Rollback) -> bool:
+    """A live stage's images set back to what ran before: once may be a person or a race, and the
+    images are applied once more; twice is another controller owning the field (a GitOps tool
+    re-applying git, Argo CD's self-heal or Flux), and fighting it would flap the workload. The
+    stage stops, naming the field manager and the fix. A git stage cannot fight: the tool applies
+    what Gantry committed."""
+    assert d.run is not None
+    run, pairs = d.run, set_back(d)
+    if run.stage.git is not None or not pairs:
+        return False
+    by = ", ".join(sorted({manager for _, manager in pairs}))
+    back = [change for change, _ in pairs]
+    what = "; ".join(f"{c.workload} container {c.container}" for c in back)
+    if run.reverted_by is None:
+        again = tuple((c.workload, c.container, c.after) for c in back)
+        d.effects.append(set_images(run, again, commit_of(d)))
+        d.run = replace(run, reverted_by=by)
+        d.event("Warning", Reason.REVERTED, f"stage {run.name}: {what} set back by {by}; applied once more")
+        return True
+    rollback(
+        d,
+        Reason.CONTROLLER_FIGHT,
+        f"{what} set back again by {by}, which owns the image field (a GitOps tool applying git, "
+        f"e.g. Argo CD self-heal or Flux?); fix: deploy this stage through git "
+        f"({run.stage.field}.git) so the tool applies Gantry's commit, or stop {by} managing the image",
+    )
+    return True
+
+
+def waits_in_git(d: Draft, rollback: Rollback) -> bool:
+    """A git stage whose commit is not applied yet: its proposal not merged (within the proposal's
+    timeout, counted from the push), or the GitOps tool not synced to it (within the rollout's)."""
+    assert d.run is not None
+    waiting = git_wait(d, "after")
+    if waiting is None:
+        return False
+    run, target = d.run, d.run.stage.git
+    assert target is not None
+    unmerged = target.proposal_seconds is not None and "mergedAt" not in (run.git or {})
+    if unmerged and d.elapsed(run.deployed_at) > timedelta(seconds=target.proposal_seconds or 0):
+        rollback(d, Reason.PROPOSAL_NOT_MERGED, f"{waiting}: not merged within {target.proposal_seconds}s")
+    elif not unmerged and d.elapsed((run.git or {}).get("mergedAt") or run.deployed_at) > timedelta(
+        seconds=run.stage.rollout_timeout_seconds
+    ):
+        rollback(d, Reason.ROLLOUT_TIMEOUT, f"{waiting} after {run.stage.rollout_timeout_seconds}s")
+    else:
+        d.message = f"stage {run.name}: {waiting}"
+    return True
+
+
+def git_wait(d: Draft, want: str) -> str | None:
+    """A git stage: record its commit (and who applied it); what it still waits for in git (the
+    proposal's merge, the GitOps tool's sync), or None."""
+    assert d.run is not None
+    target, seen = d.run.stage.git, d.obs.git
+    if target is None or seen is None or (want == "before" and target.rollback == "LiveFirst"):
+        return None  # a LiveFirst rollback is live already: it waits for no commit and no sync
+    if seen.error is not None:
+        return f"cannot read {target.describe()} yet: {seen.error}"
+    record = dict(d.run.git or {})
+    record.update({"branch": target.branch, **({"commit": seen.commit} if seen.commit else {})})
+    if want == "after" and target.proposal_seconds:
+        record["proposal"] = proposal_branch(d.release.key, d.run.name)
+        if seen.holds:
+            record.setdefault("mergedAt", d.now)
+    if seen.sync is not None and seen.sync.applied:
+        record.update(appliedBy=seen.sync.name, revision=seen.sync.revision)
+    if record != (d.run.git or {}):
+        d.run = replace(d.run, git=record)
+    if want == "after" and target.proposal_seconds and not seen.holds:
+        return (
+            f"waiting for branch {record['proposal']} to be merged into {target.branch} of "
+            f"{target.repository} (open a merge request from it)"
+        )
+    if seen.sync is not None and not seen.sync.applied:
+        applied = (seen.sync.revision or "nothing yet")[:12]
+        return (
+            f"waiting for {seen.sync.name} to apply {(seen.commit or seen.head)[:12]} "
+            f"(it applied {applied}; {seen.sync.detail})"
+        )
+    return None

@@ -11,7 +11,8 @@ from enum import StrEnum
 from typing import Any
 
 from gantry.domain.inputs.analysis import Sample
-from gantry.domain.inputs.pipeline import GitTarget, Pipeline, Stage
+from gantry.domain.inputs.git_target import GitTarget
+from gantry.domain.inputs.pipeline import Pipeline, Stage
 from gantry.domain.inputs.workloads import ImageChange, ObservedWorkload, WorkloadRef
 from gantry.domain.vocabulary.phases import Step
 from gantry.domain.vocabulary.problems import Problem
@@ -407,6 +408,10 @@ class Plan:
 
 
 # --- the stage run: one stage's record in status.stages ------------------------------------------
+
+
+# Who decided a stage no person had to approve (promotion: Auto): said so on its record.
+AUTOMATIC = "gantry (automatic promotion)"
 
 
 @dataclass(frozen=True)

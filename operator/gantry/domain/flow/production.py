@@ -306,7 +306,7 @@ def start_rollback(d: Draft, reason: str, detail: str, by: str, why: str = "") -
             PreemptLock(environment, f"production rollback of {d.release.key}", hold=True, freeze=False)
         )
     images = tuple((c.workload, c.container, wanted[i]) for i, c in enumerate(d.run.changes))
-    commit = steps.commit_of(d, why or detail, by)
+    commit = gitops.commit_of(d, why or detail, by)
     restores = str(target.get("version") or "") or None
     d.effects.append(gitops.set_images(d.run, images, commit, restore=True, restores=restores))
     d.effects.extend(revert_staging(d, why or detail, by))
@@ -343,7 +343,7 @@ def revert_staging(d: Draft, why: str, by: str) -> list[SetImages]:
         images = run_reverts(d, raw)
         if images:
             run = StageRun.from_status(raw)
-            commit = replace(steps.commit_of(d, why, by), stage=run.name)
+            commit = replace(gitops.commit_of(d, why, by), stage=run.name)
             effects.append(gitops.set_images(run, images, commit, restore=True))
     return effects
 
@@ -402,7 +402,7 @@ def roll_back(d: Draft) -> None:
     by = str((d.run.rollback or {}).get("decidedBy") or SYSTEM)
     d.effects.extend(revert_staging(d, d.run.message or "", by))
     pending += staging_pending(d)
-    in_git = steps.git_wait(d, "before")  # the rollback commit, not applied yet by the GitOps tool
+    in_git = gitops.git_wait(d, "before")  # the rollback commit, not applied yet by the GitOps tool
     pending += [in_git] if in_git else []
     timeout = timedelta(seconds=d.run.stage.rollout_timeout_seconds)
     if pending and d.elapsed(d.run.rolled_back_at) <= timeout:

@@ -132,13 +132,13 @@ def roll_back(d: Draft) -> None:
         return
     if d.run.rolled_back_at is None:
         restored = steps.restorable(d, d.run.changes)
-        d.effects.append(gitops.set_images(d.run, restored, steps.commit_of(d, detail), restore=True))
+        d.effects.append(gitops.set_images(d.run, restored, gitops.commit_of(d, detail), restore=True))
         d.run = replace(d.run, rolled_back_at=d.now)
         d.event("Warning", Reason.ROLLING_BACK, f"stage {d.run.name}: re-applying the images it ran before")
         d.message = f"{detail}; re-applied previous images"
         return
     waiting = steps.rollout_pending(d, "before")
-    in_git = steps.git_wait(d, "before")  # a rollback commit not applied yet by the GitOps tool
+    in_git = gitops.git_wait(d, "before")  # a rollback commit not applied yet by the GitOps tool
     pending = [p for p in waiting if not p.endswith(steps.GONE)] + ([in_git] if in_git else [])
     gone = [p for p in waiting if p.endswith(steps.GONE)]
     if gone:

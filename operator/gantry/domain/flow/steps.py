@@ -13,8 +13,9 @@ from datetime import timedelta
 from typing import Any
 
 from gantry.domain.flow import gates, gitops, source
-from gantry.domain.flow.draft import Draft
+from gantry.domain.flow.draft import Draft, Rollback
 from gantry.domain.flow.model import (
+    AUTOMATIC,
     AcquireLock,
     Alert,
     ClaimProduction,
@@ -26,7 +27,6 @@ from gantry.domain.flow.model import (
 from gantry.domain.inputs import testjob
 from gantry.domain.inputs.pipeline import Pipeline, Stage, pin
 from gantry.domain.inputs.workloads import (
-    FIELD_MANAGER,
     ImageChange,
     ObservedWorkload,
     WorkloadRef,
@@ -40,8 +40,6 @@ from gantry.domain.vocabulary.problems import Problem
 from gantry.domain.vocabulary.reasons import Reason
 from gantry.domain.vocabulary.timefmt import to_rfc3339
 
-# (draft, reason, detail): stop the stage and put back what it changed.
-Rollback = Callable[[Draft, str, str], None]
 AWAITING_APPROVAL = (
     "passed every stage before production; "
     "waiting for approval to promote (a ReleaseDecision with action: Approve)"
@@ -198,10 +196,6 @@ def new_run(d: Draft, stage: Stage, step: Step, decided_by: str | None = None) -
         lock=stage.lock,
         decided_by=decided_by,
     )
-
-
-# Who decided a stage no person had to approve (promotion: Auto): said so on its record.
-AUTOMATIC = "gantry (automatic promotion)"
 
 
 def entered_by(d: Draft, stage: Stage, approver: str | None) -> str | None:
@@ -371,26 +365,13 @@ def deploy(d: Draft, rollback: Rollback) -> None:
         rollback(d, Reason.DEPLOY_REJECTED, f"{where} refused the new images: {refusal.message}")
         return
     images = tuple((c.workload, c.container, c.after) for c in d.run.changes)
-    d.effects.append(gitops.set_images(d.run, images, commit_of(d)))
+    d.effects.append(gitops.set_images(d.run, images, gitops.commit_of(d)))
     workloads = sorted({str(c.workload) for c in d.run.changes})
     message = f"stage {d.run.name}: set {len(images)} container image(s) on {', '.join(workloads)}"
     if d.run.stage.git is not None:
         message += f" by {gitops.describe(d.run.stage.git)}; the GitOps tool applies it"
     d.move(Step.ROLLING_OUT, Reason.ROLLING_OUT, message, deployed_at=d.now)
     d.event("Normal", Reason.DEPLOYED, message)
-
-
-def commit_of(d: Draft, why: str = "", by: str | None = None) -> gitops.Commit:
-    """What a git stage's commit says about this Release and its current stage run."""
-    assert d.run is not None
-    return gitops.Commit(
-        d.release.key,
-        d.release.application,
-        d.version or d.release.version,
-        d.run.name,
-        by or d.run.decided_by or AUTOMATIC,
-        why,
-    )
 
 
 def record_images(d: Draft) -> None:
@@ -486,7 +467,7 @@ def superseded(d: Draft, rollback: Rollback) -> bool:
     before, so no workload is left on images whose stage failed. (Set back to what they ran
     before is another controller's doing: see fought.)"""
     assert d.run is not None
-    if fought(d, rollback):
+    if gitops.fought(d, rollback):
         return True
     foreign = replaced(d, "after")
     if not foreign:
@@ -494,7 +475,7 @@ def superseded(d: Draft, rollback: Rollback) -> bool:
     ours = still_ours(d)
     if ours and d.run.stage.rollback_on_failure:
         d.effects.append(
-            gitops.set_images(d.run, ours, commit_of(d, "images replaced mid-stage"), restore=True)
+            gitops.set_images(d.run, ours, gitops.commit_of(d, "images replaced mid-stage"), restore=True)
         )
         put_back = f"; put back the images of {', '.join(sorted({str(w) for w, _, _ in ours}))}"
     else:
@@ -505,50 +486,6 @@ def superseded(d: Draft, rollback: Rollback) -> bool:
     )
     d.event("Warning", Reason.SUPERSEDED, message)
     d.move(Step.FAILED, Reason.SUPERSEDED, message, finished_at=d.now)
-    return True
-
-
-def set_back(d: Draft) -> list[tuple[ImageChange, str]]:
-    """Containers running what they ran before the stage again, set so by another field manager
-    than Gantry (managedFields; our own rollback whose record was lost is not someone else's)."""
-    assert d.run is not None
-    back = []
-    for change in d.run.changes or ():
-        seen = d.obs.workloads.get(change.workload)
-        if seen is None or change.before == change.after:
-            continue
-        manager = seen.image_managers.get(change.container)
-        if seen.containers.get(change.container) == change.before and manager not in (None, FIELD_MANAGER):
-            back.append((change, manager))
-    return back
-
-
-def fought(d: Draft, rollback: Rollback) -> bool:
-    """A live stage's images set back to what ran before: once may be a person or a race, and the
-    images are applied once more; twice is another controller owning the field (a GitOps tool
-    re-applying git, Argo CD's self-heal or Flux), and fighting it would flap the workload. The
-    stage stops, naming the field manager and the fix. A git stage cannot fight: the tool applies
-    what Gantry committed."""
-    assert d.run is not None
-    run, pairs = d.run, set_back(d)
-    if run.stage.git is not None or not pairs:
-        return False
-    by = ", ".join(sorted({manager for _, manager in pairs}))
-    back = [change for change, _ in pairs]
-    what = "; ".join(f"{c.workload} container {c.container}" for c in back)
-    if run.reverted_by is None:
-        again = tuple((c.workload, c.container, c.after) for c in back)
-        d.effects.append(gitops.set_images(run, again, commit_of(d)))
-        d.run = replace(run, reverted_by=by)
-        d.event("Warning", Reason.REVERTED, f"stage {run.name}: {what} set back by {by}; applied once more")
-        return True
-    rollback(
-        d,
-        Reason.CONTROLLER_FIGHT,
-        f"{what} set back again by {by}, which owns the image field (a GitOps tool applying git, "
-        f"e.g. Argo CD self-heal or Flux?); fix: deploy this stage through git "
-        f"({run.stage.field}.git) so the tool applies Gantry's commit, or stop {by} managing the image",
-    )
     return True
 
 
@@ -571,7 +508,7 @@ def roll_out(d: Draft, rollback: Rollback, then: Then) -> None:
         return
     if superseded(d, rollback):
         return
-    if waits_in_git(d, rollback):
+    if gitops.waits_in_git(d, rollback):
         return
     pending = rollout_pending(d, "after")
     if not pending:
@@ -583,60 +520,6 @@ def roll_out(d: Draft, rollback: Rollback, then: Then) -> None:
         rollback(d, Reason.ROLLOUT_TIMEOUT, f"rollout not complete after {timeout}s: {'; '.join(pending)}")
         return
     d.message = f"stage {d.run.name}: waiting for rollout: {'; '.join(pending)}"
-
-
-def waits_in_git(d: Draft, rollback: Rollback) -> bool:
-    """A git stage whose commit is not applied yet: its proposal not merged (within the proposal's
-    timeout, counted from the push), or the GitOps tool not synced to it (within the rollout's)."""
-    assert d.run is not None
-    waiting = git_wait(d, "after")
-    if waiting is None:
-        return False
-    run, target = d.run, d.run.stage.git
-    assert target is not None
-    unmerged = target.proposal_seconds is not None and "mergedAt" not in (run.git or {})
-    if unmerged and d.elapsed(run.deployed_at) > timedelta(seconds=target.proposal_seconds or 0):
-        rollback(d, Reason.PROPOSAL_NOT_MERGED, f"{waiting}: not merged within {target.proposal_seconds}s")
-    elif not unmerged and d.elapsed((run.git or {}).get("mergedAt") or run.deployed_at) > timedelta(
-        seconds=run.stage.rollout_timeout_seconds
-    ):
-        rollback(d, Reason.ROLLOUT_TIMEOUT, f"{waiting} after {run.stage.rollout_timeout_seconds}s")
-    else:
-        d.message = f"stage {run.name}: {waiting}"
-    return True
-
-
-def git_wait(d: Draft, want: str) -> str | None:
-    """A git stage: record its commit (and who applied it); what it still waits for in git (the
-    proposal's merge, the GitOps tool's sync), or None."""
-    assert d.run is not None
-    target, seen = d.run.stage.git, d.obs.git
-    if target is None or seen is None or (want == "before" and target.rollback == "LiveFirst"):
-        return None  # a LiveFirst rollback is live already: it waits for no commit and no sync
-    if seen.error is not None:
-        return f"cannot read {target.describe()} yet: {seen.error}"
-    record = dict(d.run.git or {})
-    record.update({"branch": target.branch, **({"commit": seen.commit} if seen.commit else {})})
-    if want == "after" and target.proposal_seconds:
-        record["proposal"] = gitops.proposal_branch(d.release.key, d.run.name)
-        if seen.holds:
-            record.setdefault("mergedAt", d.now)
-    if seen.sync is not None and seen.sync.applied:
-        record.update(appliedBy=seen.sync.name, revision=seen.sync.revision)
-    if record != (d.run.git or {}):
-        d.run = replace(d.run, git=record)
-    if want == "after" and target.proposal_seconds and not seen.holds:
-        return (
-            f"waiting for branch {record['proposal']} to be merged into {target.branch} of "
-            f"{target.repository} (open a merge request from it)"
-        )
-    if seen.sync is not None and not seen.sync.applied:
-        applied = (seen.sync.revision or "nothing yet")[:12]
-        return (
-            f"waiting for {seen.sync.name} to apply {(seen.commit or seen.head)[:12]} "
-            f"(it applied {applied}; {seen.sync.detail})"
-        )
-    return None
 
 
 def warn_idle(d: Draft) -> None:
