@@ -54,14 +54,7 @@ def setup(cluster: Cluster, tmp: Path, namespace: str, prod: str) -> Path:
     origin = branch_per_environment(tmp, m.workloads("unused"))
     for workload in m.workloads(namespace) + m.workloads(prod):
         cluster.apply(workload)
-    pipeline = m.pipeline(namespace)
-    pipeline["spec"]["stages"][0]["git"] = {"repository": str(origin), "branch": "main", "path": "shop"}
-    pipeline["spec"]["stages"][1].update(
-        targets=[{"namespace": prod, "name": "web"}, {"namespace": prod, "name": "worker"}],
-        promotion="Manual",
-        git={"repository": str(origin), "branch": "production", "path": "shop", "promoteFrom": "staging"},
-    )
-    cluster.apply(pipeline)
+    cluster.apply(m.production_branch_pipeline(namespace, prod, str(origin), promotion="Manual"))
     return origin
 
 

@@ -189,6 +189,24 @@ def production_pipeline(
     }
 
 
+def production_branch_pipeline(
+    namespace: str, prod_namespace: str, origin: str, promotion: str = "Auto"
+) -> dict[str, Any]:
+    """The first seed through git: staging commits to main's shop/, production (in
+    `prod_namespace`) takes the tag of what staging ran, merged into the production branch."""
+    spec = pipeline(namespace)
+    spec["spec"]["stages"][0]["git"] = {"repository": origin, "branch": "main", "path": "shop"}
+    spec["spec"]["stages"][1].update(
+        targets=[
+            {"namespace": prod_namespace, "name": "web"},
+            {"namespace": prod_namespace, "name": "worker"},
+        ],
+        promotion=promotion,
+        git={"repository": origin, "branch": "production", "path": "shop", "promoteFrom": "staging"},
+    )
+    return spec
+
+
 def environment_lock(namespace: str, lease_seconds: int, name: str = "staging") -> dict[str, Any]:
     """An EnvironmentLock made ahead of Gantry (which otherwise creates it on first use)."""
     return {

@@ -209,13 +209,7 @@ def test_the_seeds_production_branch_takes_the_tag_staging_ran_and_rolls_back_to
     origin = branch_per_environment(tmp_path, m.workloads("unused"))
     for workload in m.workloads(namespace) + m.workloads(prod):
         cluster.apply(workload)
-    pipeline = m.pipeline(namespace)
-    pipeline["spec"]["stages"][0]["git"] = {"repository": str(origin), "branch": "main", "path": "shop"}
-    pipeline["spec"]["stages"][1].update(
-        targets=[{"namespace": prod, "name": "web"}, {"namespace": prod, "name": "worker"}],
-        promotion="Auto",
-        git={"repository": str(origin), "branch": "production", "path": "shop", "promoteFrom": "staging"},
-    )
+    pipeline = m.production_branch_pipeline(namespace, prod, str(origin))
     audit = bare(tmp_path, "audit")  # the ledger in git: an empty repository of its own
     pipeline["spec"]["git"] = {"ledger": {"repository": str(audit)}}
     cluster.apply(pipeline)
