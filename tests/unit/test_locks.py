@@ -232,3 +232,75 @@ def test_a_release_refused_the_lock_on_every_tick_leaves_one_history_entry_not_t
         ("team/shop-v1", "Blocked"),
     ]
     assert state.history[-1].released_at == start + timedelta(seconds=21, milliseconds=500)
+
+
+def test_a_hotfix_waits_ahead_of_normal_releases_and_behind_earlier_hotfixes() -> None:
+    fix1, fix2 = Claimant("ns/fix1", "uid-f1"), Claimant("ns/fix2", "uid-f2")
+    state, _ = locks.acquire(LockState(), A, at(0), LEASE)
+    state, _ = locks.acquire(state, B, at(1), LEASE)
+    state, _ = locks.acquire(state, fix1, at(2), LEASE, hotfix=True)
+    state, _ = locks.acquire(state, C, at(3), LEASE)
+    state, outcome = locks.acquire(state, fix2, at(4), LEASE, hotfix=True)
+    assert [w.claimant for w in state.queue] == [fix1, fix2, B, C]
+    assert outcome == Waiting(position=2, holder=A)
+    again = locks.from_status(locks.to_status(state))  # the class is on the record
+    assert [(w.claimant, w.hotfix) for w in again.queue] == [
+        (fix1, True),
+        (fix2, True),
+        (B, False),
+        (C, False),
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    arrivals=st.lists(st.booleans(), min_size=1, max_size=12),
+    handovers=st.lists(st.integers(0, 3), max_size=12),
+)
+def test_the_queue_goes_by_class_then_first_come_and_everyone_is_served_once_arrivals_stop(
+    arrivals: list[bool], handovers: list[int]
+) -> None:
+    """Claimants arrive (True: a hotfix), and between arrivals the holder lets go some times; once
+    nobody new arrives, every claimant gets the lock, exactly once: hotfixes in the order they
+    came, then normal Releases in the order they came, for those still waiting."""
+    claimants = [Claimant(f"ns/r{i}", f"uid-{i}") for i in range(len(arrivals))]
+    hotfix = {c.uid: h for c, h in zip(claimants, arrivals, strict=True)}
+    state, clock, granted = LockState(), 0.0, []
+
+    def tick(state: LockState) -> LockState:
+        """Every waiter asks again (as each Release's driver does); whoever is granted holds."""
+        nonlocal clock
+        for waiter in state.queue:
+            clock += 1
+            state, outcome = locks.acquire(state, waiter.claimant, at(clock), LEASE, hotfix=waiter.hotfix)
+            if isinstance(outcome, Granted):
+                granted.append(waiter.claimant.uid)
+        return state
+
+    for i, claimant in enumerate(claimants):
+        clock += 1
+        state, outcome = locks.acquire(state, claimant, at(clock), LEASE, hotfix=arrivals[i])
+        if isinstance(outcome, Granted):
+            granted.append(claimant.uid)
+        for _ in range(handovers[i] if i < len(handovers) else 0):
+            if state.holder is not None:
+                state = locks.release(state, state.holder.claimant, at(clock), "Passed")
+            state = tick(state)
+        queued = [w.hotfix for w in state.queue]
+        assert queued == sorted(queued, reverse=True), "a normal Release waits ahead of a hotfix"
+    waiting = [w.claimant.uid for w in state.queue]
+    expected = [u for u in waiting if hotfix[u]] + [u for u in waiting if not hotfix[u]]
+    assert waiting == expected  # by class, then in the order they came (arrival order is uid order)
+    assert [u for u in waiting if hotfix[u]] == sorted(
+        (u for u in waiting if hotfix[u]), key=lambda u: int(u[4:])
+    )
+    assert [u for u in waiting if not hotfix[u]] == sorted(
+        (u for u in waiting if not hotfix[u]), key=lambda u: int(u[4:])
+    )
+    served_before = len(granted)
+    for _ in range(len(claimants) + 1):  # arrivals stopped: hand over until the queue is empty
+        if state.holder is not None:
+            state = locks.release(state, state.holder.claimant, at(clock), "Passed")
+        state = tick(state)
+    assert granted[served_before:] == waiting  # each served, in that order
+    assert sorted(granted) == sorted(c.uid for c in claimants)  # nobody starved, nobody twice

@@ -1,4 +1,8 @@
-"""EnvironmentLock arbitration: one holder, a FIFO queue, and leases so nothing is stuck.
+"""EnvironmentLock arbitration: one holder, a queue, and leases so nothing is stuck.
+
+The queue goes by class, then first come, first served: a production rollback and an emergency
+take the lock by force (preempt), a hotfix waits ahead of every normal Release, and normal
+Releases wait in the order they asked.
 
 Every function takes the lock's current state and returns the next one; the caller writes it
 back with optimistic concurrency (resourceVersion), so two operators or two Releases racing
@@ -36,6 +40,7 @@ class Waiter:
     claimant: Claimant
     enqueued_at: datetime
     renew_time: datetime
+    hotfix: bool = False  # waits ahead of every normal Release (behind earlier hotfixes)
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,7 @@ def acquire(
     if state.holder is None and allowed and first:
         queue = tuple(w for w in state.queue if w.claimant.uid != claimant.uid)
         return replace(state, holder=Holder(claimant, now, now), queue=queue), Granted(now)
-    queue = _join(state.queue, claimant, now)
+    queue = _join(state.queue, claimant, now, hotfix)
     position = next(i for i, w in enumerate(queue, start=1) if w.claimant.uid == claimant.uid)
     current = state.holder.claimant if state.holder else None
     return replace(state, queue=queue), Waiting(position, current, None if allowed else state.freeze)
@@ -251,11 +256,14 @@ def renewal_due(holder: Holder, now: datetime, lease: timedelta) -> bool:
     return now - holder.renew_time >= lease / 3
 
 
-def _join(queue: tuple[Waiter, ...], claimant: Claimant, now: datetime) -> tuple[Waiter, ...]:
+def _join(queue: tuple[Waiter, ...], claimant: Claimant, now: datetime, hotfix: bool) -> tuple[Waiter, ...]:
+    """Renew a waiter's place, or give a new one its place by class: a hotfix behind the hotfixes
+    already waiting and ahead of every normal Release; a normal Release at the end."""
     for i, waiter in enumerate(queue):
         if waiter.claimant.uid == claimant.uid:
             return (*queue[:i], replace(waiter, renew_time=now), *queue[i + 1 :])
-    return (*queue, Waiter(claimant, now, now))
+    place = next((i for i, w in enumerate(queue) if not w.hotfix), len(queue)) if hotfix else len(queue)
+    return (*queue[:place], Waiter(claimant, now, now, hotfix), *queue[place:])
 
 
 def _remember(history: tuple[Tenure, ...], tenure: Tenure) -> tuple[Tenure, ...]:
@@ -288,7 +296,12 @@ def from_status(status: Mapping[str, Any] | None) -> LockState:
             from_rfc3339(raw_holder["renewTime"]),
         )
     queue = tuple(
-        Waiter(Claimant(w["release"], w["uid"]), from_rfc3339(w["enqueuedAt"]), from_rfc3339(w["renewTime"]))
+        Waiter(
+            Claimant(w["release"], w["uid"]),
+            from_rfc3339(w["enqueuedAt"]),
+            from_rfc3339(w["renewTime"]),
+            bool(w.get("hotfix")),
+        )
         for w in status.get("queue") or ()
     )
     history = tuple(
@@ -315,6 +328,7 @@ def to_status(state: LockState) -> dict[str, Any]:
                 "uid": w.claimant.uid,
                 "enqueuedAt": to_rfc3339(w.enqueued_at),
                 "renewTime": to_rfc3339(w.renew_time),
+                **({"hotfix": True} if w.hotfix else {}),
             }
             for w in state.queue
         ],
