@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from gantry.domain.records import locks
 from gantry.domain.records.locks import Claimant, Granted, LockState, Waiting
+from gantry.plugin.views import queue_cell
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
@@ -243,6 +244,7 @@ def test_a_hotfix_waits_ahead_of_normal_releases_and_behind_earlier_hotfixes() -
     state, outcome = locks.acquire(state, fix2, at(4), LEASE, hotfix=True)
     assert [w.claimant for w in state.queue] == [fix1, fix2, B, C]
     assert outcome == Waiting(position=2, holder=A)
+    assert [locks.hotfixes_ahead(state, c) for c in (fix1, fix2, B, C)] == [0, 0, 2, 2]  # why B waits
     again = locks.from_status(locks.to_status(state))  # the class is on the record
     assert [(w.claimant, w.hotfix) for w in again.queue] == [
         (fix1, True),
@@ -304,3 +306,8 @@ def test_the_queue_goes_by_class_then_first_come_and_everyone_is_served_once_arr
         state = tick(state)
     assert granted[served_before:] == waiting  # each served, in that order
     assert sorted(granted) == sorted(c.uid for c in claimants)  # nobody starved, nobody twice
+
+
+def test_the_plugin_marks_a_hotfix_in_the_queue() -> None:
+    queue = [{"release": "ns/shop-v1.4.1", "hotfix": True}, {"release": "ns/shop-v2"}]
+    assert queue_cell({"queue": queue}) == "shop-v1.4.1 (hotfix),shop-v2"

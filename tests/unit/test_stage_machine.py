@@ -440,3 +440,12 @@ def test_any_run_ends_verified_with_new_images_or_failed_with_old_ones(
         assert world.image == OLD and world.generation <= 3  # deployed at most once, rolled back once
     assert len(world.jobs) <= 1  # the test ran at most once
     assert world.lock_holder is None
+
+
+def test_a_queued_release_says_its_place_and_why() -> None:
+    queued = step({}, observe(lock=ObservedLock(held=False)))
+    behind = step(
+        queued.status, observe(1, lock=ObservedLock(held=False, position=3, hotfixes_ahead=2, holder="ns/x"))
+    )
+    assert behind.status["phase"] == "Queued"
+    assert "position 3 (2 hotfix Release(s) ahead: hotfixes go first) behind ns/x" in behind.status["message"]

@@ -65,7 +65,12 @@ def production_ledger(pipeline: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def queue_cell(lock_status: Mapping[str, Any]) -> str:
-    return ",".join(short_name(w["release"]) for w in lock_status.get("queue") or ()) or NONE
+    """The waiters in order; a hotfix is marked, as it goes ahead of every normal Release."""
+    waiting = [
+        short_name(w["release"]) + (" (hotfix)" if w.get("hotfix") else "")
+        for w in lock_status.get("queue") or ()
+    ]
+    return ",".join(waiting) or NONE
 
 
 def running_release(

@@ -48,6 +48,7 @@ class Locks(Releases):  # a lock's claimant whose Release is gone is dropped
         return ObservedLock(
             held=False,
             position=position,
+            hotfixes_ahead=locks.hotfixes_ahead(state, claimant),
             holder=holder,
             preempted=locks.was_preempted(state, claimant),
             frozen_by=freeze.by if freeze else None,

@@ -47,6 +47,7 @@ MANAGED_STATUS_KEYS = (
 class ObservedLock:
     held: bool
     position: int | None = None  # in the queue, 1 = next
+    hotfixes_ahead: int = 0  # hotfix Releases queued ahead of us (they go first): why the position
     holder: str | None = None  # who holds it, when it is not us
     renewal_due: bool = False
     preempted: bool = False  # taken from us by a production rollback or an emergency

@@ -277,6 +277,8 @@ def wait_for_lock(d: Draft) -> None:
         return
     d.effects.append(AcquireLock(d.run.environment))  # joins the queue, or keeps our place alive
     where = f"position {lock.position}" if lock and lock.position else "in queue"
+    if lock is not None and lock.hotfixes_ahead:
+        where += f" ({lock.hotfixes_ahead} hotfix Release(s) ahead: hotfixes go first)"
     behind = f" behind {lock.holder}" if lock and lock.holder else ""
     d.phase, d.reason = Phase.QUEUED, Reason.WAITING_FOR_LOCK
     d.message = f"waiting for EnvironmentLock {d.run.environment}: {where}{behind}"

@@ -256,6 +256,16 @@ def renewal_due(holder: Holder, now: datetime, lease: timedelta) -> bool:
     return now - holder.renew_time >= lease / 3
 
 
+def hotfixes_ahead(state: LockState, claimant: Claimant) -> int:
+    """How many hotfix Releases wait ahead of this (normal) waiter: why its place is what it is."""
+    ahead = 0
+    for waiter in state.queue:
+        if waiter.claimant.uid == claimant.uid:
+            return 0 if waiter.hotfix else ahead
+        ahead += int(waiter.hotfix)
+    return 0
+
+
 def _join(queue: tuple[Waiter, ...], claimant: Claimant, now: datetime, hotfix: bool) -> tuple[Waiter, ...]:
     """Renew a waiter's place, or give a new one its place by class: a hotfix behind the hotfixes
     already waiting and ahead of every normal Release; a normal Release at the end."""
