@@ -102,7 +102,7 @@ class Observer:
             source=self.source(release, pipeline),
             registry=self.registry(release, pipeline, run, now),
             ahead=self.ahead(release, run),
-            freezes=self.freezes(release, pipeline, stage, run),
+            freezes=self.freezes(release, pipeline, stage, run, now),
             git=self.git(release, run, pipeline),
         )
 
@@ -139,12 +139,19 @@ class Observer:
         return ObservedGit(head, commit, holds, sync)
 
     def freezes(
-        self, release: ReleaseView, pipeline: Pipeline | Problem, stage: Stage | None, run: StageRun | None
+        self,
+        release: ReleaseView,
+        pipeline: Pipeline | Problem,
+        stage: Stage | None,
+        run: StageRun | None,
+        now: datetime,
     ) -> tuple[tuple[str, locks.Freeze], ...]:
         """While the Release may be on its way into production (Verified and approved or promoted on
-        its own, or at production's door): which of the Pipeline's locked environments are frozen.
-        Read only then, and never for a hotfix."""
-        if release.hotfix or isinstance(pipeline, Problem) or pipeline.production is None:
+        its own, or at production's door): which of the Pipeline's locked environments are frozen
+        by an emergency or by hand (the seed's stop: a frozen staging stops production too). A
+        window or an incident freezes only its own environment: its lock keeps the Release queued.
+        Read only then, and never for a hotfix or a Release let through on the record."""
+        if release.passes_freeze or isinstance(pipeline, Problem) or pipeline.production is None:
             return ()
         status = release.status
         at_door = stage is not None and stage.production and (run is None or run.step == Step.PENDING)
@@ -153,10 +160,11 @@ class Observer:
         if not (at_door or leaving):
             return ()  # e.g. Verified, waiting for an approval nobody has given yet: nothing to read
         found = (
-            (environment, self.adapters.resources.freeze_of(release.namespace, environment))
+            (environment, self.adapters.resources.freeze_of(release.namespace, environment, now))
             for environment in pipeline.locked_environments()
         )
-        return tuple((environment, freeze) for environment, freeze in found if freeze is not None)
+        stopping = (locks.FreezeKind.EMERGENCY, locks.FreezeKind.BY_HAND)
+        return tuple((e, freeze) for e, freeze in found if freeze is not None and freeze.kind in stopping)
 
     def ahead(self, release: ReleaseView, run: StageRun | None) -> tuple[tuple[str, str], ...]:
         """Before a stage starts: which older Releases of the same source are in a stage now."""
@@ -206,7 +214,7 @@ class Observer:
             return None
         claimant = locks.Claimant(release.key, release.uid)
         seen = self.adapters.resources.observe_lock(
-            release.namespace, stage.environment, claimant, now, release.hotfix
+            release.namespace, stage.environment, claimant, now, release.passes_freeze
         )
         lease = seen.lease_seconds
         if lease and lease < self.min_lease_seconds:

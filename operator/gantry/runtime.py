@@ -20,6 +20,7 @@ from gantry.domain.flow.model import Event
 from gantry.reconciler import ReleaseReconciler, utcnow
 from gantry.settings import Config
 from gantry.source_poller import SourcePoller
+from gantry.stop_the_line import StopTheLine
 from gantry.wakeups import Wakeups
 
 T = TypeVar("T")
@@ -30,6 +31,7 @@ class Runtime(kopf.Memo):
     reconciler: ReleaseReconciler
     desk: DecisionDesk
     sources: SourcePoller
+    stop_the_line: StopTheLine  # Alertmanager's notifications freeze environments (webhooks)
     webhooks: Any  # the push-webhook server while it runs (adapters.webhooks), else absent
     metrics: Metrics | None
     wakeups: Wakeups
@@ -48,6 +50,7 @@ class Runtime(kopf.Memo):
         # one per operator: one lock per mirror
         mirrors = Mirrors(config.git_cache, config.git_timeout) if config.git_cache else None
         self.sources = SourcePoller(self.resources, mirrors, utcnow, config.registry_timeout)
+        self.stop_the_line = StopTheLine(self.resources, utcnow)
         self.reconciler = ReleaseReconciler(
             self.resources,
             alerter,

@@ -150,7 +150,7 @@ class SourcePoller:
         back into the release branch."""
         made = list(status.get("hotfixes") or [])
         if isinstance(pipeline, Problem) or not any(
-            self.resources.freeze_of(spec.namespace, e) for e in pipeline.locked_environments()
+            self.resources.freeze_of(spec.namespace, e, self.clock()) for e in pipeline.locked_environments()
         ):
             return made
         heads = repository.heads()

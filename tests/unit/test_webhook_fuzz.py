@@ -1,5 +1,6 @@
-"""The webhook endpoint under fuzzing: paths, headers and bodies from outside never name anything
-but the source they spell, and never get an answer outside 202/400/401/403/404/413.
+"""The webhook endpoints under fuzzing: paths, headers and bodies from outside never name anything
+but the source (or the namespace's locks) they spell, and never get an answer outside
+200/202/400/401/403/404/413.
 
 The real HTTP shell (adapters.webhooks, aiohttp on 127.0.0.1) and the real SourcePoller.hook, over
 an in-memory API that serves two namespaces' sources and Secrets and records every path it is
@@ -28,12 +29,14 @@ from hypothesis import strategies as st
 from gantry.adapters import webhooks
 from gantry.adapters.kube import custom_path
 from gantry.adapters.resources import Resources
+from gantry.domain.inputs import incidents
 from gantry.domain.inputs.release_sources import NO_SUCH_SOURCE
 from gantry.domain.vocabulary import names
 from gantry.source_poller import SourcePoller
+from gantry.stop_the_line import StopTheLine
 from tests.harness.observability import free_port
 
-ALLOWED = {202, 400, 401, 403, 404, 413}
+ALLOWED = {200, 202, 400, 401, 403, 404, 413}
 TOKENS = {"evil": "evil-token", "victim": "victim-token"}
 
 
@@ -66,6 +69,9 @@ class RecordingKube:
             self.objects[f"/api/v1/namespaces/{namespace}/secrets/hooks"] = {
                 "data": {"token": base64.b64encode(token.encode()).decode()}
             }
+            self.objects[f"/api/v1/namespaces/{namespace}/secrets/{incidents.SECRET}"] = {
+                "data": {"token": base64.b64encode(token.encode()).decode()}
+            }
         self.reads: list[str] = []
         self.writes: list[str] = []
         self.lock = threading.Lock()
@@ -80,6 +86,16 @@ class RecordingKube:
             self.writes.append(as_sent(path))
         return {}
 
+    def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            self.writes.append(as_sent(path))
+        return {**body, "metadata": {**body["metadata"], "resourceVersion": "1"}}
+
+    def replace(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            self.writes.append(as_sent(path))
+        return dict(body)
+
 
 class Endpoint:
     """The webhook server in a thread of its own, as the operator runs it."""
@@ -89,6 +105,7 @@ class Endpoint:
         resources = Resources.__new__(Resources)
         resources.kube = self.kube  # type: ignore[assignment]  # only kube is used by hook()
         self.poller = SourcePoller(resources, None, lambda: datetime.now(UTC))
+        self.stop_the_line = StopTheLine(resources, lambda: datetime.now(UTC))
         self.port = free_port()
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -100,7 +117,10 @@ class Endpoint:
         async def handle(namespace: str, name: str, headers: Mapping[str, str], body: bytes) -> Any:
             return self.poller.hook(namespace, name, dict(headers), body)
 
-        self.runner = self.loop.run_until_complete(webhooks.serve("127.0.0.1", self.port, handle))
+        async def alerts(namespace: str, headers: Mapping[str, str], body: bytes) -> Any:
+            return self.stop_the_line.receive(namespace, dict(headers), body)
+
+        self.runner = self.loop.run_until_complete(webhooks.serve("127.0.0.1", self.port, handle, alerts))
         self.ready.set()
         self.loop.run_forever()
 
@@ -219,3 +239,42 @@ def test_the_reported_traversal_answers_as_a_missing_source_and_touches_nothing(
     assert kube.writes[writes:] == [custom_path("releasesources", "evil", "shop") + "/status"]
     # Its token on the victim's source: refused.
     assert endpoint.post("/hooks/releasesources/victim/shop", bearer, event)[0] == 401
+
+
+def alert_body(environment: str, status: str = "firing") -> bytes:
+    alert = {
+        "status": status,
+        "labels": {"alertname": "ErrorBudgetBurn", incidents.ENVIRONMENT_LABEL: environment},
+        "annotations": {"summary": "checkout errors"},
+        "startsAt": "2026-12-03T10:00:00Z",
+        "fingerprint": "abc123",
+    }
+    return json.dumps({"version": "4", "status": status, "alerts": [alert]}).encode()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    namespace=segment_text(),
+    environment=st.one_of(segment_text(), st.sampled_from(["production", "../victim", "a,b", "PROD"])),
+    token=st.sampled_from([None, "evil-token", "victim-token", "", "x" * 100]),
+    raw=st.one_of(st.binary(max_size=200), st.just(b'{"alerts": 3}')),
+)
+def test_an_alertmanager_notification_touches_only_the_locks_of_the_namespace_it_names(
+    endpoint: Endpoint, namespace: str, environment: str, token: str | None, raw: bytes
+) -> None:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    kube = endpoint.kube
+    reads, writes = len(kube.reads), len(kube.writes)
+    for body in (raw, alert_body(unquote(environment))):
+        status, text = endpoint.post(f"/hooks/alertmanager/{namespace}", headers, body)
+        assert status in ALLOWED, (status, text)
+    decoded = unquote(namespace)
+    if not names.is_namespace(decoded):
+        assert (kube.reads[reads:], kube.writes[writes:]) == ([], [])
+        return
+    own = custom_path("environmentlocks", decoded)
+    secret = f"/api/v1/namespaces/{decoded}/secrets/{incidents.SECRET}"
+    assert all(p in (secret, own) or p.startswith(own + "/") for p in kube.reads[reads:]), kube.reads[reads:]
+    assert all(p.startswith(own) for p in kube.writes[writes:]), kube.writes[writes:]
+    if token != TOKENS.get(decoded):
+        assert kube.writes[writes:] == []

@@ -38,11 +38,11 @@ def claimant(ctx: Context) -> locks.Claimant:
 
 
 def acquire_lock(ctx: Context, effect: AcquireLock) -> None:
-    who, hotfix = claimant(ctx), ctx.release.hotfix
+    who, hotfix, overridden = claimant(ctx), ctx.release.hotfix, ctx.release.passes_freeze
     ctx.adapters.resources.update_lock(
         ctx.namespace,
         effect.environment,
-        lambda state, lease, seen: locks.acquire(state, who, ctx.now, lease, hotfix, seen),
+        lambda state, lease, seen: locks.acquire(state, who, ctx.now, lease, hotfix, seen, overridden),
         ctx.now,
     )
 

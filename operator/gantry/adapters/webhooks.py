@@ -1,5 +1,6 @@
-"""The webhook endpoint: POST /hooks/releasesources/<namespace>/<name> from a git host's push event
-or a registry's notification.
+"""The webhook endpoints: POST /hooks/releasesources/<namespace>/<name> from a git host's push
+event or a registry's notification; POST /hooks/alertmanager/<namespace> from Alertmanager
+(stop-the-line: its alerts freeze the environments they name).
 
 A thin HTTP shell: the request's headers and body go to the caller's handler (which checks the
 source's secret and decides, see domain.inputs.release_sources.hook); its status and message go back.
@@ -20,15 +21,24 @@ from gantry.domain.vocabulary import names
 
 MAX_BODY = 1024 * 1024  # push events are small; anything larger is refused before it is read
 Handle = Callable[[str, str, Mapping[str, str], bytes], Awaitable[Hook]]
+HandleAlerts = Callable[[str, Mapping[str, str], bytes], Awaitable[Hook]]
 
 
-async def serve(address: str, port: int, handle: Handle) -> web.AppRunner:
+async def serve(address: str, port: int, handle: Handle, alerts: HandleAlerts) -> web.AppRunner:
     async def receive(request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         if not (names.is_namespace(namespace) and names.is_object_name(name)):
             answer = NO_SUCH_SOURCE
         else:
             answer = await handle(namespace, name, request.headers, await request.read())
+        return web.json_response({"message": answer.message}, status=answer.status)
+
+    async def receive_alerts(request: web.Request) -> web.Response:
+        namespace = request.match_info["namespace"]
+        if not names.is_namespace(namespace):
+            answer = NO_SUCH_SOURCE
+        else:
+            answer = await alerts(namespace, request.headers, await request.read())
         return web.json_response({"message": answer.message}, status=answer.status)
 
     @web.middleware
@@ -41,6 +51,7 @@ async def serve(address: str, port: int, handle: Handle) -> web.AppRunner:
 
     app = web.Application(client_max_size=MAX_BODY, middlewares=[elsewhere_is_missing])
     app.router.add_post("/hooks/releasesources/{namespace}/{name}", receive)
+    app.router.add_post("/hooks/alertmanager/{namespace}", receive_alerts)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, address, port).start()

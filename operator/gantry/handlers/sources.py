@@ -37,8 +37,13 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         async def handle(namespace: str, name: str, headers: Mapping[str, str], body: bytes) -> Hook:
             return await runtime.blocking(runtime.sources.hook, namespace, name, dict(headers), body)
 
+        async def alerts(namespace: str, headers: Mapping[str, str], body: bytes) -> Hook:
+            return await runtime.blocking(runtime.stop_the_line.receive, namespace, dict(headers), body)
+
         try:
-            runtime.webhooks = await webhooks.serve(config.webhook_address, config.webhook_port, handle)
+            runtime.webhooks = await webhooks.serve(
+                config.webhook_address, config.webhook_port, handle, alerts
+            )
         except OSError as error:
             raise kopf.PermanentError(
                 f"cannot serve webhooks on {config.webhook_address}:{config.webhook_port}: {error.strerror}; "

@@ -17,6 +17,7 @@ BUTTONS = {
     "rollback": "Rollback",
     "emergency": "Emergency",
     "lift-quarantine": "LiftQuarantine",
+    "override-freeze": "OverrideFreeze",
 }
 ON_APPLICATION = frozenset({"rollback", "emergency"})  # act on what production runs now
 CONFIRMED = frozenset({"rollback", "emergency"})  # change production: asked before, unless --yes

@@ -403,21 +403,36 @@ def handle_lock(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) 
             "only hotfix Releases may take it until unfrozen"
         )
         return
-    frozen = locks.from_object(body).frozen
-    if frozen is not None and not args.reason:
+    state = locks.from_object(body)
+    frozen, incident = (
+        state.frozen,
+        state.incident if state.incident and not state.incident.lifted_by else None,
+    )
+    if (frozen or incident) is not None and not args.reason:
+        what = f"the emergency of {frozen.by}" if frozen else f"the incident alert {incident.by}"  # type: ignore[union-attr]
         raise PluginError(
-            f"lock unfreeze {args.environment}: it is frozen by the emergency of {frozen.by} "
-            f"({frozen.reason}); lifting it before a hotfix is released is an override: say why with "
-            "--reason '…' (kept in the lock's history)"
+            f"lock unfreeze {args.environment}: it is frozen by {what}; lifting that before it ends on "
+            "its own is an override: say why with --reason '…' (kept in the lock's history)"
         )
-    resources.freeze_by_hand(namespace, args.environment, None)
-    if frozen is not None:  # an emergency's freeze: lifting it is an override, on the record
-        why = f"FreezeLifted by {whoami(kube)}: {args.reason}"
+    if state.manual is not None:
+        resources.freeze_by_hand(namespace, args.environment, None)
+    if frozen is not None or incident is not None:  # lifting these is an override, on the record
+        who = whoami(kube)
+        why = f"FreezeLifted by {who}: {args.reason}"
         resources.update_lock(
             namespace,
             args.environment,
-            lambda state, lease, seen: (locks.unfreeze(state, why, now), None),
+            lambda state, lease, seen: (
+                locks.lift_incident(locks.unfreeze(state, why, now), who, why, now),
+                None,
+            ),
             now,
+        )
+    if state.window is not None and (frozen, incident, state.manual) == (None, None, None):
+        raise PluginError(
+            f"lock unfreeze {args.environment}: it is in the freeze {state.window.by} until it closes "
+            "(spec.freezeWindows); let one Release through on the record instead: kubectl gantry "
+            "override-freeze RELEASE --reason '…'"
         )
     out(f"environmentlock.gantry.dev/{args.environment} unfrozen")
 

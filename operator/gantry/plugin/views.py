@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from gantry.adapters.objects import locks as lock_objects
 from gantry.domain.flow.guard import GuardState
-from gantry.domain.records import ledger, locks
+from gantry.domain.records import ledger, locks, windows
 from gantry.domain.vocabulary import commands
 from gantry.domain.vocabulary.images import digest_of
 from gantry.domain.vocabulary.images import short_digest as shorten
 from gantry.domain.vocabulary.phases import FINAL
-from gantry.domain.vocabulary.timefmt import from_rfc3339
+from gantry.domain.vocabulary.timefmt import from_rfc3339, to_rfc3339
 
 NONE = "-"
 
@@ -101,7 +102,7 @@ def lock_cells(lock: Mapping[str, Any] | None, now: datetime) -> tuple[str, str]
     status = (lock or {}).get("status") or {}
     holder = status.get("holder")
     held = f"{short_name(holder['release'])} ({age(holder.get('since'), now)})" if holder else NONE
-    freeze = locks.from_object(lock or {}).freeze
+    freeze = lock_objects.settled(lock or {}, now).freeze
     if freeze is not None:
         held += f" FROZEN by {freeze.by}"
     return held, queue_cell(status)
@@ -205,7 +206,7 @@ def lock_table(objects: Sequence[Mapping[str, Any]], now: datetime) -> Table:
     for lock in objects:
         status = lock.get("status") or {}
         holder = status.get("holder") or {}
-        freeze = locks.from_object(lock).freeze
+        freeze = lock_objects.settled(lock, now).freeze
         rows.append(
             (
                 str(lock["metadata"]["name"]),
@@ -213,16 +214,31 @@ def lock_table(objects: Sequence[Mapping[str, Any]], now: datetime) -> Table:
                 age(holder.get("since"), now) if holder else NONE,
                 queue_cell(status),
                 freeze_cell(freeze),
+                window_cell(lock, now),
             )
         )
-    records = tuple(lock_record(lock) for lock in objects)
-    return Table(("ENVIRONMENT", "HOLDER", "SINCE", "QUEUE", "FROZEN BY"), tuple(rows), records=records)
+    records = tuple(lock_record(lock, now) for lock in objects)
+    headers = ("ENVIRONMENT", "HOLDER", "SINCE", "QUEUE", "FROZEN BY", "NEXT WINDOW")
+    return Table(headers, tuple(rows), records=records)
 
 
-def lock_record(lock: Mapping[str, Any]) -> dict[str, Any]:
+def window_cell(lock: Mapping[str, Any], now: datetime) -> str:
+    """When the lock's next freeze window opens (or why its windows cannot be read)."""
+    try:
+        found = windows.parse((lock.get("spec") or {}).get("freezeWindows") or (), "spec.freezeWindows")
+    except windows.BadWindow as error:
+        return str(error)
+    upcoming = [(at, w.name) for w in found if (at := w.next_opening(now)) is not None]
+    if not upcoming:
+        return NONE
+    at, name = min(upcoming)
+    return f"{name} at {to_rfc3339(at)}"
+
+
+def lock_record(lock: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     status = lock.get("status") or {}
     holder = status.get("holder") or {}
-    freeze = locks.from_object(lock).freeze
+    freeze = lock_objects.settled(lock, now).freeze
     return {
         "namespace": lock["metadata"].get("namespace"),
         "environment": lock["metadata"]["name"],
@@ -230,6 +246,8 @@ def lock_record(lock: Mapping[str, Any]) -> dict[str, Any]:
         "since": holder.get("since"),
         "queue": [w["release"] for w in status.get("queue") or ()],
         "frozenBy": freeze.by if freeze else None,
+        "freeze": {"kind": str(freeze.kind), "by": freeze.by, "reason": freeze.reason} if freeze else None,
+        "nextWindow": window_cell(lock, now),
     }
 
 
@@ -237,7 +255,10 @@ def freeze_cell(freeze: locks.Freeze | None) -> str:
     if freeze is None:
         return NONE
     why = freeze.reason or "no reason given"
-    return f"{freeze.by} (by hand: {why})" if freeze.by_hand else f"{freeze.by} ({why})"
+    if freeze.kind == locks.FreezeKind.WINDOW and freeze.until is not None:
+        return f"{freeze.by} ({why}; until {to_rfc3339(freeze.until)})"
+    words = {locks.FreezeKind.BY_HAND: "by hand: ", locks.FreezeKind.INCIDENT: "incident: "}
+    return f"{freeze.by} ({words.get(freeze.kind, '')}{why})"
 
 
 def current_release(pipeline: Mapping[str, Any]) -> str | None:

@@ -10,7 +10,7 @@ from gantry.adapters.kube import ApiError, Kube, custom_path
 from gantry.adapters.objects.releases import Releases
 from gantry.adapters.objects.store import retry_on_conflict
 from gantry.domain.flow.model import ObservedLock
-from gantry.domain.records import locks
+from gantry.domain.records import locks, windows
 
 DEFAULT_LEASE_SECONDS = 300
 # (the lock as read, its lease, this operator's sightings of its renewals) -> (next state, result)
@@ -25,35 +25,38 @@ class Locks(Releases):  # a lock's claimant whose Release is gone is dropped
         # longer, never shorter.
         self._sightings: dict[str, locks.Sightings] = {}
 
-    def freeze_of(self, namespace: str, environment: str) -> locks.Freeze | None:
+    def freeze_of(self, namespace: str, environment: str, now: datetime) -> locks.Freeze | None:
         body = self.kube.get(custom_path("environmentlocks", namespace, environment))
-        return locks.from_object(body).freeze if body is not None else None
+        return settled(body, now).freeze if body is not None else None
 
     def observe_lock(
-        self, namespace: str, environment: str, claimant: locks.Claimant, now: datetime, hotfix: bool = False
+        self,
+        namespace: str,
+        environment: str,
+        claimant: locks.Claimant,
+        now: datetime,
+        passes_freeze: bool = False,
     ) -> ObservedLock:
         path = custom_path("environmentlocks", namespace, environment)
         body = self.kube.get(path)
         if body is None:
             return ObservedLock(held=False, lost="the EnvironmentLock object was deleted")
         lease = lease_of(body)
-        state = locks.from_object(body)
+        state = settled(body, now)
         state = locks.expire(state, now, lease, self._sight(path, state, now))
         if state.holder is not None and state.holder.claimant.uid == claimant.uid:
             due = locks.renewal_due(state.holder, now, lease)
             return ObservedLock(held=True, renewal_due=due, lease_seconds=int(lease.total_seconds()))
         position = next((i for i, w in enumerate(state.queue, 1) if w.claimant.uid == claimant.uid), None)
         holder = state.holder.claimant.release if state.holder else None
-        freeze = state.freeze if not hotfix else None
+        freeze = state.freeze if not passes_freeze else None
         return ObservedLock(
             held=False,
             position=position,
             hotfixes_ahead=locks.hotfixes_ahead(state, claimant),
             holder=holder,
             preempted=locks.was_preempted(state, claimant),
-            frozen_by=freeze.by if freeze else None,
-            frozen_by_hand=freeze is not None and freeze.by_hand,
-            frozen_reason=freeze.reason if freeze else "",
+            frozen=freeze,
             lost=locks.why_lost(state, claimant, lease),
             lease_seconds=int(lease.total_seconds()),
         )
@@ -64,7 +67,7 @@ class Locks(Releases):  # a lock's claimant whose Release is gone is dropped
 
         def attempt() -> Any:
             body = self.kube.get(path) or self._create_lock(namespace, environment)
-            state = locks.from_object(body)
+            state = settled(body, now)
             state, result = change(state, lease_of(body), self._sight(path, state, now))
             new_status = locks.to_status(state)
             if new_status != _comparable(body.get("status")):
@@ -134,6 +137,13 @@ class Locks(Releases):  # a lock's claimant whose Release is gone is dropped
 def _comparable(status: Mapping[str, Any] | None) -> dict[str, Any]:
     """A stored status in the shape to_status writes, so an unchanged lock is not rewritten."""
     return locks.to_status(locks.from_status(status)) if status else {}
+
+
+def settled(body: Mapping[str, Any], now: datetime) -> locks.LockState:
+    """The lock as read, with its freeze windows (spec.freezeWindows) opened or closed for now."""
+    state = locks.from_object(body)
+    raw = (body.get("spec") or {}).get("freezeWindows") or ()
+    return locks.settle_window(state, windows.look(raw, "spec.freezeWindows", now), now)
 
 
 def lease_of(body: Mapping[str, Any]) -> timedelta:

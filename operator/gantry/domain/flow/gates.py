@@ -17,7 +17,6 @@ from gantry.domain.vocabulary.images import digest_of
 from gantry.domain.vocabulary.phases import Step
 from gantry.domain.vocabulary.problems import Problem
 from gantry.domain.vocabulary.reasons import Reason
-from gantry.domain.vocabulary.timefmt import to_rfc3339
 
 
 def quarantine_problem(d: Draft) -> Problem | None:
@@ -146,14 +145,13 @@ def production_frozen(d: Draft) -> Problem | None:
     if d.release.hotfix or not d.obs.freezes:
         return None
     environment, freeze = d.obs.freezes[0]
-    how = f"frozen by hand by {freeze.by}" if freeze.by_hand else f"frozen by the emergency of {freeze.by}"
     return Problem(
         Reason.PRODUCTION_FROZEN,
         "spec.hotfix",
-        f"production takes only hotfix Releases while {environment} is {how} "
-        f"({freeze.reason or 'no reason given'}, since {to_rfc3339(freeze.since)})",
+        f"production takes only hotfix Releases while {environment} is {freeze.describe()}",
         "ship the fix as a hotfix Release (spec.hotfix: true, from the emergency's HOT-<n> branch), whose "
-        f"release lifts the freeze; or lift it on the record: {commands.unfreeze(environment)}",
+        f"release lifts the freeze; or lift it on the record: {commands.unfreeze(environment)}; or let "
+        f"this one through on the record: {commands.override_freeze(d.release.namespace, d.release.name)}",
     )
 
 

@@ -14,6 +14,8 @@ from gantry.domain.inputs.analysis import Sample
 from gantry.domain.inputs.git_target import GitTarget
 from gantry.domain.inputs.pipeline import Pipeline, Stage
 from gantry.domain.inputs.workloads import ImageChange, ObservedWorkload, WorkloadRef
+from gantry.domain.records import decisions
+from gantry.domain.records.locks import Freeze
 from gantry.domain.vocabulary.phases import Step
 from gantry.domain.vocabulary.problems import Problem
 
@@ -51,9 +53,7 @@ class ObservedLock:
     holder: str | None = None  # who holds it, when it is not us
     renewal_due: bool = False
     preempted: bool = False  # taken from us by a production rollback or an emergency
-    frozen_by: str | None = None  # frozen (after an emergency, or by hand), and we are no hotfix
-    frozen_by_hand: bool = False
-    frozen_reason: str = ""
+    frozen: Freeze | None = None  # the freeze in force that keeps us out (we are no hotfix, no override)
     lost: str = ""  # when it is not ours: what happened to it, in words for the stage's message
     lease_seconds: int = 0  # spec.leaseSeconds (0: not read)
     too_short: str = ""  # spec.leaseSeconds too short for this operator to renew it in time
@@ -195,6 +195,11 @@ class ReleaseView:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def passes_freeze(self) -> bool:
+        """A hotfix, or a Release a person let through every freeze (an OverrideFreeze decision)."""
+        return self.hotfix or decisions.overridden(self.status)
 
     def reference(self) -> dict[str, Any]:
         """Enough of the object for an Event's involvedObject."""

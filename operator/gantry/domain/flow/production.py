@@ -216,6 +216,13 @@ def apply_decision(d: Draft, decision: Mapping[str, Any]) -> None:
     elif action == Action.EMERGENCY and in_production:
         emergency(d, said, by, why)
         return
+    elif action == Action.OVERRIDE_FREEZE:
+        message = (
+            f"{said}; Release {d.release.key} passes every freeze (window, incident, emergency, by hand)"
+        )
+        d.event("Warning", Reason.FREEZE_OVERRIDDEN, message)
+        d.effects.append(Alert("warning", Reason.FREEZE_OVERRIDDEN, message))
+        return
     elif action == Action.FAIL_FORWARD:
         d.event("Warning", Reason.FAIL_FORWARD, said)
         d.move(Step.PASSED, Reason.FAIL_FORWARD, said, decided_by=by, decision_reason=why or None)

@@ -282,18 +282,12 @@ def wait_for_lock(d: Draft) -> None:
     behind = f" behind {lock.holder}" if lock and lock.holder else ""
     d.phase, d.reason = Phase.QUEUED, Reason.WAITING_FOR_LOCK
     d.message = f"waiting for EnvironmentLock {d.run.environment}: {where}{behind}"
-    if lock is not None and lock.frozen_by and lock.frozen_by_hand:
+    if lock is not None and lock.frozen is not None:
         d.reason = Reason.LOCK_FROZEN
         d.message = (
-            f"EnvironmentLock {d.run.environment} is frozen by {lock.frozen_by} "
-            f"({lock.frozen_reason or 'no reason given'}): only hotfix Releases (spec.hotfix: true) may "
-            f"deploy until it is unfrozen ({commands.unfreeze(d.run.environment)})"
-        )
-    elif lock is not None and lock.frozen_by:
-        d.reason = Reason.LOCK_FROZEN
-        d.message = (
-            f"EnvironmentLock {d.run.environment} is frozen after the emergency of {lock.frozen_by}: "
-            "only hotfix Releases (spec.hotfix: true) may deploy until a hotfix reaches production"
+            f"EnvironmentLock {d.run.environment} is {lock.frozen.describe()}: only hotfix Releases "
+            f"(spec.hotfix: true) may deploy until {lock.frozen.lifted_when(d.run.environment)}; to pass it "
+            f"now on the record: {commands.override_freeze(d.release.namespace, d.release.name)}"
         )
 
 

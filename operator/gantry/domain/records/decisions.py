@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 from gantry.domain.vocabulary.phases import Phase
 
@@ -17,6 +19,7 @@ class Action(StrEnum):
     EMERGENCY = "Emergency"
     FAIL_FORWARD = "FailForward"
     LIFT_QUARANTINE = "LiftQuarantine"
+    OVERRIDE_FREEZE = "OverrideFreeze"  # break glass: this Release passes every freeze, on the record
 
 
 ALLOWED: dict[Action, frozenset[Phase]] = {
@@ -26,7 +29,17 @@ ALLOWED: dict[Action, frozenset[Phase]] = {
     ),
     Action.EMERGENCY: frozenset({Phase.BAKING, Phase.AWAITING_DECISION, Phase.HELD, Phase.RELEASED}),
     Action.FAIL_FORWARD: frozenset({Phase.AWAITING_DECISION, Phase.HELD}),
+    Action.OVERRIDE_FREEZE: frozenset(
+        {Phase.PENDING, Phase.AWAITING_APPROVAL, Phase.BLOCKED, Phase.QUEUED, Phase.VERIFIED}
+    ),
 }
+
+
+def overridden(status: Mapping[str, Any]) -> bool:
+    """Has a person let this Release through every freeze (an OverrideFreeze decision applied)?"""
+    decisions = list(status.get("decisions") or ())[: int(status.get("decisionsApplied") or 0)]
+    ignored = {r.get("name") for r in status.get("decisionResults") or () if r.get("result") == "Ignored"}
+    return any(x.get("action") == Action.OVERRIDE_FREEZE and x.get("name") not in ignored for x in decisions)
 
 
 def refusal(action: Action, phase: Phase) -> str | None:

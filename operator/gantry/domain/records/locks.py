@@ -14,8 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
+from gantry.domain.records import windows
 from gantry.domain.vocabulary.reasons import Reason
 from gantry.domain.vocabulary.timefmt import from_rfc3339, to_rfc3339
 
@@ -53,14 +55,52 @@ class Tenure:
     reason: str
 
 
+class FreezeKind(StrEnum):
+    EMERGENCY = "Emergency"  # status.frozen: lifts when a hotfix reaches production
+    INCIDENT = "Incident"  # status.incident: an Alertmanager alert fires; lifts when it resolves
+    BY_HAND = "ByHand"  # spec.freeze: a person's, lifted by a person
+    WINDOW = "Window"  # status.window: a recurring window of spec.freezeWindows is open
+
+
 @dataclass(frozen=True)
 class Freeze:
-    """Only hotfix Releases may take the lock while it is frozen."""
+    """Only hotfix Releases (and a Release with a break-glass override) may take the lock while it
+    is frozen."""
 
-    by: str  # the Release whose emergency froze it, or the person who froze it by hand
+    by: str  # the emergency's Release, the alert, the person, or the window
     reason: str
     since: datetime
-    by_hand: bool = False
+    kind: FreezeKind = FreezeKind.EMERGENCY
+    until: datetime | None = None  # a window's end
+    alerts: tuple[str, ...] = ()  # an incident: the fingerprints of the alerts firing
+    lifted_by: str = ""  # an incident a person lifted while its alerts still fire
+
+    @property
+    def by_hand(self) -> bool:
+        return self.kind == FreezeKind.BY_HAND
+
+    def describe(self) -> str:
+        """Frozen how, in words for a status message (after "is")."""
+        why = self.reason or "no reason given"
+        if self.kind == FreezeKind.BY_HAND:
+            return f"frozen by hand by {self.by} ({why}, since {to_rfc3339(self.since)})"
+        if self.kind == FreezeKind.INCIDENT:
+            return f"frozen by the incident alert {self.by} ({why}, firing since {to_rfc3339(self.since)})"
+        if self.kind == FreezeKind.WINDOW:
+            until = f" until {to_rfc3339(self.until)}" if self.until else ""
+            return f"in the freeze {self.by} ({why}){until}"
+        return f"frozen by the emergency of {self.by} ({why}, since {to_rfc3339(self.since)})"
+
+    def lifted_when(self, environment: str) -> str:
+        """What ends it, for the same message."""
+        lift = f"kubectl gantry lock unfreeze {environment}"
+        if self.kind == FreezeKind.BY_HAND:
+            return f"a person lifts it ({lift})"
+        if self.kind == FreezeKind.INCIDENT:
+            return f"the alert resolves, or a person lifts it on the record ({lift})"
+        if self.kind == FreezeKind.WINDOW:
+            return "the window closes"
+        return f"a hotfix reaches production, or a person lifts it on the record ({lift})"
 
 
 @dataclass(frozen=True)
@@ -72,11 +112,16 @@ class LockState:
     frozen: Freeze | None = None
     # By hand (spec.freeze, e.g. a change freeze): set and lifted only by a person; never in status.
     manual: Freeze | None = None
+    # While an Alertmanager alert naming the environment fires (status.incident).
+    incident: Freeze | None = None
+    # While one of spec.freezeWindows is open (status.window, settled at every read-decide-write).
+    window: Freeze | None = None
 
     @property
     def freeze(self) -> Freeze | None:
-        """The freeze in force, if any; an emergency's first, as it says more about what to do."""
-        return self.frozen or self.manual
+        """The freeze in force, if any; the one that says most about what to do first."""
+        incident = self.incident if self.incident is not None and not self.incident.lifted_by else None
+        return self.frozen or incident or self.manual or self.window
 
 
 @dataclass(frozen=True)
@@ -143,18 +188,21 @@ def acquire(
     lease: timedelta,
     hotfix: bool = False,
     seen: Sightings | None = None,
+    overridden: bool = False,
 ) -> tuple[LockState, Outcome]:
     """Take the lock, renew it, or join (and stay alive in) the queue.
 
-    While the lock is frozen only hotfix claimants may take it, and they go before other waiters.
+    While the lock is frozen only hotfix claimants (and one let through by a person's override)
+    may take it, and they go before the waiters the freeze holds back.
     """
     state = expire(state, now, lease, seen)
     if state.holder is not None and state.holder.claimant.uid == claimant.uid:
         holder = replace(state.holder, renew_time=now)
         return replace(state, holder=holder), Granted(holder.since)
-    allowed = state.freeze is None or hotfix
+    passes = hotfix or overridden
+    allowed = state.freeze is None or passes
     head = state.queue[0] if state.queue else None
-    first = head is None or head.claimant.uid == claimant.uid or (state.freeze is not None and hotfix)
+    first = head is None or head.claimant.uid == claimant.uid or (state.freeze is not None and passes)
     if state.holder is None and allowed and first:
         queue = tuple(w for w in state.queue if w.claimant.uid != claimant.uid)
         return replace(state, holder=Holder(claimant, now, now), queue=queue), Granted(now)
@@ -197,6 +245,72 @@ def unfreeze(state: LockState, why: str, now: datetime) -> LockState:
     return replace(state, frozen=None, history=_remember(state.history, ended))
 
 
+def settle_window(state: LockState, found: windows.Found, now: datetime) -> LockState:
+    """Open or close status.window to match the lock's windows now; a window that closes becomes
+    an entry of the lock's history (from its opening to now). Windows that cannot be read
+    freeze the lock, saying which field to fix: a broken change freeze must not open the gate."""
+    if isinstance(found, windows.BadWindow):
+        new: Freeze | None = Freeze(
+            "spec.freezeWindows", str(found), state.window.since if state.window else now, FreezeKind.WINDOW
+        )
+    elif found is not None:
+        window, start, end = found
+        new = Freeze(
+            f"window {window.name}",
+            window.reason or "a recurring freeze window",
+            start,
+            FreezeKind.WINDOW,
+            until=end,
+        )
+    else:
+        new = None
+    old = state.window
+    if old == new:
+        return state
+    history = state.history
+    if old is not None and (new is None or (old.by, old.since) != (new.by, new.since)):
+        history = _remember(
+            history, Tenure(Claimant(f"freeze {old.by}", ""), old.since, now, Reason.WINDOW_CLOSED)
+        )
+    return replace(state, window=new, history=history)
+
+
+def incident_fires(state: LockState, alert: str, fingerprint: str, reason: str, since: datetime) -> LockState:
+    """An alert naming this environment fires: freeze (or stay frozen) for incidents. A person's
+    lift holds for the alerts firing when they lifted it; a new alert freezes again."""
+    old = state.incident
+    if old is not None and fingerprint in old.alerts:
+        return state
+    if old is None:
+        return replace(
+            state, incident=Freeze(alert, reason, since, FreezeKind.INCIDENT, alerts=(fingerprint,))
+        )
+    alerts = (*old.alerts, fingerprint)
+    return replace(state, incident=replace(old, alerts=alerts, lifted_by=""))
+
+
+def incident_resolves(state: LockState, fingerprint: str, now: datetime) -> LockState:
+    """An alert resolved: once none fires, the incident's freeze ends, on the lock's history."""
+    old = state.incident
+    if old is None or fingerprint not in old.alerts:
+        return state
+    alerts = tuple(a for a in old.alerts if a != fingerprint)
+    if alerts:
+        return replace(state, incident=replace(old, alerts=alerts))
+    ended = Tenure(Claimant(f"freeze by incident {old.by}", ""), old.since, now, Reason.INCIDENT_RESOLVED)
+    return replace(state, incident=None, history=_remember(state.history, ended))
+
+
+def lift_incident(state: LockState, who: str, why: str, now: datetime) -> LockState:
+    """A person lifts the incident's freeze while its alerts fire: recorded on the history; the
+    incident stays (marked lifted) so a re-sent notification of the same alerts does not freeze again."""
+    old = state.incident
+    if old is None or old.lifted_by:
+        return state
+    ended = Tenure(Claimant(f"freeze by incident {old.by}", ""), old.since, now, why)
+    return replace(state, incident=replace(old, lifted_by=who), history=_remember(state.history, ended))
+
+
 def freeze_by_hand(by: str, reason: str, now: datetime) -> dict[str, Any]:
     """The lock's spec.freeze for a freeze a person sets (kubectl gantry lock freeze, or GitOps)."""
     return {"by": by, "reason": reason, "since": to_rfc3339(now)}
@@ -207,7 +321,7 @@ def manual_freeze(spec: Mapping[str, Any] | None) -> Freeze | None:
     if not raw:
         return None
     since = from_rfc3339(raw["since"]) if raw.get("since") else datetime.fromtimestamp(0, UTC)
-    return Freeze(str(raw.get("by") or "unknown"), str(raw.get("reason") or ""), since, by_hand=True)
+    return Freeze(str(raw.get("by") or "unknown"), str(raw.get("reason") or ""), since, FreezeKind.BY_HAND)
 
 
 def was_preempted(state: LockState, claimant: Claimant) -> bool:
@@ -327,7 +441,41 @@ def from_status(status: Mapping[str, Any] | None) -> LockState:
     frozen = None
     if raw_frozen:
         frozen = Freeze(raw_frozen["by"], raw_frozen.get("reason", ""), from_rfc3339(raw_frozen["since"]))
-    return LockState(holder, queue, history, frozen)
+    return LockState(
+        holder,
+        queue,
+        history,
+        frozen,
+        incident=_freeze_from(status.get("incident"), FreezeKind.INCIDENT),
+        window=_freeze_from(status.get("window"), FreezeKind.WINDOW),
+    )
+
+
+def _freeze_from(raw: Mapping[str, Any] | None, kind: FreezeKind) -> Freeze | None:
+    if not raw:
+        return None
+    until = from_rfc3339(raw["until"]) if raw.get("until") else None
+    alerts = tuple(str(a) for a in raw.get("alerts") or ())
+    return Freeze(
+        str(raw["by"]),
+        str(raw.get("reason", "")),
+        from_rfc3339(raw["since"]),
+        kind,
+        until,
+        alerts,
+        str(raw.get("liftedBy") or ""),
+    )
+
+
+def _freeze_to(freeze: Freeze) -> dict[str, Any]:
+    out: dict[str, Any] = {"by": freeze.by, "reason": freeze.reason, "since": to_rfc3339(freeze.since)}
+    if freeze.until is not None:
+        out["until"] = to_rfc3339(freeze.until)
+    if freeze.alerts:
+        out["alerts"] = list(freeze.alerts)
+    if freeze.lifted_by:
+        out["liftedBy"] = freeze.lifted_by
+    return out
 
 
 def to_status(state: LockState) -> dict[str, Any]:
@@ -360,6 +508,10 @@ def to_status(state: LockState) -> dict[str, Any]:
             "reason": state.frozen.reason,
             "since": to_rfc3339(state.frozen.since),
         }
+    if state.incident is not None:
+        status["incident"] = _freeze_to(state.incident)
+    if state.window is not None:
+        status["window"] = _freeze_to(state.window)
     if state.holder is not None:
         status["holder"] = {
             "release": state.holder.claimant.release,

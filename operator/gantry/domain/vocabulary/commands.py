@@ -41,6 +41,11 @@ def merge_back(branch: str, main: str = "main") -> str:
     return f"git fetch origin && git checkout {main} && {merge} && git push origin {main}"
 
 
+def override_freeze(namespace: str, release: str) -> str:
+    """Break glass: this one Release passes every freeze (alerted, and on the record)."""
+    return f"{gantry(namespace)} override-freeze {release} {REASON}"
+
+
 def unfreeze(environment: str) -> str:
     return f"kubectl gantry lock unfreeze {environment}"
 

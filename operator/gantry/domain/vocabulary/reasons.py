@@ -50,6 +50,8 @@ class Reason(StrEnum):
     WAITING_FOR_LOCK = "WaitingForLock"
     WAITING_FOR_OLDER = "WaitingForOlderRelease"  # an older Release of its source is in the stage
     LOCK_FROZEN = "LockFrozen"
+    FREEZE_OVERRIDDEN = "FreezeOverridden"  # a person's break-glass decision: this Release passes freezes
+    INCIDENT_FREEZE = "IncidentFreeze"  # an Alertmanager alert froze (or no longer freezes) environments
     PRODUCTION_FROZEN = "ProductionFrozen"  # an emergency (or a freeze by hand) admits only hotfixes
     HOTFIX_MERGE_BACK = "HotfixMergeBack"  # a hotfix released: the command that brings it to main
     VERSION_TAKEN = "VersionTaken"  # another Release in flight carries that version
@@ -115,3 +117,5 @@ class Reason(StrEnum):
     PRODUCTION_ROLLED_BACK = "ProductionRolledBack"
     LEASE_EXPIRED = "LeaseExpired"
     RELEASE_DELETED = "ReleaseDeleted"
+    WINDOW_CLOSED = "FreezeWindowClosed"
+    INCIDENT_RESOLVED = "IncidentResolved"
