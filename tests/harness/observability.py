@@ -169,11 +169,14 @@ class Prometheus(Daemon):
 
 
 class Alertmanager(Daemon):
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, config: dict[str, Any] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         workdir.mkdir(parents=True, exist_ok=True)
-        config = {"route": {"receiver": "team", "group_wait": "1s"}, "receivers": [{"name": "team"}]}
+        config = config or {
+            "route": {"receiver": "team", "group_wait": "1s"},
+            "receivers": [{"name": "team"}],
+        }
         (workdir / "alertmanager.yml").write_text(yaml.safe_dump(config))
         argv = [
             ALERTMANAGER,
@@ -183,6 +186,16 @@ class Alertmanager(Daemon):
             "--cluster.listen-address=",  # no gossip on 0.0.0.0:9094
         ]
         super().__init__(argv, f"{self.url}/-/ready", workdir / "alertmanager.log")
+
+    def post(self, alerts: list[dict[str, Any]]) -> None:
+        """Alerts as Prometheus sends them (API v2); an endsAt in the past resolves one."""
+        request = urllib.request.Request(
+            f"{self.url}/api/v2/alerts",
+            data=json.dumps(alerts).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        urllib.request.urlopen(request, timeout=5).close()
 
     def alerts(self, **labels: str) -> list[dict[str, Any]]:
         with urllib.request.urlopen(f"{self.url}/api/v2/alerts", timeout=5) as response:
