@@ -102,6 +102,7 @@ class Observer:
             source=self.source(release, pipeline),
             registry=self.registry(release, pipeline, run, now),
             ahead=self.ahead(release, run),
+            newer_reached=self.newer_reached(release, pipeline),
             freezes=self.freezes(release, pipeline, stage, run, now),
             git=self.git(release, run, pipeline),
         )
@@ -182,6 +183,18 @@ class Observer:
             if their.step in IN_STAGE or their.step == Step.ROLLING_BACK:
                 found.append((name, their.name))
         return tuple(found)
+
+    def newer_reached(self, release: ReleaseView, pipeline: Pipeline | Problem) -> int | None:
+        """How far the Release that supersedes this one has come (domain.flow.steps.gives_way)."""
+        if release.superseded_by is None or release.status.get("phase") in (Phase.VERIFIED, *FINAL):
+            return None
+        body = self.adapters.resources.get_release(release.namespace, release.superseded_by)
+        status = (body or {}).get("status") or {}
+        if body is None or status.get("phase") in FINAL:
+            return None
+        if status.get("phase") == Phase.VERIFIED:
+            return len(pipeline.stages) if not isinstance(pipeline, Problem) else 1 << 16
+        return int(status.get("stageIndex") or 0)
 
     def without_abandoned(self, release: ReleaseView, production: Production) -> Production:
         """Another Release holding production whose object is gone holds nothing: seen as Abandoned

@@ -22,7 +22,7 @@ from gantry.adapters.kube import custom_path
 from gantry.adapters.registry import REQUEST_TIMEOUT, RegistryError, parse_repository
 from gantry.adapters.registry_effects import registry_client
 from gantry.adapters.resources import Resources
-from gantry.domain.flow.model import FOLLOWS, SUPERSEDED_BY
+from gantry.domain.flow.model import FOLLOWS, SUPERSEDED_BY, SUPERSEDES
 from gantry.domain.inputs import release_sources
 from gantry.domain.inputs.pipeline import Pipeline
 from gantry.domain.inputs.testjob import label_value
@@ -80,6 +80,8 @@ class SourcePoller:
         for manifest in plan.creates:
             if in_flight:  # the new Release enters no stage one of these is in (domain.flow.steps)
                 manifest["metadata"].setdefault("annotations", {})[FOLLOWS] = ",".join(in_flight)
+                if not spec.every_commit:  # and takes the first one's place in a lock's queue
+                    manifest["metadata"]["annotations"][SUPERSEDES] = ",".join(in_flight)
             self.resources.kube.create_unless_exists(custom_path("releases", namespace), manifest)
             in_flight.append(str(manifest["metadata"]["name"]))  # EveryCommit: the next follows it
         if plan.creates and not spec.every_commit:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from gantry.adapters.kube import ApiError
 from gantry.adapters.objects.locks import LockUpdate
 from gantry.adapters.resources import Resources
 from gantry.domain.inputs import incidents
@@ -30,8 +31,11 @@ class StopTheLine:
         if isinstance(signals, Hook):
             return signals
         now = self.clock()
-        for signal in signals:
-            self.resources.update_lock(namespace, signal.environment, change(signal, now), now)
+        try:
+            for signal in signals:
+                self.resources.update_lock(namespace, signal.environment, change(signal, now), now)
+        except ApiError as error:  # Alertmanager retries a notification answered with 5xx
+            return Hook(503, f"could not record the freeze on the EnvironmentLock ({error.message}); retry")
         firing = sorted({s.environment for s in signals if s.firing})
         resolved = sorted({s.environment for s in signals if not s.firing})
         said = [f"frozen: {', '.join(firing)}"] if firing else []

@@ -442,3 +442,46 @@ def test_newest_only_a_newer_commit_takes_the_place_of_an_older_release_still_qu
         w["release"] for w in cluster.must_get("EnvironmentLock", namespace, "staging")["status"]["queue"]
     ]
     assert waiting == [f"{namespace}/shop-{newer[:12]}"]  # the older one left the queue
+
+
+def test_newest_only_the_newer_release_takes_the_older_ones_place_in_the_queue_not_the_back_of_it(
+    cluster: Cluster, namespace: str, open_registry: Registry, source_operator: OperatorThread, tmp_path: Path
+) -> None:
+    """Another application (cart) shares staging and queued after shop's fix A. Commit B supersedes
+    A: B waits at A's place, ahead of cart, with A's enqueue time, so an application that keeps
+    merging is never sent to the back of the line (and never starves). Lifting the freeze
+    serves B, then cart."""
+    work, older = a_fix_queued_before_frozen_staging(cluster, namespace, open_registry, tmp_path)
+    first, lock_path = f"{namespace}/shop-{older[:12]}", ("EnvironmentLock", namespace, "staging")
+    for workload in m.workloads(f"{namespace}-cart"):
+        cluster.apply(workload)
+    cart = m.pipeline(namespace, "cart", app_namespace=f"{namespace}-cart")
+    cart["spec"]["application"] = "cart"
+    cluster.apply(cart)
+    cart_release = m.release(namespace, "cart-v1", "cart-v1", pipeline_name="cart")
+    cart_release["spec"]["application"] = "cart"
+    del cart_release["spec"]["source"]  # made by hand, from no repository this test serves
+    cluster.apply(cart_release)
+    cluster.wait_for("cart to queue behind shop", lambda: queued(cluster, namespace, "cart-v1"), timeout=60)
+    before = {w["release"]: w for w in cluster.must_get(*lock_path)["status"]["queue"]}
+    assert list(before) == [first, f"{namespace}/cart-v1"]
+
+    newer = merge(work, "fix(SHOP-2): totals")
+    ci_builds(open_registry, tmp_path, newer)
+    second = f"shop-{newer[:12]}"
+    gave_way = cluster.wait_for_phase(namespace, first.split("/")[1], "Superseded", "Failed", timeout=60)
+    assert gave_way["status"]["phase"] == "Superseded", gave_way["status"]["message"]
+    cluster.wait_for(f"{second} to queue", lambda: queued(cluster, namespace, second), timeout=60)
+    queue = cluster.must_get(*lock_path)["status"]["queue"]
+    assert [w["release"] for w in queue] == [f"{namespace}/{second}", f"{namespace}/cart-v1"]
+    assert queue[0]["enqueuedAt"] == before[first]["enqueuedAt"]  # A's place, A's time
+
+    cluster.kube.merge_patch(
+        f"/apis/gantry.dev/v1alpha1/namespaces/{namespace}/environmentlocks/staging",
+        {"spec": {"freeze": None}},
+    )
+    for name in (second, "cart-v1"):
+        done = cluster.wait_for_phase(namespace, name, "Verified", "Failed", timeout=90)
+        assert done["status"]["phase"] == "Verified", done["status"]["message"]
+    history = [h["release"] for h in cluster.must_get(*lock_path)["status"]["history"]]
+    assert history.index(f"{namespace}/{second}") < history.index(f"{namespace}/cart-v1")

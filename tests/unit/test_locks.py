@@ -311,3 +311,68 @@ def test_the_queue_goes_by_class_then_first_come_and_everyone_is_served_once_arr
 def test_the_plugin_marks_a_hotfix_in_the_queue() -> None:
     queue = [{"release": "ns/shop-v1.4.1", "hotfix": True}, {"release": "ns/shop-v2"}]
     assert queue_cell({"queue": queue}) == "shop-v1.4.1 (hotfix),shop-v2"
+
+
+def test_a_newer_release_of_the_same_source_takes_the_place_of_the_one_it_supersedes() -> None:
+    state, _ = locks.acquire(LockState(), A, at(0), LEASE)
+    state, _ = locks.acquire(state, B, at(1), LEASE)  # shop's older Release
+    state, _ = locks.acquire(state, C, at(2), LEASE)  # another application's
+    newer = Claimant("ns/b2", "uid-b2")
+    state, outcome = locks.acquire(state, newer, at(3), LEASE, heir_of=frozenset({"ns/b"}))
+    assert outcome == Waiting(position=1, holder=A)
+    state = locks.release(state, B, at(4), "Superseded")  # the older one gives way
+    assert [(w.claimant, w.enqueued_at) for w in state.queue] == [(newer, at(1)), (C, at(2))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    events=st.lists(
+        st.one_of(st.tuples(st.just("commit"), st.sampled_from("xyz")), st.just(("handover", ""))),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_newest_wins_never_sends_an_application_to_the_back_of_the_line(
+    events: list[tuple[str, str]],
+) -> None:
+    """Applications x, y, z keep receiving commits (NewestOnly: each new Release supersedes the
+    application's older one waiting, which gives way) while the holder hands over now and then.
+    However fast commits come, an application's place in the queue only moves forward, and each
+    handover serves the head: so every application waiting is served within as many handovers
+    as there are applications ahead of it (no starvation)."""
+    state, clock, count = LockState(), 0.0, 0
+    served: list[str] = []
+
+    def app(claimant: Claimant) -> str:
+        return claimant.release.split("/")[1][0]
+
+    def places(state: LockState) -> dict[str, int]:
+        return {app(w.claimant): i for i, w in reversed(list(enumerate(state.queue)))}
+
+    for kind, application in events:
+        clock += 1
+        before = places(state)
+        if kind == "commit":
+            count += 1
+            newer = Claimant(f"ns/{application}{count}", f"uid-{count}")
+            older = {w.claimant for w in state.queue if app(w.claimant) == application}
+            state, outcome = locks.acquire(
+                state, newer, at(clock), LEASE, heir_of=frozenset(c.release for c in older)
+            )
+            if isinstance(outcome, Granted):
+                served.append(application)
+            for claimant in older:  # each gives way on its next look
+                state = locks.release(state, claimant, at(clock), "Superseded")
+            after = places(state)
+            assert all(after[a] <= place for a, place in before.items() if a in after), (before, after)
+        else:
+            if state.holder is not None:
+                state = locks.release(state, state.holder.claimant, at(clock), "Passed")
+            if state.queue:
+                head = state.queue[0].claimant
+                state, outcome = locks.acquire(state, head, at(clock), LEASE)
+                assert isinstance(outcome, Granted)
+                served.append(app(head))
+            after = places(state)
+            assert all(after[a] < place for a, place in before.items() if a in after), (before, after)
+        assert len({app(w.claimant) for w in state.queue}) == len(state.queue)  # one place per application

@@ -168,21 +168,35 @@ def test_tag_after_names_a_stage_before_production_and_is_pinned_with_the_releas
 # --- superseded by a newer commit's Release ----------------------------------------------------------
 
 
-def newer(status: dict[str, Any], seconds: float, **seen: Any) -> Plan:
-    """A tick of a Release its ReleaseSource has marked as superseded by shop-newer."""
-    return decide(replace(release(status), superseded_by="shop-newer"), observe(seconds, **seen))
+def newer(status: dict[str, Any], seconds: float, newer_reached: int | None = 0, **seen: Any) -> Plan:
+    """A tick of a Release its ReleaseSource has marked as superseded by shop-newer, which has
+    reached stage `newer_reached` (None: it is gone)."""
+    obs = replace(observe(seconds, **seen), newer_reached=newer_reached)
+    return decide(replace(release(status), superseded_by="shop-newer"), obs)
 
 
-def test_a_release_still_queued_gives_way_to_a_newer_one_and_leaves_the_queue() -> None:
+def test_a_release_still_queued_gives_way_to_a_newer_one_that_has_come_as_far_and_leaves_the_queue() -> None:
     queued = step({}, observe(lock=ObservedLock(held=False))).status
-    plan = newer(queued, 1, lock=ObservedLock(held=False, position=2))
+    plan = newer(queued, 1, lock=ObservedLock(held=False, position=2), newer_reached=0)
     assert (plan.status["phase"], plan.status["reason"]) == ("Superseded", "SupersededByNewer")
     assert (
         "superseded by shop-newer" in plan.status["message"]
         and "before it began stage staging" in (plan.status["message"])
     )
-    assert plan.effects == (ReleaseLock("staging", "Superseded"),)
+    assert plan.effects[0] == ReleaseLock("staging", "Superseded")
+    assert [(a.severity, a.reason) for a in plan.effects[1:]] == [
+        ("info", "SupersededByNewer")
+    ]  # alerted once
     assert [e.reason for e in plan.events][-1] == "SupersededByNewer"
+
+
+def test_a_release_at_a_door_goes_on_while_the_newer_one_is_behind_it_or_gone() -> None:
+    """Newest wins only against a newer Release that has come as far: otherwise the stage's door
+    would stay empty while it catches up (tests/unit/test_newest_wins.py: starvation)."""
+    queued = step({}, observe(lock=ObservedLock(held=False))).status
+    for reached in (None, -1):  # gone (or failed); still before this stage
+        plan = newer(queued, 1, lock=ObservedLock(held=False, position=2), newer_reached=reached)
+        assert plan.status["phase"] == "Queued", reached
 
 
 def test_a_release_that_already_deploys_or_is_verified_goes_on() -> None:

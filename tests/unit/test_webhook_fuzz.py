@@ -36,7 +36,7 @@ from gantry.source_poller import SourcePoller
 from gantry.stop_the_line import StopTheLine
 from tests.harness.observability import free_port
 
-ALLOWED = {200, 202, 400, 401, 403, 404, 413}
+ALLOWED = {200, 202, 400, 401, 403, 404, 413}  # (503: the API server failed; not here)
 TOKENS = {"evil": "evil-token", "victim": "victim-token"}
 
 
@@ -105,6 +105,7 @@ class Endpoint:
         resources = Resources.__new__(Resources)
         resources.kube = self.kube  # type: ignore[assignment]  # only kube is used by hook()
         self.poller = SourcePoller(resources, None, lambda: datetime.now(UTC))
+        resources._sightings = {}  # what Locks.__init__ sets
         self.stop_the_line = StopTheLine(resources, lambda: datetime.now(UTC))
         self.port = free_port()
         self.loop = asyncio.new_event_loop()

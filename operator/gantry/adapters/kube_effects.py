@@ -39,10 +39,11 @@ def claimant(ctx: Context) -> locks.Claimant:
 
 def acquire_lock(ctx: Context, effect: AcquireLock) -> None:
     who, hotfix, overridden = claimant(ctx), ctx.release.hotfix, ctx.release.passes_freeze
+    heir = frozenset(f"{ctx.namespace}/{name}" for name in ctx.release.supersedes)
     ctx.adapters.resources.update_lock(
         ctx.namespace,
         effect.environment,
-        lambda state, lease, seen: locks.acquire(state, who, ctx.now, lease, hotfix, seen, overridden),
+        lambda state, lease, seen: locks.acquire(state, who, ctx.now, lease, hotfix, seen, overridden, heir),
         ctx.now,
     )
 

@@ -160,6 +160,9 @@ class Observation:
     # Before a stage starts: the older Releases of its ReleaseSource (FOLLOWS) and the stage each
     # is in now, begun and not yet finished.
     ahead: tuple[tuple[str, str], ...] = ()
+    # Superseded (NewestOnly): the stage index the newer Release has reached (past every stage
+    # before production once it is Verified); None when it is gone or finished without passing.
+    newer_reached: int | None = None
     # On the way into production: the locked environments frozen now (an emergency's freeze, or
     # one by hand), with the freeze. Production takes only hotfix Releases meanwhile.
     freezes: tuple[tuple[str, Any], ...] = ()
@@ -172,6 +175,10 @@ SUPERSEDED_BY = "gantry.dev/superseded-by"
 # Set by a ReleaseSource on the Release it makes: the source's Releases still in flight then. The
 # new one enters a stage only once none of them is in that stage (a Release in a stage finishes it).
 FOLLOWS = "gantry.dev/follows"
+# Set with FOLLOWS by a source with policy NewestOnly: the older Releases this one supersedes. It
+# takes the place of the first of them in a lock's queue, so new work never sends an application
+# to the back of the line (domain.records.locks.acquire).
+SUPERSEDES = "gantry.dev/supersedes"
 
 
 @dataclass(frozen=True)
@@ -190,6 +197,7 @@ class ReleaseView:
     revision: str | None = None
     superseded_by: str | None = None  # a newer Release of its ReleaseSource (policy NewestOnly)
     follows: tuple[str, ...] = ()  # older Releases of its ReleaseSource in flight when it was made
+    supersedes: tuple[str, ...] = ()  # of those, the ones it takes the place of (NewestOnly)
     ephemeral_branch: str | None = None  # a feature branch's Release, to its ephemeral environment
 
     @property
@@ -226,9 +234,14 @@ class ReleaseView:
             repository=(spec.get("source") or {}).get("repository"),
             revision=(spec.get("source") or {}).get("revision"),
             superseded_by=(meta.get("annotations") or {}).get(SUPERSEDED_BY),
-            follows=tuple(n for n in str((meta.get("annotations") or {}).get(FOLLOWS, "")).split(",") if n),
+            follows=_names(meta, FOLLOWS),
+            supersedes=_names(meta, SUPERSEDES),
             ephemeral_branch=(spec.get("ephemeral") or {}).get("branch"),
         )
+
+
+def _names(meta: Mapping[str, Any], annotation: str) -> tuple[str, ...]:
+    return tuple(n for n in str((meta.get("annotations") or {}).get(annotation, "")).split(",") if n)
 
 
 # --- what the operator does ----------------------------------------------------------------------

@@ -151,10 +151,21 @@ def start_stage(d: Draft) -> None:
 
 def supersedable(d: Draft) -> bool:
     """A newer Release of the same source exists (NewestOnly) and this one has not begun the stage
-    it is at: it gives way. One that already deploys, or waits for production, goes on."""
+    it is at: it gives way, if the newer one has come as far. One that already deploys, or waits
+    for production, goes on."""
     if d.release.superseded_by is None or d.phase in (Phase.VERIFIED, *FINAL):
         return False
-    return d.run is None or (not d.run.production and d.run.step in NOT_BEGUN)
+    door = d.run is None or (not d.run.production and d.run.step in NOT_BEGUN)
+    return door and gives_way(d.stage_index, d.obs.newer_reached)
+
+
+def gives_way(at: int, newer_reached: int | None) -> bool:
+    """Newest wins only against a newer Release that has reached this stage (or passed it). One
+    still in an earlier stage would leave this stage's door empty while it catches up; with
+    commits merged faster than a stage takes, every Release would give way at the door and no
+    newer one would ever get through (GitLab's newest_first starvation). So the stage always
+    serves the furthest Release there is."""
+    return newer_reached is not None and newer_reached >= at
 
 
 def waits_for_older(d: Draft, stage: Stage) -> bool:
@@ -182,6 +193,8 @@ def supersede(d: Draft) -> None:
         f"(policy NewestOnly), before it began {where}"
     )
     d.event("Normal", Reason.SUPERSEDED_BY_NEWER, d.message)
+    # Once (the phase is final): a team that watches its alerts sees work it merged skipped.
+    d.effects.append(Alert("info", Reason.SUPERSEDED_BY_NEWER, f"Release {d.release.key}: {d.message}"))
 
 
 def new_run(d: Draft, stage: Stage, step: Step, decided_by: str | None = None) -> StageRun:

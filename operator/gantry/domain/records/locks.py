@@ -189,11 +189,14 @@ def acquire(
     hotfix: bool = False,
     seen: Sightings | None = None,
     overridden: bool = False,
+    heir_of: frozenset[str] = frozenset(),
 ) -> tuple[LockState, Outcome]:
     """Take the lock, renew it, or join (and stay alive in) the queue.
 
     While the lock is frozen only hotfix claimants (and one let through by a person's override)
-    may take it, and they go before the waiters the freeze holds back.
+    may take it, and they go before the waiters the freeze holds back. A Release that supersedes
+    older ones (`heir_of`: their namespace/name) joins at the place of the first of them still
+    waiting, so newest-wins never sends an application to the back of the line.
     """
     state = expire(state, now, lease, seen)
     if state.holder is not None and state.holder.claimant.uid == claimant.uid:
@@ -206,7 +209,7 @@ def acquire(
     if state.holder is None and allowed and first:
         queue = tuple(w for w in state.queue if w.claimant.uid != claimant.uid)
         return replace(state, holder=Holder(claimant, now, now), queue=queue), Granted(now)
-    queue = _join(state.queue, claimant, now, hotfix)
+    queue = _join(state.queue, claimant, now, hotfix, heir_of)
     position = next(i for i, w in enumerate(queue, start=1) if w.claimant.uid == claimant.uid)
     current = state.holder.claimant if state.holder else None
     return replace(state, queue=queue), Waiting(position, current, None if allowed else state.freeze)
@@ -380,12 +383,25 @@ def hotfixes_ahead(state: LockState, claimant: Claimant) -> int:
     return 0
 
 
-def _join(queue: tuple[Waiter, ...], claimant: Claimant, now: datetime, hotfix: bool) -> tuple[Waiter, ...]:
+def _join(
+    queue: tuple[Waiter, ...],
+    claimant: Claimant,
+    now: datetime,
+    hotfix: bool,
+    heir_of: frozenset[str] = frozenset(),
+) -> tuple[Waiter, ...]:
     """Renew a waiter's place, or give a new one its place by class: a hotfix behind the hotfixes
-    already waiting and ahead of every normal Release; a normal Release at the end."""
+    already waiting and ahead of every normal Release; a normal Release at the end, or at the
+    place (and with the enqueue time) of the first older Release it supersedes."""
     for i, waiter in enumerate(queue):
         if waiter.claimant.uid == claimant.uid:
             return (*queue[:i], replace(waiter, renew_time=now), *queue[i + 1 :])
+    inherited = next(
+        (i for i, w in enumerate(queue) if w.claimant.release in heir_of and w.hotfix == hotfix), None
+    )
+    if inherited is not None:
+        older = queue[inherited]
+        return (*queue[:inherited], Waiter(claimant, older.enqueued_at, now, hotfix), *queue[inherited:])
     place = next((i for i, w in enumerate(queue) if not w.hotfix), len(queue)) if hotfix else len(queue)
     return (*queue[:place], Waiter(claimant, now, now, hotfix), *queue[place:])
 
