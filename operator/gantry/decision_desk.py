@@ -55,6 +55,7 @@ class DecisionDesk:
             "decidedBy": by,
             "reason": spec.get("reason", ""),
             "time": now,
+            **({"groups": list(spec["groups"])} if spec.get("groups") else {}),
             **(carried or {}),  # via (the field manager) and commit, for a decision synced from git
         }
         self.resources.append_decision(namespace, target, decision)

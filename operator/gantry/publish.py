@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gantry.adapters.kube import ApiError, Kube, custom_path
+from gantry.adapters.kube import ApiError, Kube, custom_path, self_review
 from gantry.adapters.registry import RegistryClient, parse_dockerconfigjson, parse_repository
+from gantry.domain.inputs import approvals
 from gantry.domain.inputs.release_sources import release_name
 
 DIGEST_MARK = "@sha256:"
@@ -88,6 +89,13 @@ def manifest(request: Request, pinned: Mapping[str, str]) -> dict[str, Any]:
 def create(kube: Kube, request: Request, client: RegistryClient) -> tuple[str, bool]:
     """(the Release's name, whether it was created now)."""
     body = manifest(request, pin(request.artifacts, client, request.revision))
+    who = self_review(kube)
+    authors = {
+        approvals.CREATED_BY: who[0] if who else "",
+        approvals.COMMIT_AUTHOR: local_author(request.revision),
+    }
+    if any(authors.values()):  # for an approval policy's "not the author"
+        body["metadata"]["annotations"] = {k: v for k, v in authors.items() if v}
     name = body["metadata"]["name"]
     try:
         kube.create(custom_path("releases", request.namespace), body)
@@ -116,6 +124,18 @@ def docker_credentials() -> dict[str, tuple[str, str]]:
         return parse_dockerconfigjson(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def local_author(revision: str) -> str:
+    """The commit's author email, when CI runs this in a checkout that has the commit."""
+    done = subprocess.run(
+        ["git", "log", "-1", "--format=%ae", revision],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
+    )
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def origin_url() -> str:

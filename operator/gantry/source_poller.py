@@ -23,7 +23,7 @@ from gantry.adapters.registry import REQUEST_TIMEOUT, RegistryError, parse_repos
 from gantry.adapters.registry_effects import registry_client
 from gantry.adapters.resources import Resources
 from gantry.domain.flow.model import FOLLOWS, SUPERSEDED_BY, SUPERSEDES
-from gantry.domain.inputs import release_sources
+from gantry.domain.inputs import approvals, release_sources
 from gantry.domain.inputs.pipeline import Pipeline
 from gantry.domain.inputs.testjob import label_value
 from gantry.domain.vocabulary.phases import FINAL, FINISHED_LABEL
@@ -121,6 +121,10 @@ class SourcePoller:
             else None
         )
         plan = release_sources.plan(spec, status, head, commits, resolved, now, releasable)
+        for manifest in plan.creates:  # who wrote it, for an approval policy's "not the author"
+            author = repository.author_email(manifest["spec"]["source"]["revision"])
+            if author:
+                manifest["metadata"].setdefault("annotations", {})[approvals.COMMIT_AUTHOR] = author
         plan = replace(
             plan,
             status={**plan.status, "hotfixes": self.hotfixes(spec, status, repository, client, pipeline)},

@@ -47,7 +47,7 @@ def rbac_cluster(
     cluster.apply(pipeline)
     monkeypatch.setenv("KUBECONFIG", str(cluster.as_user("operator", tmp_path).kubeconfig))
     operator = OperatorThread(FAST, RecordingAlerter()).start()
-    users = {name: cluster.as_user(name, tmp_path) for name in ("alice", "bob", "argocd")}
+    users = {name: cluster.as_user(name, tmp_path) for name in ("alice", "bob", "carol", "dave", "argocd")}
     await_policy(users["bob"], enforced=True)
     await_policy(users["alice"], enforced=True, by="alice")  # Approve needs the on-call role
     yield users
@@ -155,3 +155,82 @@ def test_a_decision_committed_to_git_names_the_person_and_the_commit(
     [record] = released["status"]["decisions"]
     assert (record["action"], record["decidedBy"], record["commit"]) == ("Approve", "carol", commit)
     assert record["via"] == "argocd-controller"  # the field manager that created it
+
+
+def refused_by_admission(user: Cluster, path: str, body: dict[str, Any], seconds: float = 30) -> str:
+    """Create by dry run until the API server refuses it (an admission policy loads a moment
+    after it is written); the refusal's message."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            user.kube.request("POST", path, body=body, query={"dryRun": "All"})
+        except ApiError as error:
+            if error.status == 422:
+                return error.message
+        assert time.monotonic() < deadline, f"{path}: not refused by an admission policy"
+        time.sleep(0.2)
+
+
+def test_production_takes_two_on_call_approvals_neither_by_the_author(
+    cluster: Cluster, rbac_cluster: dict[str, Any]
+) -> None:
+    """The seed's production approval, as a policy: two people of the on-call group, and not the
+    one who wrote the Release. carol (developer and on-call) creates it; her own approval does not
+    count; bob's does; bob cannot claim a group he is not in; dave's second approval releases."""
+    alice, bob, carol, dave = (rbac_cluster[n] for n in ("alice", "bob", "carol", "dave"))
+    pipeline = m.pipeline(NAMESPACE)
+    production = [{"namespace": "shop-prod", "name": "web"}, {"namespace": "shop-prod", "name": "worker"}]
+    policy = {"approvals": 2, "from": {"groups": ["shop-oncall"]}, "notAuthor": True}
+    pipeline["spec"]["stages"][1].update(promotion="Manual", targets=production, approval=policy)
+    cluster.apply(pipeline)
+
+    forged = m.release(NAMESPACE, "shop-v8-forged", "v8f")
+    forged["metadata"]["annotations"] = {"gantry.dev/created-by": "carol"}
+    said = refused_by_admission(alice, f"/apis/gantry.dev/v1alpha1/namespaces/{NAMESPACE}/releases", forged)
+    assert "gantry.dev/created-by] must be your own user name" in said
+
+    written = m.release(NAMESPACE, "shop-v8", "v8")
+    written["metadata"]["annotations"] = {"gantry.dev/created-by": "carol"}
+    carol.apply(written)
+    verified = cluster.wait_for_phase(NAMESPACE, "shop-v8", "Verified", "Failed", "Blocked")
+    assert (
+        "0 of 2 approvals; waiting for 2 more: 2 approvals from group shop-oncall"
+        in verified["status"]["message"]
+    )
+
+    def approve(user: Cluster, by: str, groups: list[str]) -> dict[str, Any]:
+        decision = m.decision(NAMESPACE, "shop-v8", "Approve", by=by, name=f"shop-v8-{by}-{len(groups)}")
+        decision["spec"]["groups"] = groups
+        user.apply(decision)
+        return cluster.wait_for(
+            f"{by}'s approval handled",
+            lambda: (cluster.get("ReleaseDecision", NAMESPACE, decision["metadata"]["name"]) or {}).get(
+                "status"
+            ),
+        )
+
+    own = approve(carol, "carol", ["shop-oncall"])
+    assert own["phase"] == "Ignored" and "carol is an author of this Release" in own["message"]
+    with pytest.raises(ApiError) as claimed:
+        approve(bob, "bob", ["shop-leads", "shop-oncall"])
+    assert (
+        claimed.value.status == 422 and "spec.groups may name only your own groups" in claimed.value.message
+    )
+    counted = approve(bob, "bob", ["shop-oncall"])
+    assert counted["phase"] == "Applied", counted
+    waiting = cluster.release(NAMESPACE, "shop-v8")["status"]
+    assert (
+        waiting["phase"] == "Verified" and "1 of 2 approvals (bob); waiting for 1 more" in waiting["message"]
+    )
+    assert cluster.images("Deployment", "shop-prod", "web")["web"] != m.image("web", "v8")
+
+    approve(dave, "dave", ["shop-oncall"])
+    released = cluster.wait_for_phase(NAMESPACE, "shop-v8", "Released", "Failed", "Blocked")
+    assert released["status"]["phase"] == "Released", released["status"]["message"]
+    assert cluster.images("Deployment", "shop-prod", "web")["web"] == m.image("web", "v8")
+    assert [(a["by"], a["stage"]) for a in released["status"]["approvals"]] == [
+        ("bob", "production"),
+        ("dave", "production"),
+    ]
+    production_run = released["status"]["stages"][-1]
+    assert production_run["decidedBy"] == "bob, dave"

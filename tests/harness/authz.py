@@ -39,6 +39,9 @@ TEST_USERS = {
     ),
     "alice": User("alice", ("shop-developers",)),
     "bob": User("bob", ("shop-oncall",)),
+    # On-call who also develop: carol writes Releases and approves others'; dave approves.
+    "carol": User("carol", ("shop-developers", "shop-oncall")),
+    "dave": User("dave", ("shop-oncall",)),
     # Argo CD's application controller, applying what is committed to git.
     "argocd": User(
         "system:serviceaccount:argocd:argocd-application-controller",
@@ -175,6 +178,13 @@ def policy_denials(
             ),
             "authorizer": celpy.celtypes.MapType({}),
         }
+        # spec.variables, in order: each may use the ones before it (as variables.<name>)
+        known: dict[Any, Any] = {}
+        for variable in spec.get("variables") or ():
+            activation["variables"] = celpy.celtypes.MapType(dict(known))
+            program = _CEL.program(_CEL.compile(variable["expression"]), functions=functions)
+            known[celpy.celtypes.StringType(variable["name"])] = program.evaluate(activation)
+        activation["variables"] = celpy.celtypes.MapType(dict(known))
         for validation in spec.get("validations") or ():
             expression = validation["expression"]
             try:

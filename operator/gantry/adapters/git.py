@@ -84,6 +84,10 @@ class Repository:
                 commits.append(parse_commit(sha, message))
         return commits
 
+    def author_email(self, rev: str) -> str:
+        """The email of the commit's author (who wrote the change, not who merged it)."""
+        return str(self.repo.git.log("-1", "--format=%ae", self.resolve(rev))).strip()
+
     def first_parents(self, rev: str, since: str | None) -> list[str]:
         """The commits on `rev`'s first-parent line after `since`, oldest first: what merged into
         a branch, one commit per merge. Without `since`, or when `since` is not on that line any

@@ -248,3 +248,20 @@ class Kube:
     def json_patch(self, path: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         result: dict[str, Any] = self.request("PATCH", path, body=ops, content_type=JSON_PATCH)
         return result
+
+
+def self_review(kube: Kube) -> tuple[str, list[str]] | None:
+    """Who the API server takes the caller for (SelfSubjectReview): user name and groups, or None
+    when it will not say. Kubernetes' own groups (system:…) are left out."""
+    try:
+        review = kube.create(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
+    except ApiError:
+        return None
+    info = (review.get("status") or {}).get("userInfo") or {}
+    if not info.get("username"):
+        return None
+    groups = [str(g) for g in info.get("groups") or () if not str(g).startswith("system:")]
+    return str(info["username"]), groups[:32]

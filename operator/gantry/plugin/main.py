@@ -31,6 +31,7 @@ from gantry.adapters.kube import (
     load_api_client,
     no_cluster,
     segment,
+    self_review,
     unreachable,
 )
 from gantry.adapters.objects.ledgers import LEDGER_KEYS
@@ -293,13 +294,15 @@ def press(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) -> int
     release_namespace, release = target(kube, namespace, args)
     if args.command in flags.CONFIRMED and not args.yes:
         confirm(f"{args.action} production of {args.application} (it runs {release} now)?")
-    user = whoami(kube)
-    spec = {
+    user, groups = identity(kube)
+    spec: dict[str, Any] = {
         "release": release,
         "action": args.action,
         "decidedBy": user,
         "reason": args.reason or f"kubectl gantry {args.command}",
     }
+    if args.action == "Approve" and groups:  # what a stage's approval policy may count
+        spec["groups"] = groups
     if getattr(args, "digest", None):
         spec["digest"] = args.digest
     decision = {
@@ -438,18 +441,15 @@ def handle_lock(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) 
 
 
 def whoami(kube: Kube) -> str:
-    """The caller's user name as the API server sees it (SelfSubjectReview), else the kubeconfig's."""
-    try:
-        review = kube.create(
-            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
-        )
-        name = ((review.get("status") or {}).get("userInfo") or {}).get("username")
-        if name:
-            return str(name)
-    except ApiError:
-        pass
-    return str(kubeconfig_context().get("user") or os.environ.get("USER") or "unknown")
+    return identity(kube)[0]
+
+
+def identity(kube: Kube) -> tuple[str, list[str]]:
+    """The caller's user name and groups as the API server sees them, else the kubeconfig's user."""
+    found = self_review(kube)
+    if found is not None:
+        return found
+    return str(kubeconfig_context().get("user") or os.environ.get("USER") or "unknown"), []
 
 
 HANDLERS: dict[str, Callable[[Kube, str, argparse.Namespace, Out], int | None]] = {

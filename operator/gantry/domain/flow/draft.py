@@ -45,6 +45,7 @@ class Draft:
     ignored: str | None = None  # why the decision applied this tick changed nothing
     results: list[dict[str, Any]] = field(default_factory=list)  # status.decisionResults
     guard: dict[str, Any] | None = None  # status.guard: production watched after its release
+    approvals: list[dict[str, Any]] = field(default_factory=list)  # status.approvals: under a policy
 
     @property
     def now(self) -> str:

@@ -10,6 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from gantry.domain.inputs import approvals
 from gantry.domain.inputs.analysis import Sample
 from gantry.domain.inputs.git_target import GitTarget
 from gantry.domain.inputs.pipeline import Pipeline, Stage
@@ -39,6 +40,7 @@ MANAGED_STATUS_KEYS = (
     "pipeline",
     "decisionResults",
     "guard",
+    "approvals",
 )
 
 
@@ -198,6 +200,7 @@ class ReleaseView:
     superseded_by: str | None = None  # a newer Release of its ReleaseSource (policy NewestOnly)
     follows: tuple[str, ...] = ()  # older Releases of its ReleaseSource in flight when it was made
     supersedes: tuple[str, ...] = ()  # of those, the ones it takes the place of (NewestOnly)
+    authors: tuple[str, ...] = ()  # its creator and its commit's author (domain.inputs.approvals)
     ephemeral_branch: str | None = None  # a feature branch's Release, to its ephemeral environment
 
     @property
@@ -236,6 +239,7 @@ class ReleaseView:
             superseded_by=(meta.get("annotations") or {}).get(SUPERSEDED_BY),
             follows=_names(meta, FOLLOWS),
             supersedes=_names(meta, SUPERSEDES),
+            authors=approvals.authors(meta.get("annotations")),
             ephemeral_branch=(spec.get("ephemeral") or {}).get("branch"),
         )
 

@@ -52,7 +52,7 @@ def await_promotion(d: Draft) -> None:
     if pipeline.production.promotion == "Auto":
         steps.start_stage(d)
         return
-    d.message = steps.AWAITING_APPROVAL
+    d.message = steps.waiting_message(d, pipeline.production)
 
 
 # --- the bake ------------------------------------------------------------------------------------
@@ -192,6 +192,10 @@ def apply_decision(d: Draft, decision: Mapping[str, Any]) -> None:
     if frozen is not None:
         ignore(d, f"{said}; {frozen.describe()}")
         return
+    if action == Action.APPROVE and phase in (Phase.VERIFIED, Phase.AWAITING_APPROVAL):
+        if steps.short_of_approvals(d, decision, said):
+            return
+        by = d.approved_by or by
     if action == Action.APPROVE and phase == Phase.VERIFIED:
         d.event("Normal", Reason.APPROVED, said)
         d.approved_by, d.approved_reason = by, why or None

@@ -93,6 +93,7 @@ def decide(release: ReleaseView, obs: Observation) -> Plan:
         approved_by=str(approval.get("decidedBy")) if approval else None,
         approved_reason=(str(approval.get("reason") or "") or None) if approval else None,
         guard=dict(status["guard"]) if status.get("guard") else None,
+        approvals=[dict(a) for a in status.get("approvals") or ()],
     )
     draft.pipeline = pinned(draft.pinned, obs.pipeline, release.pipeline, release.application)
     if applied < len(decisions):
@@ -198,6 +199,8 @@ def _records(d: Draft) -> dict[str, Any]:
         out["pipeline"] = dict(d.pinned)
     if d.guard:
         out["guard"] = dict(d.guard)
+    if d.approvals:
+        out["approvals"] = [dict(a) for a in d.approvals][-STATUS_HISTORY_LIMIT:]
     if d.results:
         out["decisionResults"] = [dict(r) for r in d.results][-STATUS_HISTORY_LIMIT:]
     return out

@@ -179,7 +179,7 @@ def pass_stage(d: Draft) -> None:
     if not isinstance(pipeline, Problem) and pipeline.production is not None:
         d.stage_index = pipeline.production.index
         if pipeline.production.promotion != "Auto":
-            d.message = steps.AWAITING_APPROVAL
+            d.message = steps.waiting_message(d, pipeline.production)
 
 
 def fail_release(d: Draft) -> None:

@@ -24,7 +24,7 @@ from gantry.domain.flow.model import (
     SetImages,
     StageRun,
 )
-from gantry.domain.inputs import testjob
+from gantry.domain.inputs import approvals, testjob
 from gantry.domain.inputs.pipeline import Pipeline, Stage, pin
 from gantry.domain.inputs.workloads import (
     ImageChange,
@@ -232,7 +232,7 @@ def await_approval(d: Draft, stage: Stage) -> None:
     """A stage with promotion: Manual takes the Release only when a person approves: wait, saying
     how (once: an Event and an alert with the command)."""
     command = commands.approve(d.release.namespace, d.release.name)
-    message = f"stage {stage.name} takes a Release only with approval (promotion: Manual): {command}"
+    message = waiting_message(d, stage)
     first = d.phase != Phase.AWAITING_APPROVAL
     d.run = new_run(d, stage, Step.AWAITING_APPROVAL)
     d.move(Step.AWAITING_APPROVAL, Reason.AWAITING_APPROVAL, message)
@@ -243,6 +243,62 @@ def await_approval(d: Draft, stage: Stage) -> None:
             f"Release {d.release.key} ({version}) waits for approval to enter stage {stage.name}: {command}"
         )
         d.effects.append(Alert("info", Reason.AWAITING_APPROVAL, said))
+
+
+def waiting_message(d: Draft, stage: Stage) -> str:
+    """What a Release waiting for approval into `stage` says, with where its approval policy stands."""
+    if stage.production:
+        message = AWAITING_APPROVAL
+    else:
+        command = commands.approve(d.release.namespace, d.release.name)
+        message = f"stage {stage.name} takes a Release only with approval (promotion: Manual): {command}"
+    if stage.approval is None:
+        return message
+    given = [a for a in d.approvals if a.get("stage") == stage.name]
+    return f"{message}; {approvals.state(stage.approval, given)}"
+
+
+def approving_stage(d: Draft) -> Stage | None:
+    """The stage an Approve decision lets the Release into now: production from Verified, else
+    the Manual stage it waits at."""
+    if d.phase == Phase.VERIFIED:
+        return d.pipeline.production if isinstance(d.pipeline, Pipeline) else None
+    return d.run.stage if d.run is not None and d.run.step == Step.AWAITING_APPROVAL else None
+
+
+def short_of_approvals(d: Draft, decision: Mapping[str, Any], said: str) -> bool:
+    """Count an Approve against the stage's approval policy. True while the policy still waits
+    (this approval recorded, or refused with why: Ignored); False when it is met (or there is no
+    policy): then the approvers, all of them, are who decided."""
+    stage = approving_stage(d)
+    policy = stage.approval if stage is not None else None
+    if stage is None or policy is None:
+        return False
+    by = str(decision.get("decidedBy") or "unknown")
+    groups = [str(g) for g in decision.get("groups") or ()]
+    given = [a for a in d.approvals if a.get("stage") == stage.name]
+    refused = approvals.refusal(policy, by, groups, d.release.authors, given)
+    if refused is not None:
+        d.ignored = f"{said}; {refused}"
+        d.event("Warning", Reason.DECISION_IGNORED, d.ignored)
+        return True
+    record: dict[str, Any] = {
+        "stage": stage.name,
+        "by": by,
+        "reason": str(decision.get("reason") or ""),
+        "time": d.now,
+    }
+    if groups:
+        record["groups"] = groups
+    d.approvals.append(record)
+    given.append(record)
+    state = approvals.state(policy, given)
+    if len(given) < policy.approvals:
+        d.message = waiting_message(d, stage)
+        d.event("Normal", Reason.APPROVED, f"{said}; {state}")
+        return True
+    d.approved_by = ", ".join(str(a["by"]) for a in given)
+    return False
 
 
 def approved_entry(d: Draft) -> None:

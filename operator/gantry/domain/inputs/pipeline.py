@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from gantry.domain.inputs import approvals
 from gantry.domain.inputs.analysis import AnalysisSpec, OnBreach
+from gantry.domain.inputs.approvals import ApprovalPolicy
 from gantry.domain.inputs.git_target import GitTarget, parse_git_target, safe_path
 from gantry.domain.vocabulary.problems import Problem
 from gantry.domain.vocabulary.reasons import Reason
@@ -86,6 +88,7 @@ class Stage:
     # Another cluster: the kubeconfig Secret (the Pipeline's namespace) through which the stage's
     # workloads and test Jobs are reached; locks and records stay here.
     cluster: str = ""
+    approval: ApprovalPolicy | None = None  # a Manual stage: how many approve, who, not the author
 
     @property
     def manual(self) -> bool:
@@ -124,6 +127,8 @@ class Stage:
             out["promotion"] = self.promotion
         if self.soak_seconds:
             out["soakSeconds"] = self.soak_seconds
+        if self.approval is not None:
+            out["approval"] = self.approval.to_spec()
         if self.analysis is not None:
             out["analysis"] = self.analysis.to_spec()
         if self.guard is not None:
@@ -392,6 +397,17 @@ def _parse_stage(index: int, raw: Any) -> Stage | Problem:
     git = parse_git_target(f"{where}.git", raw.get("git"))
     if isinstance(git, Problem):
         return git
+    promotion = str(raw.get("promotion") or ("Manual" if raw.get("production") else "Auto"))
+    approval = approvals.parse(f"{where}.approval", raw.get("approval"))
+    if isinstance(approval, Problem):
+        return approval
+    if approval is not None and promotion != "Manual":
+        return Problem(
+            Reason.INVALID_PIPELINE,
+            f"{where}.approval",
+            f"stage {raw['name']} promotes on its own (promotion: {promotion}), so nobody approves it",
+            "set promotion: Manual on the stage, or remove its approval policy",
+        )
     cluster = str(((raw.get("cluster") or {}).get("kubeconfigSecretRef") or {}).get("name") or "")
     if cluster:
         targets = [replace(t, cluster=cluster) for t in targets]
@@ -405,13 +421,14 @@ def _parse_stage(index: int, raw: Any) -> Stage | Problem:
         rollback_on_failure=bool(raw.get("rollbackOnFailure", True)),
         rollout_timeout_seconds=int(raw.get("rolloutTimeoutSeconds", DEFAULT_ROLLOUT_TIMEOUT)),
         test=test,
-        promotion=str(raw.get("promotion") or ("Manual" if raw.get("production") else "Auto")),
+        promotion=promotion,
         analysis=analysis,
         guard=guard,
         registry=registry,
         soak_seconds=int(raw.get("soakSeconds") or 0),
         git=git,
         cluster=cluster,
+        approval=approval,
     )
 
 
