@@ -191,12 +191,32 @@ PIPELINE_CASES: list[tuple[str, Edit, str]] = [
         spec_field("registry", {"hosts": [{"host": "registry.local:5000", "tls": "Off"}]}),
         "spec.registry.hosts[0].tls",
     ),
+    (
+        "approval policy on a stage that promotes on its own",
+        stage(0, "approval", {"approvals": 2}),
+        "stages[].approval: only a stage with promotion Manual",
+    ),
+    ("approval policy of no approvals", stage(1, "approval", {"approvals": 0}), "approval.approvals"),
 ]
 
 DECISION_CASES: list[tuple[str, Edit, str]] = [
     ("unknown decision", spec_field("action", "Retry"), "spec.action"),
     ("decision without a reason", spec_field("reason", ""), "spec.reason"),
     ("digest on an Approve", spec_field("digest", DIGEST), "spec.digest only applies"),
+    ("more than 32 groups claimed", spec_field("groups", [f"g{i}" for i in range(33)]), "spec.groups"),
+]
+
+WINDOW = {"name": "weekend", "start": "2026-01-02T18:00", "rrule": "FREQ=WEEKLY;BYDAY=FR", "duration": "60h"}
+
+LOCK_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("freeze window every minute", {**WINDOW, "rrule": "FREQ=MINUTELY"}, "spec.freezeWindows[0].rrule"),
+    (
+        "freeze window start with an offset",
+        {**WINDOW, "start": "2026-01-02T18:00+01:00"},
+        "freezeWindows[0].start",
+    ),
+    ("freeze window of no length", {**WINDOW, "duration": ""}, "freezeWindows[].duration: give a length"),
+    ("freeze window duration in weeks", {**WINDOW, "duration": "1w"}, "freezeWindows[0].duration"),
 ]
 
 
@@ -251,6 +271,22 @@ def test_bad_decisions_are_refused(
     body = m.decision(namespace, "shop-v1", "Approve")
     edit(body)
     assert names in refused(cluster, body)
+
+
+@pytest.mark.parametrize(("case", "window", "names"), LOCK_CASES, ids=[c[0] for c in LOCK_CASES])
+def test_bad_freeze_windows_are_refused(
+    cluster: Cluster, namespace: str, case: str, window: dict[str, Any], names: str
+) -> None:
+    body = m.environment_lock(namespace, 300, name="production")
+    body["spec"]["freezeWindows"] = [window]
+    assert names in refused(cluster, body)
+    assert cluster.get("EnvironmentLock", namespace, "production") is None
+
+
+def test_two_freeze_windows_of_one_name_are_refused(cluster: Cluster, namespace: str) -> None:
+    body = m.environment_lock(namespace, 300, name="production")
+    body["spec"]["freezeWindows"] = [WINDOW, {**WINDOW, "rrule": "FREQ=DAILY"}]
+    assert "each window needs its own name" in refused(cluster, body)
 
 
 def test_the_catalogue_has_at_least_thirty_cases() -> None:

@@ -201,12 +201,14 @@ def test_status_shows_what_is_in_flight_and_what_waits_on_a_person(
     flight = table.split("in flight: shop")[1].splitlines()
     assert flight[2].split()[:5] == ["shop-v1", "v1.0.0", "staging", "Verified", "Passed"]
     assert "shop-v1 waits for approval to go to production:" in table
+    assert f"  | web: nothing in production → sha256:{m.digest('v1')[7:19]}" in table  # what it decides
     assert f"kubectl gantry -n {namespace} approve shop-v1 --reason" in table
     _, raw = kubectl_gantry("status", "-n", namespace, "-o", "yaml")
     import yaml
 
     (record,) = yaml.safe_load(raw)["applications"][0]["releases"]
     assert record["waitsOnAPerson"] is True and record["phase"] == "Verified"
+    assert f"worker: nothing in production → sha256:{m.digest('v1')[7:19]}" in record["changes"]
     assert record["commands"] == [f"kubectl gantry -n {namespace} approve shop-v1 --reason '…'"]
 
 

@@ -11,8 +11,9 @@ from gantry.domain.inputs import approvals
 from gantry.domain.inputs.approvals import ApprovalPolicy
 from gantry.domain.inputs.pipeline import Pipeline, parse_pipeline
 from gantry.domain.vocabulary.problems import Problem
+from gantry.plugin.views import what_it_changes
 from tests.unit.test_stage_entry_and_soak import PRODUCTION, TARGETS
-from tests.unit.test_stage_machine import decide, observe, release, run_of
+from tests.unit.test_stage_machine import decide, observe, release
 
 POLICY = {"approvals": 2, "from": {"groups": ["shop-oncall"], "users": ["erin"]}, "notAuthor": True}
 
@@ -81,4 +82,37 @@ def test_a_user_name_matches_a_commit_author_by_email_or_its_local_part() -> Non
     assert ApprovalPolicy(1).describe() == "1 approval"
 
 
-_ = run_of  # the stage machine's helper, for symmetry with its tests
+def test_a_person_about_to_approve_sees_the_changes_the_tickets_and_each_digest_against_production() -> None:
+    old, new = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    release = {
+        "spec": {
+            "artifacts": [
+                {"name": "web", "image": f"registry.example.com/shop/web@{new}"},
+                {"name": "worker", "image": f"registry.example.com/shop/worker@{old}"},
+                {"name": "cron", "image": f"registry.example.com/shop/cron@{new}"},
+            ]
+        },
+        "status": {
+            "changelog": [
+                {"type": "feat", "scope": "SHOP-1", "description": "a checkout button", "commit": "1"},
+                {"type": "fix", "scope": "HOT-7", "description": "totals", "commit": "2"},
+            ]
+        },
+    }
+    history = [
+        {
+            "release": "team/shop-v1",
+            "result": "Released",
+            "images": [
+                {"workload": "Deployment/prod/web", "container": "web", "image": f"r/web@{old}"},
+                {"workload": "Deployment/prod/worker", "container": "worker", "image": f"r/worker@{old}"},
+            ],
+        }
+    ]
+    assert what_it_changes(release, history) == [
+        "changes: feat(SHOP-1): a checkout button; fix(HOT-7): totals",
+        "tickets: HOT-7, SHOP-1",
+        "web: sha256:aaaaaaaaaaaa → sha256:bbbbbbbbbbbb",
+        "worker: sha256:aaaaaaaaaaaa (unchanged)",
+        "cron: nothing in production → sha256:bbbbbbbbbbbb",
+    ]

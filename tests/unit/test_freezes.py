@@ -15,6 +15,7 @@ from gantry.domain.inputs import incidents
 from gantry.domain.inputs.release_sources import Hook
 from gantry.domain.records import decisions, locks, windows
 from gantry.domain.records.locks import Claimant, Granted, LockState, Waiting
+from gantry.plugin.views import lock_table
 
 BERLIN = ZoneInfo("Europe/Berlin")
 WEEKEND = {
@@ -237,3 +238,17 @@ def test_an_override_counts_once_applied_and_not_when_ignored() -> None:
         "decisionResults": [{"name": "d1", "result": "Ignored"}],
     }
     assert not decisions.overridden(ignored)
+
+
+def test_kubectl_gantry_lock_status_shows_the_freeze_in_force_and_the_next_window() -> None:
+    friday = utc("2026-01-09T18:00:00")
+    lock = {"metadata": {"name": "production", "namespace": "shop"}, "spec": {"freezeWindows": [WEEKEND]}}
+    table = lock_table([lock], friday)
+    row = dict(zip(table.headers, table.rows[0], strict=True))
+    assert row["FROZEN BY"] == "window weekend (no deploys over the weekend; until 2026-01-12T05:00:00.000Z)"
+    assert row["NEXT WINDOW"] == "weekend at 2026-01-16T17:00:00.000Z"
+    incident = locks.incident_fires(LockState(), "CheckoutErrors", "f1", "checkout 5xx", friday)
+    lock["status"] = locks.to_status(incident)
+    row = dict(zip(table.headers, lock_table([lock], friday).rows[0], strict=True))
+    assert row["FROZEN BY"] == "CheckoutErrors (incident: checkout 5xx)"  # the incident says more
+    assert lock_table([lock], friday).records[0]["freeze"]["kind"] == "Incident"

@@ -328,13 +328,46 @@ def in_flight_table(
         )
         todo = what_to_do(namespace, application, name, phase, run, manual, now)
         todo += breached_guard(namespace, application, name, status.get("guard") or {}, now)
-        notes.extend(todo)
         records[-1]["waitsOnAPerson"] = bool(records[-1]["waitsOnAPerson"] or todo)
         records[-1]["commands"] = [line.split("  #")[0].strip() for line in todo if line.startswith("  ")]
+        if todo and phase in ("AwaitingApproval", "Verified"):  # what the approval decides
+            what = what_it_changes(release, production_ledger(pipeline))
+            records[-1]["changes"] = what
+            todo = [todo[0], *(f"  | {line}" for line in what), *todo[1:]]
+        notes.extend(todo)
     headers = ("RELEASE", "VERSION", "STAGE", "PHASE", "STEP", "AGE", "MESSAGE")
     return Table(
         headers, tuple(rows), title=f"in flight: {application}", records=tuple(records), notes=tuple(notes)
     )
+
+
+def what_it_changes(release: Mapping[str, Any], history: list[dict[str, Any]]) -> list[str]:
+    """For a person about to approve: the changes since the last release (the Conventional Commits
+    of the changelog), the tickets they name, and each image's digest against what production runs."""
+    status = release.get("status") or {}
+    changes = [conventional(c) for c in status.get("changelog") or ()]
+    tickets = sorted({str(c["scope"]) for c in status.get("changelog") or () if c.get("scope")})
+    standing = ledger.current(history) or {}
+    running = {
+        str(i.get("container")): str(i.get("image") or "")
+        for i in standing.get("images") or ()
+        if i.get("container")
+    }
+    lines = [f"changes: {'; '.join(changes[:5])}{' …' if len(changes) > 5 else ''}"] if changes else []
+    lines += [f"tickets: {', '.join(tickets)}"] if tickets else []
+    for artifact in (release.get("spec") or {}).get("artifacts") or ():
+        name, image = str(artifact.get("name")), str(artifact.get("image") or "")
+        before = running.get(name)
+        was = shorten(before) if before else "nothing in production"
+        now_ = shorten(image)
+        lines.append(f"{name}: {was} → {now_}" if was != now_ else f"{name}: {now_} (unchanged)")
+    return lines
+
+
+def conventional(entry: Mapping[str, Any]) -> str:
+    """A changelog entry as its commit's header said it: type(scope): description."""
+    scope = f"({entry['scope']})" if entry.get("scope") else ""
+    return f"{entry.get('type')}{scope}: {entry.get('description')}"
 
 
 PERSON = frozenset(
