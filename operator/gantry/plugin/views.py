@@ -202,6 +202,8 @@ def history_table(pipeline: Mapping[str, Any], now: datetime) -> Table:
 
 
 def lock_table(objects: Sequence[Mapping[str, Any]], now: datetime) -> Table:
+    """The locks, with a NEXT WINDOW column only when some lock has freeze windows."""
+    windowed = any((lock.get("spec") or {}).get("freezeWindows") for lock in objects)
     rows = []
     for lock in objects:
         status = lock.get("status") or {}
@@ -214,11 +216,11 @@ def lock_table(objects: Sequence[Mapping[str, Any]], now: datetime) -> Table:
                 age(holder.get("since"), now) if holder else NONE,
                 queue_cell(status),
                 freeze_cell(freeze),
-                window_cell(lock, now),
+                *([window_cell(lock, now)] if windowed else []),
             )
         )
     records = tuple(lock_record(lock, now) for lock in objects)
-    headers = ("ENVIRONMENT", "HOLDER", "SINCE", "QUEUE", "FROZEN BY", "NEXT WINDOW")
+    headers = ("ENVIRONMENT", "HOLDER", "SINCE", "QUEUE", "FROZEN BY", *(["NEXT WINDOW"] if windowed else []))
     return Table(headers, tuple(rows), records=records)
 
 
