@@ -91,7 +91,7 @@ def test_developers_release_on_call_approves_and_the_operator_needs_nothing_more
     with pytest.raises(ApiError) as denied:  # a developer presses buttons, but approves nothing
         alice.apply(m.decision(NAMESPACE, "shop-v1", "Approve", by="alice"))
     assert denied.value.status == 422
-    assert "spec.action Approve, LiftQuarantine and OverrideFreeze need the approve verb" in denied.value.message
+    assert "Approve, LiftQuarantine and OverrideFreeze need the approve verb" in denied.value.message
 
     with pytest.raises(ApiError) as impersonation:
         bob.apply(m.decision(NAMESPACE, "shop-v1", "Approve", by="carol", name="as-carol"))
