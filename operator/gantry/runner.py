@@ -69,7 +69,7 @@ def build_registry(config: Config) -> kopf.OperatorRegistry:
             serve_metrics(memo, config)
 
     release_handlers.register(registry, config)
-    pipeline_handlers.register(registry)
+    pipeline_handlers.register(registry, config)
     lock_handlers.register(registry, config)
     source_handlers.register(registry, config)
     decision_handlers.register(registry)

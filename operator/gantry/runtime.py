@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import kopf
@@ -18,6 +19,7 @@ from gantry.adapters.resources import Resources
 from gantry.decision_desk import DecisionDesk
 from gantry.domain.flow.model import Event
 from gantry.reconciler import ReleaseReconciler, utcnow
+from gantry.retirement import Retirement
 from gantry.settings import Config
 from gantry.source_poller import SourcePoller
 from gantry.stop_the_line import StopTheLine
@@ -32,6 +34,8 @@ class Runtime(kopf.Memo):
     desk: DecisionDesk
     sources: SourcePoller
     stop_the_line: StopTheLine  # Alertmanager's notifications freeze environments (webhooks)
+    retirement: Retirement  # retention of finished Releases (handlers.pipelines)
+    retention_task: Any  # its loop while the operator runs
     webhooks: Any  # the push-webhook server while it runs (adapters.webhooks), else absent
     metrics: Metrics | None
     wakeups: Wakeups
@@ -61,6 +65,13 @@ class Runtime(kopf.Memo):
             min_lease_seconds=3 * config.reconcile_interval,
         )
         self.desk = DecisionDesk(self.resources, self.reconciler)
+        self.retirement = Retirement(
+            self.reconciler.adapters,
+            self.metrics,
+            config.retention_keep,
+            timedelta(seconds=config.retention_after),
+            utcnow,
+        )
 
     def handoff(self, namespace: str, name: str) -> None:
         """Make a watch event on a Release (an annotation with the time), so Kopf gives it a

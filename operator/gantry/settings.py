@@ -33,6 +33,11 @@ class Config:
     # Watch the workloads and Jobs Gantry waits on (needs list/watch on them cluster-wide, or in
     # every watched namespace); off: rollouts and tests are noticed on the reconcile timer only.
     watch_workloads: bool = True
+    # Retention of finished Releases (a Pipeline's spec.retention overrides): keep the newest N
+    # per application, delete others finished this long ago; every interval. 0 keeps all.
+    retention_keep: int = 100
+    retention_after: float = 7 * 24 * 3600.0
+    retention_interval: float = 600.0
 
     @classmethod
     def from_env(cls) -> Config:
@@ -45,6 +50,9 @@ class Config:
             lock_sweep_interval=float(env.get("GANTRY_LOCK_SWEEP_INTERVAL", cls.lock_sweep_interval)),
             source_tick=float(env.get("GANTRY_SOURCE_TICK", cls.source_tick)),
             webhook_port=int(env.get("GANTRY_WEBHOOK_PORT", cls.webhook_port)),
+            retention_keep=int(env.get("GANTRY_RETENTION_KEEP", cls.retention_keep)),
+            retention_after=float(env.get("GANTRY_RETENTION_AFTER_SECONDS", cls.retention_after)),
+            retention_interval=float(env.get("GANTRY_RETENTION_INTERVAL", cls.retention_interval)),
             webhook_address=env.get("GANTRY_WEBHOOK_ADDRESS") or cls.webhook_address,
             namespaces=namespaces,
             peering=env.get("GANTRY_PEERING") or None,

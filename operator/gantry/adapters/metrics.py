@@ -90,6 +90,12 @@ class Metrics:
             registry=self.registry,
             buckets=(0.1, 1, 5, 30, 60, 300, 900, 1800, 3600),
         )
+        self.retired = Counter(
+            "gantry_releases_retired",
+            "Finished Releases deleted by retention (dry_run: those a dry run would have deleted).",
+            ["namespace", "application", "dry_run"],
+            registry=self.registry,
+        )
         self.reconcile_errors = Counter(
             "gantry_reconcile_errors", "Reconcile attempts that raised.", ["kind"], registry=self.registry
         )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from gantry.adapters.kube import GROUP, VERSION
+from gantry.adapters.kube import GROUP, VERSION, ApiError
 from gantry.adapters.objects.ledgers import LEDGER_KEYS
 from gantry.domain.inputs.pipeline import parse_pipeline
 from gantry.domain.records import ledger
@@ -15,9 +17,61 @@ from gantry.domain.vocabulary.conditions import set_condition
 from gantry.domain.vocabulary.problems import Problem
 from gantry.domain.vocabulary.timefmt import to_rfc3339
 from gantry.runtime import Runtime
+from gantry.settings import Config
+
+log = logging.getLogger(__name__)
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
+async def retire_finished(runtime: Runtime, config: Config) -> None:
+    """Every retention interval, each Pipeline's sweep (domain.records.retention); one that fails
+    is logged and tried again at the next interval."""
+    while True:
+        await asyncio.sleep(config.retention_interval)
+        for namespace in config.namespaces or (None,):
+            path = (
+                f"/apis/{GROUP}/{VERSION}" + (f"/namespaces/{namespace}" if namespace else "") + "/pipelines"
+            )
+            try:
+                pipelines = await runtime.blocking(runtime.resources.kube.list_items, path)
+            except ApiError as error:
+                log.warning("retention: cannot list Pipelines: %s", error.message)
+                continue
+            for ns in sorted({body["metadata"]["namespace"] for body in pipelines}):
+                try:  # Releases finished before their Pipeline was on their labels, once
+                    await runtime.blocking(runtime.resources.label_pipelines, ns)
+                except ApiError as error:
+                    log.warning("retention: cannot label finished Releases in %s: %s", ns, error.message)
+            for body in pipelines:
+                meta = body["metadata"]
+                try:
+                    report = await runtime.blocking(
+                        runtime.retirement.sweep,
+                        meta["namespace"],
+                        meta["name"],
+                        (body.get("spec") or {}).get("retention"),
+                    )
+                    await runtime.blocking(runtime.retirement.record, meta["namespace"], meta["name"], report)
+                except ApiError as error:
+                    log.warning(
+                        "retention: Pipeline %s/%s: %s", meta["namespace"], meta["name"], error.message
+                    )
+
+
+def register(registry: kopf.OperatorRegistry, config: Config) -> None:
+    if config.retention_interval > 0:
+        # One loop over the Pipelines, not a Kopf timer on each: a timer would put Kopf's
+        # finalizer on every Pipeline (kopf#1074), so none could be deleted without the operator.
+        @kopf.on.startup(registry=registry)
+        async def start_retention(memo: Any, **_: Any) -> None:
+            runtime: Runtime = memo
+            runtime.retention_task = asyncio.create_task(retire_finished(runtime, config))
+
+        @kopf.on.cleanup(registry=registry)
+        async def stop_retention(memo: Any, **_: Any) -> None:
+            task = getattr(memo, "retention_task", None)
+            if task is not None:
+                task.cancel()
+
     @kopf.on.resume(GROUP, VERSION, "pipelines", registry=registry)
     @kopf.on.create(GROUP, VERSION, "pipelines", registry=registry)
     @kopf.on.update(GROUP, VERSION, "pipelines", field="spec", registry=registry)

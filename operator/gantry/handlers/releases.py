@@ -124,7 +124,9 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
             return
         body = event["object"]
         if finished(body):
-            await runtime.blocking(runtime.resources.mark_finished, namespace or "", name, True)
+            spec = body.get("spec") or {}
+            pipeline = str(spec.get("pipeline") or spec.get("application") or "")
+            await runtime.blocking(runtime.resources.mark_finished, namespace or "", name, True, pipeline)
             return
         version = str(body["metadata"].get("resourceVersion", ""))
         runtime.wakeups.release_changed(uid, version, listed=event.get("type") is None)  # Kopf: None = listed

@@ -8,7 +8,9 @@ from typing import Any
 
 from gantry.adapters.kube import ApiError, custom_path
 from gantry.adapters.objects.store import Store, retry_on_conflict
+from gantry.domain.inputs.testjob import label_value
 from gantry.domain.inputs.versions import Reservation
+from gantry.domain.records import retention
 from gantry.domain.vocabulary.phases import FINISHED_LABEL, GAVE_UP
 from gantry.domain.vocabulary.timefmt import to_rfc3339
 
@@ -19,13 +21,42 @@ class Releases(Store):
     def get_release(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.kube.get(custom_path("releases", namespace, name))
 
-    def mark_finished(self, namespace: str, name: str, finished: bool) -> None:
-        """Label a final Release (None removes the label: it is in flight again)."""
-        labels = {FINISHED_LABEL: "true" if finished else None}
+    def mark_finished(self, namespace: str, name: str, finished: bool, pipeline: str = "") -> None:
+        """Label a final Release, with its Pipeline for retention to list by (False removes the
+        finished label: it is in flight again)."""
+        labels: dict[str, str | None] = {FINISHED_LABEL: "true" if finished else None}
+        if finished and pipeline:
+            labels[retention.PIPELINE_LABEL] = label_value(pipeline)
         try:
             self.kube.merge_patch(custom_path("releases", namespace, name), {"metadata": {"labels": labels}})
         except ApiError as error:
             if not error.not_found:  # deleted meanwhile: nothing left to label
+                raise
+
+    def finished_releases(self, namespace: str, pipeline: str) -> list[dict[str, Any]]:
+        """The Pipeline's finished Releases (by the label retention lists them by)."""
+        selector = f"{FINISHED_LABEL},{retention.PIPELINE_LABEL}={label_value(pipeline)}"
+        return self.kube.list_items(custom_path("releases", namespace), selector)
+
+    def label_pipelines(self, namespace: str) -> int:
+        """Give Releases finished before Gantry labelled them with their Pipeline that label: one
+        list per namespace, empty once done. How many were labelled."""
+        found = self.kube.list_items(
+            custom_path("releases", namespace), f"{FINISHED_LABEL},!{retention.PIPELINE_LABEL}"
+        )
+        for body in found:
+            spec = body.get("spec") or {}
+            pipeline = str(spec.get("pipeline") or spec.get("application") or "")
+            self.mark_finished(namespace, body["metadata"]["name"], True, pipeline)
+        return len(found)
+
+    def delete_finished(self, namespace: str, name: str, uid: str) -> None:
+        """Delete this Release, and not another of its name made since (a uid precondition)."""
+        body = {"propagationPolicy": "Background", "preconditions": {"uid": uid}}
+        try:
+            self.kube.request("DELETE", custom_path("releases", namespace, name), body=body)
+        except ApiError as error:
+            if not (error.not_found or error.conflict):  # gone already, or another Release now
                 raise
 
     def touch_release(self, namespace: str, name: str) -> None:

@@ -135,6 +135,12 @@ def git_line(application: str, entry: Mapping[str, Any], now: str) -> tuple[str,
     return json.dumps(record), f'"id": {json.dumps(ident)}'
 
 
+def retired_line(namespace: str, line: Mapping[str, Any]) -> tuple[str, str]:
+    """A finished Release deleted by retention, as one JSON line for the ledger in git."""
+    ident = f"retired/{namespace}/{line.get('release')}@{line.get('uid')}"
+    return json.dumps({"id": ident, "time": line.get("deletedAt"), **line}), f'"id": {json.dumps(ident)}'
+
+
 def decision_line(application: str, release: str, decision: Mapping[str, Any]) -> tuple[str, str]:
     """A ReleaseDecision on `release` (namespace/name) as one JSON line for the ledger in git, and
     its marker."""
