@@ -19,7 +19,22 @@ def test_lead_time(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_scale(capsys: pytest.CaptureFixture[str]) -> None:
     assert (
-        scale.main(["--smoke", "--sizes", "0,20", "--probes", "2", "--burst", "6", "--burst-apps", "2"]) == 0
+        scale.main(
+            [
+                "--smoke",
+                "--sizes",
+                "0,20",
+                "--probes",
+                "2",
+                "--burst",
+                "6",
+                "--burst-apps",
+                "2",
+                "--waiting",
+                "2",
+            ]
+        )
+        == 0
     )
     out = capsys.readouterr().out
     assert "summary: p99" in out and "burst: 6 Releases" in out
