@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from gantry.domain.records import locks
 from gantry.plugin.main import main
 from tests.e2e import manifests as m
 from tests.harness.cluster import Cluster
@@ -185,6 +187,38 @@ def test_a_freeze_by_hand_is_the_locks_spec_and_leaves_its_status_to_gantry(
     )
     assert kubectl_gantry("-n", namespace, "lock", "unfreeze", "staging")[0] == 0
     assert "freeze" not in cluster.must_get("EnvironmentLock", namespace, "staging")["spec"]
+
+
+def test_an_incidents_freeze_is_lifted_only_with_a_reason_and_a_window_is_not_lifted_by_hand(
+    cluster: Cluster, namespace: str, operator: OperatorThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup(cluster, namespace)
+    released(cluster, namespace, "shop-v1", "v1.0.0")
+    incident = locks.incident_fires(
+        locks.LockState(), "CheckoutErrors", "f1", "checkout 5xx", datetime.now(UTC)
+    )
+    path = f"/apis/gantry.dev/v1alpha1/namespaces/{namespace}/environmentlocks/staging"
+    cluster.kube.merge_patch(
+        f"{path}/status", {"status": {"incident": locks.to_status(incident)["incident"]}}
+    )
+    assert kubectl_gantry("-n", namespace, "lock", "unfreeze", "staging")[0] == 1
+    assert "frozen by the incident alert CheckoutErrors" in capsys.readouterr().err
+    assert kubectl_gantry("-n", namespace, "lock", "unfreeze", "staging", "--reason", "false alarm")[0] == 0
+    status = cluster.must_get("EnvironmentLock", namespace, "staging")["status"]
+    assert status["incident"]["liftedBy"] and status["history"][-1]["reason"].endswith(": false alarm")
+    assert released(cluster, namespace, "shop-v2", "v1.1.0")  # the line moves again
+
+    start = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M")  # a UTC window open since this minute
+    window = {"name": "quarter-end", "start": start, "rrule": "FREQ=DAILY", "duration": "1h"}
+    cluster.kube.merge_patch(path, {"spec": {"freezeWindows": [window]}})
+    assert kubectl_gantry("-n", namespace, "lock", "unfreeze", "staging")[0] == 1
+    assert "it is in the freeze window quarter-end until it closes" in capsys.readouterr().err
+    code, table = kubectl_gantry("-n", namespace, "lock", "status")
+    assert (
+        code == 0
+        and "NEXT WINDOW" in table
+        and "window quarter-end (a recurring freeze window; until" in table
+    )
 
 
 def test_status_shows_what_is_in_flight_and_what_waits_on_a_person(

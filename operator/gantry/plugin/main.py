@@ -34,6 +34,7 @@ from gantry.adapters.kube import (
     self_review,
     unreachable,
 )
+from gantry.adapters.objects import locks as lock_objects
 from gantry.adapters.objects.ledgers import LEDGER_KEYS
 from gantry.adapters.resources import Resources
 from gantry.domain.inputs.pipeline import parse_pipeline
@@ -406,20 +407,26 @@ def handle_lock(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) 
             "only hotfix Releases may take it until unfrozen"
         )
         return
-    state = locks.from_object(body)
-    frozen, incident = (
-        state.frozen,
-        state.incident if state.incident and not state.incident.lifted_by else None,
-    )
-    if (frozen or incident) is not None and not args.reason:
-        what = f"the emergency of {frozen.by}" if frozen else f"the incident alert {incident.by}"  # type: ignore[union-attr]
+    state = lock_objects.settled(body, now)
+    frozen = state.frozen
+    incident = state.incident if state.incident and not state.incident.lifted_by else None
+    if (frozen, incident, state.manual) == (None, None, None) and state.window is not None:
         raise PluginError(
-            f"lock unfreeze {args.environment}: it is frozen by {what}; lifting that before it ends on "
+            f"lock unfreeze {args.environment}: it is in the freeze {state.window.by} until it closes "
+            "(spec.freezeWindows); let one Release through on the record instead: kubectl gantry "
+            "override-freeze RELEASE --reason '…'"
+        )
+    lifting = (
+        f"the emergency of {frozen.by}" if frozen else f"the incident alert {incident.by}" if incident else ""
+    )
+    if lifting and not args.reason:
+        raise PluginError(
+            f"lock unfreeze {args.environment}: it is frozen by {lifting}; lifting that before it ends on "
             "its own is an override: say why with --reason '…' (kept in the lock's history)"
         )
     if state.manual is not None:
         resources.freeze_by_hand(namespace, args.environment, None)
-    if frozen is not None or incident is not None:  # lifting these is an override, on the record
+    if lifting:  # an emergency's or an incident's freeze: lifting it is an override, on the record
         who = whoami(kube)
         why = f"FreezeLifted by {who}: {args.reason}"
         resources.update_lock(
@@ -430,12 +437,6 @@ def handle_lock(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) 
                 None,
             ),
             now,
-        )
-    if state.window is not None and (frozen, incident, state.manual) == (None, None, None):
-        raise PluginError(
-            f"lock unfreeze {args.environment}: it is in the freeze {state.window.by} until it closes "
-            "(spec.freezeWindows); let one Release through on the record instead: kubectl gantry "
-            "override-freeze RELEASE --reason '…'"
         )
     out(f"environmentlock.gantry.dev/{args.environment} unfrozen")
 
