@@ -144,8 +144,8 @@ class Bench:
         started = time.monotonic()
         for chunk in range(0, count, 100):  # small chunks: each call on the server's loop times out at 10 s
             self.thread.call(lambda c=chunk: fill_range(self.server, c, min(count, c + 100), apps, waiting))
-        if count:
-            self.thread.call(lambda: fill_apps(self.server, min(apps, count)))
+        for chunk in range(0, min(apps, count), 100):  # the same for the applications
+            self.thread.call(lambda c=chunk: fill_apps(self.server, c, min(apps, count, c + 100)))
         took = time.monotonic() - started
         print(f"  seeded {count} Releases over {min(apps, count)} applications in {took:.1f}s")
 
@@ -170,8 +170,8 @@ class Bench:
         self.thread.stop()
 
 
-def fill_apps(server: Any, apps: int) -> None:
-    for a in range(apps):
+def fill_apps(server: Any, start: int, end: int) -> None:
+    for a in range(start, end):
         server.create(PIPELINES, NAMESPACE, pipeline(f"old-{a}"))
         server.create(DEPLOYMENTS, NAMESPACE, deployment(f"old-{a}"))
 
@@ -421,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     for size in [int(s) for s in args.sizes.split(",")]:
         print(f"size {size}:")
         rows.append(measure_size(size, args.probes, config, quiet, args.waiting))
+        print(f"  {rows[-1]}", flush=True)  # as measured: a later size that fails loses nothing
     print()
     columns = [
         ("other Releases", "size", "{:>14}"),
