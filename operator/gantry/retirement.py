@@ -74,7 +74,17 @@ class Retirement:
             return str(error)
         return ""
 
-    def record(self, namespace: str, name: str, report: dict[str, Any] | None) -> None:
+    def record(
+        self, namespace: str, name: str, report: dict[str, Any] | None, before: dict[str, Any] | None
+    ) -> None:
+        """The Pipeline's status.retention, written only when it says something new (not on every
+        sweep of every Pipeline: each write is a watch event for every client)."""
+
+        def said(r: dict[str, Any] | None) -> dict[str, Any]:
+            return {k: v for k, v in (r or {}).items() if k != "sweptAt"}
+
+        if said(report) == said(before) and bool(report) == bool(before):
+            return
         try:
             self.adapters.resources.kube.merge_patch(
                 custom_path("pipelines", namespace, name, "status"), {"status": {"retention": report}}

@@ -50,7 +50,10 @@ async def retire_finished(runtime: Runtime, config: Config) -> None:
                         meta["name"],
                         (body.get("spec") or {}).get("retention"),
                     )
-                    await runtime.blocking(runtime.retirement.record, meta["namespace"], meta["name"], report)
+                    before = (body.get("status") or {}).get("retention")
+                    await runtime.blocking(
+                        runtime.retirement.record, meta["namespace"], meta["name"], report, before
+                    )
                 except ApiError as error:
                     log.warning(
                         "retention: Pipeline %s/%s: %s", meta["namespace"], meta["name"], error.message
