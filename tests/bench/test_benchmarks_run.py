@@ -37,7 +37,11 @@ def test_scale(capsys: pytest.CaptureFixture[str]) -> None:
         == 0
     )
     out = capsys.readouterr().out
-    assert "summary: p99" in out and "burst: 6 Releases" in out
+    assert (
+        "against the floor" in out
+        and "p99 create -> first status write" in out
+        and "burst: 6 Releases" in out
+    )
 
 
 def test_time_to_rollback(capsys: pytest.CaptureFixture[str]) -> None:
