@@ -226,8 +226,9 @@ class Observer:
         if stage is None or not stage.lock or run is None or run.step not in LOCKED_STEPS:
             return None
         claimant = locks.Claimant(release.key, release.uid)
+        heir = f"{release.namespace}/{release.superseded_by}" if release.superseded_by else None
         seen = self.adapters.resources.observe_lock(
-            release.namespace, stage.environment, claimant, now, release.passes_freeze
+            release.namespace, stage.environment, claimant, now, release.passes_freeze, heir
         )
         lease = seen.lease_seconds
         if lease and lease < self.min_lease_seconds:

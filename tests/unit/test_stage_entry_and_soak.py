@@ -177,7 +177,7 @@ def newer(status: dict[str, Any], seconds: float, newer_reached: int | None = 0,
 
 def test_a_release_still_queued_gives_way_to_a_newer_one_that_has_come_as_far_and_leaves_the_queue() -> None:
     queued = step({}, observe(lock=ObservedLock(held=False))).status
-    plan = newer(queued, 1, lock=ObservedLock(held=False, position=2), newer_reached=0)
+    plan = newer(queued, 1, lock=ObservedLock(held=False, position=2, heir_waiting=True), newer_reached=0)
     assert (plan.status["phase"], plan.status["reason"]) == ("Superseded", "SupersededByNewer")
     assert (
         "superseded by shop-newer" in plan.status["message"]
@@ -197,6 +197,9 @@ def test_a_release_at_a_door_goes_on_while_the_newer_one_is_behind_it_or_gone() 
     for reached in (None, -1):  # gone (or failed); still before this stage
         plan = newer(queued, 1, lock=ObservedLock(held=False, position=2), newer_reached=reached)
         assert plan.status["phase"] == "Queued", reached
+    # At the door too, but not in the queue yet: keep the place until the newer one takes it.
+    plan = newer(queued, 1, lock=ObservedLock(held=False, position=2), newer_reached=0)
+    assert plan.status["phase"] == "Queued"
 
 
 def test_a_release_that_already_deploys_or_is_verified_goes_on() -> None:

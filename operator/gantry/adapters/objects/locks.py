@@ -36,6 +36,7 @@ class Locks(Releases):  # a lock's claimant whose Release is gone is dropped
         claimant: locks.Claimant,
         now: datetime,
         passes_freeze: bool = False,
+        heir: str | None = None,
     ) -> ObservedLock:
         path = custom_path("environmentlocks", namespace, environment)
         body = self.kube.get(path)
@@ -57,6 +58,7 @@ class Locks(Releases):  # a lock's claimant whose Release is gone is dropped
             holder=holder,
             preempted=locks.was_preempted(state, claimant),
             frozen=freeze,
+            heir_waiting=heir is not None and any(w.claimant.release == heir for w in state.queue),
             lost=locks.why_lost(state, claimant, lease),
             lease_seconds=int(lease.total_seconds()),
         )

@@ -56,6 +56,7 @@ class ObservedLock:
     renewal_due: bool = False
     preempted: bool = False  # taken from us by a production rollback or an emergency
     frozen: Freeze | None = None  # the freeze in force that keeps us out (we are no hotfix, no override)
+    heir_waiting: bool = False  # the Release that supersedes us waits in this queue (at our place)
     lost: str = ""  # when it is not ours: what happened to it, in words for the stage's message
     lease_seconds: int = 0  # spec.leaseSeconds (0: not read)
     too_short: str = ""  # spec.leaseSeconds too short for this operator to renew it in time

@@ -156,6 +156,10 @@ def supersedable(d: Draft) -> bool:
     if d.release.superseded_by is None or d.phase in (Phase.VERIFIED, *FINAL):
         return False
     door = d.run is None or (not d.run.production and d.run.step in NOT_BEGUN)
+    if door and d.run is not None and d.run.step == Step.WAITING_FOR_LOCK and d.run.lock:
+        # In a lock's queue: give way only once the newer one has taken our place there, so
+        # the application keeps its turn (leaving first would send the newer one to the back).
+        return d.obs.lock is not None and d.obs.lock.heir_waiting
     return door and gives_way(d.stage_index, d.obs.newer_reached)
 
 
