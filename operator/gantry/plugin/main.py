@@ -409,7 +409,7 @@ def handle_lock(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) 
         return
     state = lock_objects.settled(body, now)
     frozen = state.frozen
-    incident = state.incident if state.incident and not state.incident.lifted_by else None
+    incident = state.active_incident
     if (frozen, incident, state.manual) == (None, None, None) and state.window is not None:
         raise PluginError(
             f"lock unfreeze {args.environment}: it is in the freeze {state.window.by} until it closes "

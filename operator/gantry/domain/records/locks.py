@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from gantry.domain.records import windows
+from gantry.domain.vocabulary import commands
 from gantry.domain.vocabulary.reasons import Reason
 from gantry.domain.vocabulary.timefmt import from_rfc3339, to_rfc3339
 
@@ -93,7 +94,7 @@ class Freeze:
 
     def lifted_when(self, environment: str) -> str:
         """What ends it, for the same message."""
-        lift = f"kubectl gantry lock unfreeze {environment}"
+        lift = commands.unfreeze(environment)
         if self.kind == FreezeKind.BY_HAND:
             return f"a person lifts it ({lift})"
         if self.kind == FreezeKind.INCIDENT:
@@ -120,8 +121,12 @@ class LockState:
     @property
     def freeze(self) -> Freeze | None:
         """The freeze in force, if any; the one that says most about what to do first."""
-        incident = self.incident if self.incident is not None and not self.incident.lifted_by else None
-        return self.frozen or incident or self.manual or self.window
+        return self.frozen or self.active_incident or self.manual or self.window
+
+    @property
+    def active_incident(self) -> Freeze | None:
+        """The incident's freeze, unless a person lifted it while its alerts still fire."""
+        return self.incident if self.incident is not None and not self.incident.lifted_by else None
 
 
 @dataclass(frozen=True)
