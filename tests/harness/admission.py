@@ -12,7 +12,7 @@ import copy
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import celpy
@@ -229,25 +229,36 @@ def _program(rule: str) -> Any:
     return _CEL.program(_CEL.compile(rule))
 
 
+@lru_cache(maxsize=65536)
+def _verdict(rule: str, value_json: str, old_json: str | None) -> str | None:
+    """None when the rule holds, else why not. A rule is a pure function of self (and oldSelf), so
+    its verdict is kept by value: an object written again with its spec unchanged (every status
+    write) costs no second evaluation, as compiled CEL costs kube-apiserver next to nothing."""
+    activation = {"self": celpy.adapter.json_to_cel(json.loads(value_json))}
+    if old_json is not None:
+        activation["oldSelf"] = celpy.adapter.json_to_cel(json.loads(old_json))
+    try:
+        ok = _program(rule).evaluate(activation)
+    except Exception as error:  # the real server reports evaluation failures as invalid too
+        return f"rule evaluation error: {error}"
+    return None if not isinstance(ok, celpy.CELEvalError) and bool(ok) else ""
+
+
 def cel_errors(schema: Mapping[str, Any], value: Any, old: Any, path: str) -> list[FieldError]:
+    # Validation ratcheting (on by default since Kubernetes 1.30): an unchanged value's errors are
+    # dropped, so its rules need no evaluation (a status write leaves spec alone); transition
+    # rules, which compare with the old value, are still evaluated.
+    unchanged = old is not MISSING and value == old
     errors: list[FieldError] = []
     for validation in schema.get("x-kubernetes-validations") or ():
         rule = validation["rule"]
         transition = "oldSelf" in rule
-        if transition and old is MISSING:
+        if (transition and old is MISSING) or (unchanged and not transition):
             continue  # transition rules only apply to updates of an existing value
-        activation = {"self": celpy.adapter.json_to_cel(value)}
-        if transition:
-            activation["oldSelf"] = celpy.adapter.json_to_cel(old)
-        try:
-            ok = _program(rule).evaluate(activation)
-        except Exception as error:  # the real server reports evaluation failures as invalid too
-            errors.append(
-                FieldError(path or "<root>", "Invalid value", value, f"rule evaluation error: {error}")
-            )
-            continue
-        if isinstance(ok, celpy.CELEvalError) or not bool(ok):
-            message = validation.get("message") or f"failed rule: {rule}"
+        old_json = json.dumps(old, sort_keys=True) if transition else None
+        verdict = _verdict(rule, json.dumps(value, sort_keys=True), old_json)
+        if verdict is not None:
+            message = verdict or validation.get("message") or f"failed rule: {rule}"
             errors.append(FieldError(path or "<root>", "Invalid value", value, message))
     if isinstance(value, dict):
         properties = schema.get("properties") or {}

@@ -198,9 +198,34 @@ def now_rfc3339() -> str:
 # --- the server ----------------------------------------------------------------------------------
 
 
+class Store(dict[tuple[Key, str | None, str], dict[str, Any]]):
+    """Every object by (kind, namespace, name), and each kind's objects apart: kube-apiserver keeps
+    each resource under its own prefix, so listing Pipelines never reads the Releases."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kinds: dict[Key, dict[tuple[str | None, str], dict[str, Any]]] = collections.defaultdict(dict)
+
+    def __setitem__(self, at: tuple[Key, str | None, str], obj: dict[str, Any]) -> None:
+        super().__setitem__(at, obj)
+        self.kinds[at[0]][at[1], at[2]] = obj
+
+    def __delitem__(self, at: tuple[Key, str | None, str]) -> None:
+        super().__delitem__(at)
+        del self.kinds[at[0]][at[1], at[2]]
+
+    def of_kind(self, key: Key) -> dict[tuple[str | None, str], dict[str, Any]]:
+        return self.kinds.get(key) or {}
+
+    def of_group(self, group: str) -> list[tuple[Key, str | None, dict[str, Any]]]:
+        return [
+            (k, ns, obj) for k, objs in self.kinds.items() if k[0] == group for (ns, _), obj in objs.items()
+        ]
+
+
 @attrs.define(kw_only=True)
 class ApiServer(kmock.KubernetesEmulator):
-    store: dict[tuple[Key, str | None, str], dict[str, Any]] = attrs.field(factory=dict, init=False)
+    store: Store = attrs.field(factory=Store, init=False)
     schemas: dict[Key, Schema] = attrs.field(factory=dict, init=False)
     event_log: collections.deque[tuple[int, Key, dict[str, Any]]] = attrs.field(
         factory=lambda: collections.deque(maxlen=EVENT_LOG_LIMIT), init=False
@@ -355,7 +380,7 @@ class ApiServer(kmock.KubernetesEmulator):
         watch = dict(request.params).get("watch") in ("true", "1")
         verb = authz.verb_of(method, request.name, watch)
         resource = key[2] + (f"/{request.subresource}" if request.subresource else "")
-        rbac = [(k[2], ns, obj) for (k, ns, _), obj in self.store.items() if k[0] == authz.RBAC]
+        rbac = [(k[2], ns, obj) for k, ns, obj in self.store.of_group(authz.RBAC)]
         if not authz.allowed(rbac, user, verb, key[0], resource, request.namespace, request.name):
             raise ApiStatus(
                 403, "Forbidden", authz.forbidden_message(user, verb, key[0], resource, request.namespace)
@@ -370,13 +395,13 @@ class ApiServer(kmock.KubernetesEmulator):
         operation = "CREATE" if method == "POST" else "UPDATE"
         old = self.store.get((key, request.namespace, request.name)) if request.name else None
         objects = {
-            k[2]: [o for (kk, _, _), o in self.store.items() if kk == k]
+            k[2]: list(self.store.of_kind(k).values())
             for k in [
                 (authz.ADMISSION, "v1", "validatingadmissionpolicies"),
                 (authz.ADMISSION, "v1", "validatingadmissionpolicybindings"),
             ]
         }
-        rbac = [(k[2], ns, obj) for (k, ns, _), obj in self.store.items() if k[0] == authz.RBAC]
+        rbac = [(k[2], ns, obj) for k, ns, obj in self.store.of_group(authz.RBAC)]
         denials = authz.policy_denials(
             objects["validatingadmissionpolicies"],
             objects["validatingadmissionpolicybindings"],
@@ -440,8 +465,10 @@ class ApiServer(kmock.KubernetesEmulator):
             p.replace("==", "=").split("=", 1) for p in (field_selector or "").split(",") if "=" in p
         )
         items = []
-        for (k, ns, _name), obj in sorted(self.store.items(), key=lambda kv: (kv[0][1] or "", kv[0][2])):
-            if k != key or (namespace is not None and ns != namespace):
+        for (ns, _name), obj in sorted(
+            self.store.of_kind(key).items(), key=lambda kv: (kv[0][0] or "", kv[0][1])
+        ):
+            if namespace is not None and ns != namespace:
                 continue
             if not matches(obj["metadata"].get("labels") or {}):
                 continue
@@ -754,7 +781,7 @@ class ApiServer(kmock.KubernetesEmulator):
     def _name_crd(self, crd: Mapping[str, Any]) -> dict[str, Any]:
         """kube-apiserver's naming controller: a CRD whose names another CRD of its group holds is
         stored, but not Established, and its kind is not served."""
-        others = [obj for (key, _, _), obj in self.store.items() if key == CRDS]
+        others = list(self.store.of_kind(CRDS).values())
         verdict = crd_checks.naming(crd, others)
         spec = crd["spec"]
         stored = [v["name"] for v in spec.get("versions") or () if v.get("storage")]
