@@ -37,7 +37,7 @@ class Retirement:
         if isinstance(policy, Problem):
             return {"problem": policy.describe()}
         resources, now = self.adapters.resources, self.clock()
-        pipeline = resources.get_pipeline(namespace, name)
+        pipeline = resources.get_pipeline_state(namespace, name, with_ledger=False)[0]  # the ledger: below
         application = pipeline.application if isinstance(pipeline, Pipeline) else name
         found = [
             f

@@ -75,10 +75,12 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
             if task is not None:
                 task.cancel()
 
-    @kopf.on.resume(GROUP, VERSION, "pipelines", registry=registry)
-    @kopf.on.create(GROUP, VERSION, "pipelines", registry=registry)
-    @kopf.on.update(GROUP, VERSION, "pipelines", field="spec", registry=registry)
+    # On every watch event, not as Kopf's resume/create/update: those would make Kopf write its
+    # own annotations on every Pipeline at first sight, which at thousands of Pipelines is most
+    # of the operator's start-up. The status is written only when what it says has changed.
+    @kopf.on.event(GROUP, VERSION, "pipelines", registry=registry)
     def validate_pipeline(
+        type: str,
         namespace: str | None,
         name: str,
         spec: kopf.Spec,
@@ -88,21 +90,12 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         memo: Any,
         **_: Any,
     ) -> None:
-        parsed = parse_pipeline(name, dict(spec))
-        now = to_rfc3339(datetime.now(UTC))
-        generation = int(meta.get("generation") or 1)
-        conditions = list(status.get("conditions") or [])
-        if isinstance(parsed, Problem):
-            conditions = set_condition(
-                conditions, "Ready", False, parsed.reason, parsed.describe(), now, generation
-            )
-            patch.status["stageSummary"] = "invalid"
-        else:
-            message = f"{len(parsed.stages)} stage(s) for application {parsed.application}"
-            conditions = set_condition(conditions, "Ready", True, "Valid", message, now, generation)
-            patch.status["stageSummary"] = parsed.summary()
-        patch.status["conditions"] = conditions
-        patch.status["observedGeneration"] = generation
+        if type == "DELETED":
+            return
+        validity = validity_status(name, dict(spec), dict(status), int(meta.get("generation") or 1))
+        if validity is None:
+            return
+        patch.status.update(validity)
         if not status.get("ledgerRevision"):
             # Applied again after a delete (a GitOps re-sync): show the history it kept.
             runtime: Runtime = memo
@@ -113,15 +106,34 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
                 )
 
     @kopf.on.event(GROUP, VERSION, "pipelines", registry=registry)
-    def follow_production(
+    async def follow_production(
         type: str, namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, memo: Any, **_: Any
     ) -> None:
-        """Feed the deployed-at metric from the production ledger (rebuilt from the watch on restart)."""
+        """Feed the deploy and DORA gauges from the production ledger (rebuilt from the watch on restart)."""
         runtime: Runtime = memo
         if runtime.metrics is None:
             return
         if type == "DELETED":
-            runtime.metrics.deployed.forget(namespace or "", name)
+            runtime.metrics.records.forget_ledger(namespace or "", name)
             return
         history = ledger.entries(status)
-        runtime.metrics.deployed.update(namespace or "", name, str(spec.get("application") or name), history)
+        runtime.metrics.records.ledger(namespace or "", name, str(spec.get("application") or name), history)
+
+
+def validity_status(
+    name: str, spec: dict[str, Any], status: dict[str, Any], generation: int
+) -> dict[str, Any] | None:
+    """The Pipeline's Ready condition, summary and observed generation, or None when its status
+    says so already (a restart, or the event of the operator's own status write)."""
+    parsed = parse_pipeline(name, spec)
+    now = to_rfc3339(datetime.now(UTC))
+    conditions = list(status.get("conditions") or [])
+    if isinstance(parsed, Problem):
+        updated = set_condition(conditions, "Ready", False, parsed.reason, parsed.describe(), now, generation)
+        summary = "invalid"
+    else:
+        message = f"{len(parsed.stages)} stage(s) for application {parsed.application}"
+        updated = set_condition(conditions, "Ready", True, "Valid", message, now, generation)
+        summary = parsed.summary()
+    wanted = {"conditions": updated, "stageSummary": summary, "observedGeneration": generation}
+    return None if all(status.get(key) == value for key, value in wanted.items()) else wanted
