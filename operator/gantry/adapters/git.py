@@ -70,7 +70,7 @@ class Repository:
 
     def commits(self, rev: str, since: str | None, merges: bool = True) -> list[Commit]:
         """Commits reachable from `rev` but not from `since`, newest first; merges bring their branches."""
-        args = [f"--format=%H{FIELD}%B{RECORD}", self.resolve(rev)]
+        args = [f"--format=%H{FIELD}%aI{FIELD}%B{RECORD}", self.resolve(rev)]
         if since is not None:
             args.append(f"^{since}")
         if not merges:
@@ -80,8 +80,9 @@ class Repository:
         for record in output.split(RECORD):
             record = record.strip("\n")
             if record:
-                sha, _, message = record.partition(FIELD)
-                commits.append(parse_commit(sha, message))
+                sha, _, rest = record.partition(FIELD)
+                at, _, message = rest.partition(FIELD)
+                commits.append(parse_commit(sha, message, at))
         return commits
 
     def author_email(self, rev: str) -> str:

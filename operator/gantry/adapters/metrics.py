@@ -1,70 +1,28 @@
-"""The operator's own Prometheus metrics (prometheus_client).
-
-`gantry_release_deployed_timestamp_seconds` is derived from the Pipelines' production ledgers as
-the operator last saw them, not from memory of what it did, so it survives restarts and gives
-dashboards one annotation per version that became active.
+"""The operator's own Prometheus metrics (prometheus_client): counters of what it did, and the
+gauges read from its records (adapters.records_metrics: deploys for dashboard annotations, the
+DORA measures, Releases in flight, locks), which survive a restart.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
+from importlib import metadata
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, start_http_server
 
+from gantry.adapters.records_metrics import RecordsCollector
 from gantry.domain.flow.model import Event
-
-
-class DeployedCollector(Collector):
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pipelines: dict[tuple[str, str], tuple[str, list[Mapping[str, Any]]]] = {}
-
-    def update(
-        self, namespace: str, name: str, application: str, history: Sequence[Mapping[str, Any]]
-    ) -> None:
-        with self._lock:
-            self._pipelines[(namespace, name)] = (application, list(history))
-
-    def forget(self, namespace: str, name: str) -> None:
-        with self._lock:
-            self._pipelines.pop((namespace, name), None)
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
-            "gantry_release_deployed_timestamp_seconds",
-            "When a version became active in an environment (Unix time), for dashboard annotations.",
-            labels=["namespace", "application", "environment", "version", "release", "result"],
-        )
-        with self._lock:
-            pipelines = list(self._pipelines.items())
-        for (namespace, _), (application, history) in pipelines:
-            for item in history:
-                deployed = item.get("deployedAt")
-                if not deployed:
-                    continue
-                moment = datetime.fromisoformat(str(deployed).replace("Z", "+00:00")).timestamp()
-                labels = [
-                    namespace,
-                    application,
-                    "production",
-                    str(item.get("version", "")),
-                    str(item.get("release", "")),
-                    str(item.get("result", "")),
-                ]
-                family.add_metric(labels, moment)
-        yield family
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.deployed = DeployedCollector()
-        self.registry.register(self.deployed)
+        self.records = RecordsCollector()
+        self.registry.register(self.records)
+        # Always there while the operator is scraped: an alert on its absence sees a dead operator.
+        Info("gantry_build", "The running Gantry.", registry=self.registry).info({"version": _version()})
         self.promotions = Counter(
             "gantry_promotions",
             "Images set in a stage (deploys).",
@@ -121,3 +79,10 @@ class Metrics:
 
 def _seconds(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _version() -> str:
+    try:
+        return metadata.version("gantry-release-operator")
+    except metadata.PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"

@@ -116,6 +116,12 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         event: kopf.RawEvent, namespace: str | None, name: str, uid: str, memo: Any, **_: Any
     ) -> None:
         runtime: Runtime = memo
+        if runtime.metrics is not None:  # a Release in flight, for the gauges; gone or final: forgotten
+            body = event["object"]
+            in_flight = (
+                event.get("type") != "DELETED" and (body.get("status") or {}).get("phase") not in FINAL
+            )
+            runtime.metrics.records.release(namespace or "", name, body if in_flight else None)
         if event.get("type") == "DELETED":
             last_looks.pop(uid, None)
             if FINISHED_LABEL in (event["object"]["metadata"].get("labels") or {}):

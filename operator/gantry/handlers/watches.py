@@ -49,6 +49,10 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     ) -> None:
         runtime: Runtime = memo
         key = f"{namespace}/{name}"
+        if runtime.metrics is not None:
+            runtime.metrics.records.environment_lock(
+                namespace or "", name, None if type == "DELETED" else body
+            )
         if type == "DELETED":
             runtime.wakeups.lock_gone(key)
             return

@@ -9,6 +9,7 @@ from typing import Any
 
 from gantry.domain.flow.draft import Draft
 from gantry.domain.flow.model import EffectFailure, Failure
+from gantry.domain.inputs.analysis import Verdict
 from gantry.domain.inputs.versions import parse_tag
 from gantry.domain.inputs.workloads import ImageChange
 from gantry.domain.records import ledger
@@ -17,6 +18,7 @@ from gantry.domain.vocabulary.images import digest_of
 from gantry.domain.vocabulary.phases import Step
 from gantry.domain.vocabulary.problems import Problem
 from gantry.domain.vocabulary.reasons import Reason
+from gantry.domain.vocabulary.timefmt import from_rfc3339
 
 
 def quarantine_problem(d: Draft) -> Problem | None:
@@ -207,6 +209,31 @@ def ledger_entry(d: Draft, result: ledger.Result, by: str, why: str = "") -> dic
     }
     if why:
         entry["reason"] = why
+    entry |= _origins(d)
+    # Where time to restore starts: the guard's breach (kept when the entry turns RolledBack), or
+    # the bake evaluation that breached.
+    breached = d.now if result == ledger.Result.BREACHED else _bake_breach(d.run.analysis)
+    if breached and result in (ledger.Result.BREACHED, ledger.Result.ROLLED_BACK):
+        entry["breachedAt"] = breached
     if result == ledger.Result.DEPLOYING:
         del entry["deployedAt"]  # claimed, not deployed yet: the first deploy sets it
     return entry
+
+
+def _origins(d: Draft) -> dict[str, str]:
+    """Where the lead time of this Release's changes starts: its changelog's first commit, and
+    its creation (the merge, for a Release made on merge)."""
+    written = [str(c["committedAt"]) for c in d.changelog if c.get("committedAt")]
+    first = min(written, key=from_rfc3339) if written else ""
+    found = {"committedAt": first, "createdAt": d.release.created_at}
+    return {k: v for k, v in found.items() if v}
+
+
+def _bake_breach(analysis: Mapping[str, Any] | None) -> str:
+    """The time of the first breach in the bake's last run of breaches ("" if it ended healthy)."""
+    first = ""
+    for evaluation in reversed((analysis or {}).get("evaluations") or ()):
+        if evaluation.get("verdict") != Verdict.BREACH:
+            break
+        first = str(evaluation.get("time") or "")
+    return first

@@ -203,6 +203,7 @@ class ReleaseView:
     supersedes: tuple[str, ...] = ()  # of those, the ones it takes the place of (NewestOnly)
     authors: tuple[str, ...] = ()  # its creator and its commit's author (domain.inputs.approvals)
     ephemeral_branch: str | None = None  # a feature branch's Release, to its ephemeral environment
+    created_at: str = ""  # metadata.creationTimestamp: for a Release made on merge, the merge
 
     @property
     def key(self) -> str:
@@ -242,6 +243,7 @@ class ReleaseView:
             supersedes=_names(meta, SUPERSEDES),
             authors=approvals.authors(meta.get("annotations")),
             ephemeral_branch=(spec.get("ephemeral") or {}).get("branch"),
+            created_at=str(meta.get("creationTimestamp") or ""),
         )
 
 

@@ -37,6 +37,7 @@ class Commit:
     breaking: bool
     description: str
     header: str
+    at: str = ""  # when it was written (the author date, ISO 8601); "" when not read
 
     @property
     def bump(self) -> Bump:
@@ -47,13 +48,13 @@ class Commit:
         return {"feat": Bump.MINOR, "fix": Bump.PATCH, "perf": Bump.PATCH}.get(self.type, Bump.NONE)
 
 
-def parse_commit(sha: str, message: str) -> Commit:
+def parse_commit(sha: str, message: str, at: str = "") -> Commit:
     header = message.strip().splitlines()[0] if message.strip() else ""
     match = HEADER.match(header)
     if match is None:
-        return Commit(sha, None, None, False, header, header)
+        return Commit(sha, None, None, False, header, header, at)
     breaking = bool(match["bang"]) or bool(BREAKING_FOOTER.search(message))
-    return Commit(sha, match["type"].lower(), match["scope"], breaking, match["description"], header)
+    return Commit(sha, match["type"].lower(), match["scope"], breaking, match["description"], header, at)
 
 
 def parse_tag(tag: str) -> semver.Version | None:
@@ -153,6 +154,7 @@ def changelog(commits: Iterable[Commit], limit: int = CHANGELOG_LIMIT) -> list[d
             continue
         entries += [
             {"type": group, "scope": c.scope or "", "description": c.description, "commit": c.sha[:12]}
+            | ({"committedAt": c.at} if c.at else {})
             for c in grouped
         ]
     return entries[:limit]
