@@ -3,12 +3,16 @@ rollback by re-applying the previous Release, quarantine, and alerts in a real A
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import FAST
 from tests.e2e import manifests as m
@@ -544,3 +548,87 @@ def test_production_stays_guarded_after_its_release_and_a_later_breach_offers_th
     results = [(e["release"].split("/")[1], e["result"]) for e in app.ledger()["production"]["history"]]
     assert results[-2:] == [("shop-v2", "RolledBack"), ("shop-v1", "Restored")]
     assert app.ledger()["production"]["history"][-2]["decidedBy"] == "bob"
+
+
+def concrete(query: str, namespace: str) -> str:
+    """A dashboard query as Grafana sends it for one namespace and application, and a template
+    variable's label_values(...) as the series query Grafana makes of it."""
+    found = re.fullmatch(r"label_values\((.*), *(\w+)\)", query)
+    if found:
+        query = found[1]
+    for name, value in (
+        ("$__rate_interval", "1m"),
+        ("$__interval", "1m"),
+        ("$__range", "1h"),
+        ("$namespace", namespace),
+        ("$application", "shop"),
+    ):
+        query = query.replace(name, value)
+    return query
+
+
+def test_the_dashboard_and_the_alert_rules_run_on_what_the_operator_exports(
+    app: App, routed_operator: OperatorThread, tmp_path: Path
+) -> None:
+    """A real Prometheus scrapes the real operator through a release and a rolled-back one:
+    every query of the Grafana dashboard and every alert rule runs there without an error, and
+    what the dashboard draws is there (deploys in each environment, the bake against its
+    threshold, the DORA measures)."""
+    from prometheus_client import start_http_server
+
+    from tests.harness.observability import free_port
+    from tests.helm.test_monitoring import DASHBOARD, RULES, dashboard_queries
+
+    metrics = routed_operator.memo.metrics
+    assert metrics is not None
+    port = free_port()
+    server, _ = start_http_server(port, "127.0.0.1", metrics.registry)
+    prometheus = Prometheus(tmp_path / "prometheus", port).start()
+    try:
+        app.setup(consecutiveBreaches=4)  # a bake of seconds: Prometheus scrapes it every second
+        app.traffic(20)
+        app.released("shop-v1", "v1")
+        app.traffic(20, error_ratio=0.5)
+        app.release("shop-v2", "v2")
+        assert (
+            app.wait("shop-v2", "RolledBack", "Released", "Held", "Failed")["status"]["phase"] == "RolledBack"
+        )
+        ns = f'namespace="{app.namespace}"'
+        app.cluster.wait_for(
+            "Prometheus to scrape the rollback's record",
+            lambda: prometheus.query(f"gantry_dora_time_to_restore_seconds{{{ns}}}"),
+            timeout=30,
+        )
+        board = json.loads(DASHBOARD.read_text())
+        rules = [r["expr"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+        for query in [*dashboard_queries(board), *rules]:
+            prometheus.query(concrete(query, app.namespace))  # a query Prometheus refuses raises here
+
+        def seen(query: str) -> list[dict[str, Any]]:
+            return prometheus.query(f"max_over_time(({query})[10m:1s])")
+
+        environments = {
+            s["metric"]["environment"]
+            for s in seen(f'gantry_release_deployed_timestamp_seconds{{{ns}, application="shop"}}')
+        }
+        assert environments == {"staging", "production"}  # an annotation for every environment
+        (bake,) = seen(f'gantry_bake_error_ratio{{{ns}, release="shop-v2"}}')
+        (threshold,) = seen(f'gantry_bake_threshold_ratio{{{ns}, release="shop-v2"}}')
+        assert float(bake["value"][1]) > float(threshold["value"][1])  # the breach, drawn
+        assert seen(
+            f'gantry_release_phase_since_timestamp_seconds{{{ns}, release="shop-v2", phase="Baking"}}'
+        )
+
+        def value(metric: str) -> float:
+            (sample,) = prometheus.query(f'{metric}{{{ns}, application="shop", environment="production"}}')
+            return float(sample["value"][1])
+
+        assert value("gantry_dora_deployments") == 2
+        assert value("gantry_dora_change_failure_ratio") == 0.5  # one of two rolled back
+        assert 0 < value("gantry_dora_time_to_restore_seconds") < 120  # the bake's breach to v1 again
+        assert 0 < value("gantry_dora_lead_time_seconds") < 300  # created to production, here
+        assert value("gantry_dora_deployment_frequency_per_day") == 2  # two today
+        assert prometheus.query("gantry_build_info")
+    finally:
+        prometheus.stop()
+        server.shutdown()
