@@ -377,6 +377,7 @@ class ApiServer(kmock.KubernetesEmulator):
         user = self.authz.user(headers.get("authorization"))
         if user is None:
             raise ApiStatus(401, "Unauthorized", "Unauthorized")
+        user = self._impersonated(user, request)
         watch = dict(request.params).get("watch") in ("true", "1")
         verb = authz.verb_of(method, request.name, watch)
         resource = key[2] + (f"/{request.subresource}" if request.subresource else "")
@@ -386,6 +387,26 @@ class ApiServer(kmock.KubernetesEmulator):
                 403, "Forbidden", authz.forbidden_message(user, verb, key[0], resource, request.namespace)
             )
         return user
+
+    def _impersonated(self, user: authz.User, request: rendering.Request) -> authz.User:
+        """Impersonate-User and Impersonate-Group, as kube-apiserver takes them: the requester
+        needs the impersonate verb on each user and group named, and is then that user."""
+        raw = request._raw_request
+        assert raw is not None
+        wanted = raw.headers.get("Impersonate-User")
+        if not wanted:
+            return user
+        groups = tuple(raw.headers.getall("Impersonate-Group", ()))
+        rbac = [(k[2], ns, obj) for k, ns, obj in self.store.of_group(authz.RBAC)]
+        for resource, name in [("users", wanted), *(("groups", g) for g in groups)]:
+            if not authz.allowed(rbac, user, "impersonate", "", resource, None, name):
+                raise ApiStatus(
+                    403,
+                    "Forbidden",
+                    f'{resource} "{name}" is forbidden: User "{user.name}" cannot impersonate resource '
+                    f'"{resource}" in API group "" at the cluster scope',
+                )
+        return authz.User(wanted, (*groups, "system:authenticated"))
 
     def _check_policies(
         self, key: Key, request: rendering.Request, method: str, body: Any, user: authz.User

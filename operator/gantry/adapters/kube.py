@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
 import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from urllib3 import HTTPHeaderDict
 
 from gantry.domain.inputs.workloads import FIELD_MANAGER
 
@@ -162,9 +163,20 @@ def job_path(namespace: str, name: str | None = None) -> str:
 class Kube:
     """Synchronous JSON verbs; the operator calls them from Kopf's worker threads."""
 
-    def __init__(self, api_client: k8s_client.ApiClient, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        api_client: k8s_client.ApiClient,
+        timeout: float = 30.0,
+        impersonate: tuple[str, Sequence[str]] | None = None,
+    ) -> None:
         self.api_client = api_client
         self.timeout = timeout
+        self.impersonate = impersonate  # (user, groups): every request as that person (web view)
+
+    def as_user(self, user: str, groups: Sequence[str]) -> Kube:
+        """The same connection, each request impersonating `user` in `groups`: the API server's
+        RBAC and admission policies then judge it as that person's own."""
+        return Kube(self.api_client, self.timeout, (user, tuple(groups)))
 
     def request(
         self,
@@ -183,8 +195,16 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
+        sent: Mapping[str, str] = headers
+        if self.impersonate is not None:
+            user, groups = self.impersonate
+            personal = HTTPHeaderDict(headers)  # one Impersonate-Group header per group, as kubectl sends
+            personal["Impersonate-User"] = user
+            for group in groups:
+                personal.add("Impersonate-Group", group)
+            sent = personal
         response = self.api_client.call_api(
-            method, url, header_params=headers, body=serialized, _request_timeout=self.timeout
+            method, url, header_params=sent, body=serialized, _request_timeout=self.timeout
         )
         raw = response.read()  # type: ignore[no-untyped-call]
         text = raw.decode() if isinstance(raw, bytes) else str(raw or "")
