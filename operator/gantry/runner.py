@@ -13,6 +13,7 @@ import kopf
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from gantry import cockpit
 from gantry.adapters.kube import (
     FINALIZER,
     UNREACHABLE,
@@ -81,7 +82,30 @@ def build_registry(config: Config) -> kopf.OperatorRegistry:
     source_handlers.register(registry, config)
     decision_handlers.register(registry)
     watch_handlers.register(registry, config)
+    if config.web_port:
+        serve_web_view(registry, config)
     return registry
+
+
+def serve_web_view(registry: kopf.OperatorRegistry, config: Config) -> None:
+    @kopf.on.startup(registry=registry)
+    async def start_web_view(memo: Runtime, **_: Any) -> None:
+        view = cockpit.Cockpit(
+            memo.resources.kube, memo.blocking, config.namespaces, config.web_proxy_headers
+        )
+        try:
+            memo.web_view = await cockpit.serve(view, config.web_address, config.web_port)
+        except OSError as error:
+            raise kopf.PermanentError(
+                f"cannot serve the web view on {config.web_address}:{config.web_port}: {error.strerror}; "
+                "fix: free the port, or set GANTRY_WEB_PORT (0: no web view)"
+            ) from error
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_web_view(memo: Runtime, **_: Any) -> None:
+        runner = getattr(memo, "web_view", None)
+        if runner is not None:
+            await runner.cleanup()
 
 
 def serve_metrics(memo: Runtime, config: Config) -> None:

@@ -38,6 +38,12 @@ class Config:
     retention_keep: int = 100
     retention_after: float = 7 * 24 * 3600.0
     retention_interval: float = 600.0
+    # The web view (gantry.cockpit): read-only, unless it sits behind an authenticating proxy
+    # that passes the user (X-Forwarded-User, X-Forwarded-Groups: oauth2-proxy's convention) and
+    # web_proxy_headers trusts them; decisions are then made as that user (impersonation).
+    web_port: int = 0  # 0: no web view
+    web_address: str = "127.0.0.1"  # with a proxy sidecar, only it reaches the view
+    web_proxy_headers: bool = False
 
     @classmethod
     def from_env(cls) -> Config:
@@ -72,4 +78,7 @@ class Config:
             source_workers=int(env.get("GANTRY_SOURCE_WORKERS", cls.source_workers)),
             registry_timeout=float(env.get("GANTRY_REGISTRY_TIMEOUT", cls.registry_timeout)),
             watch_workloads=env.get("GANTRY_WATCH_WORKLOADS", "true").lower() not in ("false", "0", "no"),
+            web_port=int(env.get("GANTRY_WEB_PORT", cls.web_port)),
+            web_address=env.get("GANTRY_WEB_ADDRESS") or cls.web_address,
+            web_proxy_headers=env.get("GANTRY_WEB_PROXY_HEADERS", "false").lower() in ("true", "1", "yes"),
         )

@@ -8,6 +8,7 @@ gantry` found on PATH as a plugin. The sandbox always runs its own emulator, wha
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -15,12 +16,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness.cluster import ROOT
+from tests.harness.observability import free_port
 from tests.harness.sandbox import READY
 
 pytestmark = [
@@ -43,9 +46,11 @@ def sandbox(tmp_path: Path) -> Iterator[dict[str, str]]:
 @contextlib.contextmanager
 def running_sandbox(tmp_path: Path) -> Iterator[dict[str, str]]:
     """`make sandbox` in the background; the environment its printed exports give a terminal."""
+    web_port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.harness.sandbox", "--dir", str(tmp_path / "sandbox"), "--for", "300"],
         cwd=ROOT,
+        env={**os.environ, "GANTRY_WEB_PORT": str(web_port)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -56,6 +61,12 @@ def running_sandbox(tmp_path: Path) -> Iterator[dict[str, str]]:
     while time.monotonic() < deadline and READY not in said[-1:]:
         said.append(process.stdout.readline().strip())
     assert READY in said, "\n".join(said)
+    web = f"http://127.0.0.1:{web_port}/?namespace=gantry"
+    assert web in "\n".join(said)  # the web view, as printed, shows the examples' application
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{web_port}/api/state?namespace=gantry", timeout=10
+    ) as answer:
+        assert [a["application"] for a in json.load(answer)["applications"]] == ["shop"]
     kubeconfig = next(line.split("=", 1)[1] for line in said if line.startswith("export KUBECONFIG="))
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "KUBECONFIG": kubeconfig, "PATH": f"{bin_dir}:{os.environ['PATH']}"}

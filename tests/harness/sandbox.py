@@ -26,6 +26,7 @@ from tests.harness.operator import OperatorThread, RecordingAlerter
 
 NAMESPACE = "gantry"
 READY = "sandbox ready"
+WEB_PORT = 8090  # GANTRY_WEB_PORT overrides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         # unless GANTRY_GIT_CACHE names one: Releases from a merge on main work here too.
         settings = Config.from_env()
         config = replace(
-            settings, metrics_port=0, git_cache=settings.git_cache or str(args.dir / "git-cache")
+            settings,
+            metrics_port=0,
+            git_cache=settings.git_cache or str(args.dir / "git-cache"),
+            web_port=settings.web_port or WEB_PORT,  # the web view, read-only, on 127.0.0.1
         )
         operator = OperatorThread(config, RecordingAlerter()).start()
         try:
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in ("workloads.yaml", "pipeline.yaml", "release.yaml"):
                 for doc in yaml.safe_load_all((ROOT / "examples" / name).read_text()):
                     cluster.apply(doc)
-            print(instructions(kubeconfig), flush=True)
+            print(instructions(kubeconfig, config.web_port), flush=True)
             print(READY, flush=True)
             stop.wait(args.seconds)
         finally:
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def instructions(kubeconfig: Path) -> str:
+def instructions(kubeconfig: Path, web_port: int) -> str:
     bin_dir = ROOT / ".venv" / "bin"
     return f"""
 The sandbox is up: an emulated API server and the real operator, with examples/ loaded.
@@ -77,6 +81,8 @@ In another terminal:
   kubectl gantry status -n {NAMESPACE}
   sed 's/v1.4.0/v1.5.0/g' examples/release.yaml | kubectl apply -f -
   kubectl gantry approve shop-v1.4.0 -n {NAMESPACE}   # production (no bake here: no analysis set)
+
+The web view (read-only; each button shows its command): http://127.0.0.1:{web_port}/?namespace={NAMESPACE}
 
 From a merge on main (a local origin; the operator here has a git cache): README "Try a merge on
 main in the sandbox".

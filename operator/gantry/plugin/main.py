@@ -38,6 +38,7 @@ from gantry.adapters.objects import locks as lock_objects
 from gantry.adapters.objects.ledgers import LEDGER_KEYS
 from gantry.adapters.resources import Resources
 from gantry.domain.inputs.pipeline import parse_pipeline
+from gantry.domain.inputs.workloads import Rollout
 from gantry.domain.records import ledger, locks
 from gantry.domain.vocabulary import commands
 from gantry.domain.vocabulary.problems import Problem
@@ -234,21 +235,8 @@ def show_status(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) 
 
 
 def status_text(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
-    now = datetime.now(UTC)
     where = None if args.all_namespaces else namespace
-    releases = kube.list_items(collection("releases", where))
-    every_lock = kube.list_items(collection("environmentlocks", where))
-    tables, applications = [], []
-    for pipeline in pipelines(kube, where, args.application):
-        home = pipeline["metadata"]["namespace"]
-        mine = [r for r in releases if r["metadata"]["namespace"] == home]
-        held = {
-            lock["metadata"]["name"]: lock for lock in every_lock if lock["metadata"]["namespace"] == home
-        }
-        table = views.status_table(pipeline, mine, held, stage_images(kube, pipeline), now)
-        flight = views.in_flight_table(pipeline, mine, now)
-        tables.extend([table, flight] if flight.rows else [table])
-        applications.append(views.application_record(pipeline, table, flight))
+    tables, applications = status_of(kube, where, args.application, datetime.now(UTC))
     if not tables:
         if where and missing_namespace(kube, where):
             raise PluginError(f"namespace {where!r} does not exist (kubectl get namespaces; or -A)")
@@ -260,6 +248,30 @@ def status_text(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
     return render(tables, args)
 
 
+def status_of(
+    kube: Kube, where: str | None, application: str | None, now: datetime
+) -> tuple[list[views.Table], list[dict[str, Any]]]:
+    """Each application's environments and Releases in flight: the tables `kubectl gantry status`
+    prints and the records of its -o json (which the web view shows too)."""
+    releases = kube.list_items(collection("releases", where))
+    every_lock = kube.list_items(collection("environmentlocks", where))
+    tables, applications = [], []
+    for pipeline in pipelines(kube, where, application):
+        home = pipeline["metadata"]["namespace"]
+        mine = [r for r in releases if r["metadata"]["namespace"] == home]
+        held = {
+            lock["metadata"]["name"]: lock for lock in every_lock if lock["metadata"]["namespace"] == home
+        }
+        workloads = stage_workloads(kube, pipeline)
+        images = {stage: found[0] for stage, found in workloads.items()}
+        health = {stage: found[1] for stage, found in workloads.items()}
+        table = views.status_table(pipeline, mine, held, images, now, health)
+        flight = views.in_flight_table(pipeline, mine, now)
+        tables.extend([table, flight] if flight.rows else [table])
+        applications.append(views.application_record(pipeline, table, flight))
+    return tables, applications
+
+
 def dump(data: Any, args: argparse.Namespace) -> str:
     return (
         json.dumps(data, indent=2)
@@ -268,18 +280,19 @@ def dump(data: Any, args: argparse.Namespace) -> str:
     )
 
 
-def stage_images(kube: Kube, pipeline: dict[str, Any]) -> dict[str, list[str]]:
-    """What each stage's first target workload runs now (container images), by stage name."""
+def stage_workloads(kube: Kube, pipeline: dict[str, Any]) -> dict[str, tuple[list[str], Rollout | None]]:
+    """What each stage's first target workload runs now (container images) and its rollout, by
+    stage name."""
     parsed = parse_pipeline(pipeline["metadata"]["name"], pipeline.get("spec") or {})
     if isinstance(parsed, Problem):
         return {}
-    out: dict[str, list[str]] = {}
+    out: dict[str, tuple[list[str], Rollout | None]] = {}
     for stage in parsed.stages:
         try:
             found = Resources(kube).find_workloads(stage.targets[0])[:1]
         except ApiError:
             found = ()  # not allowed to read it: the row shows "-"
-        out[stage.name] = list(found[0].containers.values()) if found else []
+        out[stage.name] = (list(found[0].containers.values()), found[0].rollout) if found else ([], None)
     return out
 
 
@@ -296,26 +309,10 @@ def press(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) -> int
     if args.command in flags.CONFIRMED and not args.yes:
         confirm(f"{args.action} production of {args.application} (it runs {release} now)?")
     user, groups = identity(kube)
-    spec: dict[str, Any] = {
-        "release": release,
-        "action": args.action,
-        "decidedBy": user,
-        "reason": args.reason or f"kubectl gantry {args.command}",
-    }
-    if args.action == "Approve" and groups:  # what a stage's approval policy may count
-        spec["groups"] = groups
-    if getattr(args, "digest", None):
-        spec["digest"] = args.digest
-    decision = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ReleaseDecision",
-        "metadata": {
-            # The server makes each name unique: two presses in the same second are two decisions.
-            "generateName": f"{release}-{args.action.lower()}-",
-            "namespace": release_namespace,
-        },
-        "spec": spec,
-    }
+    reason = args.reason or f"kubectl gantry {args.command}"
+    decision = decision_manifest(
+        release_namespace, release, args.action, user, groups, reason, getattr(args, "digest", None)
+    )
     created = kube.create(custom_path("releasedecisions", release_namespace), decision)
     name = created["metadata"]["name"]
     out(f"releasedecision.gantry.dev/{name} created: {args.action} on {release} as {user}")
@@ -332,6 +329,33 @@ def press(kube: Kube, namespace: str, args: argparse.Namespace, out: Out) -> int
 
 
 REFUSED = frozenset({"Rejected", "Ignored"})  # a decision the operator did not act on, and why
+
+
+def decision_manifest(
+    namespace: str,
+    release: str,
+    action: str,
+    user: str,
+    groups: Sequence[str],
+    reason: str,
+    digest: str | None = None,
+) -> dict[str, Any]:
+    """A ReleaseDecision as a person makes it (kubectl gantry, or the web view on their behalf)."""
+    spec: dict[str, Any] = {"release": release, "action": action, "decidedBy": user, "reason": reason}
+    if action == "Approve" and groups:  # what a stage's approval policy may count
+        spec["groups"] = list(groups)
+    if digest:
+        spec["digest"] = digest
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ReleaseDecision",
+        "metadata": {
+            # The server makes each name unique: two presses in the same second are two decisions.
+            "generateName": f"{release}-{action.lower()}-",
+            "namespace": namespace,
+        },
+        "spec": spec,
+    }
 
 
 def verdict(kube: Kube, namespace: str, name: str, wait: float) -> dict[str, Any] | None:

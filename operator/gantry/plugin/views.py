@@ -19,11 +19,15 @@ from typing import Any
 
 from gantry.adapters.objects import locks as lock_objects
 from gantry.domain.flow.guard import GuardState
+from gantry.domain.inputs.analysis import AnalysisSpec
+from gantry.domain.inputs.workloads import Rollout
 from gantry.domain.records import ledger, locks, windows
+from gantry.domain.records.decisions import ALLOWED, Action
 from gantry.domain.vocabulary import commands
 from gantry.domain.vocabulary.images import digest_of
 from gantry.domain.vocabulary.images import short_digest as shorten
 from gantry.domain.vocabulary.phases import FINAL
+from gantry.domain.vocabulary.reasons import Reason
 from gantry.domain.vocabulary.timefmt import from_rfc3339, to_rfc3339
 
 NONE = "-"
@@ -118,8 +122,10 @@ def status_table(
     locks: Mapping[str, Mapping[str, Any]],
     stage_images: Mapping[str, Sequence[str]],
     now: datetime,
+    health: Mapping[str, Rollout | None] | None = None,
 ) -> Table:
-    """`stage_images`: what the first target workload of each stage runs now, by stage name."""
+    """`stage_images`: what the first target workload of each stage runs now, by stage name;
+    `health`: its rollout (None: not read)."""
     spec = pipeline.get("spec") or {}
     application = str(spec.get("application") or pipeline["metadata"]["name"])
     mine = releases_of(releases, application)
@@ -141,7 +147,11 @@ def status_table(
             "since": None,
             "lockHolder": (lock_status.get("holder") or {}).get("release"),
             "queue": [w["release"] for w in lock_status.get("queue") or ()],
+            "frozen": frozen_by(locks.get(environment), now) if stage.get("lock") else None,
         }
+        rollout = (health or {}).get(name)
+        if rollout is not None:
+            record.update(healthy=rollout.done and not rollout.idle, rollout=rollout.detail)
         records.append(record)
         if found is None:
             rows.append((name, NONE, NONE, short_digest(images), NONE, held, queue))
@@ -253,6 +263,12 @@ def lock_record(lock: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     }
 
 
+def frozen_by(lock: Mapping[str, Any] | None, now: datetime) -> str | None:
+    """Who or what freezes the lock now, and why; None when nothing does."""
+    freeze = lock_objects.settled(lock, now).freeze if lock else None
+    return freeze_cell(freeze) if freeze else None
+
+
 def freeze_cell(freeze: locks.Freeze | None) -> str:
     if freeze is None:
         return NONE
@@ -328,6 +344,12 @@ def in_flight_table(
                 "waitsOnAPerson": phase in PERSON and (phase != "Verified" or manual),
             }
         )
+        bake = bake_record(run)
+        if bake:
+            records[-1]["bake"] = bake
+        records[-1]["actions"] = possible(
+            namespace, application, name, phase, str(status.get("reason") or "")
+        )
         todo = what_to_do(namespace, application, name, phase, run, manual, now)
         todo += breached_guard(namespace, application, name, status.get("guard") or {}, now)
         records[-1]["waitsOnAPerson"] = bool(records[-1]["waitsOnAPerson"] or todo)
@@ -341,6 +363,35 @@ def in_flight_table(
     return Table(
         headers, tuple(rows), title=f"in flight: {application}", records=tuple(records), notes=tuple(notes)
     )
+
+
+FROZEN_OUT = frozenset({Reason.LOCK_FROZEN, Reason.PRODUCTION_FROZEN})
+
+
+def possible(namespace: str, application: str, release: str, phase: str, reason: str) -> list[str]:
+    """Every decision a person may make on the Release now, as its command (the web view's
+    buttons); those about production name the application, as `kubectl gantry` takes them.
+    Breaking a freeze is offered only to a Release a freeze holds."""
+    spelt = {
+        Action.APPROVE: commands.approve(namespace, release),
+        Action.ROLLBACK: commands.rollback(namespace, application),
+        Action.EMERGENCY: commands.emergency(namespace, application),
+        Action.FAIL_FORWARD: commands.fail_forward(namespace, release),
+        Action.OVERRIDE_FREEZE: commands.override_freeze(namespace, release),
+    }
+    if reason not in FROZEN_OUT:
+        del spelt[Action.OVERRIDE_FREEZE]
+    return [command for action, command in spelt.items() if phase in ALLOWED[action]]
+
+
+def bake_record(run: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A stage run's bake (or canary analysis): each evaluation's error rate, and the threshold."""
+    evaluations = (run.get("analysis") or {}).get("evaluations") or ()
+    if not evaluations:
+        return None
+    threshold = ((run.get("spec") or {}).get("analysis") or {}).get("threshold", AnalysisSpec.threshold)
+    points = [{k: e.get(k) for k in ("time", "errorRate", "verdict")} for e in evaluations]
+    return {"stage": run.get("name"), "threshold": threshold, "evaluations": points}
 
 
 def what_it_changes(release: Mapping[str, Any], history: list[dict[str, Any]]) -> list[str]:
@@ -409,6 +460,7 @@ def what_to_do(
     return []
 
 
+LEDGER_SHOWN = 10  # the newest production records in -o json (and the web view)
 STATUS_SCHEMA = "gantry.dev/status/v1"  # -o json|yaml of kubectl gantry status: stable, for scripts
 
 
@@ -422,6 +474,14 @@ def application_record(pipeline: Mapping[str, Any], environments: Table, flight:
         "pipeline": meta["name"],
         "environments": [dict(r) for r in environments.records],
         "releases": [dict(r) for r in flight.records],
+        "production": [
+            {k: e.get(k) for k in ("release", "version", "result", "deployedAt", "decidedBy", "reason")}
+            for e in production_ledger(pipeline)[-LEDGER_SHOWN:]
+        ],
+        "quarantine": [
+            {k: q.get(k) for k in ("digest", "release", "version", "reason", "since")}
+            for q in (pipeline.get("status") or {}).get("quarantine") or ()
+        ],
     }
 
 
