@@ -369,3 +369,44 @@ def test_the_dashboard_is_a_well_formed_grafana_dashboard() -> None:
         assert name in metrics, name
     deploys = next(a for a in board["annotations"]["list"] if a["name"] == "Deploys")
     assert "environment" in deploys["tagKeys"] and deploys["useValueForTime"] == "on"
+
+
+def test_the_web_view_is_read_only_unless_a_proxy_names_the_person() -> None:
+    docs = render({"web": {"enabled": True}})
+    (deployment,) = by_kind(docs, "Deployment")
+    gantry = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in gantry["env"]}
+    assert (env["GANTRY_WEB_PORT"], env["GANTRY_WEB_ADDRESS"], env["GANTRY_WEB_PROXY_HEADERS"]) == (
+        "8090",
+        "0.0.0.0",
+        "false",
+    )
+    rules = [r for role in by_kind(docs, "ClusterRole") for r in role["rules"]]
+    assert not [r for r in rules if "impersonate" in r["verbs"]]  # read-only: nobody to act as
+    (service,) = [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("-web")]
+    assert service["spec"]["ports"][0]["targetPort"] == "web"
+
+    sidecar = {"name": "oauth2-proxy", "image": "quay.io/oauth2-proxy/oauth2-proxy:v7.6.0"}
+    sidecar["ports"] = [{"name": "web-proxy", "containerPort": 4180}]
+    proxied = {"web": {"enabled": True, "proxy": {"enabled": True, "container": sidecar}}}
+    proxied["web"]["proxy"]["impersonateGroups"] = ["shop-oncall"]
+    docs = render(proxied)
+    (deployment,) = by_kind(docs, "Deployment")
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["gantry", "oauth2-proxy"]
+    env = {e["name"]: e.get("value") for e in containers[0]["env"]}
+    assert (env["GANTRY_WEB_ADDRESS"], env["GANTRY_WEB_PROXY_HEADERS"]) == ("127.0.0.1", "true")
+    assert "web" not in {p["name"] for p in containers[0]["ports"]}  # only the proxy reaches it
+    rules = [r for role in by_kind(docs, "ClusterRole") for r in role["rules"]]
+    impersonation = [r for r in rules if "impersonate" in r["verbs"]]
+    assert impersonation == [
+        {"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"]},
+        {
+            "apiGroups": [""],
+            "resources": ["groups"],
+            "verbs": ["impersonate"],
+            "resourceNames": ["shop-oncall"],
+        },
+    ]
+    (service,) = [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("-web")]
+    assert service["spec"]["ports"][0]["targetPort"] == "web-proxy"
