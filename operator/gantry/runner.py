@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 import kopf
+from aiohttp import web
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
@@ -27,6 +28,7 @@ from gantry.handlers import decisions as decision_handlers
 from gantry.handlers import locks as lock_handlers
 from gantry.handlers import pipelines as pipeline_handlers
 from gantry.handlers import releases as release_handlers
+from gantry.handlers import serving
 from gantry.handlers import sources as source_handlers
 from gantry.handlers import watches as watch_handlers
 from gantry.runtime import Runtime
@@ -88,24 +90,13 @@ def build_registry(config: Config) -> kopf.OperatorRegistry:
 
 
 def serve_web_view(registry: kopf.OperatorRegistry, config: Config) -> None:
-    @kopf.on.startup(registry=registry)
-    async def start_web_view(memo: Runtime, **_: Any) -> None:
-        view = cockpit.Cockpit(
-            memo.resources.kube, memo.blocking, config.namespaces, config.web_proxy_headers
-        )
-        try:
-            memo.web_view = await cockpit.serve(view, config.web_address, config.web_port)
-        except OSError as error:
-            raise kopf.PermanentError(
-                f"cannot serve the web view on {config.web_address}:{config.web_port}: {error.strerror}; "
-                "fix: free the port, or set GANTRY_WEB_PORT (0: no web view)"
-            ) from error
+    async def start(runtime: Runtime) -> web.AppRunner:
+        kube, trusted = runtime.resources.kube, config.web_proxy_headers
+        view = cockpit.Cockpit(kube, runtime.blocking, config.namespaces, trusted)
+        return await cockpit.serve(view, config.web_address, config.web_port)
 
-    @kopf.on.cleanup(registry=registry)
-    async def stop_web_view(memo: Runtime, **_: Any) -> None:
-        runner = getattr(memo, "web_view", None)
-        if runner is not None:
-            await runner.cleanup()
+    where = (config.web_address, config.web_port)
+    serving.serve_while_running(registry, "web view", "GANTRY_WEB_PORT", where, start)
 
 
 def serve_metrics(memo: Runtime, config: Config) -> None:

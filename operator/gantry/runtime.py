@@ -37,7 +37,7 @@ class Runtime(kopf.Memo):
     retirement: Retirement  # retention of finished Releases (handlers.pipelines)
     retention_task: Any  # its loop while the operator runs
     webhooks: Any  # the push-webhook server while it runs (adapters.webhooks), else absent
-    web_view: Any  # the web view while it runs (gantry.cockpit), else absent
+    web_view: Any  # the web view while it runs (gantry.cockpit), else absent (handlers.serving)
     metrics: Metrics | None
     wakeups: Wakeups
     executor: Executor | None  # Kopf's thread pool for blocking work; None: asyncio's default

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.conftest import FAST
 from tests.e2e import manifests as m
 from tests.e2e.test_production import App
-from tests.e2e.test_rbac import NAMESPACE, await_policy, envtest_tier
+from tests.e2e.test_rbac import NAMESPACE, await_policy, envtest_tier, lift_policies, the_team
 from tests.harness import services
-from tests.harness.cluster import ROOT, Cluster
+from tests.harness.cluster import Cluster
 from tests.harness.observability import Alertmanager, MetricsApp, Prometheus, free_port, in_ci, wait_http
 from tests.harness.operator import OperatorThread, RecordingAlerter
 
@@ -191,15 +190,7 @@ def test_behind_the_proxy_a_decision_is_made_as_the_person_and_judged_as_theirs(
     another site, nothing is written."""
     if not cluster.emulated and not envtest_tier():
         pytest.skip("acts as test identities by token: the emulator or envtest (a real cluster has its own)")
-    manifests = list(yaml.safe_load_all((ROOT / "examples" / "rbac.yaml").read_text()))
-    for manifest in [*manifests, *IMPERSONATOR]:
-        cluster.apply(manifest)
-    for workload in m.workloads(NAMESPACE) + m.workloads("shop-prod"):
-        cluster.apply(workload)
-    pipeline = m.pipeline(NAMESPACE)
-    production = [{"namespace": "shop-prod", "name": "web"}, {"namespace": "shop-prod", "name": "worker"}]
-    pipeline["spec"]["stages"][1].update(promotion="Manual", targets=production)
-    cluster.apply(pipeline)
+    manifests = the_team(cluster, *IMPERSONATOR)
     monkeypatch.setenv("KUBECONFIG", str(cluster.as_user("operator", tmp_path).kubeconfig))
     port = free_port()
     operator = OperatorThread(
@@ -245,7 +236,4 @@ def test_behind_the_proxy_a_decision_is_made_as_the_person_and_judged_as_theirs(
         ]
     finally:
         operator.stop()
-        for manifest in reversed(manifests):
-            if manifest["kind"].startswith("ValidatingAdmissionPolicy"):
-                cluster.delete(manifest["kind"], None, manifest["metadata"]["name"])
-        await_policy(cluster.as_user("bob", tmp_path), enforced=False)
+        lift_policies(cluster, manifests, cluster.as_user("bob", tmp_path))

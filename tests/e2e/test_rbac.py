@@ -36,15 +36,7 @@ def rbac_cluster(
 ) -> Iterator[dict[str, Any]]:
     if not cluster.emulated and not envtest_tier():
         pytest.skip("acts as test identities by token: the emulator or envtest (a real cluster has its own)")
-    manifests = list(yaml.safe_load_all((ROOT / "examples" / "rbac.yaml").read_text()))
-    for manifest in manifests:
-        cluster.apply(manifest)
-    for workload in m.workloads(NAMESPACE) + m.workloads("shop-prod"):
-        cluster.apply(workload)
-    pipeline = m.pipeline(NAMESPACE)
-    production = [{"namespace": "shop-prod", "name": "web"}, {"namespace": "shop-prod", "name": "worker"}]
-    pipeline["spec"]["stages"][1].update(promotion="Manual", targets=production)
-    cluster.apply(pipeline)
+    manifests = the_team(cluster)
     monkeypatch.setenv("KUBECONFIG", str(cluster.as_user("operator", tmp_path).kubeconfig))
     operator = OperatorThread(FAST, RecordingAlerter()).start()
     users = {name: cluster.as_user(name, tmp_path) for name in ("alice", "bob", "carol", "dave", "argocd")}
@@ -52,11 +44,30 @@ def rbac_cluster(
     await_policy(users["alice"], enforced=True, by="alice")  # Approve needs the on-call role
     yield users
     operator.stop()
-    # The policy is cluster-wide: the tests after this one decide as the admin in others' names.
+    lift_policies(cluster, manifests, users["bob"])
+
+
+def the_team(cluster: Cluster, *more: dict[str, Any]) -> list[dict[str, Any]]:
+    """examples/rbac.yaml (and `more`), the shop's workloads, and its Pipeline with a manual
+    production stage; the manifests of rbac.yaml."""
+    manifests = list(yaml.safe_load_all((ROOT / "examples" / "rbac.yaml").read_text()))
+    for manifest in [*manifests, *more]:
+        cluster.apply(manifest)
+    for workload in m.workloads(NAMESPACE) + m.workloads("shop-prod"):
+        cluster.apply(workload)
+    pipeline = m.pipeline(NAMESPACE)
+    production = [{"namespace": "shop-prod", "name": "web"}, {"namespace": "shop-prod", "name": "worker"}]
+    pipeline["spec"]["stages"][1].update(promotion="Manual", targets=production)
+    cluster.apply(pipeline)
+    return manifests
+
+
+def lift_policies(cluster: Cluster, manifests: list[dict[str, Any]], user: Cluster) -> None:
+    """The policy is cluster-wide: the tests after this one decide as the admin in others' names."""
     for manifest in reversed(manifests):
         if manifest["kind"].startswith("ValidatingAdmissionPolicy"):
             cluster.delete(manifest["kind"], None, manifest["metadata"]["name"])
-    await_policy(users["bob"], enforced=False)
+    await_policy(user, enforced=False)
 
 
 def await_policy(

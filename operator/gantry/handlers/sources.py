@@ -7,10 +7,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
+from aiohttp import web
 
 from gantry.adapters import webhooks
 from gantry.adapters.kube import GROUP, VERSION
 from gantry.domain.inputs.release_sources import Hook
+from gantry.handlers import serving
 from gantry.runtime import Runtime
 from gantry.settings import Config
 
@@ -30,28 +32,14 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     if not config.webhook_port:
         return
 
-    @kopf.on.startup(registry=registry)
-    async def serve_webhooks(memo: Any, **_: Any) -> None:
-        runtime: Runtime = memo
-
+    async def start(runtime: Runtime) -> web.AppRunner:
         async def handle(namespace: str, name: str, headers: Mapping[str, str], body: bytes) -> Hook:
             return await runtime.blocking(runtime.sources.hook, namespace, name, dict(headers), body)
 
         async def alerts(namespace: str, headers: Mapping[str, str], body: bytes) -> Hook:
             return await runtime.blocking(runtime.stop_the_line.receive, namespace, dict(headers), body)
 
-        try:
-            runtime.webhooks = await webhooks.serve(
-                config.webhook_address, config.webhook_port, handle, alerts
-            )
-        except OSError as error:
-            raise kopf.PermanentError(
-                f"cannot serve webhooks on {config.webhook_address}:{config.webhook_port}: {error.strerror}; "
-                "fix: free the port, or set GANTRY_WEBHOOK_PORT (0: no webhooks)"
-            ) from error
+        return await webhooks.serve(config.webhook_address, config.webhook_port, handle, alerts)
 
-    @kopf.on.cleanup(registry=registry)
-    async def stop_webhooks(memo: Any, **_: Any) -> None:
-        runner = getattr(memo, "webhooks", None)
-        if runner is not None:
-            await runner.cleanup()
+    where = (config.webhook_address, config.webhook_port)
+    serving.serve_while_running(registry, "webhooks", "GANTRY_WEBHOOK_PORT", where, start)
