@@ -129,6 +129,8 @@ def test_the_browser_shows_the_flow_its_lock_and_its_bake_and_offers_commands_no
         assert "Baking" in flight
         waiting = browser.find_element(By.CSS_SELECTOR, 'tr[data-release="shop-v2"]').text
         assert "production is busy with" in waiting
+        dora = browser.find_element(By.CSS_SELECTOR, ".application .dora").text  # from the ledger
+        assert "deploys / day\n1.00" in dora and "change failure rate\n0 %" in dora, dora
         commands = [c.text for c in browser.find_elements(By.CSS_SELECTOR, ".commands code")]
         assert f"kubectl gantry -n {namespace} rollback shop --reason '…'" in commands
         assert not browser.find_elements(By.CSS_SELECTOR, "button.act")  # read-only: nothing to press

@@ -268,7 +268,7 @@ def status_of(
         table = views.status_table(pipeline, mine, held, images, now, health)
         flight = views.in_flight_table(pipeline, mine, now)
         tables.extend([table, flight] if flight.rows else [table])
-        applications.append(views.application_record(pipeline, table, flight))
+        applications.append(views.application_record(pipeline, table, flight, now))
     return tables, applications
 
 

@@ -21,7 +21,7 @@ from gantry.adapters.objects import locks as lock_objects
 from gantry.domain.flow.guard import GuardState
 from gantry.domain.inputs.analysis import AnalysisSpec
 from gantry.domain.inputs.workloads import Rollout
-from gantry.domain.records import ledger, locks, windows
+from gantry.domain.records import dora, ledger, locks, windows
 from gantry.domain.records.decisions import ALLOWED, Action
 from gantry.domain.vocabulary import commands
 from gantry.domain.vocabulary.images import digest_of
@@ -464,7 +464,9 @@ LEDGER_SHOWN = 10  # the newest production records in -o json (and the web view)
 STATUS_SCHEMA = "gantry.dev/status/v1"  # -o json|yaml of kubectl gantry status: stable, for scripts
 
 
-def application_record(pipeline: Mapping[str, Any], environments: Table, flight: Table) -> dict[str, Any]:
+def application_record(
+    pipeline: Mapping[str, Any], environments: Table, flight: Table, now: datetime
+) -> dict[str, Any]:
     """One application for scripts: its environments (what runs, the lock), and its Releases in
     flight with what each waits on and the exact commands that act on it."""
     meta, spec = pipeline["metadata"], pipeline.get("spec") or {}
@@ -482,6 +484,20 @@ def application_record(pipeline: Mapping[str, Any], environments: Table, flight:
             {k: q.get(k) for k in ("digest", "release", "version", "reason", "since")}
             for q in (pipeline.get("status") or {}).get("quarantine") or ()
         ],
+        "dora": dora_record(production_ledger(pipeline), now),
+    }
+
+
+def dora_record(history: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+    """The DORA measures of production, as the metrics have them (domain.records.dora)."""
+    measured = dora.measure(history, now)
+    return {
+        "since": to_rfc3339(measured.since) if measured.since else None,
+        "deployments": measured.deployments,
+        "deploymentsPerDay": round(measured.per_day, 3),
+        "leadTimeSeconds": measured.lead_time_seconds,
+        "changeFailureRatio": measured.change_failure_ratio,
+        "timeToRestoreSeconds": measured.restore_seconds,
     }
 
 

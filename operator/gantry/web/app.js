@@ -165,10 +165,37 @@ function ledgerTable(application) {
   return add(wrap, table);
 }
 
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "-";
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  if (seconds < 172800) return `${(seconds / 3600).toFixed(1)} h`;
+  return `${(seconds / 86400).toFixed(1)} d`;
+}
+
+function doraLine(d) {
+  const line = el("dl", "dora");
+  const rate = d.changeFailureRatio === null ? "-" : `${Math.round(d.changeFailureRatio * 100)} %`;
+  const items = [
+    ["deploys / day", d.deployments ? d.deploymentsPerDay.toFixed(2) : "-"],
+    ["lead time", duration(d.leadTimeSeconds)],
+    ["change failure rate", rate],
+    ["time to restore", duration(d.timeToRestoreSeconds)],
+  ];
+  for (const [term, value] of items) {
+    const item = el("div");
+    add(item, el("dt", null, term), el("dd", null, value));
+    line.appendChild(item);
+  }
+  line.title = `DORA, production, since ${d.since || "-"} (${d.deployments} deploys)`;
+  return line;
+}
+
 function applicationCard(application) {
   const card = el("article", "application");
   card.dataset.application = application.application;
   add(card, el("h2", null, `${application.application} `), el("span", "quiet", `${application.namespace}/${application.pipeline}`));
+  if (application.dora) add(card, doraLine(application.dora));
   const stages = el("div", "stages");
   for (const environment of application.environments) stages.appendChild(stageCard(environment));
   add(card, stages);
