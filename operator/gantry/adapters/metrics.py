@@ -6,7 +6,6 @@ DORA measures, Releases in flight, locks), which survive a restart.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from importlib import metadata
 from typing import Any
 
@@ -14,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, Info, start
 
 from gantry.adapters.records_metrics import RecordsCollector
 from gantry.domain.flow.model import Event
+from gantry.domain.vocabulary.timefmt import from_rfc3339
 
 
 class Metrics:
@@ -78,7 +78,7 @@ class Metrics:
 
 
 def _seconds(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return from_rfc3339(text).timestamp()
 
 
 def _version() -> str:

@@ -17,9 +17,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gantry.adapters.objects.locks import lease_of
-from gantry.domain.inputs.analysis import AnalysisSpec
+from gantry.domain.inputs.analysis import threshold_of
 from gantry.domain.records import dora, locks
-from gantry.domain.vocabulary.timefmt import from_rfc3339
+from gantry.domain.vocabulary.timefmt import read_rfc3339
 
 PRODUCTION = "production"
 
@@ -251,9 +251,7 @@ def bake_of(status: Mapping[str, Any]) -> tuple[str, float, float] | None:
         evaluations = (run.get("analysis") or {}).get("evaluations") or ()
         rates = [e["errorRate"] for e in evaluations if isinstance(e.get("errorRate"), int | float)]
         if rates:
-            pinned = (run.get("spec") or {}).get("analysis") or {}
-            threshold = float(pinned.get("threshold", AnalysisSpec.threshold))
-            return str(run.get("name") or ""), float(rates[-1]), threshold
+            return str(run.get("name") or ""), float(rates[-1]), threshold_of(run)
     return None
 
 
@@ -271,9 +269,5 @@ def held_of(body: Mapping[str, Any]) -> Held:
 
 
 def _seconds(text: Any) -> float | None:
-    if not text:
-        return None
-    try:
-        return from_rfc3339(str(text)).timestamp()
-    except ValueError:
-        return None
+    moment = read_rfc3339(text)
+    return moment.timestamp() if moment is not None else None

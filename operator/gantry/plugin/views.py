@@ -19,7 +19,7 @@ from typing import Any
 
 from gantry.adapters.objects import locks as lock_objects
 from gantry.domain.flow.guard import GuardState
-from gantry.domain.inputs.analysis import AnalysisSpec
+from gantry.domain.inputs.analysis import threshold_of
 from gantry.domain.inputs.workloads import Rollout
 from gantry.domain.records import dora, ledger, locks, windows
 from gantry.domain.records.decisions import ALLOWED, Action
@@ -389,9 +389,8 @@ def bake_record(run: Mapping[str, Any]) -> dict[str, Any] | None:
     evaluations = (run.get("analysis") or {}).get("evaluations") or ()
     if not evaluations:
         return None
-    threshold = ((run.get("spec") or {}).get("analysis") or {}).get("threshold", AnalysisSpec.threshold)
     points = [{k: e.get(k) for k in ("time", "errorRate", "verdict")} for e in evaluations]
-    return {"stage": run.get("name"), "threshold": threshold, "evaluations": points}
+    return {"stage": run.get("name"), "threshold": threshold_of(run), "evaluations": points}
 
 
 def what_it_changes(release: Mapping[str, Any], history: list[dict[str, Any]]) -> list[str]:

@@ -154,6 +154,11 @@ def streak(evaluations: Sequence[Mapping[str, Any]], verdict: Verdict) -> int:
     return count
 
 
+def threshold_of(run: Mapping[str, Any]) -> float:
+    """The error rate a stage run's bake is judged against: its pinned analysis's threshold."""
+    return AnalysisSpec.from_spec((run.get("spec") or {}).get("analysis") or {}).threshold
+
+
 def finite(value: float | None) -> float | None:
     """For status: JSON has no NaN or Infinity, and kube-apiserver refuses a body that holds one."""
     return None if value is None or _nan(value) else value

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gantry.domain.records.ledger import STOOD, Result
-from gantry.domain.vocabulary.timefmt import from_rfc3339
+from gantry.domain.vocabulary.timefmt import read_rfc3339
 
 WINDOW = timedelta(days=30)
 FAILED_CHANGES = frozenset({Result.ROLLED_BACK, Result.EMERGENCY})
@@ -45,7 +45,9 @@ def measure(history: Sequence[Mapping[str, Any]], now: datetime, window: timedel
     deployed = [
         (entry, at)
         for entry in _latest_per_release(history)
-        if entry.get("result") != Result.RESTORED and (at := _time(entry.get("deployedAt"))) and at >= start
+        if entry.get("result") != Result.RESTORED
+        and (at := read_rfc3339(entry.get("deployedAt")))
+        and at >= start
     ]
     if not deployed:
         return Dora(None, 0, 0.0, None, None, None)
@@ -54,7 +56,7 @@ def measure(history: Sequence[Mapping[str, Any]], now: datetime, window: timedel
     leads = [
         (at - began).total_seconds()
         for entry, at in deployed
-        if (began := _time(entry.get("committedAt")) or _time(entry.get("createdAt")))
+        if (began := read_rfc3339(entry.get("committedAt")) or read_rfc3339(entry.get("createdAt")))
     ]
     failed = sum(1 for entry, _ in deployed if entry.get("result") in FAILED_CHANGES)
     restores = _restores(history, start)
@@ -82,20 +84,13 @@ def _latest_per_release(history: Sequence[Mapping[str, Any]]) -> list[Mapping[st
 def _restores(history: Sequence[Mapping[str, Any]], start: datetime) -> list[float]:
     out = []
     for index, entry in enumerate(history):
-        breached = _time(entry.get("breachedAt"))
+        breached = read_rfc3339(entry.get("breachedAt"))
         if breached is None or breached < start:
             continue
-        later = (_time(e.get("deployedAt")) for e in history[index + 1 :] if e.get("result") in RESTORING)
+        later = (
+            read_rfc3339(e.get("deployedAt")) for e in history[index + 1 :] if e.get("result") in RESTORING
+        )
         restored = next((at for at in later if at is not None and at >= breached), None)
         if restored is not None:
             out.append((restored - breached).total_seconds())
     return out
-
-
-def _time(text: Any) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return from_rfc3339(str(text))
-    except ValueError:
-        return None
