@@ -89,7 +89,9 @@ def measure(stage_counts: list[int], runs: int, delay: float, config: Config) ->
     with tempfile.TemporaryDirectory() as tmp:
         bench = Bench(Path(tmp), controllers=False)
         Controllers(bench.server, bench.thread.loop, delay=delay)
-        operator = OperatorProcess(bench.kubeconfig, config, Path(tmp) / "operator.log").start()
+        operator = OperatorProcess(
+            bench.kubeconfig, config, Path(tmp) / "operator.log", verbose=False
+        ).start()
         try:
             one_run(bench, "warm-up", 1, "v0.0.1")  # the operator's first watch streams are open
             for stages in stage_counts:

@@ -65,8 +65,9 @@ class OperatorThread:
 class OperatorProcess:
     """`python -m gantry run` as a child process, so a test can SIGKILL it mid-flight."""
 
-    def __init__(self, kubeconfig: Path, config: Config, log_path: Path) -> None:
+    def __init__(self, kubeconfig: Path, config: Config, log_path: Path, verbose: bool = True) -> None:
         self.kubeconfig, self.config, self.log_path = kubeconfig, config, log_path
+        self.verbose = verbose  # debug logs for a test to show; a benchmark runs as deployed (INFO)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
@@ -89,7 +90,7 @@ class OperatorProcess:
         }
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gantry", "run", "--verbose"],
+            [sys.executable, "-m", "gantry", "run", *(["--verbose"] if self.verbose else [])],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
