@@ -98,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             level=logging.DEBUG if args.verbose else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        if not args.verbose:
+            # Kopf says "Handler ... succeeded." at INFO on every watch event it hands us: thousands
+            # of lines that say nothing, and their cost on the loop that drives the Releases. Its
+            # warnings and errors stay; gantry's own INFO lines say what happened.
+            logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         config = Config.from_env()
         if args.namespace:
             config = replace(config, namespaces=tuple(args.namespace))

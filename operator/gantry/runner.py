@@ -7,7 +7,8 @@ import gc
 import logging
 import random
 import threading
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import kopf
 from aiohttp import web
@@ -38,6 +39,20 @@ PREFIX = "gantry.dev"
 WATCH_WORKERS = 100  # objects handled at once per kind (each a Kopf worker task)
 
 
+class SpecDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """Kopf's record of what it last handled, built on every watch event: Kopf deep-copies the whole
+    object and then drops its status. A Release's status is most of it (every stage's record) and
+    changes on every write, so it is left out before the copy. The result is the same."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
+    ) -> kopf.BodyEssence:
+        if extra_fields or "status" not in body:  # a field of the status to follow: Kopf's own way
+            return super().build(body=body, extra_fields=extra_fields)
+        slim = cast(kopf.RawBody, {k: v for k, v in body.items() if k != "status"})
+        return super().build(body=kopf.Body(slim))
+
+
 def build_registry(config: Config) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
@@ -49,9 +64,7 @@ def build_registry(config: Config) -> kopf.OperatorRegistry:
     def configure(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None:
         settings.persistence.finalizer = FINALIZER
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=PREFIX, key="last-handled-configuration"
-        )
+        settings.persistence.diffbase_storage = SpecDiffBase(prefix=PREFIX, key="last-handled-configuration")
         settings.posting.level = logging.WARNING  # our own Events say what happened; skip Kopf's chatter
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
