@@ -21,6 +21,7 @@ from gantry.adapters.git import GitError, Repository
 from gantry.adapters.git_effects import git_credentials
 from gantry.adapters.gitops_tools import read_sync
 from gantry.adapters.kube import UNREACHABLE, ApiError, unreachable
+from gantry.adapters.objects.pipelines import PipelineReads
 from gantry.adapters.prometheus import PrometheusSource
 from gantry.adapters.registry import RegistryError, parse_repository
 from gantry.adapters.registry_effects import failure_of
@@ -68,16 +69,22 @@ class Observer:
     min_lease_seconds: float = 0.0  # a lease shorter than this cannot be renewed in time
 
     def observe(
-        self, release: ReleaseView, error: EffectFailure | None
+        self, release: ReleaseView, error: EffectFailure | None, read: PipelineReads | None = None
     ) -> tuple[Pipeline | Problem, Observation]:
+        """`read`: the Pipeline as one reconcile first read it. Its looks follow one another by
+        milliseconds, and a stage takes its spec from the Release's pinned copy once it begins."""
         now = self.clock()
         resources = self.adapters.resources
         run = current_run(release.status)
         pipeline, production = resources.get_pipeline_state(
-            release.namespace, release.pipeline, with_ledger=needs_ledger(release, run)
+            release.namespace, release.pipeline, with_ledger=needs_ledger(release, run), read=read
         )
         production = self.without_abandoned(release, production)
         stage = current_stage(release, pipeline, run)
+        # The lock before the workloads: when this look finds the lock ours, the images it reads
+        # are those its last holder left, and the stage may record them as its rollback target
+        # at once (domain.flow.steps.wait_for_lock).
+        lock = self.lock(release, run, stage, now)
         targets: dict[int, tuple[ObservedWorkload, ...]] = {}
         if stage is not None and (run is None or run.changes is None):
             try:
@@ -94,7 +101,7 @@ class Observer:
             pipeline=pipeline,
             targets=targets,
             workloads=self.workloads(release.namespace, release.status, run),
-            lock=self.lock(release, run, stage, now),
+            lock=lock,
             job=self.job(release, run),
             error=error,
             metrics=self.metrics(release, run, stage, now),

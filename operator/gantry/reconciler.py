@@ -20,6 +20,7 @@ from gantry.adapters.git import Mirrors
 from gantry.adapters.git_targets import GitTargets
 from gantry.adapters.kube import ApiError
 from gantry.adapters.metrics import Metrics
+from gantry.adapters.objects.pipelines import PipelineReads
 from gantry.adapters.prometheus import PrometheusSource
 from gantry.adapters.registry_effects import registry_client
 from gantry.adapters.resources import Resources
@@ -54,6 +55,15 @@ class Look:
     # and Job finish as fast as it writes), so the Release waits on nothing and its driver must
     # look again now rather than sleep until the safety-net timer.
     settled: bool = True
+
+
+@dataclass(frozen=True)
+class Passing:
+    """Way-stations (Plan.passing) a reconcile decided on and has not written yet: the status the
+    next decision starts from, and the Events to announce once it is written."""
+
+    status: Mapping[str, Any] | None = None
+    events: tuple[Event, ...] = ()
 
 
 def utcnow() -> datetime:
@@ -98,7 +108,9 @@ class ReleaseReconciler:
         failure: EffectFailure | None = None
         look: Look | None = None
         body: Mapping[str, Any] | None = None  # after our own write, the server's answer is the fresh object
-        for _ in range(self.max_steps):
+        read: PipelineReads = {}  # the Pipeline, read once for this reconcile's looks
+        passed = Passing()  # way-stations decided on and not written yet
+        for step in range(self.max_steps):
             body = body or self.resources.get_release(namespace, name)
             if body is None:
                 return None
@@ -107,25 +119,31 @@ class ReleaseReconciler:
                 # The deletion's watch event puts back what its stage changed (`leave`).
                 self.resources.leave_locks(body, self.clock())
                 return None
-            release = ReleaseView.from_body(body)
-            pipeline, observation = self.observer.observe(release, failure)
+            stored = ReleaseView.from_body(body)
+            release = replace(stored, status=passed.status) if passed.status is not None else stored
+            pipeline, observation = self.observer.observe(release, failure, read)
             plan = decide(release, observation)
-            look = Look(Phase(plan.status["phase"]), release.status, body["metadata"]["resourceVersion"])
+            look = Look(Phase(plan.status["phase"]), stored.status, body["metadata"]["resourceVersion"])
             context = Context(release, pipeline, self.clock(), self.adapters)
             now, after_record = split(plan.effects)
             if touches_workloads(now) and not self.still_current(body):
-                body = None  # another writer (a second operator) moved it since we read it: decide again
+                body, passed = None, Passing()  # another writer (a second operator) moved it: decide again
                 continue
             failure = execute(context, now)
             if failure is not None:
-                body = None
+                body, passed = None, Passing()  # the way-stations' effects are idempotent: decided again
                 continue  # decide again, now knowing how that effect failed
-            if plan.changed:
-                written = self.record(body, release, plan.status, plan.events)
-                body = written
+            if plan.passing and step + 1 < self.max_steps:
+                passed = Passing(plan.status, (*passed.events, *plan.events))  # written with the next
+                continue
+            if plan.changed or passed.status is not None:
+                status = plan.status if plan.changed else passed.status
+                assert status is not None
+                written = self.record(body, stored, status, (*passed.events, *plan.events))
+                body, passed = written, Passing()
                 if written is None:
                     continue  # someone wrote in between: our effects were idempotent, decide again
-                look = Look(look.phase, plan.status, str(written["metadata"]["resourceVersion"]))
+                look = Look(look.phase, status, str(written["metadata"]["resourceVersion"]))
                 follow_up(context, after_record)
             else:
                 body = None

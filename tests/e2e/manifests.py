@@ -208,7 +208,7 @@ def production_branch_pipeline(
 
 
 def environment_lock(namespace: str, lease_seconds: int, name: str = "staging") -> dict[str, Any]:
-    """An EnvironmentLock made ahead of Gantry (which otherwise creates it on first use)."""
+    """An EnvironmentLock as a team applies it (Gantry makes one, free, for each locked stage)."""
     return {
         "apiVersion": "gantry.dev/v1alpha1",
         "kind": "EnvironmentLock",

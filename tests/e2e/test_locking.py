@@ -162,3 +162,27 @@ def test_a_holder_whose_clock_runs_behind_keeps_the_lock_while_it_renews(
     assert verified["status"]["phase"] == "Verified", verified["status"]["message"]
     history = cluster.must_get("EnvironmentLock", namespace, "staging")["status"]["history"]
     assert (history[0]["release"], history[0]["reason"]) == (f"{namespace}/other", "LeaseExpired")
+
+
+def test_applying_a_pipeline_makes_its_locks_free_and_a_freeze_set_before_the_first_release_holds_it(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    from tests.e2e.test_freezes import frozen_out, window_open_now
+
+    setup_app(cluster, namespace)
+    lock = cluster.wait_for(
+        "the staging lock, made with the Pipeline",
+        lambda: cluster.get("EnvironmentLock", namespace, "staging"),
+    )
+    assert lock["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "gantry"
+    assert not (lock.get("status") or {}).get("holder")
+    assert not cluster.list("Release", namespace)  # no Release has asked for it yet
+
+    # Frozen before anything was ever deployed there: the first Release waits, nothing changes.
+    body = cluster.must_get("EnvironmentLock", namespace, "staging")
+    body["spec"]["freezeWindows"] = [window_open_now("launch-day")]
+    cluster.apply(body)
+    cluster.apply(m.release(namespace, "shop-v1", "v1"))
+    held = frozen_out(cluster, namespace, "shop-v1")
+    assert "launch-day" in held["message"]
+    assert cluster.images("Deployment", namespace, "web")["web"] == m.OLD_WEB

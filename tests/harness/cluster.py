@@ -259,7 +259,7 @@ class Cluster:
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Create or replace, re-reading on a conflict as kubectl does when the operator (or a
-        controller) wrote the object in between."""
+        controller) made or wrote the object in between."""
         kind, meta = manifest["kind"], manifest["metadata"]
         namespace = meta.get("namespace") if kind not in CLUSTER_SCOPED else None
         if namespace:
@@ -267,7 +267,12 @@ class Cluster:
         for _ in range(10):
             existing = self.kube.get(object_path(kind, namespace, meta["name"]))
             if existing is None:
-                return self.kube.create(object_path(kind, namespace), manifest)
+                try:
+                    return self.kube.create(object_path(kind, namespace), manifest)
+                except ApiError as error:  # made in between (the operator makes a Pipeline's locks)
+                    if not error.conflict:
+                        raise
+                    continue
             body = dict(manifest)
             body["metadata"] = {**meta, "resourceVersion": existing["metadata"]["resourceVersion"]}
             try:

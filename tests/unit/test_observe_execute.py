@@ -129,6 +129,21 @@ def manual_production() -> Pipeline:
     return parsed
 
 
+def test_a_look_at_the_lock_door_reads_the_lock_before_the_images_it_may_record() -> None:
+    """The look that finds the lock ours records what runs as the rollback target at once: those
+    images must be read after the lock, so they are what its last holder left."""
+    world = World(pipeline(), {WEB: OLD})
+    status = run("WaitingForLock")
+    del status["stages"][0]["images"]
+    world.kube.reads.clear()
+    world.observe(release({**status, "phase": "Queued"}))
+    lock, workload = (
+        custom_path("environmentlocks", NAMESPACE, "staging"),
+        workload_path("Deployment", "shop", "web"),
+    )
+    assert world.kube.reads.index(lock) < world.kube.reads.index(workload)
+
+
 def test_a_passed_stage_reads_no_job_any_more() -> None:
     world = World(pipeline(), {WEB: NEW})
     assert job_path("shop", "j") not in reads(world, run("Passed", testJob="shop/j"))

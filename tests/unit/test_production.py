@@ -249,7 +249,7 @@ def test_a_hotfix_release_reaching_production_lifts_the_freeze() -> None:
 
 def test_a_preempted_staging_release_rolls_its_own_work_back() -> None:
     world = World(pipeline())
-    status = run(world, {}, ticks=4, until=("Baking",))  # staging patched, rolling out, lock held
+    status = run(world, {}, ticks=3, until=("Baking",))  # staging patched, rolling out, lock held
     assert world.images[STAGING] == V2 and status["step"] == "RollingOut"
     world.lock = locks.preempt(
         world.lock, locks.Claimant("team/shop-v1", "uid-v1"), world.now, "rollback", hold=True, freeze=False

@@ -139,10 +139,12 @@ def test_waiting_keeps_the_queue_place_alive_and_says_where_it_stands() -> None:
 
 def test_with_the_lock_the_previous_images_are_recorded_before_anything_is_patched() -> None:
     queued = step({}, observe(lock=ObservedLock(held=False))).status
-    deploying = step(queued, observe(1))
-    assert deploying.status["phase"] == "Deploying" and deploying.effects == ()
-    recorded = step(deploying.status, observe(2))
-    assert recorded.effects == ()
+    recorded = step(queued, observe(1))  # the look that finds the lock ours records what runs
+    assert recorded.status["phase"] == "Deploying" and recorded.effects == ()
+    assert recorded.status["reason"] == "LockAcquired"
+    assert recorded.status["message"] == (
+        "holding EnvironmentLock staging; recorded the images stage staging runs now; deploying"
+    )
     assert run_of(recorded)["images"] == [
         {"workload": "Deployment/shop/web", "container": "web", "before": OLD, "after": NEW}
     ]
@@ -272,6 +274,7 @@ def test_losing_the_lock_mid_rollout_fails_without_touching_the_new_holders_envi
 def test_losing_the_lock_before_recording_anything_just_queues_again() -> None:
     queued = step({}, observe(lock=ObservedLock(held=False))).status
     deploying = step(queued, observe(1)).status
+    del deploying["stages"][-1]["images"]  # as an older Gantry left it: the lock taken, nothing recorded
     plan = step(deploying, observe(2, lock=ObservedLock(held=False, position=1)))
     assert plan.status["phase"] == "Queued" and plan.effects == (AcquireLock("staging"),)
 
@@ -285,9 +288,9 @@ def test_lock_renewal_while_working() -> None:
 
 def test_refused_new_images_roll_back_what_may_have_changed() -> None:
     queued = step({}, observe(lock=ObservedLock(held=False))).status
-    recorded = step(step(queued, observe(1)).status, observe(2)).status
+    recorded = step(queued, observe(1)).status
     plan = step(
-        recorded, observe(3, error=EffectFailure(SetImages, Failure.REFUSED, "admission webhook denied it"))
+        recorded, observe(2, error=EffectFailure(SetImages, Failure.REFUSED, "admission webhook denied it"))
     )
     assert plan.status["reason"] == "DeployRejected"
     assert plan.effects == (SetImages(((WEB, "web", OLD),)),)

@@ -96,9 +96,10 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         if validity is None:
             return
         patch.status.update(validity)
+        runtime: Runtime = memo
+        make_locks(runtime, namespace or "", name, dict(spec))
         if not status.get("ledgerRevision"):
             # Applied again after a delete (a GitOps re-sync): show the history it kept.
-            runtime: Runtime = memo
             kept = runtime.resources.ledger_status(namespace or "", name, dict(status))
             if kept.get("revision"):
                 patch.status.update(
@@ -118,6 +119,21 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
             return
         history = ledger.entries(status)
         runtime.metrics.records.ledger(namespace or "", name, str(spec.get("application") or name), history)
+
+
+def make_locks(runtime: Runtime, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    """The EnvironmentLocks of a valid Pipeline's locked stages, made when it is applied or changed:
+    `kubectl get environmentlocks` lists them, a freeze can be set before the first deploy, and
+    the first Release does not pay for making them. That Release makes any that are missing."""
+    parsed = parse_pipeline(name, spec)
+    if isinstance(parsed, Problem):
+        return
+    try:
+        runtime.resources.ensure_locks(namespace, sorted({s.environment for s in parsed.stages if s.lock}))
+    except ApiError as error:
+        log.warning(
+            "Pipeline %s/%s: cannot make its EnvironmentLocks yet: %s", namespace, name, error.message
+        )
 
 
 def validity_status(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from gantry.adapters.kube import ApiError, Kube, custom_path
 from gantry.adapters.objects.releases import Releases
-from gantry.adapters.objects.store import retry_on_conflict
+from gantry.adapters.objects.store import managed, retry_on_conflict
 from gantry.domain.flow.model import ObservedLock
 from gantry.domain.records import locks, windows
 
@@ -131,6 +131,13 @@ class Locks(Releases):  # a lock's claimant whose Release is gone is dropped
         seen = locks.sight(self._sightings.get(path, {}), state, now)
         self._sightings[path] = seen
         return seen
+
+    def ensure_locks(self, namespace: str, environments: Iterable[str]) -> None:
+        """Create the locks a Pipeline's stages take (free; an existing one is left as it is), so
+        the first Release finds them made, and a freeze can be set before anything is deployed."""
+        for environment in environments:
+            path = custom_path("environmentlocks", namespace)
+            self.kube.create_unless_exists(path, managed("EnvironmentLock", namespace, environment))
 
     def _create_lock(self, namespace: str, environment: str) -> dict[str, Any]:
         return self.create_managed("EnvironmentLock", "environmentlocks", namespace, environment)

@@ -46,6 +46,9 @@ class Draft:
     results: list[dict[str, Any]] = field(default_factory=list)  # status.decisionResults
     guard: dict[str, Any] | None = None  # status.guard: production watched after its release
     approvals: list[dict[str, Any]] = field(default_factory=list)  # status.approvals: under a policy
+    # A way-station (the next stage's door, a lock asked for): the next look follows at once and
+    # nothing outside needs this status on record first, so it may be written with the next one.
+    passing: bool = False
 
     @property
     def now(self) -> str:

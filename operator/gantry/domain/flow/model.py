@@ -426,6 +426,9 @@ class Plan:
     effects: tuple[Effect, ...] = ()
     events: tuple[Event, ...] = ()
     changed: bool = False  # status differs from what is stored
+    # A way-station whose effects only ask for or give back locks: the caller may decide the next
+    # step from this status before writing it, and write both at once (Draft.passing).
+    passing: bool = False
 
     @property
     def idle(self) -> bool:

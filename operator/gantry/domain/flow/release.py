@@ -17,9 +17,11 @@ from gantry.domain.flow import guard, production, registry, stages, steps
 from gantry.domain.flow.draft import Draft
 from gantry.domain.flow.model import (
     MANAGED_STATUS_KEYS,
+    AcquireLock,
     DeleteJob,
     Observation,
     Plan,
+    ReleaseLock,
     ReleaseView,
     StageRun,
     current_run,
@@ -182,7 +184,10 @@ def _finish(release: ReleaseView, d: Draft, decisions_applied: int) -> Plan:
     status["conditions"] = _conditions(status["conditions"], d, release.generation)
     effects = [*d.effects, *_abandoned_job(d, current_run(old))]
     changed = any(old.get(k) != status.get(k) for k in MANAGED_STATUS_KEYS)
-    return Plan(status=status, effects=tuple(effects), events=tuple(d.events), changed=changed)
+    passing = d.passing and changed and all(isinstance(e, AcquireLock | ReleaseLock) for e in effects)
+    return Plan(
+        status=status, effects=tuple(effects), events=tuple(d.events), changed=changed, passing=passing
+    )
 
 
 def _records(d: Draft) -> dict[str, Any]:

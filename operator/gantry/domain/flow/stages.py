@@ -168,10 +168,11 @@ def pass_stage(d: Draft) -> None:
     pipeline = d.pipeline
     remaining = 0 if isinstance(pipeline, Problem) else len(pipeline.pre_production()) - (run.index + 1)
     if remaining > 0:
-        # The next stage starts on a later tick, from the Pipeline as it is then.
+        # The next stage starts from a look of its own (its lock, its workloads).
         d.stage_index = run.index + 1
         d.phase, d.reason = Phase.PENDING, Reason.STAGE_PASSED
         d.message = f"stage {run.name} passed; next stage"
+        d.passing = True  # its outcome is on record already (Passed); the door of the next is not
         return
     d.phase, d.reason = Phase.VERIFIED, Reason.VERIFIED
     d.message = f"passed every stage up to production (last: {run.name}); ready for production"

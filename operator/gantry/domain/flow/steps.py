@@ -321,8 +321,10 @@ def enter_stage(d: Draft) -> None:
         message = f"waiting for EnvironmentLock {stage.environment}"
         d.move(Step.WAITING_FOR_LOCK, Reason.WAITING_FOR_LOCK, message)
         d.event("Normal", Reason.LOCK_REQUESTED, f"stage {stage.name}: {message}")
+        d.passing = True  # the next look sees whether the lock is ours: held, or a place in its queue
     else:
         d.move(Step.DEPLOYING, Reason.DEPLOYING, f"deploying to stage {stage.name}")
+        record_images(d)  # no lock to wait for: what this look saw running is the rollback target
 
 
 def wait_for_lock(d: Draft) -> None:
@@ -347,6 +349,11 @@ def wait_for_lock(d: Draft) -> None:
         message = f"holding EnvironmentLock {d.run.environment}; deploying to stage {d.run.name}"
         d.move(Step.DEPLOYING, Reason.LOCK_ACQUIRED, message, lock_acquired_at=d.now)
         d.event("Normal", Reason.LOCK_ACQUIRED, message)
+        # The observer reads the lock before the workloads: what this look saw running is what
+        # the last holder left, so it is recorded now (the write before any image changes).
+        record_images(d)
+        if d.run.changes is not None:
+            d.message = f"holding EnvironmentLock {d.run.environment}; {d.message}"
         return
     d.effects.append(AcquireLock(d.run.environment))  # joins the queue, or keeps our place alive
     where = f"position {lock.position}" if lock and lock.position else "in queue"
