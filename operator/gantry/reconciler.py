@@ -136,9 +136,8 @@ class ReleaseReconciler:
             if plan.passing and step + 1 < self.max_steps:
                 passed = Passing(plan.status, (*passed.events, *plan.events))  # written with the next
                 continue
-            if plan.changed or passed.status is not None:
-                status = plan.status if plan.changed else passed.status
-                assert status is not None
+            if plan.changed or passed.status is not None:  # unchanged: plan.status is the way-station's
+                status = plan.status
                 written = self.record(body, stored, status, (*passed.events, *plan.events))
                 body, passed = written, Passing()
                 if written is None:

@@ -11,7 +11,7 @@ import kopf
 
 from gantry.adapters.kube import GROUP, VERSION, ApiError
 from gantry.adapters.objects.ledgers import LEDGER_KEYS
-from gantry.domain.inputs.pipeline import parse_pipeline
+from gantry.domain.inputs.pipeline import Pipeline, parse_pipeline
 from gantry.domain.records import ledger
 from gantry.domain.vocabulary.conditions import set_condition
 from gantry.domain.vocabulary.problems import Problem
@@ -92,12 +92,14 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     ) -> None:
         if type == "DELETED":
             return
-        validity = validity_status(name, dict(spec), dict(status), int(meta.get("generation") or 1))
+        parsed = parse_pipeline(name, dict(spec))
+        validity = validity_status(parsed, dict(status), int(meta.get("generation") or 1))
         if validity is None:
             return
         patch.status.update(validity)
         runtime: Runtime = memo
-        make_locks(runtime, namespace or "", name, dict(spec))
+        if not isinstance(parsed, Problem):
+            make_locks(runtime, namespace or "", parsed)
         if not status.get("ledgerRevision"):
             # Applied again after a delete (a GitOps re-sync): show the history it kept.
             kept = runtime.resources.ledger_status(namespace or "", name, dict(status))
@@ -121,27 +123,27 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         runtime.metrics.records.ledger(namespace or "", name, str(spec.get("application") or name), history)
 
 
-def make_locks(runtime: Runtime, namespace: str, name: str, spec: dict[str, Any]) -> None:
+def make_locks(runtime: Runtime, namespace: str, pipeline: Pipeline) -> None:
     """The EnvironmentLocks of a valid Pipeline's locked stages, made when it is applied or changed:
     `kubectl get environmentlocks` lists them, a freeze can be set before the first deploy, and
     the first Release does not pay for making them. That Release makes any that are missing."""
-    parsed = parse_pipeline(name, spec)
-    if isinstance(parsed, Problem):
-        return
+    environments = sorted({s.environment for s in pipeline.stages if s.lock})
     try:
-        runtime.resources.ensure_locks(namespace, sorted({s.environment for s in parsed.stages if s.lock}))
+        runtime.resources.ensure_locks(namespace, environments)
     except ApiError as error:
         log.warning(
-            "Pipeline %s/%s: cannot make its EnvironmentLocks yet: %s", namespace, name, error.message
+            "Pipeline %s/%s: cannot make its EnvironmentLocks yet: %s",
+            namespace,
+            pipeline.name,
+            error.message,
         )
 
 
 def validity_status(
-    name: str, spec: dict[str, Any], status: dict[str, Any], generation: int
+    parsed: Pipeline | Problem, status: dict[str, Any], generation: int
 ) -> dict[str, Any] | None:
     """The Pipeline's Ready condition, summary and observed generation, or None when its status
     says so already (a restart, or the event of the operator's own status write)."""
-    parsed = parse_pipeline(name, spec)
     now = to_rfc3339(datetime.now(UTC))
     conditions = list(status.get("conditions") or [])
     if isinstance(parsed, Problem):

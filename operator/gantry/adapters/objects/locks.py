@@ -135,8 +135,8 @@ class Locks(Releases):  # a lock's claimant whose Release is gone is dropped
     def ensure_locks(self, namespace: str, environments: Iterable[str]) -> None:
         """Create the locks a Pipeline's stages take (free; an existing one is left as it is), so
         the first Release finds them made, and a freeze can be set before anything is deployed."""
+        path = custom_path("environmentlocks", namespace)
         for environment in environments:
-            path = custom_path("environmentlocks", namespace)
             self.kube.create_unless_exists(path, managed("EnvironmentLock", namespace, environment))
 
     def _create_lock(self, namespace: str, environment: str) -> dict[str, Any]:
