@@ -66,20 +66,18 @@ class RecordsCollector(Collector):
 
     def release(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
         """A Release's watch event; None (deleted, or finished: out of the watch) forgets it."""
-        flight = flight_of(body) if body is not None else None
-        with self._lock:
-            if flight is None:
-                self._flights.pop((namespace, name), None)
-            else:
-                self._flights[(namespace, name)] = flight
+        self._keep(self._flights, (namespace, name), flight_of(body) if body is not None else None)
 
     def environment_lock(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
-        held = held_of(body) if body is not None else None
+        self._keep(self._locks, (namespace, name), held_of(body) if body is not None else None)
+
+    def _keep(self, table: dict[tuple[str, str], Any], key: tuple[str, str], value: Any) -> None:
+        """What a watch event says of one object, kept for the scrape; None forgets it."""
         with self._lock:
-            if held is None:
-                self._locks.pop((namespace, name), None)
+            if value is None:
+                table.pop(key, None)
             else:
-                self._locks[(namespace, name)] = held
+                table[key] = value
 
     # --- the scrape ------------------------------------------------------------------------------
 
