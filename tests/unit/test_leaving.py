@@ -71,3 +71,27 @@ def test_a_canary_that_bakes_soaks_or_waits_gets_its_images_back(step: str) -> N
     assert leaving.effects == (SetImages(((WEB, "web", OLD),), restore=True),)
     (event,) = leaving.events
     assert f"was deleted while stage staging was {step}" in event.message
+
+
+def test_a_deleted_release_gives_back_a_lock_its_status_never_mentioned() -> None:
+    """Stopped after taking the next stage's lock and before writing that down (a way-station, or
+    a write lost): the lock says who holds it, and that is what is given back, at once."""
+    from datetime import timedelta
+
+    from gantry.domain.records import locks
+    from tests.unit.test_observe_execute import pipeline
+    from tests.unit.world import NAMESPACE, World
+
+    world = World(pipeline(), {WEB: NEW})
+    gone, other = (
+        locks.Claimant(f"{NAMESPACE}/shop-v1", "uid-1"),
+        locks.Claimant(f"{NAMESPACE}/shop-v2", "uid-2"),
+    )
+    state, _ = locks.acquire(locks.LockState(), gone, world.now, timedelta(minutes=5))
+    state, _ = locks.acquire(state, other, world.now, timedelta(minutes=5))
+    world.lock = state
+    body = {"metadata": {"name": "shop-v1", "namespace": NAMESPACE, "uid": "uid-1"}, "status": {}}
+    world.resources.leave_locks(body, world.now)
+    assert world.lock.holder is None  # free at once, the next in line takes it on its next look
+    assert [w.claimant for w in world.lock.queue] == [other]
+    assert [(t.claimant, t.reason) for t in world.lock.history] == [(gone, "ReleaseDeleted")]

@@ -94,15 +94,16 @@ class Locks(Releases):  # a lock's claimant whose Release is gone is dropped
         self.update_lock(namespace, environment, change, now)
 
     def leave_locks(self, body: Mapping[str, Any], now: datetime) -> None:
-        """A Release was deleted: give back every lock it held or queued for, at once."""
+        """A Release was deleted: give back every lock it held or queued for, at once. The locks
+        are found by what they say, not by the Release's last status: a reconcile that asked for
+        the next stage's lock may have been stopped before it wrote that down."""
         meta = body["metadata"]
-        environments = {
-            r["environment"] for r in (body.get("status") or {}).get("stages") or () if r.get("lock")
+        claimed = {
+            lock["metadata"]["name"]
+            for lock in self.kube.list_items(custom_path("environmentlocks", meta["namespace"]))
+            if locks.claims(locks.from_status(lock.get("status")), meta["uid"])
         }
-        for environment in sorted(environments):
-            path = custom_path("environmentlocks", meta["namespace"], environment)
-            if self.kube.get(path) is None:
-                continue
+        for environment in sorted(claimed):
             self.update_lock(
                 meta["namespace"],
                 environment,

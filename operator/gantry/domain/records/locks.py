@@ -368,6 +368,12 @@ def drop(state: LockState, gone: set[str], now: datetime) -> LockState:
     return replace(state, queue=tuple(w for w in state.queue if w.claimant.uid not in gone))
 
 
+def claims(state: LockState, uid: str) -> bool:
+    """The Release (by uid) holds the lock or waits in its queue."""
+    holder = state.holder is not None and state.holder.claimant.uid == uid
+    return holder or any(w.claimant.uid == uid for w in state.queue)
+
+
 def blocking(state: LockState) -> list[Claimant]:
     """The claimants others wait for: the holder and the head of the queue."""
     return ([state.holder.claimant] if state.holder else []) + [w.claimant for w in state.queue[:1]]
